@@ -1,0 +1,57 @@
+//! Answers the gateway gives itself, without an upstream: model lists and
+//! the public price list.
+
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+
+use crate::config::{Key, Snapshot};
+
+/// A decimal as a JSON number, for display only (billing never reads it).
+fn number(d: Decimal) -> Value {
+    json!(d.normalize().to_f64().unwrap_or(0.0))
+}
+
+/// GET /v1/models in the OpenAI list shape: what this key may call.
+pub fn models(snapshot: &Snapshot, key: &Key) -> Value {
+    let data: Vec<Value> = snapshot
+        .models_for_key(key)
+        .into_iter()
+        .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "tollgate"}))
+        .collect();
+    json!({"object": "list", "data": data})
+}
+
+/// GET /api/pricing: groups with their ratio and models, and base prices
+/// in USD per 1M tokens.
+pub fn pricing(snapshot: &Snapshot) -> Value {
+    let groups: Vec<Value> = snapshot
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            json!({
+                "name": g.name,
+                "ratio": number(g.ratio),
+                "description": g.description,
+                "connectivity": g.connectivity,
+                "models": snapshot.models_of_group(i),
+            })
+        })
+        .collect();
+    let models: Vec<Value> = snapshot
+        .prices
+        .iter()
+        .map(|(name, p)| {
+            json!({
+                "name": name,
+                "input": number(p.input),
+                "output": number(p.output),
+                "cached_input": number(p.cached_input),
+                "cache_write": number(p.cache_write),
+                "per_request": number(p.per_request),
+            })
+        })
+        .collect();
+    json!({"unit": "USD per 1M tokens", "groups": groups, "models": models})
+}

@@ -1,0 +1,126 @@
+//! Command line (SPEC §6): `run`, `check`, `key new`, `--version`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rand::RngCore;
+
+use crate::config::{self, sha256};
+use crate::routing::HealthRegistry;
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "LLM API edge proxy: groups, ratios, failover, exact billing"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file (for the default `run`)
+    #[arg(short, long, global = true, default_value = "config.toml")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the gateway (the default)
+    Run,
+    /// Validate the config and print groups, models per group and keys
+    Check,
+    /// Manage client keys
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Print a fresh secret and the TOML line that stores its hash
+    New {
+        #[arg(long, default_value = "new-key")]
+        name: String,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            init_logging();
+            match crate::server::run(&cli.config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("tollgate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check => check(&cli.config),
+        Command::Key {
+            action: KeyAction::New { name },
+        } => {
+            let mut bytes = [0u8; 24];
+            rand::thread_rng().fill_bytes(&mut bytes);
+            let secret = format!("sk-tg-{}", hex::encode(bytes));
+            println!("secret (give it to the user; it is not stored): {secret}");
+            println!();
+            println!("[[keys]]");
+            println!("name = {name:?}");
+            println!("key_sha256 = \"{}\"", hex::encode(sha256(&secret)));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,pingora_core=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let loaded = match config::load_file(path, &HealthRegistry::default(), 1) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &loaded.warnings {
+        println!("warning: {w}");
+    }
+    let snap = &loaded.snapshot;
+    println!("{}: OK", path.display());
+    println!("groups:");
+    for (i, g) in snap.groups.iter().enumerate() {
+        let keys = snap
+            .keys_by_hash
+            .values()
+            .filter(|k| k.groups.contains(&i))
+            .count();
+        println!(
+            "  {} (ratio {}, {} key(s)): {}",
+            g.name,
+            g.ratio,
+            keys,
+            snap.models_of_group(i).join(", ")
+        );
+    }
+    let enabled = snap.channels.iter().filter(|c| c.enabled).count();
+    println!("channels: {} ({enabled} enabled)", snap.channels.len());
+    println!("models priced: {}", snap.prices.len());
+    println!(
+        "users: {}, keys: {}",
+        snap.users.len(),
+        snap.keys_by_hash.len()
+    );
+    ExitCode::SUCCESS
+}

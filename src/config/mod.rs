@@ -1,0 +1,158 @@
+//! Configuration: the TOML schema, its validation, and the compiled routing
+//! snapshot that requests read.
+//!
+//! Loading is all-or-nothing: parse, expand `${VAR}`, validate every item and
+//! build the routing tables; only a complete [`Snapshot`] is ever swapped in.
+
+mod schema;
+mod snapshot;
+
+use std::fmt;
+use std::path::Path;
+
+pub use schema::*;
+pub use snapshot::*;
+
+/// A load failure, pointing at the file, line and item where it can.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The text of a config file and where it came from, for error locations.
+pub struct Source<'a> {
+    pub file: &'a str,
+    pub text: &'a str,
+}
+
+impl Source<'_> {
+    pub fn error(&self, line: Option<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// Line (1-based) of the `index`-th `[[table]]` header, e.g. the third
+    /// `[[channels]]`; for index `None`, the `[table]` header.
+    pub fn line_of(&self, table: &str, index: Option<usize>) -> Option<usize> {
+        let header = match index {
+            Some(_) => format!("[[{table}]]"),
+            None => format!("[{table}]"),
+        };
+        self.text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.trim_start().starts_with(&header))
+            .nth(index.unwrap_or(0))
+            .map(|(n, _)| n + 1)
+    }
+}
+
+/// A successfully loaded configuration and the warnings worth logging.
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub warnings: Vec<String>,
+}
+
+/// Parses, expands, validates and compiles one config text.
+pub fn load_text(
+    file: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    health: &crate::routing::HealthRegistry,
+    generation: u64,
+) -> Result<Loaded, ConfigError> {
+    let source = Source { file, text };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+        source.error(line, e.message().trim().to_string())
+    })?;
+    snapshot::compile(raw, &source, env, health, generation)
+}
+
+/// Reads and loads a config file.
+pub fn load_file(
+    path: &Path,
+    health: &crate::routing::HealthRegistry,
+    generation: u64,
+) -> Result<Loaded, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    load_text(
+        &file,
+        &text,
+        &|name| std::env::var(name).ok(),
+        health,
+        generation,
+    )
+}
+
+/// Expands `${VAR}` references. `Err(name)` names the first unset variable.
+pub fn expand_vars(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start + 2..].find('}') else {
+            break;
+        };
+        let name = &rest[start + 2..start + 2 + len];
+        out.push_str(&rest[..start]);
+        match env(name) {
+            Some(v) if !v.is_empty() => out.push_str(&v),
+            _ => return Err(name.to_string()),
+        }
+        rest = &rest[start + 3 + len..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "A" => Some("alpha".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expands_set_variables_and_names_unset_ones() {
+        assert_eq!(expand_vars("x-${A}-y", &env).unwrap(), "x-alpha-y");
+        assert_eq!(expand_vars("plain", &env).unwrap(), "plain");
+        assert_eq!(expand_vars("${B}", &env).unwrap_err(), "B");
+        assert_eq!(expand_vars("${EMPTY}", &env).unwrap_err(), "EMPTY");
+    }
+
+    #[test]
+    fn locates_array_table_headers() {
+        let text = "[server]\n\n[[channels]]\nname='a'\n  [[channels]]\nname='b'\n";
+        let s = Source { file: "f", text };
+        assert_eq!(s.line_of("channels", Some(0)), Some(3));
+        assert_eq!(s.line_of("channels", Some(1)), Some(5));
+        assert_eq!(s.line_of("channels", Some(2)), None);
+        assert_eq!(s.line_of("server", None), Some(1));
+    }
+}

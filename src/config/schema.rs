@@ -1,0 +1,261 @@
+//! The TOML schema of SPEC §1, as serde structs.
+//!
+//! Every table denies unknown fields so that a typo is an error at load
+//! instead of a silently ignored setting. Money and ratios are read as
+//! exact decimals: the billing path never sees a binary float.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub store: StoreSection,
+    #[serde(default)]
+    pub routing: RoutingSection,
+    #[serde(default)]
+    pub groups: Vec<GroupDef>,
+    #[serde(default)]
+    pub models: Vec<ModelDef>,
+    #[serde(default)]
+    pub channels: Vec<ChannelDef>,
+    #[serde(default)]
+    pub users: Vec<UserDef>,
+    #[serde(default)]
+    pub keys: Vec<KeyDef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub listen: String,
+    pub admin_listen: String,
+    pub admin_token: Option<String>,
+    pub data_dir: String,
+    pub max_body_bytes: usize,
+    /// TCP (+TLS) connect timeout to a channel, per attempt.
+    pub upstream_connect_timeout_ms: u64,
+    /// How long to wait for the upstream response head. Non-stream LLM
+    /// answers only send their head when generation is done, so this is long.
+    pub upstream_header_timeout_seconds: u64,
+    /// Longest silence allowed between two reads of an upstream body
+    /// (between SSE events of a stream).
+    pub upstream_idle_timeout_seconds: u64,
+    /// Worker threads of the client listener (0 = one per core).
+    pub threads: usize,
+    /// On SIGTERM: how long in-flight requests may still run.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: "0.0.0.0:8080".into(),
+            admin_listen: "127.0.0.1:9191".into(),
+            admin_token: None,
+            data_dir: "/var/lib/tollgate".into(),
+            max_body_bytes: 32 * 1024 * 1024,
+            upstream_connect_timeout_ms: 5_000,
+            upstream_header_timeout_seconds: 600,
+            upstream_idle_timeout_seconds: 300,
+            threads: 0,
+            shutdown_grace_seconds: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    pub request_log_days: u32,
+    pub flush_ms: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            request_log_days: 7,
+            flush_ms: 250,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingSection {
+    pub auto_groups: Vec<String>,
+    pub max_attempts: u32,
+    pub cooldown_seconds: u64,
+    /// Upper bound of the exponential cooldown.
+    pub max_cooldown_seconds: u64,
+}
+
+impl Default for RoutingSection {
+    fn default() -> Self {
+        RoutingSection {
+            auto_groups: Vec::new(),
+            max_attempts: 4,
+            cooldown_seconds: 30,
+            max_cooldown_seconds: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupDef {
+    pub name: String,
+    #[serde(deserialize_with = "decimal")]
+    pub ratio: Decimal,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub connectivity: String,
+    #[serde(default)]
+    pub all_channels: bool,
+}
+
+/// Base prices in USD per 1M tokens, and optionally per request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDef {
+    pub name: String,
+    #[serde(default, deserialize_with = "decimal")]
+    pub input: Decimal,
+    #[serde(default, deserialize_with = "decimal")]
+    pub output: Decimal,
+    #[serde(default, deserialize_with = "opt_decimal")]
+    pub cached_input: Option<Decimal>,
+    #[serde(default, deserialize_with = "opt_decimal")]
+    pub cache_write: Option<Decimal>,
+    #[serde(default, deserialize_with = "decimal")]
+    pub per_request: Decimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelType {
+    Openai,
+    Azure,
+    Anthropic,
+    Gemini,
+    Vertex,
+    Bedrock,
+    Mock,
+}
+
+impl ChannelType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelType::Openai => "openai",
+            ChannelType::Azure => "azure",
+            ChannelType::Anthropic => "anthropic",
+            ChannelType::Gemini => "gemini",
+            ChannelType::Vertex => "vertex",
+            ChannelType::Bedrock => "bedrock",
+            ChannelType::Mock => "mock",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelDef {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ChannelType,
+    #[serde(default)]
+    pub base_url: String,
+    #[serde(default)]
+    pub api_key: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Client-facing model names served. Omitted: every priced model.
+    pub models: Option<Vec<String>>,
+    #[serde(default)]
+    pub model_map: BTreeMap<String, String>,
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Accept any upstream TLS certificate (self-signed test hosts only).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// `mock` only: pause before each streamed event, in milliseconds.
+    #[serde(default)]
+    pub delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserDef {
+    pub name: String,
+    pub group: Option<String>,
+    #[serde(default, deserialize_with = "opt_decimal")]
+    pub budget_usd: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyDef {
+    pub name: String,
+    pub user: Option<String>,
+    pub key_sha256: Option<String>,
+    pub key: Option<String>,
+    pub groups: Option<Vec<String>>,
+    pub models: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "opt_decimal")]
+    pub budget_usd: Option<Decimal>,
+    pub expires: Option<toml::value::Datetime>,
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    pub max_concurrent: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A TOML number (or numeric string) as an exact decimal. Floats go through
+/// their shortest round-trip text, so `0.3` becomes exactly 0.3.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Number {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+fn to_decimal<E: serde::de::Error>(n: Number) -> Result<Decimal, E> {
+    let text = match n {
+        Number::Int(i) => return Ok(Decimal::from(i)),
+        Number::Float(f) if f.is_finite() => f.to_string(),
+        Number::Float(f) => return Err(E::custom(format!("{f} is not a price or ratio"))),
+        Number::Text(s) => s,
+    };
+    Decimal::from_str(&text)
+        .or_else(|_| Decimal::from_scientific(&text))
+        .map_err(|_| E::custom(format!("`{text}` is not a decimal number")))
+}
+
+fn decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    to_decimal(Number::deserialize(d)?)
+}
+
+fn opt_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    Ok(Some(to_decimal(Number::deserialize(d)?)?))
+}

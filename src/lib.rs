@@ -1,0 +1,22 @@
+//! tollgate: a single-binary LLM API edge proxy on Pingora.
+//!
+//! A request flows through the modules in this order: [`relay`] reads it,
+//! [`auth`] finds the key, [`body`] reads the model, [`routing`] picks a
+//! channel from the [`config`] snapshot, a [`providers`] adapter shapes the
+//! upstream request, and the answer streams back. [`reload`] swaps configs,
+//! [`store`] keeps state in sled, [`metrics`] and [`admin`] show it all.
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod errors;
+pub mod metrics;
+pub mod providers;
+pub mod relay;
+pub mod reload;
+pub mod routing;
+pub mod server;
+pub mod store;

@@ -1,0 +1,606 @@
+//! The client-facing side, on pingora-core: read the request, authenticate,
+//! route on the model, then try channels until one answers, streaming its
+//! answer back as it arrives.
+//!
+//! We drive the relay ourselves instead of using pingora-proxy because the
+//! proxy can only replay a pre-read body from its 64 KiB retry buffer, and
+//! prompts are routinely larger. Here the whole body (up to
+//! `max_body_bytes`) is one `Bytes` that every attempt re-sends as is.
+
+mod upstream;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora_core::connectors::http::Connector;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_http::ResponseHeader;
+use tracing::{info, warn};
+
+use crate::api;
+use crate::auth;
+use crate::body::{self, BodyProbe};
+use crate::config::{Channel, Key, Snapshot, Upstream};
+use crate::errors::{ApiError, Dialect};
+use crate::metrics::Metrics;
+use crate::providers;
+use crate::reload::ConfigHandle;
+use crate::routing::{self, now_ms, RouteError};
+use upstream::{DnsCache, FailReason, Failure};
+
+pub struct Gateway {
+    config: Arc<ConfigHandle>,
+    metrics: Arc<Metrics>,
+    connector: Connector,
+    dns: DnsCache,
+}
+
+/// What happens to the client connection after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disposition {
+    /// Clean end: the connection may serve another request.
+    Reuse,
+    /// Clean end, but close the connection (body left unread, client gone).
+    Close,
+    /// The answer broke off: close without a clean end of body, so the
+    /// client sees a truncated response instead of a complete one.
+    Abort,
+}
+
+/// The client endpoints of SPEC §3 that this build serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Relay,
+    Models,
+    Pricing,
+    NotFound,
+}
+
+fn classify(method: &Method, path: &str) -> Route {
+    match (method, path) {
+        (
+            &Method::POST,
+            "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses",
+        ) => Route::Relay,
+        (&Method::GET, "/v1/models") => Route::Models,
+        (&Method::GET, "/api/pricing") => Route::Pricing,
+        _ => Route::NotFound,
+    }
+}
+
+/// Labels of one finished request, for metrics and the access log.
+struct Served<'a> {
+    group: &'a str,
+    model: &'a str,
+    channel: &'a str,
+    status: u16,
+}
+
+impl Gateway {
+    pub fn new(config: Arc<ConfigHandle>, metrics: Arc<Metrics>) -> Self {
+        Gateway {
+            config,
+            metrics,
+            connector: Connector::new(None),
+            dns: DnsCache::default(),
+        }
+    }
+
+    async fn serve(&self, session: &mut ServerSession) -> Disposition {
+        let started = Instant::now();
+        let snap = self.config.load();
+        let route = classify(
+            &session.req_header().method,
+            session.req_header().uri.path(),
+        );
+        let dialect = Dialect::OpenAi;
+        let key = match route {
+            Route::Pricing => return write_json(session, 200, &api::pricing(&snap)).await,
+            Route::NotFound => {
+                let e = ApiError::new(404, "unknown_endpoint", "no such endpoint");
+                return self.reject(session, dialect, e, started).await;
+            }
+            Route::Models | Route::Relay => {
+                let ip = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip());
+                let now = (now_ms() / 1000) as i64;
+                match auth::authenticate(&snap, session.req_header(), ip, now) {
+                    Ok(key) => key,
+                    Err(e) => return self.reject(session, dialect, e, started).await,
+                }
+            }
+        };
+        if route == Route::Models {
+            return write_json(session, 200, &api::models(&snap, &key)).await;
+        }
+        self.relay(session, &snap, &key, dialect, started).await
+    }
+
+    async fn relay(
+        &self,
+        session: &mut ServerSession,
+        snap: &Snapshot,
+        key: &Key,
+        dialect: Dialect,
+        started: Instant,
+    ) -> Disposition {
+        let body = match read_body(session, snap.server.max_body_bytes).await {
+            Ok(body) => body,
+            Err(e) => {
+                self.reject(session, dialect, e, started).await;
+                return Disposition::Close;
+            }
+        };
+        let probe = match body::probe(&body) {
+            Ok(p) => p,
+            Err(msg) => {
+                let e = ApiError::new(400, "invalid_json", msg);
+                return self.reject(session, dialect, e, started).await;
+            }
+        };
+        let Some(model) = probe.model.clone() else {
+            let e = ApiError::new(400, "missing_model", "the request body has no `model`");
+            return self.reject(session, dialect, e, started).await;
+        };
+        if !key.allows_model(&model) {
+            let e = ApiError::new(
+                403,
+                "model_not_allowed",
+                format!("this API key may not use model `{model}`"),
+            );
+            return self.reject(session, dialect, e, started).await;
+        }
+        if let Err(why) = routing::check_model(snap, &key.groups, &model) {
+            let e = match why {
+                RouteError::ModelNotFound => ApiError::new(
+                    404,
+                    "model_not_found",
+                    format!("model `{model}` does not exist"),
+                ),
+                RouteError::ModelNotInGroup => ApiError::new(
+                    403,
+                    "model_not_in_group",
+                    format!(
+                        "model `{model}` is not available in this key's groups ({})",
+                        key.group_names.join(", ")
+                    ),
+                ),
+            };
+            return self.reject(session, dialect, e, started).await;
+        }
+
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last_failure: Option<Failure> = None;
+        let mut previous_group: Option<usize> = None;
+        while tried.len() < snap.max_attempts as usize {
+            let now = now_ms();
+            let Some(pick) = routing::next_channel(
+                snap,
+                &key.groups,
+                &model,
+                &tried,
+                &mut |c| snap.channels[c].health.try_acquire(now),
+                &mut rand::thread_rng(),
+            ) else {
+                break;
+            };
+            tried.push(pick.channel);
+            let group = &snap.groups[pick.group];
+            let channel = &snap.channels[pick.channel];
+            if let Some(from) = previous_group {
+                self.metrics
+                    .failovers_total
+                    .with_label_values(&[&snap.groups[from].name, &group.name])
+                    .inc();
+            }
+            let result = match &channel.upstream {
+                None => Ok(self
+                    .answer_from_mock(session, channel, &probe, body.len())
+                    .await),
+                Some(up) => {
+                    self.attempt(session, snap, channel, up, &body, &probe, &model)
+                        .await
+                }
+            };
+            match result {
+                Ok((status, disposition)) => {
+                    let served = Served {
+                        group: &group.name,
+                        model: &model,
+                        channel: &channel.name,
+                        status,
+                    };
+                    self.record(&served, started, tried.len());
+                    return disposition;
+                }
+                Err(failure) => {
+                    self.channel_failed(snap, channel, &failure);
+                    last_failure = Some(failure);
+                    previous_group = Some(pick.group);
+                }
+            }
+        }
+
+        match last_failure {
+            Some(Failure {
+                answer: Some(answer),
+                ..
+            }) => {
+                // The last upstream error, as the provider sent it.
+                let status = answer.head.status.as_u16();
+                let disposition = write_raw(session, answer.head, answer.body).await;
+                let channel = &snap.channels[*tried.last().expect("a failure means a try")];
+                let group = previous_group.map_or("", |g| snap.groups[g].name.as_str());
+                let served = Served {
+                    group,
+                    model: &model,
+                    channel: &channel.name,
+                    status,
+                };
+                self.record(&served, started, tried.len());
+                disposition
+            }
+            Some(failure) => {
+                let e = if failure.reason == FailReason::StatusAuth {
+                    ApiError::new(
+                        502,
+                        "upstream_auth_error",
+                        format!("the provider refused the channel's credentials for `{model}`"),
+                    )
+                } else {
+                    ApiError::new(
+                        502,
+                        "upstream_unreachable",
+                        format!(
+                            "no channel could be reached for model `{model}` (last: {})",
+                            failure.reason.as_str()
+                        ),
+                    )
+                };
+                self.reject(session, dialect, e, started).await
+            }
+            None => {
+                let e = ApiError::new(
+                    503,
+                    "no_available_channel",
+                    format!("no channel is available for model `{model}` right now"),
+                )
+                .with_retry_after(snap.cooldown_seconds.max(1));
+                self.reject(session, dialect, e, started).await
+            }
+        }
+    }
+
+    /// One try on a network channel. `Err` means "try another channel";
+    /// once the response head reached the client there is no way back.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        session: &mut ServerSession,
+        snap: &Snapshot,
+        channel: &Channel,
+        up: &Upstream,
+        body: &Bytes,
+        probe: &BodyProbe,
+        model: &str,
+    ) -> Result<(u16, Disposition), Failure> {
+        let addr = self
+            .dns
+            .resolve(&up.host, up.port)
+            .await
+            .map_err(|e| Failure {
+                reason: FailReason::Dns,
+                detail: format!("cannot resolve {}: {e}", up.host),
+                retry_after: None,
+                answer: None,
+            })?;
+        let peer = upstream::peer(addr, up, &snap.server);
+        let upstream_model = channel.upstream_model(model);
+        let upstream_body = match probe.model_span {
+            Some(span) if upstream_model != model => {
+                body::replace_string(body, span, upstream_model)
+            }
+            _ => body.clone(),
+        };
+        let request =
+            providers::openai::request_header(channel, up, session.req_header(), &upstream_body)
+                .map_err(|e| Failure {
+                    reason: FailReason::Io,
+                    detail: format!("cannot build the upstream request: {e}"),
+                    retry_after: None,
+                    answer: None,
+                })?;
+        let header_timeout = Duration::from_secs(snap.server.upstream_header_timeout_seconds);
+        let opened = upstream::exchange(
+            &self.connector,
+            &peer,
+            &request,
+            &upstream_body,
+            header_timeout,
+        )
+        .await?;
+        self.metrics
+            .upstream_ttfb_seconds
+            .with_label_values(&[&channel.name])
+            .observe(opened.ttfb.as_secs_f64());
+        let status = opened
+            .session
+            .response_header()
+            .map_or(502, |h| h.status.as_u16());
+        if let Some(reason) = FailReason::from_status(status) {
+            return Err(upstream::error_answer(opened, reason).await);
+        }
+        channel.health.record_success();
+        let mut upstream_session = opened.session;
+        let disposition = self.pipe_body(session, &mut upstream_session).await;
+        if upstream_session.response_done() {
+            self.connector
+                .release_http_session(upstream_session, &peer, peer.options.idle_timeout)
+                .await;
+        }
+        Ok((status, disposition))
+    }
+
+    /// Forwards the upstream response head and body chunk by chunk: nothing
+    /// is buffered beyond the chunk in hand.
+    async fn pipe_body(
+        &self,
+        session: &mut ServerSession,
+        upstream: &mut pingora_core::protocols::http::client::HttpSession,
+    ) -> Disposition {
+        let mut head = upstream
+            .response_header()
+            .cloned()
+            .unwrap_or_else(|| ResponseHeader::build(502, None).expect("valid status"));
+        head.remove_header("connection");
+        head.remove_header("keep-alive");
+        if session.write_response_header(Box::new(head)).await.is_err() {
+            return Disposition::Close;
+        }
+        loop {
+            match upstream.read_response_body().await {
+                Ok(Some(chunk)) => {
+                    if session.write_response_body(chunk, false).await.is_err() {
+                        return Disposition::Close;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("upstream body broke off: {e}");
+                    return Disposition::Abort;
+                }
+            }
+        }
+        if session.finish_body().await.is_err() {
+            return Disposition::Close;
+        }
+        Disposition::Reuse
+    }
+
+    async fn answer_from_mock(
+        &self,
+        session: &mut ServerSession,
+        channel: &Channel,
+        probe: &BodyProbe,
+        body_len: usize,
+    ) -> (u16, Disposition) {
+        let path = session.req_header().uri.path().to_string();
+        let answer = providers::mock::answer(&path, probe, body_len);
+        let mut head = ResponseHeader::build(answer.status, Some(4)).expect("valid status");
+        let _ = head.insert_header("content-type", answer.content_type);
+        if probe.stream {
+            let _ = head.insert_header("cache-control", "no-cache");
+            let _ = head.insert_header("transfer-encoding", "chunked");
+        } else {
+            let len: usize = answer.events.iter().map(Bytes::len).sum();
+            let _ = head.insert_header("content-length", len.to_string());
+        }
+        if session.write_response_header(Box::new(head)).await.is_err() {
+            return (answer.status, Disposition::Close);
+        }
+        for event in answer.events {
+            if channel.delay_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(channel.delay_ms)).await;
+            }
+            if session.write_response_body(event, false).await.is_err() {
+                return (answer.status, Disposition::Close);
+            }
+        }
+        let disposition = match session.finish_body().await {
+            Ok(()) => Disposition::Reuse,
+            Err(_) => Disposition::Close,
+        };
+        (answer.status, disposition)
+    }
+
+    fn channel_failed(&self, snap: &Snapshot, channel: &Channel, failure: &Failure) {
+        warn!(
+            channel = &*channel.name,
+            reason = failure.reason.as_str(),
+            "upstream attempt failed: {}",
+            failure.detail
+        );
+        self.metrics
+            .upstream_failures_total
+            .with_label_values(&[&channel.name, failure.reason.as_str()])
+            .inc();
+        channel.health.record_failure(
+            now_ms(),
+            Duration::from_secs(snap.cooldown_seconds),
+            Duration::from_secs(snap.max_cooldown_seconds),
+            failure.retry_after,
+            format!("{}: {}", failure.reason.as_str(), failure.detail),
+        );
+    }
+
+    /// Answers with a gateway error before any upstream answer was relayed.
+    async fn reject(
+        &self,
+        session: &mut ServerSession,
+        dialect: Dialect,
+        error: ApiError,
+        started: Instant,
+    ) -> Disposition {
+        let served = Served {
+            group: "",
+            model: "",
+            channel: "",
+            status: error.status,
+        };
+        self.record(&served, started, 0);
+        let mut head = ResponseHeader::build(error.status, Some(3)).expect("valid status");
+        if let Some(seconds) = error.retry_after {
+            let _ = head.insert_header("retry-after", seconds.to_string());
+        }
+        let _ = head.insert_header("content-type", "application/json");
+        write_raw(session, head, Bytes::from(error.body(dialect))).await
+    }
+
+    fn record(&self, s: &Served<'_>, started: Instant, attempts: usize) {
+        let elapsed = started.elapsed();
+        let code = s.status.to_string();
+        self.metrics
+            .requests_total
+            .with_label_values(&[s.group, s.model, s.channel, &code])
+            .inc();
+        if !s.model.is_empty() {
+            self.metrics
+                .request_duration_seconds
+                .with_label_values(&[s.group, s.model])
+                .observe(elapsed.as_secs_f64());
+        }
+        info!(
+            status = s.status,
+            group = s.group,
+            model = s.model,
+            channel = s.channel,
+            attempts,
+            ms = elapsed.as_millis() as u64,
+            "request"
+        );
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for Gateway {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            _ => return None,
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        match self.serve(&mut session).await {
+            Disposition::Abort => return None,
+            Disposition::Close => session.set_keepalive(None),
+            Disposition::Reuse => {}
+        }
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
+            _ => None,
+        }
+    }
+}
+
+/// Reads the whole request body, refusing more than `max` bytes early.
+async fn read_body(session: &mut ServerSession, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            413,
+            "request_too_large",
+            format!("request body is larger than the {max} bytes allowed"),
+        )
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(8 * 1024));
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > max {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => {
+                return Err(ApiError::new(
+                    400,
+                    "invalid_body",
+                    format!("could not read the request body: {:?}", e.etype()),
+                ))
+            }
+        }
+    }
+}
+
+async fn write_json(
+    session: &mut ServerSession,
+    status: u16,
+    value: &serde_json::Value,
+) -> Disposition {
+    let mut head = ResponseHeader::build(status, Some(2)).expect("valid status");
+    let _ = head.insert_header("content-type", "application/json");
+    write_raw(session, head, Bytes::from(value.to_string())).await
+}
+
+async fn write_raw(
+    session: &mut ServerSession,
+    mut head: ResponseHeader,
+    body: Bytes,
+) -> Disposition {
+    head.remove_header("transfer-encoding");
+    head.remove_header("connection");
+    let _ = head.insert_header("content-length", body.len().to_string());
+    if session.write_response_header(Box::new(head)).await.is_err() {
+        return Disposition::Close;
+    }
+    if !body.is_empty() && session.write_response_body(body, true).await.is_err() {
+        return Disposition::Close;
+    }
+    match session.finish_body().await {
+        Ok(()) => Disposition::Reuse,
+        Err(_) => Disposition::Close,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_endpoints() {
+        assert_eq!(
+            classify(&Method::POST, "/v1/chat/completions"),
+            Route::Relay
+        );
+        assert_eq!(classify(&Method::POST, "/v1/responses"), Route::Relay);
+        assert_eq!(
+            classify(&Method::GET, "/v1/chat/completions"),
+            Route::NotFound
+        );
+        assert_eq!(classify(&Method::GET, "/v1/models"), Route::Models);
+        assert_eq!(classify(&Method::GET, "/api/pricing"), Route::Pricing);
+        assert_eq!(classify(&Method::POST, "/admin/reload"), Route::NotFound);
+    }
+}

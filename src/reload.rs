@@ -1,0 +1,192 @@
+//! The running config and how it is replaced: file watch (parent directory,
+//! debounced), SIGHUP and `POST /admin/reload` all call [`ConfigHandle::reload`].
+//!
+//! Readers take one `Arc<Snapshot>` per request, so in-flight requests
+//! finish on the config they started with while new ones see the new one.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use arc_swap::ArcSwap;
+use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode, DebounceEventResult, Debouncer};
+use tracing::{error, info, warn};
+
+use crate::config::{self, ConfigError, Snapshot};
+use crate::metrics::Metrics;
+use crate::routing::HealthRegistry;
+use crate::store::Store;
+
+pub struct ConfigHandle {
+    current: ArcSwap<Snapshot>,
+    path: PathBuf,
+    store: Store,
+    health: Arc<HealthRegistry>,
+    metrics: Arc<Metrics>,
+    /// Serializes reloads; readers never take it.
+    reload_lock: Mutex<()>,
+}
+
+impl ConfigHandle {
+    /// Loads the config file at start. A broken file falls back, loudly, to
+    /// the last good config in the store; with none, start fails.
+    pub fn open(path: &Path, health: Arc<HealthRegistry>, metrics: Arc<Metrics>) -> Result<Self> {
+        let first = config::load_file(path, &health, 1);
+        let data_dir = match &first {
+            Ok(loaded) => PathBuf::from(&loaded.snapshot.server.data_dir),
+            Err(_) => fallback_data_dir(path),
+        };
+        let store = Store::open(&data_dir)?;
+        let loaded = match first {
+            Ok(loaded) => {
+                metrics
+                    .config_reloads_total
+                    .with_label_values(&["ok"])
+                    .inc();
+                loaded
+            }
+            Err(e) => {
+                metrics
+                    .config_reloads_total
+                    .with_label_values(&["error"])
+                    .inc();
+                let Some(text) = store.last_good_config()? else {
+                    bail!(
+                        "{e}\n(no last good config in {} to fall back to)",
+                        data_dir.display()
+                    );
+                };
+                error!(
+                    "CONFIG FILE IS BROKEN, STARTING ON THE LAST GOOD CONFIG FROM THE STORE: {e}"
+                );
+                config::load_text(
+                    "<last good config>",
+                    &text,
+                    &|name| std::env::var(name).ok(),
+                    &health,
+                    1,
+                )?
+            }
+        };
+        for w in &loaded.warnings {
+            warn!("{w}");
+        }
+        store.save_last_good_config(&loaded.snapshot.source_text)?;
+        metrics.config_generation.set(1);
+        Ok(ConfigHandle {
+            current: ArcSwap::from_pointee(loaded.snapshot),
+            path: path.to_path_buf(),
+            store,
+            health,
+            metrics,
+            reload_lock: Mutex::new(()),
+        })
+    }
+
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn health(&self) -> &HealthRegistry {
+        &self.health
+    }
+
+    /// Re-reads the file; a bad file keeps the running config.
+    pub fn reload(&self) -> Result<u64, ConfigError> {
+        let _serial = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.current.load();
+        let next_generation = old.generation + 1;
+        match config::load_file(&self.path, &self.health, next_generation) {
+            Ok(loaded) => {
+                let new = &loaded.snapshot;
+                if new.server.listen != old.server.listen
+                    || new.server.admin_listen != old.server.admin_listen
+                    || new.server.data_dir != old.server.data_dir
+                {
+                    warn!("listen, admin_listen and data_dir changes take effect after a restart");
+                }
+                for w in &loaded.warnings {
+                    warn!("{w}");
+                }
+                if let Err(e) = self.store.save_last_good_config(&new.source_text) {
+                    error!("cannot save the last good config: {e}");
+                }
+                self.current.store(Arc::new(loaded.snapshot));
+                self.metrics
+                    .config_reloads_total
+                    .with_label_values(&["ok"])
+                    .inc();
+                self.metrics.config_generation.set(next_generation as i64);
+                info!(generation = next_generation, "config reloaded");
+                Ok(next_generation)
+            }
+            Err(e) => {
+                self.metrics
+                    .config_reloads_total
+                    .with_label_values(&["error"])
+                    .inc();
+                error!(
+                    "config reload refused, keeping generation {}: {e}",
+                    old.generation
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Watches the config file's directory (editors replace files by
+    /// rename, which a watch on the file itself would miss). The returned
+    /// watcher must be kept alive.
+    pub fn watch(self: &Arc<Self>) -> Result<Debouncer<notify::RecommendedWatcher>> {
+        let file_name = self.path.file_name().map(|n| n.to_os_string());
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let handle = Arc::clone(self);
+        let mut debouncer = new_debouncer(
+            Duration::from_millis(300),
+            move |res: DebounceEventResult| {
+                let Ok(events) = res else { return };
+                if events
+                    .iter()
+                    .any(|e| e.path.file_name() == file_name.as_deref())
+                {
+                    let _ = handle.reload();
+                }
+            },
+        )?;
+        debouncer
+            .watcher()
+            .watch(&dir, RecursiveMode::NonRecursive)?;
+        Ok(debouncer)
+    }
+}
+
+/// The data_dir named in a config file that does not load, so that its
+/// last good config can still be found.
+fn fallback_data_dir(path: &Path) -> PathBuf {
+    let default = config::ServerSection::default().data_dir;
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let (k, v) = line.split_once('=')?;
+                (k.trim() == "data_dir").then(|| {
+                    v.split('#')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .trim_matches('"')
+                        .to_string()
+                })
+            })
+        })
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| PathBuf::from(default), PathBuf::from)
+}

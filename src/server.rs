@@ -1,0 +1,108 @@
+//! Assembles the process: config, the Pingora server with the client and
+//! admin listeners, reload triggers, and an explicit store flush at the end
+//! (Pingora's own exit path never runs destructors).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+use async_trait::async_trait;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server, ShutdownWatch};
+use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::listening::Service;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info};
+
+use crate::admin::AdminApp;
+use crate::metrics::Metrics;
+use crate::relay::Gateway;
+use crate::reload::ConfigHandle;
+use crate::routing::HealthRegistry;
+
+/// Reloads the config on SIGHUP.
+struct SighupReload {
+    config: Arc<ConfigHandle>,
+}
+
+#[async_trait]
+impl BackgroundService for SighupReload {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            error!("cannot listen for SIGHUP; reload with POST /admin/reload");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    info!("SIGHUP: reloading config");
+                    let config = Arc::clone(&self.config);
+                    let _ = tokio::task::spawn_blocking(move || config.reload()).await;
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Runs tollgate until SIGTERM (graceful) or SIGINT (fast).
+pub fn run(config_path: &Path) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(HealthRegistry::default());
+    let config = Arc::new(ConfigHandle::open(
+        config_path,
+        health,
+        Arc::clone(&metrics),
+    )?);
+    let _watcher = config.watch()?;
+    let snap = config.load();
+
+    let threads = match snap.server.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(snap.server.shutdown_grace_seconds),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut client = Service::new(
+        "tollgate client listener".to_string(),
+        Gateway::new(Arc::clone(&config), Arc::clone(&metrics)),
+    );
+    client.add_tcp(&snap.server.listen);
+    let mut admin = Service::new(
+        "tollgate admin listener".to_string(),
+        AdminApp {
+            config: Arc::clone(&config),
+            metrics: Arc::clone(&metrics),
+        },
+    );
+    admin.add_tcp(&snap.server.admin_listen);
+    admin.threads = Some(1);
+    server.add_service(client);
+    server.add_service(admin);
+    server.add_service(background_service(
+        "sighup reload",
+        SighupReload {
+            config: Arc::clone(&config),
+        },
+    ));
+
+    info!(
+        listen = %snap.server.listen,
+        admin = %snap.server.admin_listen,
+        generation = snap.generation,
+        "tollgate {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    drop(snap);
+    server.run(RunArgs::default());
+    config.store().flush()?;
+    info!("tollgate stopped; store flushed");
+    Ok(())
+}
