@@ -380,7 +380,7 @@ pub(super) fn compile(
             }
         }
         for tiers in routes[gi].values_mut() {
-            tiers.sort_by(|a, b| b.priority.cmp(&a.priority));
+            tiers.sort_by_key(|t| std::cmp::Reverse(t.priority));
         }
     }
 

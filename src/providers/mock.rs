@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::body::BodyProbe;
+use crate::metering::Usage;
 
 const ANSWER: &str = "Hello from the tollgate mock channel. This answer is deterministic, \
                       so tests and demos can rely on it.";
@@ -17,6 +18,8 @@ pub struct MockAnswer {
     pub status: u16,
     pub content_type: &'static str,
     pub events: Vec<Bytes>,
+    /// What the answer costs, whether or not the body reports it.
+    pub usage: Usage,
 }
 
 /// Answers a request for `path` whose body is `body_len` bytes.
@@ -34,7 +37,7 @@ pub fn answer(path: &str, probe: &BodyProbe, body_len: usize) -> MockAnswer {
     });
     let id = "chatcmpl-mock";
     let created = 1_700_000_000u64;
-    match path {
+    let mut answer = match path {
         "/v1/embeddings" => json_answer(json!({
             "object": "list",
             "data": [{"object": "embedding", "index": 0,
@@ -99,7 +102,17 @@ pub fn answer(path: &str, probe: &BodyProbe, body_len: usize) -> MockAnswer {
                 }),
             )
         }
-    }
+    };
+    answer.usage = Usage {
+        input: prompt_tokens,
+        output: if path == "/v1/embeddings" {
+            0
+        } else {
+            completion_tokens
+        },
+        ..Usage::default()
+    };
+    answer
 }
 
 fn json_answer(value: Value) -> MockAnswer {
@@ -107,6 +120,7 @@ fn json_answer(value: Value) -> MockAnswer {
         status: 200,
         content_type: "application/json",
         events: vec![Bytes::from(value.to_string())],
+        usage: Usage::default(),
     }
 }
 
@@ -120,6 +134,7 @@ fn sse_answer(chunks: impl Iterator<Item = Value>, usage_chunk: Option<Value>) -
         status: 200,
         content_type: "text/event-stream",
         events,
+        usage: Usage::default(),
     }
 }
 
@@ -168,6 +183,7 @@ fn responses_answer(model: &str, text: &str, input: u64, output: u64, stream: bo
             .into_iter()
             .map(|(name, data)| Bytes::from(format!("event: {name}\ndata: {data}\n\n")))
             .collect(),
+        usage: Usage::default(),
     }
 }
 
@@ -184,7 +200,7 @@ mod tests {
         let a = answer("/v1/chat/completions", &probe, 41);
         let v: Value = serde_json::from_slice(&a.events[0]).unwrap();
         assert_eq!(v["usage"]["prompt_tokens"], 11);
-        assert_eq!(v["usage"]["completion_tokens"], 16);
+        assert_eq!(v["usage"]["completion_tokens"], 18);
     }
 
     #[test]

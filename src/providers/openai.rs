@@ -1,19 +1,78 @@
 //! OpenAI and OpenAI-compatible hosts (vLLM, DeepSeek, OpenRouter, ...):
 //! the client's path is appended to `base_url`, the key goes in
 //! `Authorization: Bearer`.
+//!
+//! Streams of chat/completions are billed from the usage chunk that
+//! `stream_options.include_usage` makes upstream send. When the client did
+//! not ask for it, the gateway asks on its behalf and removes that one
+//! chunk again, so the client sees exactly what upstream would have sent.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora_error::Result;
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
+use serde::Deserialize;
 
+use super::{Prepared, ResponseAdapter};
+use crate::body::{self, BodyProbe};
 use crate::config::{Channel, Upstream};
+use crate::metering::{estimate_tokens, Usage};
+use crate::sse::{SseEvent, SseParser};
 
-/// Builds the upstream request head for a body of `body_len` bytes.
-pub fn request_header(
+/// Paths whose streams carry usage only when asked for.
+fn takes_include_usage(path: &str) -> bool {
+    path.ends_with("/chat/completions") || path.ends_with("/completions")
+}
+
+pub fn prepare(
     channel: &Channel,
     upstream: &Upstream,
     client: &RequestHeader,
     body: &Bytes,
+    probe: &BodyProbe,
+    model: &str,
+) -> Result<Prepared> {
+    let client_path = client.uri.path();
+    let mut out_body = body.clone();
+    let upstream_model = channel.upstream_model(model);
+    if let Some(span) = probe.model_span.filter(|_| upstream_model != model) {
+        out_body = body::replace_string(&out_body, span, upstream_model);
+    }
+    let inject_usage = probe.stream && !probe.include_usage && takes_include_usage(client_path);
+    if inject_usage {
+        out_body = with_include_usage(&out_body, probe);
+    }
+    let header = request_header(channel, upstream, client, out_body.len())?;
+    Ok(Prepared {
+        header,
+        body: out_body,
+        adapter: Box::new(OpenAiAdapter::new(probe.stream, inject_usage)),
+    })
+}
+
+/// The body with `stream_options.include_usage = true`.
+fn with_include_usage(body: &Bytes, probe: &BodyProbe) -> Bytes {
+    if !probe.has_stream_options {
+        return body::insert_first_member(body, r#""stream_options":{"include_usage":true}"#);
+    }
+    // Rare: the client sent stream_options without include_usage. Rewrite
+    // the document (key order may change; the meaning does not).
+    let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return body.clone();
+    };
+    if let Some(opts) = doc
+        .get_mut("stream_options")
+        .and_then(|o| o.as_object_mut())
+    {
+        opts.insert("include_usage".into(), serde_json::Value::Bool(true));
+    }
+    Bytes::from(doc.to_string())
+}
+
+pub fn request_header(
+    channel: &Channel,
+    upstream: &Upstream,
+    client: &RequestHeader,
+    body_len: usize,
 ) -> Result<RequestHeader> {
     let path_and_query = client.uri.path_and_query().map_or("/", |p| p.as_str());
     let path = format!("{}{}", upstream.base_path, path_and_query);
@@ -21,6 +80,327 @@ pub fn request_header(
     super::forwarded_headers(client, &mut req);
     req.insert_header("host", upstream.authority())?;
     req.insert_header("authorization", format!("Bearer {}", channel.api_key))?;
-    req.insert_header("content-length", body.len().to_string())?;
+    req.insert_header("content-length", body_len.to_string())?;
     Ok(req)
+}
+
+/// The `usage` object of chat/completions/embeddings (`prompt_tokens`...)
+/// and of the Responses API (`input_tokens`...).
+#[derive(Deserialize)]
+pub struct OpenAiUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    prompt_tokens_details: Option<Details>,
+    input_tokens_details: Option<Details>,
+}
+
+#[derive(Deserialize)]
+struct Details {
+    cached_tokens: Option<u64>,
+}
+
+impl OpenAiUsage {
+    /// Prompt tokens include cached ones: split them so each is billed once.
+    /// Reasoning tokens are already part of the completion/output count.
+    pub fn to_usage(&self) -> Usage {
+        let prompt = self.prompt_tokens.or(self.input_tokens).unwrap_or(0);
+        let cached = self
+            .prompt_tokens_details
+            .as_ref()
+            .or(self.input_tokens_details.as_ref())
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0)
+            .min(prompt);
+        Usage {
+            input: prompt - cached,
+            output: self.completion_tokens.or(self.output_tokens).unwrap_or(0),
+            cached_input: cached,
+            cache_write: 0,
+        }
+    }
+}
+
+/// The fields of a stream event that metering reads.
+#[derive(Deserialize)]
+struct StreamEvent<'a> {
+    #[serde(default)]
+    choices: Option<Vec<ChoiceDelta<'a>>>,
+    usage: Option<OpenAiUsage>,
+    /// Responses API: `response.output_text.delta` carries `delta`.
+    #[serde(borrow)]
+    delta: Option<std::borrow::Cow<'a, str>>,
+    /// Responses API: `response.completed` carries the final response.
+    response: Option<ResponseObject>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceDelta<'a> {
+    #[serde(borrow)]
+    delta: Option<DeltaContent<'a>>,
+    #[serde(borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct DeltaContent<'a> {
+    #[serde(borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ResponseObject {
+    usage: Option<OpenAiUsage>,
+}
+
+/// Keeps the last bytes of a body, where providers put `usage`.
+#[derive(Default)]
+pub struct Tail {
+    buf: Vec<u8>,
+}
+
+const TAIL_BYTES: usize = 64 * 1024;
+
+impl Tail {
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() > 2 * TAIL_BYTES {
+            self.buf.drain(..self.buf.len() - TAIL_BYTES);
+        }
+    }
+
+    /// Parses the value of the last `"key":` in the kept bytes. Inside JSON
+    /// strings a quote is escaped, so `"key"` followed by `:` is a real key.
+    pub fn last_value<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let needle = format!("\"{key}\"");
+        let buf = &self.buf[..];
+        let mut end = buf.len();
+        while let Some(pos) = find_last(&buf[..end], needle.as_bytes()) {
+            let after = &buf[pos + needle.len()..];
+            let colon = after.iter().position(|b| !b.is_ascii_whitespace());
+            if let Some(c) = colon.filter(|&c| after[c] == b':') {
+                let mut values =
+                    serde_json::Deserializer::from_slice(&after[c + 1..]).into_iter::<T>();
+                if let Some(Ok(v)) = values.next() {
+                    return Some(v);
+                }
+            }
+            end = pos;
+        }
+        None
+    }
+}
+
+fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
+pub struct OpenAiAdapter {
+    stream: bool,
+    /// Remove the usage-only chunk: the gateway asked for it, not the client.
+    strip_usage_chunk: bool,
+    sse: SseParser,
+    tail: Tail,
+    usage: Option<Usage>,
+    estimated_output: u64,
+}
+
+impl OpenAiAdapter {
+    pub fn new(stream: bool, strip_usage_chunk: bool) -> Self {
+        OpenAiAdapter {
+            stream,
+            strip_usage_chunk,
+            sse: SseParser::default(),
+            tail: Tail::default(),
+            usage: None,
+            estimated_output: 0,
+        }
+    }
+
+    /// Reads one event; `true` if it must be kept from the client.
+    fn observe(&mut self, e: &SseEvent<'_>) -> bool {
+        let data = e.data.as_ref();
+        if data.is_empty() || data == "[DONE]" {
+            return false;
+        }
+        let Ok(event) = serde_json::from_str::<StreamEvent<'_>>(data) else {
+            return false;
+        };
+        for c in event.choices.iter().flatten() {
+            let text = c.delta.as_ref().and_then(|d| d.content.as_deref());
+            if let Some(t) = text.or(c.text.as_deref()) {
+                self.estimated_output += estimate_tokens(t);
+            }
+        }
+        if let Some(d) = &event.delta {
+            self.estimated_output += estimate_tokens(d);
+        }
+        let usage = event
+            .usage
+            .as_ref()
+            .or(event.response.as_ref().and_then(|r| r.usage.as_ref()));
+        if let Some(u) = usage {
+            self.usage = Some(u.to_usage());
+            let usage_only = event.choices.as_ref().is_some_and(|c| c.is_empty());
+            return self.strip_usage_chunk && usage_only;
+        }
+        false
+    }
+}
+
+impl ResponseAdapter for OpenAiAdapter {
+    fn response_head(&mut self, head: &mut ResponseHeader) {
+        if self.rewrites_body() {
+            head.remove_header("content-length");
+        }
+    }
+
+    fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
+        if !self.stream {
+            self.tail.push(&chunk);
+            return chunk;
+        }
+        let mut parser = std::mem::take(&mut self.sse);
+        let out = if self.strip_usage_chunk {
+            let mut kept = BytesMut::new();
+            parser.push(&chunk, &mut |e| {
+                if !self.observe(&e) {
+                    kept.extend_from_slice(e.raw);
+                }
+            });
+            kept.freeze()
+        } else {
+            parser.push(&chunk, &mut |e| {
+                self.observe(&e);
+            });
+            chunk
+        };
+        self.sse = parser;
+        out
+    }
+
+    fn on_end(&mut self) -> Bytes {
+        if !self.stream {
+            if let Some(u) = self.tail.last_value::<OpenAiUsage>("usage") {
+                self.usage = Some(u.to_usage());
+            }
+            return Bytes::new();
+        }
+        let mut parser = std::mem::take(&mut self.sse);
+        let mut strip = false;
+        let rest = parser.finish(&mut |e| strip = self.observe(&e));
+        if self.strip_usage_chunk && !strip {
+            rest
+        } else {
+            Bytes::new()
+        }
+    }
+
+    fn rewrites_body(&self) -> bool {
+        self.stream && self.strip_usage_chunk
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    fn estimated_output_tokens(&self) -> u64 {
+        self.estimated_output
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(adapter: &mut OpenAiAdapter, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend_from_slice(&adapter.on_chunk(Bytes::copy_from_slice(c)));
+        }
+        out.extend_from_slice(&adapter.on_end());
+        out
+    }
+
+    const CHUNK: &[u8] =
+        b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello there\"}}]}\n\n";
+    const USAGE: &[u8] = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":100,\"completion_tokens\":7,\"prompt_tokens_details\":{\"cached_tokens\":40}}}\n\n";
+    const DONE: &[u8] = b"data: [DONE]\n\n";
+
+    #[test]
+    fn injected_usage_chunk_is_read_then_removed() {
+        let stream = [CHUNK, USAGE, DONE].concat();
+        for split in 1..stream.len() {
+            let mut a = OpenAiAdapter::new(true, true);
+            let out = run(&mut a, &[&stream[..split], &stream[split..]]);
+            assert_eq!(out, [CHUNK, DONE].concat(), "split at {split}");
+            assert_eq!(
+                a.usage(),
+                Some(Usage {
+                    input: 60,
+                    output: 7,
+                    cached_input: 40,
+                    cache_write: 0
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn requested_usage_chunk_passes_through_untouched() {
+        let stream = [CHUNK, USAGE, DONE].concat();
+        let mut a = OpenAiAdapter::new(true, false);
+        assert_eq!(run(&mut a, &[&stream]), stream);
+        assert_eq!(a.usage().unwrap().input, 60);
+        assert_eq!(a.estimated_output_tokens(), 3);
+    }
+
+    #[test]
+    fn non_stream_usage_from_the_tail() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"say \"usage\": 5"}}],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}"#;
+        let mut a = OpenAiAdapter::new(false, false);
+        let out = run(&mut a, &[&body[..30], &body[30..]]);
+        assert_eq!(out, body);
+        assert_eq!(
+            a.usage(),
+            Some(Usage {
+                input: 12,
+                output: 5,
+                ..Default::default()
+            })
+        );
+    }
+
+    #[test]
+    fn responses_api_usage_from_completed_event() {
+        let stream = b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"abcdefgh\"}\n\nevent: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":30,\"input_tokens_details\":{\"cached_tokens\":10},\"output_tokens\":9}}}\n\n";
+        let mut a = OpenAiAdapter::new(true, false);
+        run(&mut a, &[stream]);
+        assert_eq!(
+            a.usage(),
+            Some(Usage {
+                input: 20,
+                output: 9,
+                cached_input: 10,
+                cache_write: 0
+            })
+        );
+        assert_eq!(a.estimated_output_tokens(), 2);
+    }
+
+    #[test]
+    fn include_usage_is_added_without_touching_other_bytes() {
+        let body = Bytes::from_static(br#"{"model":"m","stream":true}"#);
+        let probe = body::probe(&body).unwrap();
+        assert_eq!(
+            &with_include_usage(&body, &probe)[..],
+            br#"{"stream_options":{"include_usage":true},"model":"m","stream":true}"#
+        );
+        let body = Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{}}"#);
+        let probe = body::probe(&body).unwrap();
+        let out: serde_json::Value =
+            serde_json::from_slice(&with_include_usage(&body, &probe)).unwrap();
+        assert_eq!(out["stream_options"]["include_usage"], true);
+    }
 }

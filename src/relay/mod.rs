@@ -27,8 +27,9 @@ use crate::auth;
 use crate::body::{self, BodyProbe};
 use crate::config::{Channel, Key, Snapshot, Upstream};
 use crate::errors::{ApiError, Dialect};
+use crate::metering::Usage;
 use crate::metrics::Metrics;
-use crate::providers;
+use crate::providers::{self, ResponseAdapter};
 use crate::reload::ConfigHandle;
 use crate::routing::{self, now_ms, RouteError};
 use upstream::{DnsCache, FailReason, Failure};
@@ -73,12 +74,28 @@ fn classify(method: &Method, path: &str) -> Route {
     }
 }
 
+/// How long a stream is still read after its client went away, to get the
+/// provider's usage report for billing.
+const DRAIN_AFTER_DISCONNECT: Duration = Duration::from_secs(300);
+
+/// An answer relayed to the client.
+struct Relayed {
+    status: u16,
+    disposition: Disposition,
+    /// As reported by the provider; `None` if the answer ended without it.
+    usage: Option<Usage>,
+    estimated_output: u64,
+}
+
 /// Labels of one finished request, for metrics and the access log.
 struct Served<'a> {
     group: &'a str,
     model: &'a str,
     channel: &'a str,
     status: u16,
+    /// Tokens as reported, or estimated when the answer carried no report.
+    usage: Usage,
+    estimated: bool,
 }
 
 impl Gateway {
@@ -210,15 +227,20 @@ impl Gateway {
                 }
             };
             match result {
-                Ok((status, disposition)) => {
+                Ok(relayed) => {
                     let served = Served {
                         group: &group.name,
                         model: &model,
                         channel: &channel.name,
-                        status,
+                        status: relayed.status,
+                        usage: relayed.usage.unwrap_or(Usage {
+                            output: relayed.estimated_output,
+                            ..Usage::default()
+                        }),
+                        estimated: relayed.usage.is_none(),
                     };
                     self.record(&served, started, tried.len());
-                    return disposition;
+                    return relayed.disposition;
                 }
                 Err(failure) => {
                     self.channel_failed(snap, channel, &failure);
@@ -243,6 +265,8 @@ impl Gateway {
                     model: &model,
                     channel: &channel.name,
                     status,
+                    usage: Usage::default(),
+                    estimated: false,
                 };
                 self.record(&served, started, tried.len());
                 disposition
@@ -290,7 +314,7 @@ impl Gateway {
         body: &Bytes,
         probe: &BodyProbe,
         model: &str,
-    ) -> Result<(u16, Disposition), Failure> {
+    ) -> Result<Relayed, Failure> {
         let addr = self
             .dns
             .resolve(&up.host, up.port)
@@ -302,27 +326,20 @@ impl Gateway {
                 answer: None,
             })?;
         let peer = upstream::peer(addr, up, &snap.server);
-        let upstream_model = channel.upstream_model(model);
-        let upstream_body = match probe.model_span {
-            Some(span) if upstream_model != model => {
-                body::replace_string(body, span, upstream_model)
-            }
-            _ => body.clone(),
-        };
-        let request =
-            providers::openai::request_header(channel, up, session.req_header(), &upstream_body)
-                .map_err(|e| Failure {
-                    reason: FailReason::Io,
-                    detail: format!("cannot build the upstream request: {e}"),
-                    retry_after: None,
-                    answer: None,
-                })?;
+        let prepared = providers::prepare(channel, up, session.req_header(), body, probe, model)
+            .await
+            .map_err(|e| Failure {
+                reason: FailReason::Io,
+                detail: format!("cannot build the upstream request: {e}"),
+                retry_after: None,
+                answer: None,
+            })?;
         let header_timeout = Duration::from_secs(snap.server.upstream_header_timeout_seconds);
         let opened = upstream::exchange(
             &self.connector,
             &peer,
-            &request,
-            &upstream_body,
+            &prepared.header,
+            &prepared.body,
             header_timeout,
         )
         .await?;
@@ -339,49 +356,19 @@ impl Gateway {
         }
         channel.health.record_success();
         let mut upstream_session = opened.session;
-        let disposition = self.pipe_body(session, &mut upstream_session).await;
+        let mut adapter = prepared.adapter;
+        let disposition = pipe_body(session, &mut upstream_session, adapter.as_mut()).await;
         if upstream_session.response_done() {
             self.connector
                 .release_http_session(upstream_session, &peer, peer.options.idle_timeout)
                 .await;
         }
-        Ok((status, disposition))
-    }
-
-    /// Forwards the upstream response head and body chunk by chunk: nothing
-    /// is buffered beyond the chunk in hand.
-    async fn pipe_body(
-        &self,
-        session: &mut ServerSession,
-        upstream: &mut pingora_core::protocols::http::client::HttpSession,
-    ) -> Disposition {
-        let mut head = upstream
-            .response_header()
-            .cloned()
-            .unwrap_or_else(|| ResponseHeader::build(502, None).expect("valid status"));
-        head.remove_header("connection");
-        head.remove_header("keep-alive");
-        if session.write_response_header(Box::new(head)).await.is_err() {
-            return Disposition::Close;
-        }
-        loop {
-            match upstream.read_response_body().await {
-                Ok(Some(chunk)) => {
-                    if session.write_response_body(chunk, false).await.is_err() {
-                        return Disposition::Close;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    warn!("upstream body broke off: {e}");
-                    return Disposition::Abort;
-                }
-            }
-        }
-        if session.finish_body().await.is_err() {
-            return Disposition::Close;
-        }
-        Disposition::Reuse
+        Ok(Relayed {
+            status,
+            disposition,
+            usage: adapter.usage(),
+            estimated_output: adapter.estimated_output_tokens(),
+        })
     }
 
     async fn answer_from_mock(
@@ -390,7 +377,7 @@ impl Gateway {
         channel: &Channel,
         probe: &BodyProbe,
         body_len: usize,
-    ) -> (u16, Disposition) {
+    ) -> Relayed {
         let path = session.req_header().uri.path().to_string();
         let answer = providers::mock::answer(&path, probe, body_len);
         let mut head = ResponseHeader::build(answer.status, Some(4)).expect("valid status");
@@ -402,22 +389,27 @@ impl Gateway {
             let len: usize = answer.events.iter().map(Bytes::len).sum();
             let _ = head.insert_header("content-length", len.to_string());
         }
+        let relayed = |disposition| Relayed {
+            status: answer.status,
+            disposition,
+            usage: Some(answer.usage),
+            estimated_output: answer.usage.output,
+        };
         if session.write_response_header(Box::new(head)).await.is_err() {
-            return (answer.status, Disposition::Close);
+            return relayed(Disposition::Close);
         }
-        for event in answer.events {
+        for event in answer.events.iter().cloned() {
             if channel.delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(channel.delay_ms)).await;
             }
             if session.write_response_body(event, false).await.is_err() {
-                return (answer.status, Disposition::Close);
+                return relayed(Disposition::Close);
             }
         }
-        let disposition = match session.finish_body().await {
-            Ok(()) => Disposition::Reuse,
-            Err(_) => Disposition::Close,
-        };
-        (answer.status, disposition)
+        match session.finish_body().await {
+            Ok(()) => relayed(Disposition::Reuse),
+            Err(_) => relayed(Disposition::Close),
+        }
     }
 
     fn channel_failed(&self, snap: &Snapshot, channel: &Channel, failure: &Failure) {
@@ -453,6 +445,8 @@ impl Gateway {
             model: "",
             channel: "",
             status: error.status,
+            usage: Usage::default(),
+            estimated: false,
         };
         self.record(&served, started, 0);
         let mut head = ResponseHeader::build(error.status, Some(3)).expect("valid status");
@@ -482,9 +476,74 @@ impl Gateway {
             model = s.model,
             channel = s.channel,
             attempts,
+            input = s.usage.input,
+            output = s.usage.output,
+            cached_input = s.usage.cached_input,
+            cache_write = s.usage.cache_write,
+            estimated = s.estimated,
             ms = elapsed.as_millis() as u64,
             "request"
         );
+    }
+}
+
+/// Forwards the upstream response head and body chunk by chunk through the
+/// adapter: nothing is buffered beyond the chunk in hand. If the client goes
+/// away, the upstream is still read to its end (bounded) for its usage.
+async fn pipe_body(
+    session: &mut ServerSession,
+    upstream: &mut pingora_core::protocols::http::client::HttpSession,
+    adapter: &mut dyn ResponseAdapter,
+) -> Disposition {
+    let mut head = upstream
+        .response_header()
+        .cloned()
+        .unwrap_or_else(|| ResponseHeader::build(502, None).expect("valid status"));
+    head.remove_header("connection");
+    head.remove_header("keep-alive");
+    adapter.response_head(&mut head);
+    let mut client_gone = session.write_response_header(Box::new(head)).await.is_err();
+    let drain_deadline = tokio::time::Instant::now() + DRAIN_AFTER_DISCONNECT;
+    loop {
+        let read = if client_gone {
+            match tokio::time::timeout_at(drain_deadline, upstream.read_response_body()).await {
+                Ok(read) => read,
+                Err(_) => return Disposition::Close,
+            }
+        } else {
+            upstream.read_response_body().await
+        };
+        match read {
+            Ok(Some(chunk)) => {
+                let out = adapter.on_chunk(chunk);
+                if !client_gone
+                    && !out.is_empty()
+                    && session.write_response_body(out, false).await.is_err()
+                {
+                    client_gone = true;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                warn!("upstream body broke off: {e}");
+                return if client_gone {
+                    Disposition::Close
+                } else {
+                    Disposition::Abort
+                };
+            }
+        }
+    }
+    let rest = adapter.on_end();
+    if client_gone {
+        return Disposition::Close;
+    }
+    if !rest.is_empty() && session.write_response_body(rest, false).await.is_err() {
+        return Disposition::Close;
+    }
+    match session.finish_body().await {
+        Ok(()) => Disposition::Reuse,
+        Err(_) => Disposition::Close,
     }
 }
 

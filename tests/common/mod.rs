@@ -1,0 +1,402 @@
+//! Shared harness for the integration tests: a scriptable mock provider on
+//! loopback, and the real `tollgate` binary started on a generated config.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One request as the mock provider received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    /// Lower-cased names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("request body is JSON")
+    }
+}
+
+/// What the mock provider answers.
+#[derive(Clone)]
+pub enum Reply {
+    /// A complete response with Content-Length.
+    Full {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// A chunked `text/event-stream`, one chunk per event, `gap` apart.
+    Sse { events: Vec<String>, gap: Duration },
+    /// Raw bytes, then the connection is closed (for broken answers).
+    Raw(Vec<u8>),
+    /// Waits this long, then closes without answering.
+    Stall(Duration),
+}
+
+impl Reply {
+    pub fn json(status: u16, body: serde_json::Value) -> Reply {
+        Reply::Full {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Reply {
+        if let Reply::Full { headers, .. } = &mut self {
+            headers.push((name.into(), value.into()));
+        }
+        self
+    }
+}
+
+type Handler = dyn Fn(&Received) -> Reply + Send + Sync;
+
+/// A provider mock on 127.0.0.1 that records what it receives.
+pub struct MockUpstream {
+    pub port: u16,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MockUpstream {
+    pub async fn start(handler: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let log = received.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = handler.clone();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let _ = serve_connection(stream, handler, log).await;
+                });
+            }
+        });
+        MockUpstream {
+            port,
+            received,
+            task,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().unwrap().len()
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    handler: Arc<Handler>,
+    log: Arc<Mutex<Vec<Received>>>,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let method = parts.next().unwrap_or("").to_string();
+        let path = parts.next().unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).await?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let len = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body).await?;
+        let req = Received {
+            method,
+            path,
+            headers,
+            body,
+        };
+        log.lock().unwrap().push(req.clone());
+        let stream = reader.get_mut();
+        match handler(&req) {
+            Reply::Full {
+                status,
+                headers,
+                body,
+            } => {
+                let mut head = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n", body.len());
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                stream.write_all(head.as_bytes()).await?;
+                stream.write_all(&body).await?;
+            }
+            Reply::Sse { events, gap } => {
+                stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+                    )
+                    .await?;
+                for (i, e) in events.iter().enumerate() {
+                    if i > 0 && !gap.is_zero() {
+                        tokio::time::sleep(gap).await;
+                    }
+                    stream
+                        .write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes())
+                        .await?;
+                    stream.flush().await?;
+                }
+                stream.write_all(b"0\r\n\r\n").await?;
+            }
+            Reply::Raw(bytes) => {
+                stream.write_all(&bytes).await?;
+                stream.flush().await?;
+                return Ok(());
+            }
+            Reply::Stall(d) => {
+                tokio::time::sleep(d).await;
+                return Ok(());
+            }
+        }
+        stream.flush().await?;
+    }
+}
+
+/// OpenAI chat completion body with the given usage.
+pub fn chat_completion(model: &str, text: &str, prompt: u64, completion: u64) -> serde_json::Value {
+    serde_json::json!({
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    })
+}
+
+/// SSE events of a streamed chat completion; the usage chunk is included
+/// when `usage` is set.
+pub fn chat_stream(words: &[&str], usage: Option<(u64, u64)>) -> Vec<String> {
+    let mut events: Vec<String> = words
+        .iter()
+        .map(|w| {
+            let chunk = serde_json::json!({"id": "c", "object": "chat.completion.chunk", "created": 1,
+                "model": "m", "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": null}]});
+            format!("data: {chunk}\n\n")
+        })
+        .collect();
+    if let Some((p, c)) = usage {
+        let chunk = serde_json::json!({"id": "c", "object": "chat.completion.chunk", "created": 1,
+            "model": "m", "choices": [], "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}});
+        events.push(format!("data: {chunk}\n\n"));
+    }
+    events.push("data: [DONE]\n\n".to_string());
+    events
+}
+
+/// The real tollgate binary, running on a config written to a temp dir.
+pub struct Tollgate {
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    child: Child,
+}
+
+/// The `[server]`, `[store]` and `[routing]` head of a test config. Tests
+/// append groups, models, channels and keys.
+pub fn server_section(port: u16, admin_port: u16, data_dir: &std::path::Path) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin_port}"
+data_dir = "{}"
+upstream_connect_timeout_ms = 1000
+upstream_header_timeout_seconds = 5
+upstream_idle_timeout_seconds = 5
+shutdown_grace_seconds = 0
+threads = 2
+"#,
+        data_dir.display()
+    )
+}
+
+impl Tollgate {
+    /// Starts tollgate with `server_section(..)` + `rest` as its config.
+    pub fn start(rest: &str) -> Tollgate {
+        Self::start_with(|port, admin, dir| format!("{}\n{rest}", server_section(port, admin, dir)))
+    }
+
+    /// Starts tollgate with a config made by `make(port, admin_port, data_dir)`.
+    pub fn start_with(make: impl FnOnce(u16, u16, &std::path::Path) -> String) -> Tollgate {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let admin_port = free_port();
+        let data = dir.path().join("data");
+        let config_path = dir.path().join("tollgate.toml");
+        std::fs::write(&config_path, make(port, admin_port, &data)).unwrap();
+        Self::spawn(dir, config_path, port, admin_port)
+    }
+
+    fn spawn(dir: tempfile::TempDir, config_path: PathBuf, port: u16, admin_port: u16) -> Tollgate {
+        let log_path = dir.path().join("tollgate.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let t = Tollgate {
+            port,
+            admin_port,
+            dir,
+            config_path,
+            log_path,
+            child,
+        };
+        t.wait_ready();
+        t
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let up = |p| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+            if up(self.port) && up(self.admin_port) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("tollgate did not start; log:\n{}", self.log());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Replaces the config file in place (same inode).
+    pub fn write_config_in_place(&self, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&self.config_path)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Replaces the config file the way editors do: write aside, rename.
+    pub fn write_config_by_rename(&self, text: &str) {
+        let aside = self.config_path.with_extension("toml.tmp");
+        std::fs::write(&aside, text).unwrap();
+        std::fs::rename(&aside, &self.config_path).unwrap();
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Tollgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Hex sha256 of a secret, for `key_sha256` lines.
+pub fn sha256_hex(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+}
+
+/// A reqwest client that does not pool (each test request is independent).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
