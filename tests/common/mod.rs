@@ -400,3 +400,142 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+// ---- Helpers added for the routing, failover, reload and error tests ----
+
+/// Sum of the Prometheus samples called `name` whose labels include every
+/// pair in `labels` (0 when there is none).
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            (metric == name).then_some((label_text, value))
+        })
+        .filter(|(label_text, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
+}
+
+impl Tollgate {
+    /// GET /metrics on the admin listener (no token).
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// GET an admin JSON document (no token).
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        client()
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The generation /readyz reports.
+    pub async fn generation(&self) -> u64 {
+        self.admin_json("/readyz").await["generation"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// Polls /readyz until the generation is at least `at_least`.
+    pub async fn wait_generation(&self, at_least: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let g = self.generation().await;
+            if g >= at_least || Instant::now() > deadline {
+                return g;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl MockUpstream {
+    /// Like `start`, and also counts accepted TCP connections.
+    pub async fn start_counted(
+        handler: impl Fn(&Received) -> Reply + Send + Sync + 'static,
+    ) -> (Self, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let log = received.clone();
+        let counter = connections.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let handler = handler.clone();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let _ = serve_connection(stream, handler, log).await;
+                });
+            }
+        });
+        let mock = MockUpstream {
+            port,
+            received,
+            task,
+        };
+        (mock, connections)
+    }
+}
+
+/// A mock provider whose chat answers carry `marker` as their text, so a
+/// test can tell which channel served it.
+pub async fn marked_upstream(marker: &'static str) -> MockUpstream {
+    MockUpstream::start(move |req| {
+        let model = serde_json::from_slice::<serde_json::Value>(&req.body)
+            .ok()
+            .and_then(|v| v["model"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        Reply::json(200, chat_completion(&model, marker, 10, 2))
+    })
+    .await
+}
+
+/// POSTs a chat completion with a Bearer key; returns status and JSON body
+/// (`Null` when the body is not JSON).
+pub async fn chat(
+    http: &reqwest::Client,
+    tg: &Tollgate,
+    secret: &str,
+    model: &str,
+) -> (u16, serde_json::Value) {
+    let resp = http
+        .post(tg.url("/v1/chat/completions"))
+        .bearer_auth(secret)
+        .body(
+            serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
