@@ -149,14 +149,24 @@ impl ConfigHandle {
             _ => PathBuf::from("."),
         };
         let handle = Arc::clone(self);
+        let path = self.path.clone();
+        let mut seen = FileVersion::of(&path);
         let mut debouncer = new_debouncer(
             Duration::from_millis(300),
             move |res: DebounceEventResult| {
                 let Ok(events) = res else { return };
-                if events
+                if !events
                     .iter()
                     .any(|e| e.path.file_name() == file_name.as_deref())
                 {
+                    return;
+                }
+                // inotify also reports opens and reads, including the one
+                // `reload` itself makes: reload only when the file changed,
+                // or every reload would trigger the next one.
+                let now = FileVersion::of(&path);
+                if now != seen {
+                    seen = now;
                     let _ = handle.reload();
                 }
             },
@@ -165,6 +175,33 @@ impl ConfigHandle {
             .watcher()
             .watch(&dir, RecursiveMode::NonRecursive)?;
         Ok(debouncer)
+    }
+}
+
+/// Identifies one version of a file without opening it (opening would
+/// raise another watch event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileVersion {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileVersion {
+    /// `None` while the file does not exist.
+    fn of(path: &Path) -> Option<FileVersion> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Some(FileVersion {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        })
     }
 }
 
