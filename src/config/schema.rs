@@ -214,6 +214,7 @@ pub struct KeyDef {
     pub models: Option<Vec<String>>,
     #[serde(default, deserialize_with = "opt_decimal")]
     pub budget_usd: Option<Decimal>,
+    #[serde(default, deserialize_with = "opt_datetime")]
     pub expires: Option<toml::value::Datetime>,
     #[serde(default)]
     pub allow_ips: Vec<String>,
@@ -258,4 +259,48 @@ fn decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
 
 fn opt_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
     Ok(Some(to_decimal(Number::deserialize(d)?)?))
+}
+
+/// A date-time written bare (`2027-01-01T00:00:00Z`, a TOML datetime) or
+/// quoted as in SPEC §1 (`"2027-01-01T00:00:00Z"`).
+fn opt_datetime<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<toml::value::Datetime>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum When {
+        Bare(toml::value::Datetime),
+        Quoted(String),
+    }
+    match When::deserialize(d)? {
+        When::Bare(dt) => Ok(Some(dt)),
+        When::Quoted(text) => text.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a date-time like 2027-01-01T00:00:00Z"
+            ))
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expires(line: &str) -> Result<Option<toml::value::Datetime>, toml::de::Error> {
+        let text = format!("name = \"k\"\nkey = \"s\"\n{line}");
+        toml::from_str::<KeyDef>(&text).map(|k| k.expires)
+    }
+
+    #[test]
+    fn expires_bare_or_quoted() {
+        let bare = expires("expires = 2027-01-01T00:00:00Z").unwrap().unwrap();
+        let quoted = expires("expires = \"2027-01-01T00:00:00Z\"")
+            .unwrap()
+            .unwrap();
+        assert_eq!(bare, quoted);
+        assert_eq!(quoted.to_string(), "2027-01-01T00:00:00Z");
+        assert_eq!(expires("").unwrap(), None);
+        let err = expires("expires = \"next year\"").unwrap_err().to_string();
+        assert!(err.contains("`next year` is not a date-time"), "{err}");
+    }
 }
