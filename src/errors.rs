@@ -56,6 +56,18 @@ impl ApiError {
         serde_json::to_vec(&value).expect("json values serialize")
     }
 
+    /// The error as the last event of an SSE stream that broke off after
+    /// its head was sent: each SDK raises it instead of waiting or seeing a
+    /// silently short answer.
+    pub fn stream_event(&self, dialect: Dialect) -> Vec<u8> {
+        let body = String::from_utf8(self.body(dialect)).expect("json is utf-8");
+        match dialect {
+            Dialect::Anthropic => format!("event: error\ndata: {body}\n\n"),
+            Dialect::OpenAi | Dialect::Gemini => format!("data: {body}\n\n"),
+        }
+        .into_bytes()
+    }
+
     fn openai_type(&self) -> &'static str {
         match (self.status, self.code) {
             (_, "insufficient_quota") => "insufficient_quota",
@@ -118,6 +130,14 @@ mod tests {
             parse(&e, Dialect::Gemini),
             json!({"error": {"code": 404, "message": "no such model", "status": "NOT_FOUND"}})
         );
+        let cut = ApiError::new(502, "upstream_stream_broken", "cut");
+        assert_eq!(
+            String::from_utf8(cut.stream_event(Dialect::OpenAi)).unwrap(),
+            r#"data: {"error":{"code":"upstream_stream_broken","message":"cut","param":null,"type":"server_error"}}"#.to_string() + "\n\n"
+        );
+        assert!(String::from_utf8(cut.stream_event(Dialect::Anthropic))
+            .unwrap()
+            .starts_with("event: error\ndata: {"));
         let quota = ApiError::new(429, "insufficient_quota", "budget");
         assert_eq!(
             parse(&quota, Dialect::OpenAi)["error"]["type"],

@@ -51,6 +51,15 @@ pub struct ServerSection {
     pub threads: usize,
     /// On SIGTERM: how long in-flight requests may still run.
     pub shutdown_grace_seconds: u64,
+    /// Whole time a client has to send a request head, and how long a
+    /// kept-alive connection may sit idle waiting for the next one
+    /// (slowloris and idle connections cannot hold a socket longer).
+    pub client_header_timeout_seconds: u64,
+    /// Whole time a client has to send a request body.
+    pub client_body_timeout_seconds: u64,
+    /// Longest a single response write may wait for a client that stopped
+    /// reading.
+    pub client_write_timeout_seconds: u64,
 }
 
 impl Default for ServerSection {
@@ -66,6 +75,9 @@ impl Default for ServerSection {
             upstream_idle_timeout_seconds: 300,
             threads: 0,
             shutdown_grace_seconds: 10,
+            client_header_timeout_seconds: 30,
+            client_body_timeout_seconds: 120,
+            client_write_timeout_seconds: 300,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! prompts are routinely larger. Here the whole body (up to
 //! `max_body_bytes`) is one `Bytes` that every attempt re-sends as is.
 
+mod client;
 mod upstream;
 
 use std::sync::Arc;
@@ -148,7 +149,9 @@ impl Gateway {
         dialect: Dialect,
         started: Instant,
     ) -> Disposition {
-        let body = match read_body(session, snap.server.max_body_bytes).await {
+        let deadline = client::body_deadline(&snap.server);
+        let read = tokio::time::timeout(deadline, read_body(session, snap.server.max_body_bytes));
+        let body = match read.await.unwrap_or_else(|_| Err(body_timed_out())) {
             Ok(body) => body,
             Err(e) => {
                 self.reject(session, dialect, e, started).await;
@@ -222,7 +225,7 @@ impl Gateway {
                     .answer_from_mock(session, channel, &probe, body.len())
                     .await),
                 Some(up) => {
-                    self.attempt(session, snap, channel, up, &body, &probe, &model)
+                    self.attempt(session, snap, channel, up, &body, &probe, &model, dialect)
                         .await
                 }
             };
@@ -314,6 +317,7 @@ impl Gateway {
         body: &Bytes,
         probe: &BodyProbe,
         model: &str,
+        dialect: Dialect,
     ) -> Result<Relayed, Failure> {
         let addr = self
             .dns
@@ -357,7 +361,8 @@ impl Gateway {
         channel.health.record_success();
         let mut upstream_session = opened.session;
         let mut adapter = prepared.adapter;
-        let disposition = pipe_body(session, &mut upstream_session, adapter.as_mut()).await;
+        let disposition =
+            pipe_body(session, &mut upstream_session, adapter.as_mut(), dialect).await;
         if upstream_session.response_done() {
             self.connector
                 .release_http_session(upstream_session, &peer, peer.options.idle_timeout)
@@ -490,10 +495,12 @@ impl Gateway {
 /// Forwards the upstream response head and body chunk by chunk through the
 /// adapter: nothing is buffered beyond the chunk in hand. If the client goes
 /// away, the upstream is still read to its end (bounded) for its usage.
+/// If an event stream breaks off, the client gets a last error event.
 async fn pipe_body(
     session: &mut ServerSession,
     upstream: &mut pingora_core::protocols::http::client::HttpSession,
     adapter: &mut dyn ResponseAdapter,
+    dialect: Dialect,
 ) -> Disposition {
     let mut head = upstream
         .response_header()
@@ -502,8 +509,15 @@ async fn pipe_body(
     head.remove_header("connection");
     head.remove_header("keep-alive");
     adapter.response_head(&mut head);
+    let event_stream = head
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
     let mut client_gone = session.write_response_header(Box::new(head)).await.is_err();
     let drain_deadline = tokio::time::Instant::now() + DRAIN_AFTER_DISCONNECT;
+    // Whether the client's last bytes ended an event (see end_stream_with_error).
+    let mut at_event_boundary = true;
     loop {
         let read = if client_gone {
             match tokio::time::timeout_at(drain_deadline, upstream.read_response_body()).await {
@@ -516,6 +530,9 @@ async fn pipe_body(
         match read {
             Ok(Some(chunk)) => {
                 let out = adapter.on_chunk(chunk);
+                if !out.is_empty() {
+                    at_event_boundary = out.ends_with(b"\n\n") || out.ends_with(b"\r\n\r\n");
+                }
                 if !client_gone
                     && !out.is_empty()
                     && session.write_response_body(out, false).await.is_err()
@@ -526,11 +543,14 @@ async fn pipe_body(
             Ok(None) => break,
             Err(e) => {
                 warn!("upstream body broke off: {e}");
-                return if client_gone {
-                    Disposition::Close
-                } else {
-                    Disposition::Abort
-                };
+                if client_gone {
+                    return Disposition::Close;
+                }
+                if event_stream {
+                    let why = error_event(&e, dialect, at_event_boundary);
+                    return end_stream_with_error(session, adapter, why).await;
+                }
+                return Disposition::Abort;
             }
         }
     }
@@ -547,6 +567,47 @@ async fn pipe_body(
     }
 }
 
+/// The last event of a stream that broke off: an error in the client's
+/// dialect. If the client holds part of an event, blank lines end that
+/// first (it then fails to parse, which is still an error, never a silently
+/// short answer).
+fn error_event(cause: &pingora_error::Error, dialect: Dialect, at_event_boundary: bool) -> Bytes {
+    let message = match cause.etype() {
+        pingora_error::ErrorType::ReadTimedout => {
+            "the provider stopped sending; the answer is incomplete"
+        }
+        _ => "the provider's stream broke off; the answer is incomplete",
+    };
+    let event = ApiError::new(502, "upstream_stream_broken", message).stream_event(dialect);
+    let mut out = BytesMut::new();
+    if !at_event_boundary {
+        out.extend_from_slice(b"\n\n");
+    }
+    out.extend_from_slice(&event);
+    out.freeze()
+}
+
+/// Ends a broken event stream cleanly with `error_event`, so that an SDK
+/// raises an error instead of taking a short answer for a whole one. An
+/// incomplete event the adapter still holds back is dropped.
+async fn end_stream_with_error(
+    session: &mut ServerSession,
+    adapter: &mut dyn ResponseAdapter,
+    error_event: Bytes,
+) -> Disposition {
+    // Read for its usage side effects only: what it returns is a fragment.
+    let _ = adapter.on_end();
+    if session
+        .write_response_body(error_event, false)
+        .await
+        .is_err()
+    {
+        return Disposition::Close;
+    }
+    let _ = session.finish_body().await;
+    Disposition::Close
+}
+
 #[async_trait]
 impl HttpServerApp for Gateway {
     async fn process_new_http(
@@ -554,9 +615,8 @@ impl HttpServerApp for Gateway {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        match session.read_request().await {
-            Ok(true) => {}
-            _ => return None,
+        if !client::read_head(&mut session, &self.config.load().server).await {
+            return None;
         }
         if *shutdown.borrow() {
             session.set_keepalive(None);
@@ -572,6 +632,14 @@ impl HttpServerApp for Gateway {
             _ => None,
         }
     }
+}
+
+fn body_timed_out() -> ApiError {
+    ApiError::new(
+        408,
+        "request_timeout",
+        "the request body did not arrive in time",
+    )
 }
 
 /// Reads the whole request body, refusing more than `max` bytes early.

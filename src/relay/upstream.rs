@@ -16,6 +16,9 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use crate::config::{ServerSection, Upstream};
 
 const DNS_TTL: Duration = Duration::from_secs(60);
+/// A resolver that does not answer must not hold a request (and its
+/// client) longer than a failed connect would.
+const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most of an upstream error body we keep to hand back to the client.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
 
@@ -35,8 +38,12 @@ impl DnsCache {
                 return Ok(addr);
             }
         }
-        let addr = tokio::net::lookup_host((host, port))
-            .await?
+        let lookup = tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host((host, port)));
+        let addr = lookup
+            .await
+            .map_err(|_| {
+                std::io::Error::other(format!("no answer for {host} in {DNS_TIMEOUT:?}"))
+            })??
             .next()
             .ok_or_else(|| std::io::Error::other(format!("{host} has no address")))?;
         self.lock().insert(key, (addr, Instant::now()));

@@ -1,0 +1,728 @@
+//! Upstream faults beyond plain failover: a head cut by a reset, streams
+//! that stall or break off, broken bodies, a 429 storm, a client that reads
+//! slowly or leaves, a channel host that does not resolve, and a TLS
+//! upstream whose certificate does not verify. Every fault is on loopback
+//! and every wait is bounded.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const CLIENT_KEY: &str = "sk-faults-client";
+
+/// Groups, a price and a key for `gpt-4o`, with the given channels
+/// (name, base_url, priority, extra TOML lines).
+fn config(channels: &[(&str, String, i32, &str)]) -> String {
+    let mut text = format!(
+        r#"
+[routing]
+cooldown_seconds = 1
+max_cooldown_seconds = 60
+
+[[groups]]
+name = "default"
+ratio = 1.0
+all_channels = true
+
+[[models]]
+name = "gpt-4o"
+input = 2.5
+output = 10
+
+[[keys]]
+name = "k"
+key_sha256 = "{}"
+"#,
+        sha256_hex(CLIENT_KEY)
+    );
+    for (name, url, priority, extra) in channels {
+        text.push_str(&format!(
+            "\n[[channels]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"{url}\"\n\
+             api_key = \"sk-up-{name}\"\nmodels = [\"gpt-4o\"]\npriority = {priority}\n{extra}\n"
+        ));
+    }
+    text
+}
+
+/// Starts tollgate with a 1 s upstream idle timeout (a stalled stream is
+/// detected quickly) on `config(..)`.
+fn start_short_idle(rest: &str) -> Tollgate {
+    Tollgate::start_with(|port, admin, dir| {
+        let head = server_section(port, admin, dir).replace(
+            "upstream_idle_timeout_seconds = 5",
+            "upstream_idle_timeout_seconds = 1",
+        );
+        format!("{head}\n{rest}")
+    })
+}
+
+async fn chat(tg: &Tollgate, stream: bool) -> reqwest::Response {
+    client()
+        .post(tg.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {CLIENT_KEY}"))
+        .body(json!({"model": "gpt-4o", "stream": stream, "messages": []}).to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn channels(tg: &Tollgate) -> Value {
+    client()
+        .get(tg.admin_url("/admin/channels"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn channel<'a>(all: &'a Value, name: &str) -> &'a Value {
+    all["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no channel {name} in {all}"))
+}
+
+/// The value of one sample line of /metrics, e.g. `tollgate_channel_up{channel="a"}`.
+async fn metric(tg: &Tollgate, series: &str) -> Option<f64> {
+    let text = client()
+        .get(tg.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The access-log lines of relayed requests.
+fn request_lines(tg: &Tollgate) -> Vec<String> {
+    tg.log()
+        .lines()
+        .filter(|l| l.contains(" request ") || l.ends_with(" request"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The access-log lines once there are `n` of them (they are written just
+/// after the client got its answer).
+async fn wait_request_lines(tg: &Tollgate, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines = request_lines(tg);
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn assert_no_panic(tg: &Tollgate) {
+    let log = tg.log();
+    assert!(!log.contains("panicked"), "tollgate panicked:\n{log}");
+}
+
+/// A one-request-per-connection upstream whose answer is written by `answer`
+/// after the request (head and Content-Length body) was read.
+async fn raw_upstream<F, Fut>(answer: F) -> u16
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                if read_request(&mut stream).await.is_some() {
+                    answer(stream).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Reads one HTTP/1.1 request (head + Content-Length body); returns the body.
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(body)
+}
+
+fn chunk(data: &str) -> Vec<u8> {
+    format!("{:x}\r\n{data}\r\n", data.len()).into_bytes()
+}
+
+const SSE_HEAD: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+
+fn healthy_upstream() -> impl Fn(&Received) -> Reply + Send + Sync + 'static {
+    |_| Reply::json(200, chat_completion("gpt-4o", "fine", 10, 2))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_during_the_response_head_fails_over() {
+    let broken = raw_upstream(|mut s| async move {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-ty").await;
+        let _ = s.flush().await;
+        // SO_LINGER 0: the close is a TCP reset, not a clean FIN.
+        let _ = s.set_zero_linger();
+        drop(s);
+    })
+    .await;
+    let good = MockUpstream::start(healthy_upstream()).await;
+    let tg = Tollgate::start(&config(&[
+        ("broken", format!("http://127.0.0.1:{broken}"), 10, ""),
+        ("good", good.base_url(), 0, ""),
+    ]));
+    let resp = chat(&tg, false).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "fine");
+    let all = channels(&tg).await;
+    let broken_state = channel(&all, "broken");
+    assert_eq!(broken_state["state"], "cooldown", "{all}");
+    assert_eq!(broken_state["consecutive_failures"], 1);
+    assert!(broken_state["last_error"]
+        .as_str()
+        .unwrap()
+        .starts_with("io:"));
+    assert_eq!(channel(&all, "good")["state"], "up");
+    assert_eq!(
+        metric(&tg, r#"tollgate_channel_up{channel="broken"}"#).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&tg, r#"tollgate_channel_up{channel="good"}"#).await,
+        Some(1.0)
+    );
+    assert_no_panic(&tg);
+}
+
+/// The text of the error event the client gets when a stream breaks off.
+fn broken_stream_event(message: &str) -> String {
+    let body = json!({"error": {"message": message, "type": "server_error",
+        "param": null, "code": "upstream_stream_broken"}});
+    format!("data: {body}\n\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_stalls_ends_with_an_error_event_and_is_estimated() {
+    let events = chat_stream(&["Hel", "lo"], Some((9, 2)));
+    let first = events[0].clone();
+    // The second event comes 4 s after the first: past the 1 s idle timeout.
+    let up = MockUpstream::start(move |_| Reply::Sse {
+        events: events.clone(),
+        gap: Duration::from_secs(4),
+    })
+    .await;
+    let tg = start_short_idle(&config(&[("up", up.base_url(), 0, "")]));
+    let started = Instant::now();
+    let resp = chat(&tg, true).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.expect("the stream ends cleanly");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(
+        text,
+        first + &broken_stream_event("the provider stopped sending; the answer is incomplete")
+    );
+    // The usage chunk never came: the request is billed on an estimate.
+    let lines = wait_request_lines(&tg, 1).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("estimated=true") && lines[0].contains("output=1"),
+        "{}",
+        lines[0]
+    );
+    assert_no_panic(&tg);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_cut_inside_an_event_ends_with_an_error_event() {
+    let whole = chat_stream(&["Hel"], None).remove(0);
+    let answer = whole.clone();
+    let port = raw_upstream(move |mut s| {
+        let answer = answer.clone();
+        async move {
+            let mut out = SSE_HEAD.to_vec();
+            out.extend(chunk(&answer));
+            out.extend(chunk("data: {\"choi"));
+            let _ = s.write_all(&out).await;
+            let _ = s.flush().await;
+        }
+    })
+    .await;
+    let tg = Tollgate::start(&config(&[(
+        "up",
+        format!("http://127.0.0.1:{port}"),
+        0,
+        "",
+    )]));
+    let error = broken_stream_event("the provider's stream broke off; the answer is incomplete");
+    // The gateway holds events back to strip its usage chunk: the fragment
+    // never reached the client and is dropped.
+    let text = chat(&tg, true).await.text().await.unwrap();
+    assert_eq!(text, format!("{whole}{error}"));
+    // The client asked for usage itself: events pass through as they come,
+    // so it holds the fragment; blank lines close it before the error.
+    let text = client()
+        .post(tg.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {CLIENT_KEY}"))
+        .body(
+            json!({"model": "gpt-4o", "stream": true,
+                "stream_options": {"include_usage": true}, "messages": []})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, format!("{whole}data: {{\"choi\n\n{error}"));
+    let lines = wait_request_lines(&tg, 2).await;
+    assert!(lines.len() == 2 && lines.iter().all(|l| l.contains("estimated=true")));
+    assert_no_panic(&tg);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_truncated_json_body_reaches_the_client_as_truncated() {
+    let port = raw_upstream(|mut s| async move {
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"id\":\"x\",\"choi",
+            )
+            .await;
+    })
+    .await;
+    let tg = Tollgate::start(&config(&[(
+        "up",
+        format!("http://127.0.0.1:{port}"),
+        0,
+        "",
+    )]));
+    let resp = chat(&tg, false).await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.bytes().await.is_err(),
+        "a cut body must not look complete to the client"
+    );
+    assert!(wait_request_lines(&tg, 1).await[0].contains("estimated=true"));
+    // The gateway still serves the next request.
+    assert_eq!(
+        client()
+            .get(tg.url("/api/pricing"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_no_panic(&tg);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_non_json_answer_is_passed_on_unbilled() {
+    let up = MockUpstream::start(|_| Reply::Full {
+        status: 200,
+        headers: vec![("content-type".into(), "text/html".into())],
+        body: b"<html>maintenance</html>".to_vec(),
+    })
+    .await;
+    let tg = Tollgate::start(&config(&[("up", up.base_url(), 0, "")]));
+    let resp = chat(&tg, false).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "<html>maintenance</html>");
+    let line = &wait_request_lines(&tg, 1).await[0];
+    assert!(
+        line.contains("estimated=true") && line.contains("input=0") && line.contains("output=0"),
+        "{line}"
+    );
+    assert_no_panic(&tg);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_storm_moves_traffic_away_until_retry_after_passes() {
+    let storm = Arc::new(AtomicBool::new(true));
+    let raging = storm.clone();
+    let primary = MockUpstream::start(move |_| {
+        if raging.load(Ordering::SeqCst) {
+            Reply::json(429, json!({"error": {"message": "slow down"}}))
+                .with_header("retry-after", "3")
+        } else {
+            Reply::json(200, chat_completion("gpt-4o", "primary", 10, 2))
+        }
+    })
+    .await;
+    let backup =
+        MockUpstream::start(|_| Reply::json(200, chat_completion("gpt-4o", "backup", 10, 2))).await;
+    let tg = Tollgate::start(&config(&[
+        ("primary", primary.base_url(), 10, ""),
+        ("backup", backup.base_url(), 0, ""),
+    ]));
+    let answered_by = |v: Value| {
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    let storm_started = Instant::now();
+    for _ in 0..10 {
+        let resp = chat(&tg, false).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(answered_by(resp.json().await.unwrap()), "backup");
+    }
+    assert!(storm_started.elapsed() < Duration::from_millis(2500));
+    assert_eq!(primary.count(), 1, "the cooling channel is left alone");
+    let all = channels(&tg).await;
+    assert_eq!(channel(&all, "primary")["state"], "cooldown");
+    // Retry-After (3 s) wins over the 1 s base cooldown.
+    let remaining = channel(&all, "primary")["cooldown_remaining_seconds"]
+        .as_u64()
+        .unwrap();
+    assert!((2..=3).contains(&remaining), "{all}");
+    assert_eq!(
+        metric(&tg, r#"tollgate_channel_up{channel="primary"}"#).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &tg,
+            r#"tollgate_upstream_failures_total{channel="primary",reason="429"}"#
+        )
+        .await,
+        Some(1.0)
+    );
+
+    storm.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(3300).saturating_sub(storm_started.elapsed())).await;
+    for _ in 0..3 {
+        let resp = chat(&tg, false).await;
+        assert_eq!(answered_by(resp.json().await.unwrap()), "primary");
+    }
+    assert_eq!(primary.count(), 4);
+    assert_eq!(backup.count(), 10);
+    assert_eq!(channel(&channels(&tg).await, "primary")["state"], "up");
+    assert_eq!(
+        metric(&tg, r#"tollgate_channel_up{channel="primary"}"#).await,
+        Some(1.0)
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_client_pauses_the_upstream_and_memory_stays_bounded() {
+    const EVENTS: usize = 4096;
+    let content = "x".repeat(16 * 1024);
+    let event = format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {"content": content}}]})
+    );
+    let total = EVENTS * event.len();
+    let written = Arc::new(AtomicUsize::new(0));
+    let counter = written.clone();
+    let port = raw_upstream(move |mut s| {
+        let (event, counter) = (event.clone(), counter.clone());
+        async move {
+            if s.write_all(SSE_HEAD).await.is_err() {
+                return;
+            }
+            let framed = chunk(&event);
+            for _ in 0..EVENTS {
+                if s.write_all(&framed).await.is_err() {
+                    return;
+                }
+                counter.fetch_add(event.len(), Ordering::SeqCst);
+            }
+            let mut end = chunk(&chat_stream(&[], Some((5, 3))).concat());
+            end.extend_from_slice(b"0\r\n\r\n");
+            let _ = s.write_all(&end).await;
+        }
+    })
+    .await;
+    let tg = Tollgate::start(&config(&[(
+        "up",
+        format!("http://127.0.0.1:{port}"),
+        0,
+        "",
+    )]));
+    // Warm up allocators and pools, then take the baseline.
+    assert_eq!(
+        client()
+            .get(tg.url("/api/pricing"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let baseline = rss_kib(tg.pid());
+
+    let mut conn = TcpStream::connect(("127.0.0.1", tg.port)).await.unwrap();
+    let body = json!({"model": "gpt-4o", "stream": true,
+        "stream_options": {"include_usage": true}, "messages": []})
+    .to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    // The client reads nothing for a while.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during_pause = written.load(Ordering::SeqCst);
+    let rss_paused = rss_kib(tg.pid());
+    // Only socket buffers fill up (a few MiB), not the 64 MiB answer.
+    assert!(
+        during_pause < 16 * 1024 * 1024,
+        "the upstream was not paused: {during_pause} of {total} bytes sent"
+    );
+    assert!(
+        rss_paused < baseline + 32 * 1024,
+        "RSS grew from {baseline} KiB to {rss_paused} KiB"
+    );
+    // Then it reads everything, slowly at first.
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut peak = rss_paused;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "stream did not finish");
+        let n = conn.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        received += n;
+        if received < total / 8 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            peak = peak.max(rss_kib(tg.pid()));
+        }
+    }
+    assert!(received > total, "received {received} of {total}");
+    assert!(
+        peak < baseline + 32 * 1024,
+        "RSS grew from {baseline} KiB to {peak} KiB"
+    );
+    eprintln!(
+        "slow client: upstream sent {during_pause} B during the pause; RSS {baseline} -> {rss_paused} (peak {peak}) KiB"
+    );
+    let line = &wait_request_lines(&tg, 1).await[0];
+    assert!(
+        line.contains("output=3") && line.contains("estimated=false"),
+        "{line}"
+    );
+    assert_no_panic(&tg);
+}
+
+/// Established TCP connections whose local port is `port` (IPv4 loopback).
+fn established_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let local_port = cols[1].rsplit(':').next().unwrap();
+            u16::from_str_radix(local_port, 16).ok() == Some(port) && cols[3] == "01"
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_leaving_mid_stream_is_billed_from_the_drained_stream() {
+    let words: Vec<String> = (0..20).map(|i| format!("w{i} ")).collect();
+    let words_ref: Vec<&str> = words.iter().map(String::as_str).collect();
+    let events = chat_stream(&words_ref, Some((11, 20)));
+    let up = MockUpstream::start(move |_| Reply::Sse {
+        events: events.clone(),
+        gap: Duration::from_millis(50),
+    })
+    .await;
+    let tg = Tollgate::start(&config(&[("up", up.base_url(), 0, "")]));
+    {
+        let resp = chat(&tg, true).await;
+        let mut stream = resp.bytes_stream();
+        use futures_util::StreamExt;
+        let first = stream.next().await.unwrap().unwrap();
+        assert!(first.starts_with(b"data: "));
+        assert_eq!(established_on(tg.port), 1);
+        // Dropping the stream closes the client connection mid-answer.
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (request_lines(&tg).is_empty() || established_on(tg.port) > 0)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(established_on(tg.port), 0, "client connections left open");
+    let line = &wait_request_lines(&tg, 1).await[0];
+    // The upstream was read to its end: real usage, not an estimate.
+    assert!(
+        line.contains("input=11") && line.contains("output=20") && line.contains("estimated=false"),
+        "{line}"
+    );
+    assert_no_panic(&tg);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unresolvable_channel_host_cools_down_and_fails_over() {
+    let good = MockUpstream::start(healthy_upstream()).await;
+    let tg = Tollgate::start(&config(&[
+        (
+            "nowhere",
+            "http://does-not-exist.invalid".to_string(),
+            10,
+            "",
+        ),
+        ("good", good.base_url(), 0, ""),
+    ]));
+    let resp = chat(&tg, false).await;
+    assert_eq!(resp.status(), 200);
+    let all = channels(&tg).await;
+    let nowhere = channel(&all, "nowhere");
+    assert_eq!(nowhere["state"], "cooldown", "{all}");
+    assert!(nowhere["last_error"]
+        .as_str()
+        .unwrap()
+        .starts_with("dns: cannot resolve does-not-exist.invalid"));
+    assert_eq!(
+        metric(
+            &tg,
+            r#"tollgate_upstream_failures_total{channel="nowhere",reason="dns"}"#
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&tg, r#"tollgate_channel_up{channel="nowhere"}"#).await,
+        Some(0.0)
+    );
+    assert_eq!(good.count(), 1);
+    assert_no_panic(&tg);
+}
+
+/// An HTTPS provider on 127.0.0.1 with a freshly generated self-signed
+/// certificate; counts the requests it answered.
+async fn self_signed_upstream() -> (u16, Arc<AtomicUsize>) {
+    use tokio_rustls::rustls;
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, count) = (acceptor.clone(), count.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                while read_request(&mut tls).await.is_some() {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    if answer_json(&mut tls).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, served)
+}
+
+async fn answer_json<S: AsyncWrite + Unpin>(s: &mut S) -> std::io::Result<()> {
+    let body = chat_completion("gpt-4o", "over tls", 10, 2).to_string();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(body.as_bytes()).await?;
+    s.flush().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_self_signed_upstream_is_refused_unless_the_channel_skips_verification() {
+    let (port, served) = self_signed_upstream().await;
+    let url = format!("https://127.0.0.1:{port}");
+    // Only the verifying channel: the certificate is refused.
+    let tg = Tollgate::start(&config(&[("strict", url.clone(), 10, "")]));
+    let resp = chat(&tg, false).await;
+    assert_eq!(resp.status(), 502);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_unreachable");
+    assert_eq!(served.load(Ordering::SeqCst), 0, "no request crossed TLS");
+    let all = channels(&tg).await;
+    assert_eq!(channel(&all, "strict")["state"], "cooldown");
+    drop(tg);
+
+    // With an opted-out channel behind it, the request goes through there.
+    let tg = Tollgate::start(&config(&[
+        ("strict", url.clone(), 10, ""),
+        ("lax", url, 0, "insecure_skip_verify = true"),
+    ]));
+    let resp = chat(&tg, false).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "over tls");
+    assert_eq!(served.load(Ordering::SeqCst), 1);
+    let all = channels(&tg).await;
+    assert_eq!(channel(&all, "strict")["state"], "cooldown");
+    assert_eq!(channel(&all, "lax")["state"], "up");
+    assert_eq!(
+        metric(&tg, r#"tollgate_channel_up{channel="strict"}"#).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&tg, r#"tollgate_channel_up{channel="lax"}"#).await,
+        Some(1.0)
+    );
+    assert_no_panic(&tg);
+}
