@@ -266,9 +266,12 @@ async fn failure_after_the_first_byte_is_not_retried_and_shows_as_truncated() {
             }
         }
     }
+    // What arrived is passed on, then an error event the SDKs raise on.
+    let error = json!({"error": {"message": "the provider's stream broke off; the answer is incomplete",
+        "type": "server_error", "param": null, "code": "upstream_stream_broken"}});
     assert_eq!(
         String::from_utf8_lossy(&received),
-        sse,
+        format!("{sse}data: {error}\n\n"),
         "what arrived is passed on"
     );
     assert!(

@@ -73,6 +73,21 @@ async fn chat(tg: &Tollgate, stream: bool) -> reqwest::Response {
         .unwrap()
 }
 
+/// The body of a streamed answer and whether it ended cleanly (a broken
+/// stream is left unterminated at the HTTP level).
+async fn stream_text(resp: reqwest::Response) -> (String, bool) {
+    use futures_util::StreamExt;
+    let mut stream = resp.bytes_stream();
+    let mut received = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => received.extend_from_slice(&bytes),
+            Err(_) => return (String::from_utf8(received).unwrap(), false),
+        }
+    }
+    (String::from_utf8(received).unwrap(), true)
+}
+
 async fn channels(tg: &Tollgate) -> Value {
     client()
         .get(tg.admin_url("/admin/channels"))
@@ -249,7 +264,8 @@ async fn a_stream_that_stalls_ends_with_an_error_event_and_is_estimated() {
     let started = Instant::now();
     let resp = chat(&tg, true).await;
     assert_eq!(resp.status(), 200);
-    let text = resp.text().await.expect("the stream ends cleanly");
+    let (text, clean) = stream_text(resp).await;
+    assert!(!clean, "a broken stream must not end like a whole one");
     assert!(started.elapsed() < Duration::from_secs(4));
     assert_eq!(
         text,
@@ -290,11 +306,12 @@ async fn a_stream_cut_inside_an_event_ends_with_an_error_event() {
     let error = broken_stream_event("the provider's stream broke off; the answer is incomplete");
     // The gateway holds events back to strip its usage chunk: the fragment
     // never reached the client and is dropped.
-    let text = chat(&tg, true).await.text().await.unwrap();
+    let (text, clean) = stream_text(chat(&tg, true).await).await;
     assert_eq!(text, format!("{whole}{error}"));
+    assert!(!clean);
     // The client asked for usage itself: events pass through as they come,
     // so it holds the fragment; blank lines close it before the error.
-    let text = client()
+    let resp = client()
         .post(tg.url("/v1/chat/completions"))
         .header("authorization", format!("Bearer {CLIENT_KEY}"))
         .body(
@@ -304,10 +321,8 @@ async fn a_stream_cut_inside_an_event_ends_with_an_error_event() {
         )
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    let (text, _) = stream_text(resp).await;
     assert_eq!(text, format!("{whole}data: {{\"choi\n\n{error}"));
     let lines = wait_request_lines(&tg, 2).await;
     assert!(lines.len() == 2 && lines.iter().all(|l| l.contains("estimated=true")));

@@ -587,8 +587,9 @@ fn error_event(cause: &pingora_error::Error, dialect: Dialect, at_event_boundary
     out.freeze()
 }
 
-/// Ends a broken event stream cleanly with `error_event`, so that an SDK
-/// raises an error instead of taking a short answer for a whole one. An
+/// Ends a broken event stream with `error_event`, so that an SDK raises an
+/// error instead of taking a short answer for a whole one; the body is then
+/// left unterminated, so that plain HTTP clients see the truncation too. An
 /// incomplete event the adapter still holds back is dropped.
 async fn end_stream_with_error(
     session: &mut ServerSession,
@@ -604,8 +605,7 @@ async fn end_stream_with_error(
     {
         return Disposition::Close;
     }
-    let _ = session.finish_body().await;
-    Disposition::Close
+    Disposition::Abort
 }
 
 #[async_trait]
