@@ -61,6 +61,31 @@ impl Source<'_> {
             .nth(index.unwrap_or(0))
             .map(|(n, _)| n + 1)
     }
+
+    /// Line of `field = ...` inside the item that `line_of(table, index)`
+    /// finds, so an error points at the offending value; the item's header
+    /// line when the field is not written there.
+    pub fn line_of_field(&self, table: &str, index: Option<usize>, field: &str) -> Option<usize> {
+        let header = self.line_of(table, index)?;
+        let found = self
+            .text
+            .lines()
+            .enumerate()
+            // `header` is 1-based, so this starts on the line after it.
+            .skip(header)
+            .take_while(|(_, l)| !l.trim_start().starts_with('['))
+            .find(|(_, l)| {
+                l.trim_start()
+                    .strip_prefix(field)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            });
+        Some(found.map_or(header, |(n, _)| n + 1))
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 /// A successfully loaded configuration and the warnings worth logging.
@@ -79,7 +104,7 @@ pub fn load_text(
 ) -> Result<Loaded, ConfigError> {
     let source = Source { file, text };
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+        let line = e.span().map(|s| line_at(text, s.start));
         source.error(line, e.message().trim().to_string())
     })?;
     snapshot::compile(raw, &source, env, health, generation)
@@ -154,5 +179,36 @@ mod tests {
         assert_eq!(s.line_of("channels", Some(1)), Some(5));
         assert_eq!(s.line_of("channels", Some(2)), None);
         assert_eq!(s.line_of("server", None), Some(1));
+    }
+
+    #[test]
+    fn locates_fields_inside_an_item() {
+        let text = "[[groups]]\nname = 'a'\n\n[[groups]]\nname='b'\n  ratio = 0\nratios = 1\n[[keys]]\nratio = 2\n";
+        let s = Source { file: "f", text };
+        assert_eq!(s.line_of_field("groups", Some(1), "ratio"), Some(6));
+        assert_eq!(s.line_of_field("groups", Some(1), "name"), Some(5));
+        assert_eq!(
+            s.line_of_field("groups", Some(0), "ratio"),
+            Some(1),
+            "not written: the header, never the next item's field"
+        );
+        assert_eq!(s.line_of_field("groups", Some(2), "ratio"), None);
+    }
+
+    #[test]
+    fn toml_errors_point_at_their_own_line() {
+        let text = "[server]\nlisten = \"127.0.0.1:1\"\nlistn = 1\n";
+        let e = load_text(
+            "f.toml",
+            text,
+            &|_| None,
+            &crate::routing::HealthRegistry::default(),
+            1,
+        )
+        .err()
+        .expect("unknown field");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert_eq!(line_at("a\nb", 0), 1);
+        assert_eq!(line_at("a\nb", 2), 2);
     }
 }

@@ -180,16 +180,17 @@ pub(super) fn compile(
 ) -> Result<Loaded, ConfigError> {
     let mut warnings = Vec::new();
     let at = |table: &str, i: usize| src.line_of(table, Some(i));
+    // The line of one field of the i-th item (its header if not written).
+    let field = |table: &str, i: usize, name: &str| src.line_of_field(table, Some(i), name);
 
     // [server]
-    let server_line = src.line_of("server", None);
     for (field, value) in [
         ("listen", &raw.server.listen),
         ("admin_listen", &raw.server.admin_listen),
     ] {
         value.parse::<SocketAddr>().map_err(|_| {
             src.error(
-                server_line,
+                src.line_of_field("server", None, field),
                 format!("[server] {field} = \"{value}\" is not an address like 127.0.0.1:8080"),
             )
         })?;
@@ -201,18 +202,23 @@ pub(super) fn compile(
     let admin: SocketAddr = raw.server.admin_listen.parse().expect("checked above");
     if !admin.ip().is_loopback() && raw.server.admin_token.is_none() {
         return Err(src.error(
-            server_line,
+            src.line_of_field("server", None, "admin_listen"),
             format!(
                 "[server] admin_listen = \"{admin}\" is not a loopback address: set admin_token"
             ),
         ));
     }
     if raw.server.max_body_bytes == 0 {
-        return Err(src.error(server_line, "[server] max_body_bytes must be > 0"));
+        return Err(src.error(
+            src.line_of_field("server", None, "max_body_bytes"),
+            "[server] max_body_bytes must be > 0",
+        ));
     }
-    let routing_line = src.line_of("routing", None);
     if raw.routing.max_attempts == 0 {
-        return Err(src.error(routing_line, "[routing] max_attempts must be >= 1"));
+        return Err(src.error(
+            src.line_of_field("routing", None, "max_attempts"),
+            "[routing] max_attempts must be >= 1",
+        ));
     }
 
     // [[groups]]
@@ -220,14 +226,20 @@ pub(super) fn compile(
     for (i, g) in raw.groups.iter().enumerate() {
         let item = format!("[[groups]] \"{}\"", g.name);
         if g.name.is_empty() || g.name == AUTO_GROUP {
-            return Err(src.error(at("groups", i), format!("{item}: reserved or empty name")));
+            return Err(src.error(
+                field("groups", i, "name"),
+                format!("{item}: reserved or empty name"),
+            ));
         }
         if groups.iter().any(|x: &Group| x.name == g.name) {
-            return Err(src.error(at("groups", i), format!("{item}: duplicate group name")));
+            return Err(src.error(
+                field("groups", i, "name"),
+                format!("{item}: duplicate group name"),
+            ));
         }
         if g.ratio <= Decimal::ZERO {
             return Err(src.error(
-                at("groups", i),
+                field("groups", i, "ratio"),
                 format!("{item}: ratio must be > 0, got {}", g.ratio),
             ));
         }
@@ -244,7 +256,7 @@ pub(super) fn compile(
     for name in &raw.routing.auto_groups {
         let idx = group_idx(name).ok_or_else(|| {
             src.error(
-                routing_line,
+                src.line_of_field("routing", None, "auto_groups"),
                 format!("[routing] auto_groups names unknown group \"{name}\""),
             )
         })?;
@@ -274,7 +286,10 @@ pub(super) fn compile(
             per_request: m.per_request,
         };
         if prices.insert(m.name.clone(), price).is_some() {
-            return Err(src.error(at("models", i), format!("{item}: duplicate model name")));
+            return Err(src.error(
+                field("models", i, "name"),
+                format!("{item}: duplicate model name"),
+            ));
         }
     }
 
@@ -287,15 +302,24 @@ pub(super) fn compile(
             return Err(src.error(line, "[[channels]]: name must not be empty"));
         }
         if channels.iter().any(|x| *x.name == *c.name) {
-            return Err(src.error(line, format!("{item}: duplicate channel name")));
+            return Err(src.error(
+                field("channels", i, "name"),
+                format!("{item}: duplicate channel name"),
+            ));
         }
         for g in &c.groups {
             if group_idx(g).is_none() {
-                return Err(src.error(line, format!("{item}: unknown group \"{g}\"")));
+                return Err(src.error(
+                    field("channels", i, "groups"),
+                    format!("{item}: unknown group \"{g}\""),
+                ));
             }
         }
         if c.weight == 0 {
-            return Err(src.error(line, format!("{item}: weight must be > 0")));
+            return Err(src.error(
+                field("channels", i, "weight"),
+                format!("{item}: weight must be > 0"),
+            ));
         }
         let mut models: Vec<String> = match &c.models {
             Some(list) => list.clone(),
@@ -308,8 +332,13 @@ pub(super) fn compile(
         }
         for m in &models {
             if !prices.contains_key(m) {
+                let from = if c.model_map.contains_key(m) {
+                    "model_map"
+                } else {
+                    "models"
+                };
                 return Err(src.error(
-                    line,
+                    field("channels", i, from),
                     format!("{item}: serves model \"{m}\" which has no price in [[models]]"),
                 ));
             }
@@ -334,7 +363,10 @@ pub(super) fn compile(
             _ if !enabled => None,
             _ => Some(
                 parse_base_url(&base_url, c.insecure_skip_verify).map_err(|why| {
-                    src.error(line, format!("{item}: base_url \"{base_url}\" {why}"))
+                    src.error(
+                        field("channels", i, "base_url"),
+                        format!("{item}: base_url \"{base_url}\" {why}"),
+                    )
                 })?,
             ),
         };
@@ -390,17 +422,23 @@ pub(super) fn compile(
         let item = format!("[[users]] \"{}\"", u.name);
         if let Some(g) = &u.group {
             if g != AUTO_GROUP && group_idx(g).is_none() {
-                return Err(src.error(at("users", i), format!("{item}: unknown group \"{g}\"")));
+                return Err(src.error(
+                    field("users", i, "group"),
+                    format!("{item}: unknown group \"{g}\""),
+                ));
             }
         }
         check_budget(u.budget_usd)
-            .map_err(|e| src.error(at("users", i), format!("{item}: {e}")))?;
+            .map_err(|e| src.error(field("users", i, "budget_usd"), format!("{item}: {e}")))?;
         let user = User {
             name: u.name.clone(),
             budget_usd: u.budget_usd,
         };
         if users.insert(u.name.clone(), user).is_some() {
-            return Err(src.error(at("users", i), format!("{item}: duplicate user name")));
+            return Err(src.error(
+                field("users", i, "name"),
+                format!("{item}: duplicate user name"),
+            ));
         }
     }
 
@@ -408,35 +446,43 @@ pub(super) fn compile(
     let mut keys_by_hash = HashMap::new();
     let mut key_names = HashSet::new();
     for (i, k) in raw.keys.iter().enumerate() {
-        let line = at("keys", i);
         let item = format!("[[keys]] \"{}\"", k.name);
-        let err = |msg: String| src.error(line, format!("{item}: {msg}"));
+        // An error about the key's `name` field (its line, or the header).
+        let err =
+            |name: &str, msg: String| src.error(field("keys", i, name), format!("{item}: {msg}"));
         if !key_names.insert(k.name.clone()) {
-            return Err(err("duplicate key name".into()));
+            return Err(err("name", "duplicate key name".into()));
         }
         let hash = match (&k.key_sha256, &k.key) {
             (Some(hex_hash), None) => {
                 let bytes = hex::decode(hex_hash.trim())
                     .ok()
                     .filter(|b| b.len() == 32)
-                    .ok_or_else(|| err("key_sha256 must be 64 hex characters".into()))?;
+                    .ok_or_else(|| {
+                        err("key_sha256", "key_sha256 must be 64 hex characters".into())
+                    })?;
                 <[u8; 32]>::try_from(bytes).expect("length checked")
             }
             (None, Some(plain)) => {
                 let secret = expand_vars(plain, env)
-                    .map_err(|var| err(format!("${{{var}}} in key is not set")))?;
+                    .map_err(|var| err("key", format!("${{{var}}} in key is not set")))?;
                 warnings.push(format!(
                     "{item}: plaintext `key`; prefer key_sha256 (`tollgate key new`)"
                 ));
                 sha256(&secret)
             }
-            _ => return Err(err("set exactly one of key_sha256 or key".into())),
+            _ => {
+                return Err(err(
+                    "key_sha256",
+                    "set exactly one of key_sha256 or key".into(),
+                ))
+            }
         };
         let user = match &k.user {
             Some(u) => Some(
                 users
                     .get(u)
-                    .ok_or_else(|| err(format!("unknown user \"{u}\"")))?
+                    .ok_or_else(|| err("user", format!("unknown user \"{u}\"")))?
                     .name
                     .clone(),
             ),
@@ -453,19 +499,21 @@ pub(super) fn compile(
             (None, None) => vec![DEFAULT_GROUP.to_string()],
         };
         if group_names.is_empty() {
-            return Err(err("groups must not be empty".into()));
+            return Err(err("groups", "groups must not be empty".into()));
         }
         let mut key_groups = Vec::new();
         for name in &group_names {
             let expanded = if name == AUTO_GROUP {
                 if auto_groups.is_empty() {
                     return Err(err(
+                        "groups",
                         "uses group \"auto\" but [routing] auto_groups is empty".into(),
                     ));
                 }
                 auto_groups.clone()
             } else {
-                vec![group_idx(name).ok_or_else(|| err(format!("unknown group \"{name}\"")))?]
+                vec![group_idx(name)
+                    .ok_or_else(|| err("groups", format!("unknown group \"{name}\"")))?]
             };
             for g in expanded {
                 if !key_groups.contains(&g) {
@@ -477,16 +525,27 @@ pub(super) fn compile(
             Some(patterns) => {
                 let mut b = GlobSetBuilder::new();
                 for p in patterns {
-                    b.add(Glob::new(p).map_err(|e| err(format!("models glob \"{p}\": {e}")))?);
+                    b.add(
+                        Glob::new(p)
+                            .map_err(|e| err("models", format!("models glob \"{p}\": {e}")))?,
+                    );
                 }
-                Some(b.build().map_err(|e| err(format!("models: {e}")))?)
+                Some(
+                    b.build()
+                        .map_err(|e| err("models", format!("models: {e}")))?,
+                )
             }
             None => None,
         };
         let expires_unix = match &k.expires {
             Some(dt) => Some(
                 chrono::DateTime::parse_from_rfc3339(&dt.to_string())
-                    .map_err(|_| err(format!("expires = {dt} needs a full RFC 3339 date-time")))?
+                    .map_err(|_| {
+                        err(
+                            "expires",
+                            format!("expires = {dt} needs a full RFC 3339 date-time"),
+                        )
+                    })?
                     .timestamp(),
             ),
             None => None,
@@ -496,13 +555,26 @@ pub(super) fn compile(
             let net = cidr
                 .parse::<IpNet>()
                 .or_else(|_| cidr.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| err(format!("allow_ips entry \"{cidr}\" is not a CIDR")))?;
+                .map_err(|_| {
+                    err(
+                        "allow_ips",
+                        format!("allow_ips entry \"{cidr}\" is not a CIDR"),
+                    )
+                })?;
             allow_ips.push(net);
         }
-        check_budget(k.budget_usd).map_err(&err)?;
+        check_budget(k.budget_usd).map_err(|e| err("budget_usd", e))?;
         if k.rpm == Some(0) || k.tpm == Some(0) || k.max_concurrent == Some(0) {
+            let zero = if k.rpm == Some(0) {
+                "rpm"
+            } else if k.tpm == Some(0) {
+                "tpm"
+            } else {
+                "max_concurrent"
+            };
             return Err(err(
-                "rpm, tpm and max_concurrent must be > 0 when set".into()
+                zero,
+                "rpm, tpm and max_concurrent must be > 0 when set".into(),
             ));
         }
         let key = Key {
@@ -519,7 +591,11 @@ pub(super) fn compile(
             max_concurrent: k.max_concurrent,
         };
         if keys_by_hash.insert(hash, Arc::new(key)).is_some() {
-            return Err(err("the same secret is used by another key".into()));
+            let secret_field = if k.key.is_some() { "key" } else { "key_sha256" };
+            return Err(err(
+                secret_field,
+                "the same secret is used by another key".into(),
+            ));
         }
     }
 
