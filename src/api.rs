@@ -55,3 +55,36 @@ pub fn pricing(snapshot: &Snapshot) -> Value {
         .collect();
     json!({"unit": "USD per 1M tokens", "groups": groups, "models": models})
 }
+
+/// GET /v1/models with `anthropic-version`: the Anthropic list shape.
+pub fn anthropic_models(snapshot: &Snapshot, key: &Key) -> Value {
+    let models = snapshot.models_for_key(key);
+    let data: Vec<Value> = models
+        .iter()
+        .map(|m| {
+            json!({"type": "model", "id": m, "display_name": m,
+                   "created_at": "1970-01-01T00:00:00Z"})
+        })
+        .collect();
+    json!({
+        "data": data,
+        "has_more": false,
+        "first_id": models.first(),
+        "last_id": models.last(),
+    })
+}
+
+/// GET /v1beta/models: the Gemini list shape.
+pub fn gemini_models(snapshot: &Snapshot, key: &Key) -> Value {
+    let models: Vec<Value> = snapshot
+        .models_for_key(key)
+        .into_iter()
+        .map(|m| {
+            json!({"name": format!("models/{m}"), "baseModelId": m, "version": "001",
+                   "displayName": m,
+                   "supportedGenerationMethods": ["generateContent", "streamGenerateContent",
+                                                  "countTokens", "embedContent"]})
+        })
+        .collect();
+    json!({"models": models})
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 
 use crate::config::{Snapshot, Tier};
+use crate::providers::{self, Endpoint};
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -161,6 +162,25 @@ pub fn check_model(snapshot: &Snapshot, groups: &[usize], model: &str) -> Result
     }
 }
 
+/// Whether some channel of the key's groups serves `model` and speaks the
+/// API format of `endpoint` (channels serve only their native format).
+pub fn format_served(
+    snapshot: &Snapshot,
+    groups: &[usize],
+    model: &str,
+    endpoint: Endpoint,
+) -> bool {
+    groups.iter().any(|&g| {
+        snapshot.routes[g].get(model).is_some_and(|tiers| {
+            tiers.iter().any(|t| {
+                t.channels
+                    .iter()
+                    .any(|&(c, _)| providers::serves(snapshot.channels[c].kind, endpoint))
+            })
+        })
+    })
+}
+
 /// One routing decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pick {
@@ -169,12 +189,14 @@ pub struct Pick {
 }
 
 /// The next channel to try: groups in order, tiers by priority, weighted
-/// random inside a tier, skipping channels already tried. `acquire` is asked
-/// for the chosen channel and refuses one that is cooling down.
+/// random inside a tier, skipping channels already tried and channels that
+/// cannot speak the format of `endpoint`. `acquire` is asked for the chosen
+/// channel and refuses one that is cooling down.
 pub fn next_channel(
     snapshot: &Snapshot,
     groups: &[usize],
     model: &str,
+    endpoint: Endpoint,
     tried: &[usize],
     acquire: &mut dyn FnMut(usize) -> bool,
     rng: &mut impl Rng,
@@ -185,9 +207,12 @@ pub fn next_channel(
             continue;
         };
         for tier in tiers {
-            while let Some(channel) =
-                weighted_choice(tier, |c| !tried.contains(&c) && !refused.contains(&c), rng)
-            {
+            let speaks = |c: usize| providers::serves(snapshot.channels[c].kind, endpoint);
+            while let Some(channel) = weighted_choice(
+                tier,
+                |c| !tried.contains(&c) && !refused.contains(&c) && speaks(c),
+                rng,
+            ) {
                 if acquire(channel) {
                     return Some(Pick { group, channel });
                 }
@@ -263,6 +288,66 @@ mod tests {
         h.record_success();
         assert_eq!(h.availability(4_200), Availability::Up);
         assert!(h.try_acquire(4_200) && h.try_acquire(4_200));
+    }
+
+    fn snapshot(channels: &str) -> Snapshot {
+        let text = format!(
+            "[[groups]]\nname = \"g\"\nratio = 1\nall_channels = true\n\n\
+             [[models]]\nname = \"m\"\ninput = 1\n\n{channels}"
+        );
+        let env = |_: &str| None;
+        crate::config::load_text("t.toml", &text, &env, &HealthRegistry::default(), 1)
+            .unwrap()
+            .snapshot
+    }
+
+    #[test]
+    fn candidates_speak_the_request_format() {
+        use crate::providers::GeminiMethod;
+        let snap = snapshot(
+            r#"
+[[channels]]
+name = "oai"
+type = "openai"
+base_url = "http://127.0.0.1:1"
+api_key = "k"
+priority = 10
+
+[[channels]]
+name = "claude"
+type = "anthropic"
+base_url = "http://127.0.0.1:2"
+api_key = "k"
+priority = 5
+
+[[channels]]
+name = "mock"
+type = "mock"
+"#,
+        );
+        let order = |endpoint: Endpoint| {
+            let mut tried = Vec::new();
+            let mut rng = StdRng::seed_from_u64(1);
+            while let Some(p) =
+                next_channel(&snap, &[0], "m", endpoint, &tried, &mut |_| true, &mut rng)
+            {
+                tried.push(p.channel);
+            }
+            tried
+                .iter()
+                .map(|&c| snap.channels[c].name.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(order(Endpoint::OpenAi), ["oai", "mock"]);
+        assert_eq!(order(Endpoint::AnthropicMessages), ["claude", "mock"]);
+        let gemini = Endpoint::Gemini(GeminiMethod::Generate);
+        assert_eq!(order(gemini), ["mock"]);
+        assert!(format_served(&snap, &[0], "m", gemini));
+        let no_mock = snapshot(
+            "[[channels]]\nname = \"oai\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:1\"\napi_key = \"k\"\n",
+        );
+        assert!(!format_served(&no_mock, &[0], "m", gemini));
+        assert!(format_served(&no_mock, &[0], "m", Endpoint::OpenAi));
     }
 
     #[test]

@@ -204,6 +204,26 @@ pub struct ChannelDef {
     /// `mock` only: pause before each streamed event, in milliseconds.
     #[serde(default)]
     pub delay_ms: u64,
+    /// `azure`: the `api-version` query parameter (deployments style).
+    pub api_version: Option<String>,
+    /// `azure`: "deployments" (default) or "v1" (`/openai/v1/...`).
+    pub azure_style: Option<String>,
+    /// `bedrock`: AWS region, e.g. "us-east-1".
+    pub region: Option<String>,
+    /// `bedrock`: SigV4 credentials (or `api_key` for a Bedrock API key).
+    pub aws_access_key_id: Option<String>,
+    pub aws_secret_access_key: Option<String>,
+    pub aws_session_token: Option<String>,
+    /// `vertex`: Google Cloud project (default: the service account's).
+    pub project: Option<String>,
+    /// `vertex`: region, e.g. "us-central1", or "global".
+    pub location: Option<String>,
+    /// `vertex`: service-account JSON, as a file path or inline text.
+    pub credentials_file: Option<String>,
+    pub credentials_json: Option<String>,
+    /// `vertex`: where access tokens are minted (default: the service
+    /// account's `token_uri`).
+    pub token_uri: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -68,6 +68,8 @@ pub struct Channel {
     pub enabled: bool,
     pub health: Arc<ChannelHealth>,
     pub delay_ms: u64,
+    /// Type-specific settings (Azure, Bedrock, Vertex).
+    pub native: crate::providers::Native,
 }
 
 impl Channel {
@@ -357,7 +359,19 @@ pub(super) fn compile(
             }
         };
         let api_key = expanded("api_key", &c.api_key);
-        let base_url = expanded("base_url", &c.base_url);
+        // An unset `${VAR}` disables the channel (warned by `expanded`): its
+        // type-specific settings are then left unchecked.
+        let mut set_or_none = |f: &str, v: &str| {
+            let set = expand_vars(v, env).is_ok();
+            let value = expanded(f, v);
+            set.then_some(value)
+        };
+        let native = crate::providers::native_settings(c, &mut set_or_none)
+            .map_err(|why| src.error(line, format!("{item}: {why}")))?;
+        let mut base_url = expanded("base_url", &c.base_url);
+        if c.base_url.is_empty() {
+            base_url = crate::providers::default_base_url(c.kind, &native).unwrap_or_default();
+        }
         let upstream = match c.kind {
             ChannelType::Mock => None,
             _ if !enabled => None,
@@ -370,13 +384,6 @@ pub(super) fn compile(
                 })?,
             ),
         };
-        if c.kind != ChannelType::Mock && c.kind != ChannelType::Openai && enabled {
-            warnings.push(format!(
-                "{item}: type \"{}\" is not supported by this build yet; channel disabled",
-                c.kind.as_str()
-            ));
-            enabled = false;
-        }
         channels.push(Channel {
             name: Arc::from(c.name.as_str()),
             kind: c.kind,
@@ -389,6 +396,7 @@ pub(super) fn compile(
             enabled,
             health: health.get(&c.name),
             delay_ms: c.delay_ms,
+            native,
         });
     }
 

@@ -1,11 +1,12 @@
-//! The in-process `mock` channel: answers in the OpenAI wire format without
-//! any network, so the example config works offline and load tests have a
-//! zero-cost upstream. Text and usage are deterministic: the prompt counts
+//! The in-process `mock` channel: answers in the OpenAI, Anthropic Messages
+//! and Gemini wire formats without any network, so the example config works
+//! offline for all three SDKs and load tests have a zero-cost upstream. Text and usage are deterministic: the prompt counts
 //! one token per 4 bytes of request body, the answer one token per word.
 
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::{Endpoint, GeminiMethod};
 use crate::body::BodyProbe;
 use crate::metering::Usage;
 
@@ -22,12 +23,141 @@ pub struct MockAnswer {
     pub usage: Usage,
 }
 
-/// Answers a request for `path` whose body is `body_len` bytes.
-pub fn answer(path: &str, probe: &BodyProbe, body_len: usize) -> MockAnswer {
+/// Answers a request for `endpoint` (at `path`) whose body is `body_len`
+/// bytes.
+pub fn answer(endpoint: Endpoint, path: &str, probe: &BodyProbe, body_len: usize) -> MockAnswer {
     let model = probe.model.as_deref().unwrap_or("mock");
     let prompt_tokens = body_len.div_ceil(4).max(1) as u64;
     let limit = probe.max_output_tokens.unwrap_or(u64::MAX).max(1) as usize;
     let words: Vec<&str> = ANSWER.split(' ').take(limit).collect();
+    let mut answer = match endpoint {
+        Endpoint::OpenAi => openai_answer(path, probe, model, prompt_tokens, &words),
+        Endpoint::AnthropicMessages => anthropic_answer(probe, model, prompt_tokens, &words),
+        Endpoint::AnthropicCountTokens => json_answer(json!({ "input_tokens": prompt_tokens })),
+        Endpoint::Gemini(GeminiMethod::CountTokens) => {
+            json_answer(json!({ "totalTokens": prompt_tokens }))
+        }
+        Endpoint::Gemini(GeminiMethod::EmbedContent) => json_answer(json!({
+            "embedding": {"values": [0.125, -0.25, 0.5, -1.0, 0.0625, 0.75, -0.375, 1.0]}
+        })),
+        Endpoint::Gemini(_) => gemini_answer(probe, model, prompt_tokens, &words),
+    };
+    let completion_tokens = words.len() as u64;
+    answer.usage = match endpoint {
+        _ if endpoint.is_count() => Usage::default(),
+        Endpoint::OpenAi if path == "/v1/embeddings" => Usage {
+            input: prompt_tokens,
+            ..Usage::default()
+        },
+        Endpoint::Gemini(GeminiMethod::EmbedContent) => Usage {
+            input: prompt_tokens,
+            ..Usage::default()
+        },
+        _ => Usage {
+            input: prompt_tokens,
+            output: completion_tokens,
+            ..Usage::default()
+        },
+    };
+    answer
+}
+
+/// The answer as words with their separating spaces, one piece per word.
+fn pieces<'a>(words: &'a [&'a str]) -> impl Iterator<Item = String> + 'a {
+    words.iter().enumerate().map(|(i, w)| {
+        if i == 0 {
+            (*w).to_string()
+        } else {
+            format!(" {w}")
+        }
+    })
+}
+
+fn anthropic_answer(probe: &BodyProbe, model: &str, input: u64, words: &[&str]) -> MockAnswer {
+    let output = words.len() as u64;
+    let id = "msg_mock";
+    if !probe.stream {
+        return json_answer(json!({
+            "id": id, "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": words.join(" ")}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": input, "cache_creation_input_tokens": 0,
+                      "cache_read_input_tokens": 0, "output_tokens": output},
+        }));
+    }
+    let mut events = vec![
+        json!({"type": "message_start", "message": {
+            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": input, "cache_creation_input_tokens": 0,
+                      "cache_read_input_tokens": 0, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0,
+               "content_block": {"type": "text", "text": ""}}),
+    ];
+    events.extend(pieces(words).map(|p| {
+        json!({"type": "content_block_delta", "index": 0,
+               "delta": {"type": "text_delta", "text": p}})
+    }));
+    events.push(json!({"type": "content_block_stop", "index": 0}));
+    events.push(json!({"type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+        "usage": {"output_tokens": output}}));
+    events.push(json!({"type": "message_stop"}));
+    MockAnswer {
+        status: 200,
+        content_type: "text/event-stream",
+        events: events
+            .into_iter()
+            .map(|e| {
+                let name = e["type"].as_str().unwrap_or("message").to_string();
+                Bytes::from(format!("event: {name}\ndata: {e}\n\n"))
+            })
+            .collect(),
+        usage: Usage::default(),
+    }
+}
+
+fn gemini_answer(probe: &BodyProbe, model: &str, prompt: u64, words: &[&str]) -> MockAnswer {
+    let output = words.len() as u64;
+    let usage = |candidates: u64| {
+        json!({"promptTokenCount": prompt, "candidatesTokenCount": candidates,
+               "totalTokenCount": prompt + candidates})
+    };
+    let chunk = |text: String, finish: bool, candidates: u64| {
+        let mut candidate = json!({"content": {"parts": [{"text": text}], "role": "model"},
+                                   "index": 0});
+        if finish {
+            candidate["finishReason"] = json!("STOP");
+        }
+        json!({"candidates": [candidate], "usageMetadata": usage(candidates),
+               "modelVersion": model, "responseId": "mock"})
+    };
+    if !probe.stream {
+        return json_answer(chunk(words.join(" "), true, output));
+    }
+    let n = words.len();
+    MockAnswer {
+        status: 200,
+        content_type: "text/event-stream",
+        events: pieces(words)
+            .enumerate()
+            .map(|(i, p)| {
+                let last = i + 1 == n;
+                let c = chunk(p, last, if last { output } else { 0 });
+                Bytes::from(format!("data: {c}\r\n\r\n"))
+            })
+            .collect(),
+        usage: Usage::default(),
+    }
+}
+
+fn openai_answer(
+    path: &str,
+    probe: &BodyProbe,
+    model: &str,
+    prompt_tokens: u64,
+    words: &[&str],
+) -> MockAnswer {
     let completion_tokens = words.len() as u64;
     let text = words.join(" ");
     let usage = json!({
@@ -37,7 +167,7 @@ pub fn answer(path: &str, probe: &BodyProbe, body_len: usize) -> MockAnswer {
     });
     let id = "chatcmpl-mock";
     let created = 1_700_000_000u64;
-    let mut answer = match path {
+    match path {
         "/v1/embeddings" => json_answer(json!({
             "object": "list",
             "data": [{"object": "embedding", "index": 0,
@@ -102,17 +232,7 @@ pub fn answer(path: &str, probe: &BodyProbe, body_len: usize) -> MockAnswer {
                 }),
             )
         }
-    };
-    answer.usage = Usage {
-        input: prompt_tokens,
-        output: if path == "/v1/embeddings" {
-            0
-        } else {
-            completion_tokens
-        },
-        ..Usage::default()
-    };
-    answer
+    }
 }
 
 fn json_answer(value: Value) -> MockAnswer {
@@ -197,7 +317,7 @@ mod tests {
             model: Some("m".into()),
             ..Default::default()
         };
-        let a = answer("/v1/chat/completions", &probe, 41);
+        let a = answer(Endpoint::OpenAi, "/v1/chat/completions", &probe, 41);
         let v: Value = serde_json::from_slice(&a.events[0]).unwrap();
         assert_eq!(v["usage"]["prompt_tokens"], 11);
         assert_eq!(v["usage"]["completion_tokens"], 18);
@@ -210,11 +330,11 @@ mod tests {
             max_output_tokens: Some(3),
             ..Default::default()
         };
-        let a = answer("/v1/chat/completions", &probe, 10);
+        let a = answer(Endpoint::OpenAi, "/v1/chat/completions", &probe, 10);
         assert_eq!(a.events.len(), 1 + 3 + 1 + 1);
         assert!(!a.events.iter().any(|e| e.windows(5).any(|w| w == b"usage")));
         probe.include_usage = true;
-        let a = answer("/v1/chat/completions", &probe, 10);
+        let a = answer(Endpoint::OpenAi, "/v1/chat/completions", &probe, 10);
         assert!(a.events[a.events.len() - 2].starts_with(b"data: {\"choices\":[]"));
     }
 }

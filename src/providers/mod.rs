@@ -1,16 +1,30 @@
 //! Upstream provider adapters: one file per channel type. An adapter turns
 //! the client's request into the upstream's (URL, auth, body) and reads the
 //! answer on its way back (usage, and any rewrite the client needs).
+//!
+//! A channel only serves the client formats it speaks natively: `openai` and
+//! `azure` the OpenAI format, `anthropic` and `bedrock` the Anthropic
+//! Messages format, `gemini` the Gemini format, `vertex` both Gemini and
+//! Anthropic (Claude on Vertex), `mock` all three. There is no translation
+//! between formats: routing skips channels that cannot speak the request's
+//! format (see [`serves`]), so an answer always reaches the client in the
+//! exact shape its SDK expects.
 
+pub mod anthropic;
+pub mod azure;
+pub mod bedrock;
+pub mod gemini;
 pub mod mock;
 pub mod openai;
+pub mod vertex;
 
 use bytes::Bytes;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::body::BodyProbe;
-use crate::config::{Channel, ChannelType, Upstream};
+use crate::config::{Channel, ChannelDef, ChannelType, Upstream};
+use crate::errors::Dialect;
 use crate::metering::Usage;
 
 /// Client request headers never forwarded upstream: hop-by-hop headers,
@@ -50,6 +64,164 @@ pub fn forwarded_headers(client: &RequestHeader, upstream: &mut RequestHeader) {
     }
 }
 
+/// A Gemini method, the part after `:` in `/v1beta/models/{model}:{method}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeminiMethod {
+    Generate,
+    StreamGenerate,
+    CountTokens,
+    EmbedContent,
+}
+
+impl GeminiMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GeminiMethod::Generate => "generateContent",
+            GeminiMethod::StreamGenerate => "streamGenerateContent",
+            GeminiMethod::CountTokens => "countTokens",
+            GeminiMethod::EmbedContent => "embedContent",
+        }
+    }
+
+    fn parse(s: &str) -> Option<GeminiMethod> {
+        Some(match s {
+            "generateContent" => GeminiMethod::Generate,
+            "streamGenerateContent" => GeminiMethod::StreamGenerate,
+            "countTokens" => GeminiMethod::CountTokens,
+            "embedContent" => GeminiMethod::EmbedContent,
+            _ => return None,
+        })
+    }
+}
+
+/// A relayed client endpoint (SPEC §3): which API format it speaks and
+/// which operation it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses.
+    OpenAi,
+    /// POST /v1/messages.
+    AnthropicMessages,
+    /// POST /v1/messages/count_tokens.
+    AnthropicCountTokens,
+    /// POST /v1beta/models/{model}:{method}.
+    Gemini(GeminiMethod),
+}
+
+impl Endpoint {
+    /// The relayed endpoint for a POST to `path`, and for Gemini paths the
+    /// model named in the path.
+    pub fn classify(path: &str) -> Option<(Endpoint, Option<&str>)> {
+        match path {
+            "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses" => {
+                Some((Endpoint::OpenAi, None))
+            }
+            "/v1/messages" => Some((Endpoint::AnthropicMessages, None)),
+            "/v1/messages/count_tokens" => Some((Endpoint::AnthropicCountTokens, None)),
+            _ => {
+                let rest = path.strip_prefix("/v1beta/models/")?;
+                let (model, method) = rest.rsplit_once(':')?;
+                if model.is_empty() || model.contains('/') {
+                    return None;
+                }
+                Some((Endpoint::Gemini(GeminiMethod::parse(method)?), Some(model)))
+            }
+        }
+    }
+
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Endpoint::OpenAi => Dialect::OpenAi,
+            Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => Dialect::Anthropic,
+            Endpoint::Gemini(_) => Dialect::Gemini,
+        }
+    }
+
+    /// Counting endpoints: answered without generation, never billed.
+    pub fn is_count(self) -> bool {
+        matches!(
+            self,
+            Endpoint::AnthropicCountTokens | Endpoint::Gemini(GeminiMethod::CountTokens)
+        )
+    }
+}
+
+/// Whether a channel of type `kind` can serve `endpoint` natively.
+pub fn serves(kind: ChannelType, endpoint: Endpoint) -> bool {
+    use ChannelType as T;
+    match endpoint {
+        Endpoint::OpenAi => matches!(kind, T::Openai | T::Azure | T::Mock),
+        Endpoint::AnthropicMessages => {
+            matches!(kind, T::Anthropic | T::Bedrock | T::Vertex | T::Mock)
+        }
+        // Bedrock's CountTokens API has another request and answer shape.
+        Endpoint::AnthropicCountTokens => matches!(kind, T::Anthropic | T::Vertex | T::Mock),
+        // Vertex embeddings use `:predict` with another body shape.
+        Endpoint::Gemini(GeminiMethod::EmbedContent) => matches!(kind, T::Gemini | T::Mock),
+        Endpoint::Gemini(_) => matches!(kind, T::Gemini | T::Vertex | T::Mock),
+    }
+}
+
+/// Settings only some channel types have, resolved at config load.
+pub enum Native {
+    None,
+    Azure(azure::Settings),
+    Bedrock(bedrock::Settings),
+    Vertex(vertex::Settings),
+}
+
+/// Builds a channel's type-specific settings from its definition.
+/// `expand(field, value)` resolves `${VAR}`s; `None` means a variable is
+/// unset, which disables the channel, so its settings are not checked and
+/// [`Native::None`] stands in. `Err` is a config error about this channel.
+pub fn native_settings(
+    def: &ChannelDef,
+    expand: &mut dyn FnMut(&str, &str) -> Option<String>,
+) -> std::result::Result<Native, String> {
+    Ok(match def.kind {
+        ChannelType::Azure => Native::Azure(azure::Settings::from_def(def, expand)?),
+        ChannelType::Bedrock => Native::Bedrock(bedrock::Settings::from_def(def, expand)?),
+        ChannelType::Vertex => {
+            vertex::Settings::from_def(def, expand)?.map_or(Native::None, Native::Vertex)
+        }
+        _ => {
+            for (field, set) in [
+                ("api_version", def.api_version.is_some()),
+                ("azure_style", def.azure_style.is_some()),
+                ("region", def.region.is_some()),
+                ("aws_access_key_id", def.aws_access_key_id.is_some()),
+                ("aws_secret_access_key", def.aws_secret_access_key.is_some()),
+                ("aws_session_token", def.aws_session_token.is_some()),
+                ("project", def.project.is_some()),
+                ("location", def.location.is_some()),
+                ("credentials_file", def.credentials_file.is_some()),
+                ("credentials_json", def.credentials_json.is_some()),
+                ("token_uri", def.token_uri.is_some()),
+            ] {
+                if set {
+                    return Err(format!(
+                        "`{field}` does not apply to type \"{}\"",
+                        def.kind.as_str()
+                    ));
+                }
+            }
+            Native::None
+        }
+    })
+}
+
+/// The provider's public endpoint, for channels that leave `base_url` out.
+pub fn default_base_url(kind: ChannelType, native: &Native) -> Option<String> {
+    match (kind, native) {
+        (ChannelType::Openai, _) => Some("https://api.openai.com".into()),
+        (ChannelType::Anthropic, _) => Some("https://api.anthropic.com".into()),
+        (ChannelType::Gemini, _) => Some("https://generativelanguage.googleapis.com".into()),
+        (ChannelType::Bedrock, Native::Bedrock(s)) => Some(s.default_base_url()),
+        (ChannelType::Vertex, Native::Vertex(s)) => Some(s.default_base_url()),
+        _ => None,
+    }
+}
+
 /// Reads (and where needed rewrites) one upstream answer on its way to the
 /// client. One per attempt; its state is what lets streams be metered
 /// without keeping them.
@@ -68,6 +240,27 @@ pub trait ResponseAdapter: Send {
     fn estimated_output_tokens(&self) -> u64;
 }
 
+/// The answer of a counting endpoint: passed through, bills nothing.
+pub struct CountAdapter;
+
+impl ResponseAdapter for CountAdapter {
+    fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
+        chunk
+    }
+    fn on_end(&mut self) -> Bytes {
+        Bytes::new()
+    }
+    fn rewrites_body(&self) -> bool {
+        false
+    }
+    fn usage(&self) -> Option<Usage> {
+        Some(Usage::default())
+    }
+    fn estimated_output_tokens(&self) -> u64 {
+        0
+    }
+}
+
 /// An upstream request ready to send, and the adapter for its answer.
 pub struct Prepared {
     pub header: RequestHeader,
@@ -75,21 +268,124 @@ pub struct Prepared {
     pub adapter: Box<dyn ResponseAdapter>,
 }
 
-/// Shapes the client's request for `channel`. `model` is the client-facing
-/// name; the channel's `model_map` decides what goes upstream.
+/// What the client asked for, as routing understood it.
+#[derive(Clone, Copy)]
+pub struct ClientRequest<'a> {
+    pub endpoint: Endpoint,
+    pub header: &'a RequestHeader,
+    pub body: &'a Bytes,
+    /// For Gemini endpoints, `model` and `stream` come from the path.
+    pub probe: &'a BodyProbe,
+    /// The client-facing model name; the channel's `model_map` decides what
+    /// goes upstream.
+    pub model: &'a str,
+}
+
+fn internal(msg: String) -> Box<pingora_error::Error> {
+    pingora_error::Error::explain(pingora_error::ErrorType::InternalError, msg)
+}
+
+/// Shapes the client's request for `channel`.
 pub async fn prepare(
     channel: &Channel,
     upstream: &Upstream,
-    client: &RequestHeader,
-    body: &Bytes,
-    probe: &BodyProbe,
-    model: &str,
+    req: ClientRequest<'_>,
 ) -> Result<Prepared> {
-    match channel.kind {
-        ChannelType::Openai => openai::prepare(channel, upstream, client, body, probe, model),
-        other => Err(pingora_error::Error::explain(
-            pingora_error::ErrorType::InternalError,
-            format!("channel type {} has no adapter", other.as_str()),
-        )),
+    if !serves(channel.kind, req.endpoint) {
+        // Routing never picks such a channel; this guards the invariant.
+        return Err(internal(format!(
+            "channel type {} cannot serve {:?}",
+            channel.kind.as_str(),
+            req.endpoint
+        )));
+    }
+    match (channel.kind, &channel.native) {
+        (ChannelType::Openai, _) => openai::prepare(channel, upstream, req),
+        (ChannelType::Anthropic, _) => anthropic::prepare(channel, upstream, req),
+        (ChannelType::Gemini, _) => gemini::prepare(channel, upstream, req),
+        (ChannelType::Azure, Native::Azure(s)) => azure::prepare(channel, s, upstream, req),
+        (ChannelType::Bedrock, Native::Bedrock(s)) => bedrock::prepare(channel, s, upstream, req),
+        (ChannelType::Vertex, Native::Vertex(s)) => {
+            vertex::prepare(channel, s, upstream, req).await
+        }
+        (other, _) => Err(internal(format!(
+            "channel type {} has no adapter",
+            other.as_str()
+        ))),
+    }
+}
+
+/// `base_path` + `path` + `query` as a request target.
+pub fn target(upstream: &Upstream, path: &str, query: &[(String, String)]) -> String {
+    let mut out = format!("{}{}", upstream.base_path, path);
+    for (i, (k, v)) in query.iter().enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
+}
+
+/// Percent-encodes one path segment. Bedrock model ids hold `:` (the AWS
+/// SDKs send `%3A`); Vertex ids hold `@`, which Google's SDKs send as is.
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'@') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_relayed_paths() {
+        assert_eq!(
+            Endpoint::classify("/v1/messages"),
+            Some((Endpoint::AnthropicMessages, None))
+        );
+        assert_eq!(
+            Endpoint::classify("/v1beta/models/gemini-2.5-flash:streamGenerateContent"),
+            Some((
+                Endpoint::Gemini(GeminiMethod::StreamGenerate),
+                Some("gemini-2.5-flash")
+            ))
+        );
+        assert_eq!(Endpoint::classify("/v1beta/models/x:predict"), None);
+        assert_eq!(Endpoint::classify("/v1beta/models/:countTokens"), None);
+        assert_eq!(Endpoint::classify("/v1/other"), None);
+    }
+
+    #[test]
+    fn channels_serve_only_their_own_formats() {
+        use ChannelType as T;
+        let gen = Endpoint::Gemini(GeminiMethod::Generate);
+        let msgs = Endpoint::AnthropicMessages;
+        assert!(serves(T::Mock, Endpoint::OpenAi) && serves(T::Mock, msgs) && serves(T::Mock, gen));
+        assert!(!serves(T::Openai, msgs) && !serves(T::Azure, gen));
+        assert!(serves(T::Bedrock, msgs) && !serves(T::Bedrock, Endpoint::AnthropicCountTokens));
+        assert!(serves(T::Vertex, msgs) && serves(T::Vertex, gen));
+        assert!(!serves(
+            T::Vertex,
+            Endpoint::Gemini(GeminiMethod::EmbedContent)
+        ));
+        assert!(!serves(T::Gemini, msgs) && !serves(T::Anthropic, Endpoint::OpenAi));
+    }
+
+    #[test]
+    fn encodes_path_segments() {
+        assert_eq!(
+            encode_segment("anthropic.claude-3-5-sonnet-20240620-v1:0"),
+            "anthropic.claude-3-5-sonnet-20240620-v1%3A0"
+        );
+        assert_eq!(encode_segment("claude@2024"), "claude@2024");
+        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
     }
 }

@@ -12,7 +12,7 @@ use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
 
-use super::{Prepared, ResponseAdapter};
+use super::{ClientRequest, Prepared, ResponseAdapter};
 use crate::body::{self, BodyProbe};
 use crate::config::{Channel, Upstream};
 use crate::metering::{estimate_tokens, Usage};
@@ -23,30 +23,34 @@ fn takes_include_usage(path: &str) -> bool {
     path.ends_with("/chat/completions") || path.ends_with("/completions")
 }
 
-pub fn prepare(
-    channel: &Channel,
-    upstream: &Upstream,
-    client: &RequestHeader,
-    body: &Bytes,
-    probe: &BodyProbe,
-    model: &str,
-) -> Result<Prepared> {
-    let client_path = client.uri.path();
-    let mut out_body = body.clone();
-    let upstream_model = channel.upstream_model(model);
-    if let Some(span) = probe.model_span.filter(|_| upstream_model != model) {
+pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -> Result<Prepared> {
+    let (body, adapter) = shape(channel, req);
+    let header = request_header(channel, upstream, req.header, body.len())?;
+    Ok(Prepared {
+        header,
+        body,
+        adapter,
+    })
+}
+
+/// The upstream body (mapped model, usage asked for on streams) and the
+/// adapter for its answer; shared with Azure.
+pub fn shape(channel: &Channel, req: ClientRequest<'_>) -> (Bytes, Box<dyn ResponseAdapter>) {
+    let probe = req.probe;
+    let mut out_body = req.body.clone();
+    let upstream_model = channel.upstream_model(req.model);
+    if let Some(span) = probe.model_span.filter(|_| upstream_model != req.model) {
         out_body = body::replace_string(&out_body, span, upstream_model);
     }
-    let inject_usage = probe.stream && !probe.include_usage && takes_include_usage(client_path);
+    let inject_usage =
+        probe.stream && !probe.include_usage && takes_include_usage(req.header.uri.path());
     if inject_usage {
         out_body = with_include_usage(&out_body, probe);
     }
-    let header = request_header(channel, upstream, client, out_body.len())?;
-    Ok(Prepared {
-        header,
-        body: out_body,
-        adapter: Box::new(OpenAiAdapter::new(probe.stream, inject_usage)),
-    })
+    (
+        out_body,
+        Box::new(OpenAiAdapter::new(probe.stream, inject_usage)),
+    )
 }
 
 /// The body with `stream_options.include_usage = true`.

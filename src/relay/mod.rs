@@ -30,7 +30,7 @@ use crate::config::{Channel, Key, Snapshot, Upstream};
 use crate::errors::{ApiError, Dialect};
 use crate::metering::Usage;
 use crate::metrics::Metrics;
-use crate::providers::{self, ResponseAdapter};
+use crate::providers::{self, Endpoint, GeminiMethod, ResponseAdapter};
 use crate::reload::ConfigHandle;
 use crate::routing::{self, now_ms, RouteError};
 use upstream::{DnsCache, FailReason, Failure};
@@ -57,21 +57,39 @@ enum Disposition {
 /// The client endpoints of SPEC §3 that this build serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
-    Relay,
+    Relay(Endpoint),
+    /// GET /v1/models: OpenAI list, or Anthropic list with `anthropic-version`.
     Models,
+    /// GET /v1beta/models: Gemini list.
+    GeminiModels,
     Pricing,
     NotFound,
 }
 
 fn classify(method: &Method, path: &str) -> Route {
     match (method, path) {
-        (
-            &Method::POST,
-            "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses",
-        ) => Route::Relay,
         (&Method::GET, "/v1/models") => Route::Models,
+        (&Method::GET, "/v1beta/models") => Route::GeminiModels,
         (&Method::GET, "/api/pricing") => Route::Pricing,
+        (&Method::POST, _) => {
+            Endpoint::classify(path).map_or(Route::NotFound, |(e, _)| Route::Relay(e))
+        }
         _ => Route::NotFound,
+    }
+}
+
+/// The error dialect of a request: its endpoint's, else guessed from the
+/// path (so an Anthropic or Gemini SDK hitting a wrong path still gets an
+/// error it can parse).
+fn dialect_of(route: Route, req: &pingora_http::RequestHeader) -> Dialect {
+    let path = req.uri.path();
+    match route {
+        Route::Relay(e) => e.dialect(),
+        Route::GeminiModels => Dialect::Gemini,
+        Route::Models if req.headers.contains_key("anthropic-version") => Dialect::Anthropic,
+        _ if path.starts_with("/v1beta/") => Dialect::Gemini,
+        _ if path.starts_with("/v1/messages") => Dialect::Anthropic,
+        _ => Dialect::OpenAi,
     }
 }
 
@@ -116,14 +134,14 @@ impl Gateway {
             &session.req_header().method,
             session.req_header().uri.path(),
         );
-        let dialect = Dialect::OpenAi;
+        let dialect = dialect_of(route, session.req_header());
         let key = match route {
             Route::Pricing => return write_json(session, 200, &api::pricing(&snap)).await,
             Route::NotFound => {
                 let e = ApiError::new(404, "unknown_endpoint", "no such endpoint");
                 return self.reject(session, dialect, e, started).await;
             }
-            Route::Models | Route::Relay => {
+            Route::Models | Route::GeminiModels | Route::Relay(_) => {
                 let ip = session
                     .client_addr()
                     .and_then(|a| a.as_inet())
@@ -135,10 +153,17 @@ impl Gateway {
                 }
             }
         };
-        if route == Route::Models {
-            return write_json(session, 200, &api::models(&snap, &key)).await;
-        }
-        self.relay(session, &snap, &key, dialect, started).await
+        let endpoint = match route {
+            Route::Relay(endpoint) => endpoint,
+            Route::GeminiModels => {
+                return write_json(session, 200, &api::gemini_models(&snap, &key)).await
+            }
+            _ if dialect == Dialect::Anthropic => {
+                return write_json(session, 200, &api::anthropic_models(&snap, &key)).await
+            }
+            _ => return write_json(session, 200, &api::models(&snap, &key)).await,
+        };
+        self.relay(session, &snap, &key, endpoint, started).await
     }
 
     async fn relay(
@@ -146,9 +171,10 @@ impl Gateway {
         session: &mut ServerSession,
         snap: &Snapshot,
         key: &Key,
-        dialect: Dialect,
+        endpoint: Endpoint,
         started: Instant,
     ) -> Disposition {
+        let dialect = endpoint.dialect();
         let deadline = client::body_deadline(&snap.server);
         let read = tokio::time::timeout(deadline, read_body(session, snap.server.max_body_bytes));
         let body = match read.await.unwrap_or_else(|_| Err(body_timed_out())) {
@@ -159,7 +185,7 @@ impl Gateway {
             }
         };
         let probe = match body::probe(&body) {
-            Ok(p) => p,
+            Ok(p) => with_path_model(p, endpoint, session.req_header().uri.path()),
             Err(msg) => {
                 let e = ApiError::new(400, "invalid_json", msg);
                 return self.reject(session, dialect, e, started).await;
@@ -195,6 +221,17 @@ impl Gateway {
             };
             return self.reject(session, dialect, e, started).await;
         }
+        if !routing::format_served(snap, &key.groups, &model, endpoint) {
+            let e = ApiError::new(
+                400,
+                "unsupported_format",
+                format!(
+                    "no channel of this key's groups serves model `{model}` in this API format \
+                     (channels serve only their provider's native format)"
+                ),
+            );
+            return self.reject(session, dialect, e, started).await;
+        }
 
         let mut tried: Vec<usize> = Vec::new();
         let mut last_failure: Option<Failure> = None;
@@ -205,6 +242,7 @@ impl Gateway {
                 snap,
                 &key.groups,
                 &model,
+                endpoint,
                 &tried,
                 &mut |c| snap.channels[c].health.try_acquire(now),
                 &mut rand::thread_rng(),
@@ -222,10 +260,18 @@ impl Gateway {
             }
             let result = match &channel.upstream {
                 None => Ok(self
-                    .answer_from_mock(session, channel, &probe, body.len())
+                    .answer_from_mock(session, channel, endpoint, &probe, body.len())
                     .await),
                 Some(up) => {
-                    self.attempt(session, snap, channel, up, &body, &probe, &model, dialect)
+                    let req = providers::ClientRequest {
+                        endpoint,
+                        header: session.req_header(),
+                        body: &body,
+                        probe: &probe,
+                        model: &model,
+                    };
+                    let prepared = providers::prepare(channel, up, req).await;
+                    self.attempt(session, snap, channel, up, prepared, dialect)
                         .await
                 }
             };
@@ -307,16 +353,13 @@ impl Gateway {
 
     /// One try on a network channel. `Err` means "try another channel";
     /// once the response head reached the client there is no way back.
-    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         session: &mut ServerSession,
         snap: &Snapshot,
         channel: &Channel,
         up: &Upstream,
-        body: &Bytes,
-        probe: &BodyProbe,
-        model: &str,
+        prepared: pingora_error::Result<providers::Prepared>,
         dialect: Dialect,
     ) -> Result<Relayed, Failure> {
         let addr = self
@@ -330,14 +373,12 @@ impl Gateway {
                 answer: None,
             })?;
         let peer = upstream::peer(addr, up, &snap.server);
-        let prepared = providers::prepare(channel, up, session.req_header(), body, probe, model)
-            .await
-            .map_err(|e| Failure {
-                reason: FailReason::Io,
-                detail: format!("cannot build the upstream request: {e}"),
-                retry_after: None,
-                answer: None,
-            })?;
+        let prepared = prepared.map_err(|e| Failure {
+            reason: FailReason::Io,
+            detail: format!("cannot build the upstream request: {e}"),
+            retry_after: None,
+            answer: None,
+        })?;
         let header_timeout = Duration::from_secs(snap.server.upstream_header_timeout_seconds);
         let opened = upstream::exchange(
             &self.connector,
@@ -380,11 +421,12 @@ impl Gateway {
         &self,
         session: &mut ServerSession,
         channel: &Channel,
+        endpoint: Endpoint,
         probe: &BodyProbe,
         body_len: usize,
     ) -> Relayed {
         let path = session.req_header().uri.path().to_string();
-        let answer = providers::mock::answer(&path, probe, body_len);
+        let answer = providers::mock::answer(endpoint, &path, probe, body_len);
         let mut head = ResponseHeader::build(answer.status, Some(4)).expect("valid status");
         let _ = head.insert_header("content-type", answer.content_type);
         if probe.stream {
@@ -490,6 +532,18 @@ impl Gateway {
             "request"
         );
     }
+}
+
+/// For Gemini endpoints the model and streaming come from the path, not
+/// the body.
+fn with_path_model(mut probe: BodyProbe, endpoint: Endpoint, path: &str) -> BodyProbe {
+    if let (Endpoint::Gemini(method), Some((_, Some(model)))) = (endpoint, Endpoint::classify(path))
+    {
+        probe.model = Some(model.to_string());
+        probe.model_span = None;
+        probe.stream = method == GeminiMethod::StreamGenerate;
+    }
+    probe
 }
 
 /// Forwards the upstream response head and body chunk by chunk through the
@@ -719,9 +773,24 @@ mod tests {
     fn classifies_endpoints() {
         assert_eq!(
             classify(&Method::POST, "/v1/chat/completions"),
-            Route::Relay
+            Route::Relay(Endpoint::OpenAi)
         );
-        assert_eq!(classify(&Method::POST, "/v1/responses"), Route::Relay);
+        assert_eq!(
+            classify(&Method::POST, "/v1/responses"),
+            Route::Relay(Endpoint::OpenAi)
+        );
+        assert_eq!(
+            classify(&Method::POST, "/v1/messages"),
+            Route::Relay(Endpoint::AnthropicMessages)
+        );
+        assert_eq!(
+            classify(&Method::POST, "/v1beta/models/gemini-2.5-flash:countTokens"),
+            Route::Relay(Endpoint::Gemini(GeminiMethod::CountTokens))
+        );
+        assert_eq!(
+            classify(&Method::GET, "/v1beta/models"),
+            Route::GeminiModels
+        );
         assert_eq!(
             classify(&Method::GET, "/v1/chat/completions"),
             Route::NotFound

@@ -539,3 +539,42 @@ pub async fn chat(
     let body = resp.json().await.unwrap_or(serde_json::Value::Null);
     (status, body)
 }
+
+/// The fields of one access-log line (`request` event): `key=value` pairs,
+/// quotes removed.
+pub fn access_log_lines(tg: &Tollgate) -> Vec<std::collections::HashMap<String, String>> {
+    tg.log()
+        .lines()
+        .filter(|l| l.contains(" request ") && l.contains(" status="))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Waits (up to 5 s) for the `n`-th access-log line and returns its
+/// (input, output, cached_input, cache_write, estimated) usage.
+pub async fn logged_usage(tg: &Tollgate, n: usize) -> (u64, u64, u64, u64, bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(l) = access_log_lines(tg).get(n) {
+            let num = |k: &str| l.get(k).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+            return (
+                num("input"),
+                num("output"),
+                num("cached_input"),
+                num("cache_write"),
+                l.get("estimated").map(String::as_str) == Some("true"),
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access-log line #{n}; log:\n{}",
+            tg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,316 @@
+//! Anthropic Messages API (`type = "anthropic"`): the client's path goes to
+//! `base_url` as is, the channel's key in `x-api-key`, `anthropic-version`
+//! (default below) and `anthropic-beta` pass through.
+//!
+//! Usage: `message_start` carries the input side (input_tokens, cache reads
+//! and writes), `message_delta` the cumulative output (and, on newer API
+//! versions, the input side again); a non-stream body has one `usage`.
+//! `input_tokens` already excludes cache reads and writes. The adapter here
+//! also reads Claude answers relayed by Bedrock and Vertex.
+
+use bytes::Bytes;
+use pingora_error::Result;
+use pingora_http::RequestHeader;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::openai::Tail;
+use super::{ClientRequest, CountAdapter, Endpoint, Prepared, ResponseAdapter};
+use crate::body;
+use crate::config::{Channel, Upstream};
+use crate::metering::{estimate_tokens, Usage};
+use crate::sse::SseParser;
+
+/// Sent when the client did not name an API version.
+pub const DEFAULT_VERSION: &str = "2023-06-01";
+
+pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -> Result<Prepared> {
+    let mut out_body = req.body.clone();
+    let upstream_model = channel.upstream_model(req.model);
+    if let Some(span) = req.probe.model_span.filter(|_| upstream_model != req.model) {
+        out_body = body::replace_string(&out_body, span, upstream_model);
+    }
+    let path_and_query = req.header.uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = format!("{}{}", upstream.base_path, path_and_query);
+    let mut header = RequestHeader::build("POST", path.as_bytes(), None)?;
+    super::forwarded_headers(req.header, &mut header);
+    header.insert_header("host", upstream.authority())?;
+    header.insert_header("x-api-key", channel.api_key.as_str())?;
+    if !req.header.headers.contains_key("anthropic-version") {
+        header.insert_header("anthropic-version", DEFAULT_VERSION)?;
+    }
+    header.insert_header("content-length", out_body.len().to_string())?;
+    Ok(Prepared {
+        header,
+        body: out_body,
+        adapter: adapter_for(req),
+    })
+}
+
+/// The adapter for an Anthropic-format answer to `req`.
+pub fn adapter_for(req: ClientRequest<'_>) -> Box<dyn ResponseAdapter> {
+    if req.endpoint == Endpoint::AnthropicCountTokens {
+        Box::new(CountAdapter)
+    } else {
+        Box::new(AnthropicAdapter::new(req.probe.stream))
+    }
+}
+
+/// The body for Claude on a cloud (Bedrock, Vertex): `anthropic_version`
+/// set (the client's wins), `model` removed (it is in the URL), `stream`
+/// removed if `drop_stream`, and `anthropic-beta` header values moved in.
+pub fn cloud_body(
+    body: &Bytes,
+    version: &str,
+    drop_stream: bool,
+    betas: &[String],
+) -> std::result::Result<Bytes, String> {
+    let mut doc: Map<String, Value> =
+        serde_json::from_slice(body).map_err(|e| format!("request body: {e}"))?;
+    doc.remove("model");
+    if drop_stream {
+        doc.remove("stream");
+    }
+    doc.entry("anthropic_version")
+        .or_insert_with(|| Value::String(version.to_string()));
+    if !betas.is_empty() && !doc.contains_key("anthropic_beta") {
+        doc.insert("anthropic_beta".into(), Value::from(betas.to_vec()));
+    }
+    Ok(Bytes::from(
+        serde_json::to_vec(&doc).expect("json values serialize"),
+    ))
+}
+
+/// The `anthropic-beta` header values (comma-separated, possibly repeated).
+pub fn beta_values(header: &RequestHeader) -> Vec<String> {
+    header
+        .headers
+        .get_all("anthropic-beta")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// The `usage` object of a message; every field is optional because
+/// `message_delta` may carry only some of them.
+#[derive(Debug, Default, Deserialize)]
+pub struct AnthropicUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+}
+
+impl AnthropicUsage {
+    pub fn to_usage(&self) -> Usage {
+        let mut u = Usage::default();
+        self.merge_into(&mut u);
+        u
+    }
+
+    /// Fields present here replace those in `u` (the counts are cumulative).
+    fn merge_into(&self, u: &mut Usage) {
+        if let Some(n) = self.input_tokens {
+            u.input = n;
+        }
+        if let Some(n) = self.output_tokens {
+            u.output = n;
+        }
+        if let Some(n) = self.cache_read_input_tokens {
+            u.cached_input = n;
+        }
+        if let Some(n) = self.cache_creation_input_tokens {
+            u.cache_write = n;
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    message: Option<MessageStart>,
+    usage: Option<AnthropicUsage>,
+    #[serde(borrow)]
+    delta: Option<Delta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct MessageStart {
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    thinking: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    partial_json: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Reads an Anthropic Messages answer; never changes a byte.
+pub struct AnthropicAdapter {
+    stream: bool,
+    sse: SseParser,
+    tail: Tail,
+    usage: Option<Usage>,
+    estimated_output: u64,
+}
+
+impl AnthropicAdapter {
+    pub fn new(stream: bool) -> Self {
+        AnthropicAdapter {
+            stream,
+            sse: SseParser::default(),
+            tail: Tail::default(),
+            usage: None,
+            estimated_output: 0,
+        }
+    }
+
+    /// Reads one stream event's JSON data.
+    pub fn observe(&mut self, data: &str) {
+        let Ok(event) = serde_json::from_str::<StreamEvent<'_>>(data) else {
+            return;
+        };
+        let usage = match event.kind {
+            "message_start" => event.message.and_then(|m| m.usage),
+            "message_delta" => event.usage,
+            "content_block_delta" => {
+                if let Some(d) = &event.delta {
+                    for t in [&d.text, &d.thinking, &d.partial_json]
+                        .into_iter()
+                        .flatten()
+                    {
+                        self.estimated_output += estimate_tokens(t);
+                    }
+                }
+                None
+            }
+            _ => None,
+        };
+        if let Some(u) = usage {
+            u.merge_into(self.usage.get_or_insert_with(Usage::default));
+        }
+    }
+
+    /// Takes usage found elsewhere (Bedrock's invocation metrics) when the
+    /// events carried none.
+    pub fn fallback_usage(&mut self, usage: Usage) {
+        self.usage.get_or_insert(usage);
+    }
+}
+
+impl ResponseAdapter for AnthropicAdapter {
+    fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
+        if !self.stream {
+            self.tail.push(&chunk);
+            return chunk;
+        }
+        let mut parser = std::mem::take(&mut self.sse);
+        parser.push(&chunk, &mut |e| self.observe(&e.data));
+        self.sse = parser;
+        chunk
+    }
+
+    fn on_end(&mut self) -> Bytes {
+        if self.stream {
+            let mut parser = std::mem::take(&mut self.sse);
+            parser.finish(&mut |e| self.observe(&e.data));
+        } else if let Some(u) = self.tail.last_value::<AnthropicUsage>("usage") {
+            self.usage = Some(u.to_usage());
+        }
+        Bytes::new()
+    }
+
+    fn rewrites_body(&self) -> bool {
+        false
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    fn estimated_output_tokens(&self) -> u64 {
+        self.estimated_output
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":100,\"cache_read_input_tokens\":2000,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello there\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    #[test]
+    fn stream_usage_from_start_and_delta_split_anywhere() {
+        let bytes = STREAM.as_bytes();
+        for split in (1..bytes.len()).step_by(7) {
+            let mut a = AnthropicAdapter::new(true);
+            let mut out = a.on_chunk(Bytes::copy_from_slice(&bytes[..split])).to_vec();
+            out.extend_from_slice(&a.on_chunk(Bytes::copy_from_slice(&bytes[split..])));
+            out.extend_from_slice(&a.on_end());
+            assert_eq!(out, bytes, "bytes pass untouched");
+            assert_eq!(
+                a.usage(),
+                Some(Usage {
+                    input: 25,
+                    output: 15,
+                    cached_input: 2000,
+                    cache_write: 100
+                })
+            );
+            assert_eq!(a.estimated_output_tokens(), 3);
+        }
+    }
+
+    #[test]
+    fn non_stream_usage_from_the_body() {
+        let body = br#"{"id":"msg_1","type":"message","content":[{"type":"text","text":"\"usage\": 1"}],"usage":{"input_tokens":12,"cache_creation_input_tokens":0,"cache_read_input_tokens":30,"output_tokens":6}}"#;
+        let mut a = AnthropicAdapter::new(false);
+        a.on_chunk(Bytes::from_static(body));
+        a.on_end();
+        assert_eq!(
+            a.usage(),
+            Some(Usage {
+                input: 12,
+                output: 6,
+                cached_input: 30,
+                cache_write: 0
+            })
+        );
+    }
+
+    #[test]
+    fn cloud_body_moves_model_and_version() {
+        let body = Bytes::from_static(br#"{"model":"claude","stream":true,"max_tokens":5}"#);
+        let out: Value = serde_json::from_slice(
+            &cloud_body(&body, "bedrock-2023-05-31", true, &["b1".into()]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"max_tokens":5,"anthropic_version":"bedrock-2023-05-31","anthropic_beta":["b1"]})
+        );
+        let out: Value =
+            serde_json::from_slice(&cloud_body(&body, "vertex-2023-10-16", false, &[]).unwrap())
+                .unwrap();
+        assert_eq!(
+            out,
+            serde_json::json!({"stream":true,"max_tokens":5,"anthropic_version":"vertex-2023-10-16"})
+        );
+    }
+}

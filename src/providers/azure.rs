@@ -1,0 +1,124 @@
+//! Azure OpenAI (`type = "azure"`): OpenAI-format clients, key in `api-key`.
+//! Two URL styles:
+//! - "deployments" (default): `{base_url}/openai/deployments/{deployment}/{op}?api-version=...`,
+//!   the deployment being the `model_map` target or the model name;
+//! - "v1": `{base_url}/openai/v1/{op}`, the deployment named in the body's `model`.
+//!
+//! Usage is read exactly as for OpenAI (same adapter).
+
+use pingora_error::Result;
+use pingora_http::RequestHeader;
+
+use super::{ClientRequest, Prepared};
+use crate::config::{Channel, ChannelDef, Upstream};
+
+/// The GA data-plane version used when a channel sets none.
+pub const DEFAULT_API_VERSION: &str = "2024-10-21";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Deployments,
+    V1,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub style: Style,
+    /// Always set for deployments; for v1 only when configured.
+    pub api_version: Option<String>,
+}
+
+impl Settings {
+    pub fn from_def(
+        def: &ChannelDef,
+        expand: &mut dyn FnMut(&str, &str) -> Option<String>,
+    ) -> std::result::Result<Settings, String> {
+        let style = match def.azure_style.as_deref() {
+            None | Some("deployments") => Style::Deployments,
+            Some("v1") => Style::V1,
+            Some(other) => {
+                return Err(format!(
+                    "azure_style = \"{other}\" must be \"deployments\" or \"v1\""
+                ))
+            }
+        };
+        let configured = match &def.api_version {
+            Some(v) => expand("api_version", v),
+            None => None,
+        };
+        let api_version = match style {
+            Style::Deployments => Some(configured.unwrap_or_else(|| DEFAULT_API_VERSION.into())),
+            Style::V1 => configured,
+        };
+        if def.base_url.is_empty() {
+            return Err("type \"azure\" needs base_url (https://NAME.openai.azure.com)".into());
+        }
+        Ok(Settings { style, api_version })
+    }
+}
+
+/// The upstream path for an OpenAI client path, without the query.
+fn upstream_path(style: Style, client_path: &str, deployment: &str) -> String {
+    let op = client_path.strip_prefix("/v1/").unwrap_or(client_path);
+    match style {
+        Style::V1 => format!("/openai/v1/{op}"),
+        // The Responses API is not per deployment: the model is in the body.
+        Style::Deployments if op == "responses" => "/openai/responses".into(),
+        Style::Deployments => format!(
+            "/openai/deployments/{}/{op}",
+            super::encode_segment(deployment)
+        ),
+    }
+}
+
+pub fn prepare(
+    channel: &Channel,
+    settings: &Settings,
+    upstream: &Upstream,
+    req: ClientRequest<'_>,
+) -> Result<Prepared> {
+    let (body, adapter) = super::openai::shape(channel, req);
+    let deployment = channel.upstream_model(req.model);
+    let path = upstream_path(settings.style, req.header.uri.path(), deployment);
+    let query: Vec<(String, String)> = settings
+        .api_version
+        .iter()
+        .map(|v| ("api-version".to_string(), v.clone()))
+        .collect();
+    let target = super::target(upstream, &path, &query);
+    let mut header = RequestHeader::build("POST", target.as_bytes(), None)?;
+    super::forwarded_headers(req.header, &mut header);
+    header.insert_header("host", upstream.authority())?;
+    header.insert_header("api-key", channel.api_key.as_str())?;
+    header.insert_header("content-length", body.len().to_string())?;
+    Ok(Prepared {
+        header,
+        body,
+        adapter,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_per_style() {
+        assert_eq!(
+            upstream_path(Style::Deployments, "/v1/chat/completions", "gpt4o-prod"),
+            "/openai/deployments/gpt4o-prod/chat/completions"
+        );
+        assert_eq!(
+            upstream_path(Style::Deployments, "/v1/embeddings", "emb"),
+            "/openai/deployments/emb/embeddings"
+        );
+        assert_eq!(
+            upstream_path(Style::Deployments, "/v1/responses", "x"),
+            "/openai/responses"
+        );
+        assert_eq!(
+            upstream_path(Style::V1, "/v1/chat/completions", "x"),
+            "/openai/v1/chat/completions"
+        );
+    }
+}

@@ -1,0 +1,554 @@
+//! Claude on AWS Bedrock (`type = "bedrock"`): Anthropic-format clients to
+//! InvokeModel (`/model/{modelId}/invoke`) and InvokeModelWithResponseStream
+//! (`/model/{modelId}/invoke-with-response-stream`), signed with SigV4 (or
+//! a Bedrock API key as bearer). The body loses `model` and `stream` and
+//! gains `anthropic_version: bedrock-2023-05-31`.
+//!
+//! The stream answer is an AWS event stream: binary frames whose payload is
+//! `{"bytes": base64(anthropic event JSON)}`. Each frame becomes the SSE
+//! event the Anthropic SDK expects (`event: <type>\ndata: <json>\n\n`), as
+//! soon as its last byte arrives; a partial frame waits in a buffer that
+//! never holds more than one frame.
+
+use std::time::SystemTime;
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+use aws_smithy_runtime_api::client::identity::Identity;
+use aws_smithy_types::event_stream::{HeaderValue, Message};
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::anthropic::{self, AnthropicAdapter};
+use super::{ClientRequest, Prepared, ResponseAdapter};
+use crate::config::{Channel, ChannelDef, Upstream};
+use crate::metering::Usage;
+
+pub const ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
+const SERVICE: &str = "bedrock";
+/// Most of a non-2xx body kept to turn into an Anthropic error.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub enum Auth {
+    SigV4 {
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+    },
+    /// A Bedrock API key (the channel's `api_key`), sent as a bearer token.
+    ApiKey,
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    pub region: String,
+    pub auth: Auth,
+}
+
+impl Settings {
+    pub fn from_def(
+        def: &ChannelDef,
+        expand: &mut dyn FnMut(&str, &str) -> Option<String>,
+    ) -> std::result::Result<Settings, String> {
+        let Some(region) = &def.region else {
+            return Err("type \"bedrock\" needs region (e.g. \"us-east-1\")".into());
+        };
+        let region = expand("region", region).unwrap_or_default();
+        let mut get = |field: &str, v: &Option<String>| {
+            v.as_ref().map(|v| expand(field, v).unwrap_or_default())
+        };
+        let id = get("aws_access_key_id", &def.aws_access_key_id);
+        let secret = get("aws_secret_access_key", &def.aws_secret_access_key);
+        let token = get("aws_session_token", &def.aws_session_token);
+        let auth =
+            match (id, secret) {
+                (Some(access_key_id), Some(secret_access_key)) => Auth::SigV4 {
+                    access_key_id,
+                    secret_access_key,
+                    session_token: token,
+                },
+                (None, None) if token.is_none() && !def.api_key.is_empty() => Auth::ApiKey,
+                (None, None) if token.is_none() => {
+                    return Err("type \"bedrock\" needs aws_access_key_id and \
+                            aws_secret_access_key, or api_key (a Bedrock API key)"
+                        .into())
+                }
+                _ => return Err(
+                    "set both aws_access_key_id and aws_secret_access_key (session token optional)"
+                        .into(),
+                ),
+            };
+        Ok(Settings { region, auth })
+    }
+
+    pub fn default_base_url(&self) -> String {
+        format!("https://bedrock-runtime.{}.amazonaws.com", self.region)
+    }
+}
+
+/// The SigV4 headers (`authorization`, `x-amz-date`, and
+/// `x-amz-security-token` with a session token) for one request. `headers`
+/// are the headers to sign; `host` must be among them.
+pub fn sigv4_headers(
+    auth: &Auth,
+    region: &str,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    time: SystemTime,
+) -> std::result::Result<Vec<(String, String)>, String> {
+    let Auth::SigV4 {
+        access_key_id,
+        secret_access_key,
+        session_token,
+    } = auth
+    else {
+        return Ok(Vec::new());
+    };
+    let identity: Identity = Credentials::new(
+        access_key_id,
+        secret_access_key,
+        session_token.clone(),
+        None,
+        "tollgate-config",
+    )
+    .into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(SERVICE)
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| format!("sigv4 parameters: {e}"))?
+        .into();
+    let request = SignableRequest::new(
+        method,
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| format!("sigv4 request: {e}"))?;
+    let (instructions, _) = sign(request, &params)
+        .map_err(|e| format!("sigv4 signing: {e}"))?
+        .into_parts();
+    Ok(instructions
+        .headers()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
+}
+
+pub fn prepare(
+    channel: &Channel,
+    settings: &Settings,
+    upstream: &Upstream,
+    req: ClientRequest<'_>,
+) -> Result<Prepared> {
+    let stream = req.probe.stream;
+    let model_id = super::encode_segment(channel.upstream_model(req.model));
+    let op = if stream {
+        "invoke-with-response-stream"
+    } else {
+        "invoke"
+    };
+    let path = format!("{}/model/{model_id}/{op}", upstream.base_path);
+    let betas = anthropic::beta_values(req.header);
+    let body = anthropic::cloud_body(req.body, ANTHROPIC_VERSION, true, &betas)
+        .map_err(super::internal)?;
+    let host = upstream.authority();
+    let accept = if stream {
+        "application/vnd.amazon.eventstream"
+    } else {
+        "application/json"
+    };
+    let mut header = RequestHeader::build("POST", path.as_bytes(), None)?;
+    header.insert_header("host", &host)?;
+    header.insert_header("content-type", "application/json")?;
+    header.insert_header("accept", accept)?;
+    match &settings.auth {
+        Auth::ApiKey => {
+            header.insert_header("authorization", format!("Bearer {}", channel.api_key))?;
+        }
+        auth => {
+            let scheme = if upstream.tls { "https" } else { "http" };
+            let url = format!("{scheme}://{host}{path}");
+            let signed = sigv4_headers(
+                auth,
+                &settings.region,
+                "POST",
+                &url,
+                &[
+                    ("host", &host),
+                    ("content-type", "application/json"),
+                    ("accept", accept),
+                ],
+                &body,
+                SystemTime::now(),
+            )
+            .map_err(super::internal)?;
+            for (k, v) in signed {
+                header.insert_header(k, v)?;
+            }
+        }
+    }
+    header.insert_header("content-length", body.len().to_string())?;
+    let adapter: Box<dyn ResponseAdapter> = if stream {
+        Box::new(EventStreamAdapter::new())
+    } else {
+        Box::new(AnthropicAdapter::new(false))
+    };
+    Ok(Prepared {
+        header,
+        body,
+        adapter,
+    })
+}
+
+/// `amazon-bedrock-invocationMetrics`, on the last chunk of a stream.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InvocationMetrics {
+    input_token_count: Option<u64>,
+    output_token_count: Option<u64>,
+    cache_read_input_token_count: Option<u64>,
+    cache_write_input_token_count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ChunkEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(rename = "amazon-bedrock-invocationMetrics")]
+    metrics: Option<InvocationMetrics>,
+}
+
+#[derive(Deserialize)]
+struct ChunkPayload {
+    bytes: String,
+}
+
+/// Turns Bedrock's event stream into Anthropic SSE.
+pub struct EventStreamAdapter {
+    decoder: MessageFrameDecoder,
+    /// Bytes of the frame being received (at most one frame).
+    pending: BytesMut,
+    inner: AnthropicAdapter,
+    /// A non-2xx answer: its body is collected and rewritten as an
+    /// Anthropic error document.
+    error_body: Option<BytesMut>,
+    /// The stream could not be decoded; nothing more is relayed.
+    broken: bool,
+}
+
+impl Default for EventStreamAdapter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventStreamAdapter {
+    pub fn new() -> Self {
+        EventStreamAdapter {
+            decoder: MessageFrameDecoder::new(),
+            pending: BytesMut::new(),
+            inner: AnthropicAdapter::new(true),
+            error_body: None,
+            broken: false,
+        }
+    }
+
+    /// The SSE bytes for one decoded frame.
+    fn frame_to_sse(&mut self, message: &Message, out: &mut BytesMut) {
+        let header = |name: &str| {
+            message
+                .headers()
+                .iter()
+                .find(|h| h.name().as_str() == name)
+                .and_then(|h| match h.value() {
+                    HeaderValue::String(s) => Some(s.as_str().to_string()),
+                    _ => None,
+                })
+        };
+        match header(":message-type").as_deref() {
+            Some("event") if header(":event-type").as_deref() == Some("chunk") => {
+                let Ok(payload) = serde_json::from_slice::<ChunkPayload>(message.payload()) else {
+                    return;
+                };
+                let Ok(data) = base64::engine::general_purpose::STANDARD.decode(&payload.bytes)
+                else {
+                    return;
+                };
+                let Ok(text) = std::str::from_utf8(&data) else {
+                    return;
+                };
+                let Ok(event) = serde_json::from_str::<ChunkEvent<'_>>(text) else {
+                    return;
+                };
+                self.inner.observe(text);
+                if let Some(m) = event.metrics {
+                    self.inner.fallback_usage(Usage {
+                        input: m.input_token_count.unwrap_or(0),
+                        output: m.output_token_count.unwrap_or(0),
+                        cached_input: m.cache_read_input_token_count.unwrap_or(0),
+                        cache_write: m.cache_write_input_token_count.unwrap_or(0),
+                    });
+                }
+                out.extend_from_slice(
+                    format!("event: {}\ndata: {text}\n\n", event.kind).as_bytes(),
+                );
+            }
+            Some("event") => {}
+            _ => {
+                let kind = header(":exception-type")
+                    .or_else(|| header(":error-code"))
+                    .unwrap_or_default();
+                let message_text = serde_json::from_slice::<serde_json::Value>(message.payload())
+                    .ok()
+                    .and_then(|v| v["message"].as_str().map(str::to_string))
+                    .or_else(|| header(":error-message"))
+                    .unwrap_or_else(|| "the provider ended the stream with an error".into());
+                push_error_event(out, error_type(&kind), &message_text);
+            }
+        }
+    }
+}
+
+/// The Anthropic error type for a Bedrock exception name.
+fn error_type(exception: &str) -> &'static str {
+    match exception {
+        "throttlingException" => "rate_limit_error",
+        "serviceUnavailableException" | "modelNotReadyException" => "overloaded_error",
+        "validationException" => "invalid_request_error",
+        "accessDeniedException" => "permission_error",
+        "resourceNotFoundException" => "not_found_error",
+        _ => "api_error",
+    }
+}
+
+fn push_error_event(out: &mut BytesMut, kind: &str, message: &str) {
+    let data = json!({"type": "error", "error": {"type": kind, "message": message}});
+    out.extend_from_slice(format!("event: error\ndata: {data}\n\n").as_bytes());
+}
+
+impl ResponseAdapter for EventStreamAdapter {
+    fn response_head(&mut self, head: &mut ResponseHeader) {
+        head.remove_header("content-length");
+        head.remove_header("x-amzn-bedrock-content-type");
+        let _ = head.insert_header("transfer-encoding", "chunked");
+        if head.status.is_success() {
+            let _ = head.insert_header("content-type", "text/event-stream");
+            let _ = head.insert_header("cache-control", "no-cache");
+        } else {
+            self.error_body = Some(BytesMut::new());
+            let _ = head.insert_header("content-type", "application/json");
+        }
+    }
+
+    fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
+        if let Some(body) = &mut self.error_body {
+            if body.len() + chunk.len() <= MAX_ERROR_BODY {
+                body.extend_from_slice(&chunk);
+            }
+            return Bytes::new();
+        }
+        if self.broken {
+            return Bytes::new();
+        }
+        self.pending.extend_from_slice(&chunk);
+        let mut out = BytesMut::new();
+        loop {
+            match self.decoder.decode_frame(&mut self.pending) {
+                Ok(DecodedFrame::Complete(message)) => self.frame_to_sse(&message, &mut out),
+                Ok(DecodedFrame::Incomplete) => break,
+                Err(e) => {
+                    self.broken = true;
+                    push_error_event(
+                        &mut out,
+                        "api_error",
+                        &format!("undecodable event stream from the provider: {e}"),
+                    );
+                    break;
+                }
+            }
+        }
+        out.freeze()
+    }
+
+    fn on_end(&mut self) -> Bytes {
+        let Some(body) = self.error_body.take() else {
+            return Bytes::new();
+        };
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "the provider refused the request".into());
+        let doc = json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}});
+        Bytes::from(doc.to_string())
+    }
+
+    fn rewrites_body(&self) -> bool {
+        true
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.inner.usage()
+    }
+
+    fn estimated_output_tokens(&self) -> u64 {
+        self.inner.estimated_output_tokens()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_smithy_eventstream::frame::write_message_to;
+    use aws_smithy_types::event_stream::Header;
+
+    fn frame(message_type: &str, kind_header: (&str, &str), payload: Vec<u8>) -> Vec<u8> {
+        let m = Message::new(payload)
+            .add_header(Header::new(
+                ":message-type",
+                HeaderValue::String(message_type.to_string().into()),
+            ))
+            .add_header(Header::new(
+                kind_header.0.to_string(),
+                HeaderValue::String(kind_header.1.to_string().into()),
+            ))
+            .add_header(Header::new(
+                ":content-type",
+                HeaderValue::String("application/json".into()),
+            ));
+        let mut out = Vec::new();
+        write_message_to(&m, &mut out).unwrap();
+        out
+    }
+
+    fn chunk(event: &serde_json::Value) -> Vec<u8> {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(event.to_string());
+        frame(
+            "event",
+            (":event-type", "chunk"),
+            json!({"bytes": b64}).to_string().into_bytes(),
+        )
+    }
+
+    fn events() -> Vec<serde_json::Value> {
+        vec![
+            json!({"type":"message_start","message":{"id":"msg_bdrk","type":"message","role":"assistant","content":[],"model":"claude","usage":{"input_tokens":21,"cache_read_input_tokens":7,"cache_creation_input_tokens":3,"output_tokens":1}}}),
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi there"}}),
+            json!({"type":"content_block_stop","index":0}),
+            json!({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}),
+            json!({"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":21,"outputTokenCount":9,"invocationLatency":500,"firstByteLatency":100}}),
+        ]
+    }
+
+    fn expected_sse(events: &[serde_json::Value]) -> String {
+        events
+            .iter()
+            .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn frames_split_at_every_byte_boundary_decode() {
+        let events = events();
+        let wire: Vec<u8> = events.iter().flat_map(chunk).collect();
+        let expected = expected_sse(&events);
+        for split in 0..=wire.len() {
+            let mut a = EventStreamAdapter::new();
+            let mut out = a.on_chunk(Bytes::copy_from_slice(&wire[..split])).to_vec();
+            out.extend_from_slice(&a.on_chunk(Bytes::copy_from_slice(&wire[split..])));
+            out.extend_from_slice(&a.on_end());
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                expected,
+                "split at {split}"
+            );
+            assert_eq!(
+                a.usage(),
+                Some(Usage {
+                    input: 21,
+                    output: 9,
+                    cached_input: 7,
+                    cache_write: 3
+                })
+            );
+        }
+        // Byte by byte: every frame comes out when its last byte arrives.
+        let mut a = EventStreamAdapter::new();
+        let mut out = Vec::new();
+        for b in &wire {
+            out.extend_from_slice(&a.on_chunk(Bytes::copy_from_slice(&[*b])));
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+        assert!(a.pending.is_empty());
+    }
+
+    #[test]
+    fn invocation_metrics_stand_in_for_missing_usage() {
+        let e = json!({"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":40,"outputTokenCount":12,"cacheReadInputTokenCount":5}});
+        let mut a = EventStreamAdapter::new();
+        a.on_chunk(Bytes::from(chunk(&e)));
+        assert_eq!(
+            a.usage(),
+            Some(Usage {
+                input: 40,
+                output: 12,
+                cached_input: 5,
+                cache_write: 0
+            })
+        );
+    }
+
+    #[test]
+    fn exceptions_become_anthropic_error_events() {
+        let wire = frame(
+            "exception",
+            (":exception-type", "throttlingException"),
+            br#"{"message":"Too many requests"}"#.to_vec(),
+        );
+        let mut a = EventStreamAdapter::new();
+        let out = a.on_chunk(Bytes::from(wire));
+        assert_eq!(
+            &out[..],
+            b"event: error\ndata: {\"error\":{\"message\":\"Too many requests\",\"type\":\"rate_limit_error\"},\"type\":\"error\"}\n\n"
+        );
+    }
+
+    #[test]
+    fn sigv4_matches_the_aws_test_suite_shape() {
+        let auth = Auth::SigV4 {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+            session_token: Some("tok".into()),
+        };
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let h = sigv4_headers(
+            &auth,
+            "us-east-1",
+            "POST",
+            "https://bedrock-runtime.us-east-1.amazonaws.com/model/a%3A0/invoke",
+            &[("host", "bedrock-runtime.us-east-1.amazonaws.com")],
+            b"{}",
+            t,
+        )
+        .unwrap();
+        let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("x-amz-date"), Some("20231114T221320Z"));
+        assert_eq!(get("x-amz-security-token"), Some("tok"));
+        let auth_header = get("authorization").unwrap();
+        assert!(auth_header.starts_with(
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20231114/us-east-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date;x-amz-security-token, Signature="
+        ), "{auth_header}");
+    }
+}

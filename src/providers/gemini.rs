@@ -1,0 +1,254 @@
+//! Gemini API (`type = "gemini"`): `{base_url}/v1beta/models/{model}:{method}`
+//! with the channel's key in `x-goog-api-key`. The client's `?key=` is never
+//! forwarded; streams ask for SSE (`alt=sse`).
+//!
+//! Usage is `usageMetadata`: `promptTokenCount` includes
+//! `cachedContentTokenCount` (split so each is billed once), output is
+//! `candidatesTokenCount + thoughtsTokenCount`. Streams repeat it on chunks
+//! with running totals; the last one counts. The adapter also reads Gemini
+//! answers relayed by Vertex.
+
+use bytes::Bytes;
+use pingora_error::Result;
+use pingora_http::RequestHeader;
+use serde::Deserialize;
+
+use super::openai::Tail;
+use super::{ClientRequest, CountAdapter, Endpoint, GeminiMethod, Prepared, ResponseAdapter};
+use crate::config::{Channel, Upstream};
+use crate::metering::{estimate_tokens, Usage};
+use crate::sse::SseParser;
+
+pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -> Result<Prepared> {
+    let Endpoint::Gemini(method) = req.endpoint else {
+        return Err(super::internal(
+            "gemini serves Gemini endpoints only".into(),
+        ));
+    };
+    let model = super::encode_segment(channel.upstream_model(req.model));
+    let path = format!("/v1beta/models/{model}:{}", method.as_str());
+    let query = upstream_query(req.header, method);
+    let target = super::target(upstream, &path, &query);
+    let mut header = RequestHeader::build("POST", target.as_bytes(), None)?;
+    super::forwarded_headers(req.header, &mut header);
+    header.insert_header("host", upstream.authority())?;
+    header.insert_header("x-goog-api-key", channel.api_key.as_str())?;
+    header.insert_header("content-length", req.body.len().to_string())?;
+    Ok(Prepared {
+        header,
+        body: req.body.clone(),
+        adapter: adapter_for(method),
+    })
+}
+
+/// The client's query without its `key`, with `alt=sse` on streams.
+pub fn upstream_query(client: &RequestHeader, method: GeminiMethod) -> Vec<(String, String)> {
+    let mut query: Vec<(String, String)> = client
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (p.to_string(), String::new()),
+        })
+        .filter(|(k, _)| k != "key" && k != "alt")
+        .collect();
+    if method == GeminiMethod::StreamGenerate {
+        query.insert(0, ("alt".into(), "sse".into()));
+    }
+    query
+}
+
+pub fn adapter_for(method: GeminiMethod) -> Box<dyn ResponseAdapter> {
+    match method {
+        GeminiMethod::CountTokens => Box::new(CountAdapter),
+        GeminiMethod::StreamGenerate => Box::new(GeminiAdapter::new(true)),
+        _ => Box::new(GeminiAdapter::new(false)),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageMetadata {
+    prompt_token_count: Option<u64>,
+    candidates_token_count: Option<u64>,
+    cached_content_token_count: Option<u64>,
+    thoughts_token_count: Option<u64>,
+    tool_use_prompt_token_count: Option<u64>,
+}
+
+impl UsageMetadata {
+    pub fn to_usage(&self) -> Usage {
+        let prompt =
+            self.prompt_token_count.unwrap_or(0) + self.tool_use_prompt_token_count.unwrap_or(0);
+        let cached = self.cached_content_token_count.unwrap_or(0).min(prompt);
+        Usage {
+            input: prompt - cached,
+            output: self.candidates_token_count.unwrap_or(0)
+                + self.thoughts_token_count.unwrap_or(0),
+            cached_input: cached,
+            cache_write: 0,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Chunk<'a> {
+    #[serde(default, borrow)]
+    candidates: Vec<Candidate<'a>>,
+    usage_metadata: Option<UsageMetadata>,
+}
+
+#[derive(Deserialize)]
+struct Candidate<'a> {
+    #[serde(borrow)]
+    content: Option<Content<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Content<'a> {
+    #[serde(default, borrow)]
+    parts: Vec<Part<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(borrow)]
+    text: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Reads a Gemini answer; never changes a byte.
+pub struct GeminiAdapter {
+    stream: bool,
+    sse: SseParser,
+    tail: Tail,
+    usage: Option<Usage>,
+    estimated_output: u64,
+}
+
+impl GeminiAdapter {
+    pub fn new(stream: bool) -> Self {
+        GeminiAdapter {
+            stream,
+            sse: SseParser::default(),
+            tail: Tail::default(),
+            usage: None,
+            estimated_output: 0,
+        }
+    }
+
+    fn observe(&mut self, data: &str) {
+        let Ok(chunk) = serde_json::from_str::<Chunk<'_>>(data) else {
+            return;
+        };
+        for c in &chunk.candidates {
+            for p in c.content.iter().flat_map(|c| &c.parts) {
+                if let Some(t) = &p.text {
+                    self.estimated_output += estimate_tokens(t);
+                }
+            }
+        }
+        if let Some(u) = chunk.usage_metadata {
+            self.usage = Some(u.to_usage());
+        }
+    }
+}
+
+impl ResponseAdapter for GeminiAdapter {
+    fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
+        if !self.stream {
+            self.tail.push(&chunk);
+            return chunk;
+        }
+        let mut parser = std::mem::take(&mut self.sse);
+        parser.push(&chunk, &mut |e| self.observe(&e.data));
+        self.sse = parser;
+        chunk
+    }
+
+    fn on_end(&mut self) -> Bytes {
+        if self.stream {
+            let mut parser = std::mem::take(&mut self.sse);
+            parser.finish(&mut |e| self.observe(&e.data));
+        } else if let Some(u) = self.tail.last_value::<UsageMetadata>("usageMetadata") {
+            self.usage = Some(u.to_usage());
+        }
+        Bytes::new()
+    }
+
+    fn rewrites_body(&self) -> bool {
+        false
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    fn estimated_output_tokens(&self) -> u64 {
+        self.estimated_output
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_splits_cached_and_adds_thoughts() {
+        let u: UsageMetadata = serde_json::from_str(
+            r#"{"promptTokenCount":1000,"cachedContentTokenCount":600,"candidatesTokenCount":40,"thoughtsTokenCount":60,"totalTokenCount":1100}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            u.to_usage(),
+            Usage {
+                input: 400,
+                output: 100,
+                cached_input: 600,
+                cache_write: 0
+            }
+        );
+    }
+
+    #[test]
+    fn stream_keeps_the_last_running_total() {
+        let stream = concat!(
+            "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hello\"}],\"role\":\"model\"}}],\"usageMetadata\":{\"promptTokenCount\":9,\"totalTokenCount\":9}}\r\n\r\n",
+            "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\" world!!\"}],\"role\":\"model\"},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":4,\"totalTokenCount\":13}}\r\n\r\n",
+        );
+        let mut a = GeminiAdapter::new(true);
+        for b in stream.as_bytes().chunks(5) {
+            assert_eq!(&a.on_chunk(Bytes::copy_from_slice(b))[..], b);
+        }
+        a.on_end();
+        assert_eq!(
+            a.usage(),
+            Some(Usage {
+                input: 9,
+                output: 4,
+                ..Default::default()
+            })
+        );
+        assert_eq!(a.estimated_output_tokens(), 4);
+    }
+
+    #[test]
+    fn query_drops_the_client_key_and_asks_for_sse() {
+        let h = RequestHeader::build(
+            "POST",
+            b"/v1beta/models/g:streamGenerateContent?key=sk-1&alt=sse&x=1",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            upstream_query(&h, GeminiMethod::StreamGenerate),
+            vec![("alt".into(), "sse".into()), ("x".into(), "1".into())]
+        );
+        let h =
+            RequestHeader::build("POST", b"/v1beta/models/g:generateContent?key=k", None).unwrap();
+        assert!(upstream_query(&h, GeminiMethod::Generate).is_empty());
+    }
+}
