@@ -425,7 +425,6 @@ async fn every_routing_rule_as_a_table() {
             Served { channel, group } => {
                 assert_eq!(status, 200, "{ctx}");
                 assert_eq!(body["choices"][0]["message"]["content"], channel, "{ctx}");
-                let after = tg.metrics().await;
                 let labels = [
                     ("group", group),
                     ("channel", channel),
@@ -433,6 +432,13 @@ async fn every_routing_rule_as_a_table() {
                     ("code", "200"),
                 ];
                 let n = |text: &str| metric_sum(text, "tollgate_requests_total", &labels);
+                // The request is counted just after its answer is complete.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                let mut after = tg.metrics().await;
+                while n(&after) == n(&before) && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    after = tg.metrics().await;
+                }
                 assert_eq!(n(&after) - n(&before), 1.0, "billing group: {ctx}");
             }
             Refused {
