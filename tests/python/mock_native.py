@@ -1,0 +1,229 @@
+"""Mock Anthropic and Gemini upstreams on 127.0.0.1, speaking the real wire
+formats (the Messages API with its SSE event sequence; the Gemini API with
+``usageMetadata`` and ``alt=sse`` streams).
+
+Answers are deterministic so tests can assert exact values:
+
+- the reply text is ``"echo: " + <last user text>``, streamed one word
+  (with its leading space) per event;
+- Anthropic usage: ``input_tokens = ANTHROPIC_INPUT``, cache reads
+  ``ANTHROPIC_CACHE_READ``, cache writes ``ANTHROPIC_CACHE_WRITE``,
+  ``output_tokens`` = number of words; count_tokens: ``ANTHROPIC_COUNT``;
+- Gemini usage: ``promptTokenCount = GEMINI_PROMPT`` of which
+  ``GEMINI_CACHED`` cached, ``candidatesTokenCount`` = number of words,
+  ``thoughtsTokenCount = GEMINI_THOUGHTS``; countTokens: ``GEMINI_COUNT``.
+
+Every request is recorded (``mock.requests``: method, full path with query,
+lower-cased headers, raw body).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from mock_openai import Received, words
+
+ANTHROPIC_INPUT = 30
+ANTHROPIC_CACHE_READ = 200
+ANTHROPIC_CACHE_WRITE = 50
+ANTHROPIC_COUNT = 17
+GEMINI_PROMPT = 40
+GEMINI_CACHED = 10
+GEMINI_THOUGHTS = 3
+GEMINI_COUNT = 23
+
+
+def anthropic_text(body: dict) -> str:
+    for m in reversed(body.get("messages", [])):
+        if m.get("role") != "user":
+            continue
+        content = m.get("content", "")
+        if isinstance(content, str):
+            return "echo: " + content
+        return "echo: " + " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return "echo: "
+
+
+def gemini_text(body: dict) -> str:
+    for c in reversed(body.get("contents", [])):
+        if c.get("role", "user") == "user":
+            return "echo: " + " ".join(p.get("text", "") for p in c.get("parts", []))
+    return "echo: "
+
+
+class MockNative:
+    """Serves both APIs on one port: /v1/messages* and /v1beta/models/*."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    def start(self) -> "MockNative":
+        mock = self
+
+        class Handler(_Handler):
+            owner = mock
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "not started"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def last(self) -> Received:
+        with self._lock:
+            assert self.requests, "the mock received no request"
+            return self.requests[-1]
+
+    def _record(self, r: Received) -> None:
+        with self._lock:
+            self.requests.append(r)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: MockNative
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.owner._record(
+            Received("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
+        )
+        body = json.loads(raw)
+        path = self.path.split("?", 1)[0]
+        if path.endswith("/v1/messages"):
+            self._messages(body)
+        elif path.endswith("/v1/messages/count_tokens"):
+            self._json({"input_tokens": ANTHROPIC_COUNT})
+        elif path.endswith(":countTokens"):
+            self._json({"totalTokens": GEMINI_COUNT})
+        elif path.endswith(":generateContent"):
+            self._gemini(body, stream=False)
+        elif path.endswith(":streamGenerateContent"):
+            self._gemini(body, stream=True)
+        else:
+            self._json({"error": {"message": f"unknown path {path}"}}, status=404)
+
+    # -- framing -----------------------------------------------------------
+
+    def _json(self, value: Any, status: int = 200) -> None:
+        data = json.dumps(value).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def _stream(self, events: list[str]) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for e in events:
+            data = e.encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    # -- Anthropic ---------------------------------------------------------
+
+    def _messages(self, body: dict) -> None:
+        pieces = words(anthropic_text(body))
+        usage = {
+            "input_tokens": ANTHROPIC_INPUT,
+            "cache_creation_input_tokens": ANTHROPIC_CACHE_WRITE,
+            "cache_read_input_tokens": ANTHROPIC_CACHE_READ,
+        }
+        message = {
+            "id": "msg_mock01",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "stop_reason": None,
+            "stop_sequence": None,
+        }
+        if not body.get("stream"):
+            self._json(
+                {
+                    **message,
+                    "content": [{"type": "text", "text": "".join(pieces)}],
+                    "stop_reason": "end_turn",
+                    "usage": {**usage, "output_tokens": len(pieces)},
+                }
+            )
+            return
+        events = [
+            ("message_start", {"type": "message_start",
+                               "message": {**message, "content": [], "usage": {**usage, "output_tokens": 1}}}),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": {"type": "text", "text": ""}}),
+            ("ping", {"type": "ping"}),
+        ]
+        events += [
+            ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                     "delta": {"type": "text_delta", "text": p}})
+            for p in pieces
+        ]
+        events += [
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("message_delta", {"type": "message_delta",
+                               "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                               "usage": {"output_tokens": len(pieces)}}),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        self._stream([f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events])
+
+    # -- Gemini ------------------------------------------------------------
+
+    def _gemini(self, body: dict, stream: bool) -> None:
+        pieces = words(gemini_text(body))
+
+        def chunk(text: str, candidates: int, last: bool) -> dict:
+            candidate: dict = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+            if last:
+                candidate["finishReason"] = "STOP"
+            usage = {
+                "promptTokenCount": GEMINI_PROMPT,
+                "cachedContentTokenCount": GEMINI_CACHED,
+                "totalTokenCount": GEMINI_PROMPT + candidates + (GEMINI_THOUGHTS if last else 0),
+            }
+            if candidates:
+                usage["candidatesTokenCount"] = candidates
+            if last:
+                usage["thoughtsTokenCount"] = GEMINI_THOUGHTS
+            return {"candidates": [candidate], "usageMetadata": usage,
+                    "modelVersion": "gemini-2.5-flash", "responseId": "mock-response"}
+
+        if not stream:
+            self._json(chunk("".join(pieces), len(pieces), True))
+            return
+        n = len(pieces)
+        self._stream(
+            [
+                f"data: {json.dumps(chunk(p, n if i == n - 1 else 0, i == n - 1))}\r\n\r\n"
+                for i, p in enumerate(pieces)
+            ]
+        )

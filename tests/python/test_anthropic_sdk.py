@@ -1,0 +1,167 @@
+"""The official ``anthropic`` SDK through tollgate to a mock Anthropic
+upstream (``type = "anthropic"``): messages, streaming, count_tokens.
+
+Each test checks what the SDK user sees, what the upstream received (the
+channel's key, never the client's; the mapped model name; the SDK's
+anthropic-version), and the usage tollgate metered for billing
+(cache reads and writes kept apart from input)."""
+
+from __future__ import annotations
+
+import anthropic
+import pytest
+
+from access_log import Metered, wait_metered
+from harness import sha256_hex
+from mock_native import (
+    ANTHROPIC_CACHE_READ,
+    ANTHROPIC_CACHE_WRITE,
+    ANTHROPIC_COUNT,
+    ANTHROPIC_INPUT,
+    MockNative,
+)
+
+CLIENT_KEY = "sk-e2e-client-anthropic"
+CHANNEL_KEY = "sk-ant-e2e-upstream"
+UPSTREAM_MODEL = "claude-sonnet-4-5-20250929"
+
+
+def config(base_url: str) -> str:
+    return f"""
+[[groups]]
+name = "claude"
+ratio = 0.5
+
+[[models]]
+name = "claude-sonnet-4-5"
+input = 3
+output = 15
+cached_input = 0.3
+cache_write = 3.75
+
+[[channels]]
+name = "anthropic-direct"
+type = "anthropic"
+base_url = "{base_url}"
+api_key = "{CHANNEL_KEY}"
+groups = ["claude"]
+model_map = {{ "claude-sonnet-4-5" = "{UPSTREAM_MODEL}" }}
+
+[[keys]]
+name = "e2e-anthropic"
+key_sha256 = "{sha256_hex(CLIENT_KEY)}"
+groups = ["claude"]
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(start_tollgate_module):
+    mock = MockNative().start()
+    tollgate = start_tollgate_module(config(mock.base_url))
+    yield tollgate, mock
+    mock.stop()
+
+
+@pytest.fixture
+def client(stack):
+    tollgate, mock = stack
+    mock.reset()
+    c = anthropic.Anthropic(base_url=tollgate.url(), api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    yield c
+    c.close()
+
+
+def assert_upstream_auth(received) -> None:
+    assert received.headers["x-api-key"] == CHANNEL_KEY
+    assert "authorization" not in received.headers
+    for name, value in received.headers.items():
+        assert CLIENT_KEY not in value, f"client key leaked upstream in {name}"
+    assert received.headers["anthropic-version"], "the SDK's API version passes through"
+
+
+def test_messages(client, stack):
+    tollgate, mock = stack
+    before = len(wait_metered(tollgate, 0))
+    r = client.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Hello gateway"}],
+        extra_headers={"anthropic-beta": "prompt-caching-2024-07-31"},
+    )
+    assert r.content[0].text == "echo: Hello gateway"
+    assert r.usage.input_tokens == ANTHROPIC_INPUT
+    assert r.usage.cache_read_input_tokens == ANTHROPIC_CACHE_READ
+    got = mock.last()
+    assert got.path == "/v1/messages"
+    assert got.json()["model"] == UPSTREAM_MODEL
+    assert got.headers["anthropic-beta"] == "prompt-caching-2024-07-31"
+    assert_upstream_auth(got)
+    m = wait_metered(tollgate, before + 1)[before]
+    assert m == Metered(
+        input=ANTHROPIC_INPUT,
+        output=3,
+        cached_input=ANTHROPIC_CACHE_READ,
+        cache_write=ANTHROPIC_CACHE_WRITE,
+        estimated=False,
+        model="claude-sonnet-4-5",
+        channel="anthropic-direct",
+    )
+
+
+def test_messages_stream(client, stack):
+    tollgate, mock = stack
+    before = len(wait_metered(tollgate, 0))
+    with client.messages.stream(
+        model="claude-sonnet-4-5",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "stream these four words"}],
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "echo: stream these four words"
+    assert final.usage.output_tokens == 5
+    assert final.usage.cache_creation_input_tokens == ANTHROPIC_CACHE_WRITE
+    got = mock.last()
+    assert got.json()["stream"] is True
+    assert_upstream_auth(got)
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.output, m.cached_input, m.cache_write, m.estimated) == (
+        ANTHROPIC_INPUT,
+        5,
+        ANTHROPIC_CACHE_READ,
+        ANTHROPIC_CACHE_WRITE,
+        False,
+    )
+
+
+def test_count_tokens(client, stack):
+    tollgate, mock = stack
+    before = len(wait_metered(tollgate, 0))
+    r = client.messages.count_tokens(
+        model="claude-sonnet-4-5", messages=[{"role": "user", "content": "count me"}]
+    )
+    assert r.input_tokens == ANTHROPIC_COUNT
+    got = mock.last()
+    assert got.path == "/v1/messages/count_tokens"
+    assert got.json()["model"] == UPSTREAM_MODEL
+    assert_upstream_auth(got)
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.output, m.cached_input, m.cache_write) == (0, 0, 0, 0), "counting is free"
+
+
+def test_errors_are_anthropic_shaped(client, stack):
+    _, mock = stack
+    with pytest.raises(anthropic.NotFoundError) as e:
+        client.messages.create(
+            model="claude-nope", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
+    assert e.value.body["type"] == "error"
+    assert e.value.body["error"]["type"] == "not_found_error"
+    bad = anthropic.Anthropic(
+        base_url=client.base_url, api_key="sk-wrong", max_retries=0, timeout=20
+    )
+    with pytest.raises(anthropic.AuthenticationError):
+        bad.messages.create(
+            model="claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+        )
+    assert mock.requests == [], "refused before any upstream work"

@@ -1,0 +1,148 @@
+"""The official ``google-genai`` SDK through tollgate to a mock Gemini API
+upstream (``type = "gemini"``): generate_content, generate_content_stream,
+count_tokens.
+
+Checks what the SDK user sees, what the upstream received (the channel's key
+in x-goog-api-key, the client's key nowhere, the model from the path mapped),
+and the usage metered (cached prompt tokens apart, thoughts counted as
+output)."""
+
+from __future__ import annotations
+
+import pytest
+from google import genai
+from google.genai import errors, types
+
+from access_log import wait_metered
+from harness import sha256_hex
+from mock_native import GEMINI_CACHED, GEMINI_COUNT, GEMINI_PROMPT, GEMINI_THOUGHTS, MockNative
+
+CLIENT_KEY = "sk-e2e-client-gemini"
+CHANNEL_KEY = "AIza-e2e-upstream"
+UPSTREAM_MODEL = "gemini-2.5-flash-001"
+
+
+def config(base_url: str) -> str:
+    return f"""
+[[groups]]
+name = "gemini"
+ratio = 1.0
+
+[[models]]
+name = "gemini-2.5-flash"
+input = 0.3
+output = 2.5
+cached_input = 0.075
+
+[[channels]]
+name = "gemini-api"
+type = "gemini"
+base_url = "{base_url}"
+api_key = "{CHANNEL_KEY}"
+groups = ["gemini"]
+model_map = {{ "gemini-2.5-flash" = "{UPSTREAM_MODEL}" }}
+
+[[keys]]
+name = "e2e-gemini"
+key_sha256 = "{sha256_hex(CLIENT_KEY)}"
+groups = ["gemini"]
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(start_tollgate_module):
+    mock = MockNative().start()
+    tollgate = start_tollgate_module(config(mock.base_url))
+    yield tollgate, mock
+    mock.stop()
+
+
+def make_client(tollgate, key: str = CLIENT_KEY) -> genai.Client:
+    return genai.Client(
+        api_key=key,
+        http_options=types.HttpOptions(base_url=tollgate.url(), api_version="v1beta", timeout=20_000),
+    )
+
+
+@pytest.fixture
+def client(stack):
+    tollgate, mock = stack
+    mock.reset()
+    return make_client(tollgate)
+
+
+def assert_upstream_auth(received) -> None:
+    assert received.headers["x-goog-api-key"] == CHANNEL_KEY
+    assert "key=" not in received.path
+    for name, value in received.headers.items():
+        assert CLIENT_KEY not in value, f"client key leaked upstream in {name}"
+
+
+def test_generate_content(client, stack):
+    tollgate, mock = stack
+    before = len(wait_metered(tollgate, 0))
+    r = client.models.generate_content(model="gemini-2.5-flash", contents="Hello gateway")
+    assert r.text == "echo: Hello gateway"
+    assert r.usage_metadata.prompt_token_count == GEMINI_PROMPT
+    got = mock.last()
+    assert got.path == f"/v1beta/models/{UPSTREAM_MODEL}:generateContent"
+    assert got.json()["contents"][0]["parts"][0]["text"] == "Hello gateway"
+    assert_upstream_auth(got)
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.output, m.cached_input, m.cache_write, m.estimated) == (
+        GEMINI_PROMPT - GEMINI_CACHED,
+        3 + GEMINI_THOUGHTS,
+        GEMINI_CACHED,
+        0,
+        False,
+    )
+    assert (m.model, m.channel) == ("gemini-2.5-flash", "gemini-api")
+
+
+def test_generate_content_stream(client, stack):
+    tollgate, mock = stack
+    before = len(wait_metered(tollgate, 0))
+    chunks = list(
+        client.models.generate_content_stream(
+            model="gemini-2.5-flash", contents="stream these four words"
+        )
+    )
+    assert len(chunks) == 5
+    assert "".join(c.text for c in chunks) == "echo: stream these four words"
+    assert chunks[-1].usage_metadata.candidates_token_count == 5
+    got = mock.last()
+    assert got.path == f"/v1beta/models/{UPSTREAM_MODEL}:streamGenerateContent?alt=sse"
+    assert_upstream_auth(got)
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.output, m.cached_input, m.estimated) == (
+        GEMINI_PROMPT - GEMINI_CACHED,
+        5 + GEMINI_THOUGHTS,
+        GEMINI_CACHED,
+        False,
+    )
+
+
+def test_count_tokens(client, stack):
+    tollgate, mock = stack
+    before = len(wait_metered(tollgate, 0))
+    r = client.models.count_tokens(model="gemini-2.5-flash", contents="count me")
+    assert r.total_tokens == GEMINI_COUNT
+    got = mock.last()
+    assert got.path == f"/v1beta/models/{UPSTREAM_MODEL}:countTokens"
+    assert_upstream_auth(got)
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.output, m.cached_input) == (0, 0, 0), "counting is free"
+
+
+def test_errors_are_gemini_shaped(client, stack):
+    tollgate, mock = stack
+    with pytest.raises(errors.ClientError) as e:
+        client.models.generate_content(model="gemini-nope", contents="x")
+    assert e.value.code == 404
+    assert e.value.status == "NOT_FOUND"
+    wrong_key = make_client(tollgate, "sk-wrong")
+    with pytest.raises(errors.ClientError) as e:
+        wrong_key.models.generate_content(model="gemini-2.5-flash", contents="x")
+    assert e.value.code == 401
+    assert e.value.status == "UNAUTHENTICATED"
+    assert mock.requests == [], "refused before any upstream work"
