@@ -619,7 +619,9 @@ fn expected_sigv4(got: &Received, port: u16, session_token: Option<&str>) -> Str
 #[tokio::test(flavor = "multi_thread")]
 async fn bedrock_sigv4_invoke_and_event_stream() {
     let up = MockUpstream::start(|r| {
-        if r.path.ends_with("/invoke-with-response-stream") {
+        if r.json()["max_tokens"] == 0 {
+            Reply::json(400, json!({"message": "max_tokens: must be at least 1"}))
+        } else if r.path.ends_with("/invoke-with-response-stream") {
             Reply::Full {
                 status: 200,
                 headers: vec![
@@ -774,6 +776,23 @@ groups = ["apikey"]
         Some("Bearer bedrock-api-key-1")
     );
     assert_eq!(got.header("x-amz-date"), None);
+
+    // Bedrock's own error shape reaches the Anthropic SDK as an Anthropic
+    // error, stream or not.
+    for stream in [false, true] {
+        let resp = post(&tg, "/v1/messages", &anth,
+            json!({"model": "claude-sonnet-4-5", "max_tokens": 0, "stream": stream, "messages": []})).await;
+        assert_eq!(resp.status(), 400);
+        assert_eq!(
+            resp.headers()["content-type"].to_str().unwrap(),
+            "application/json"
+        );
+        assert_eq!(
+            resp.json::<Value>().await.unwrap(),
+            json!({"type": "error", "error": {"type": "invalid_request_error",
+                                             "message": "max_tokens: must be at least 1"}})
+        );
+    }
     assert_no_secrets(&tg, &["secretTEST", "session-tok", "bedrock-api-key-1"]);
 }
 
@@ -826,6 +845,8 @@ async fn vertex_gemini_and_claude_with_service_account_tokens() {
             }
         } else if r.path.ends_with(":rawPredict") {
             Reply::json(200, anthropic_message(12, 6, 0, 0))
+        } else if r.path.contains("gemini-2.5-flash-image:generateContent") {
+            Reply::json(200, image_answer())
         } else {
             gemini_upstream(r)
         }
@@ -836,9 +857,10 @@ async fn vertex_gemini_and_claude_with_service_account_tokens() {
         "client_email": "tollgate-test@proj-1.iam.gserviceaccount.com",
         "token_uri": "https://oauth2.googleapis.com/token"});
     let models = format!(
-        "{}\n{}",
+        "{}\n{}\n{}",
         price("gemini-2.5-flash"),
-        price("claude-sonnet-4-5")
+        price("claude-sonnet-4-5"),
+        price("gemini-2.5-flash-image")
     );
     let tg = Tollgate::start(&head(
         &models,
@@ -935,8 +957,35 @@ model_map = {{ "claude-sonnet-4-5" = "claude-sonnet-4-5@20250929" }}"#,
     assert_eq!(got.json()["stream"], true);
     assert_eq!(logged_usage(&tg, 3).await, (25, 15, 0, 0, false));
 
+    // An image model passes through; its image tokens are billed as output.
+    let resp = post(
+        &tg,
+        "/v1beta/models/gemini-2.5-flash-image:generateContent",
+        &[("x-goog-api-key", KEY)],
+        json!({"contents": [{"parts": [{"text": "a cat"}]}]}),
+    )
+    .await;
+    assert_eq!(resp.json::<Value>().await.unwrap(), image_answer());
+    assert_eq!(
+        up.requests()[4].path,
+        format!("{prefix}/google/models/gemini-2.5-flash-image:generateContent")
+    );
+    assert_eq!(logged_usage(&tg, 4).await, (6, 1290, 0, 0, false));
+
     assert_eq!(tokens.count(), 1, "one token minted, then cached");
     assert_no_secrets(&tg, &[VERTEX_TOKEN, "BEGIN PRIVATE KEY"]);
+}
+
+/// A Gemini image answer: a ~400 KB base64 PNG part before the usage.
+fn image_answer() -> Value {
+    let png = "iVBORw0KGgo".repeat(40_000);
+    json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"text": "Here is a cat."},
+            {"inlineData": {"mimeType": "image/png", "data": png}}]},
+          "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 6, "candidatesTokenCount": 1290, "totalTokenCount": 1296,
+            "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 1290}]},
+        "modelVersion": "gemini-2.5-flash-image"})
 }
 
 // --------------------------------------------------------------------- mock

@@ -8,9 +8,9 @@
 //! `input_tokens` already excludes cache reads and writes. The adapter here
 //! also reads Claude answers relayed by Bedrock and Vertex.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora_error::Result;
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -18,6 +18,7 @@ use super::openai::Tail;
 use super::{ClientRequest, CountAdapter, Endpoint, Prepared, ResponseAdapter};
 use crate::body;
 use crate::config::{Channel, Upstream};
+use crate::errors::{ApiError, Dialect};
 use crate::metering::{estimate_tokens, Usage};
 use crate::sse::SseParser;
 
@@ -241,6 +242,86 @@ impl ResponseAdapter for AnthropicAdapter {
     }
 }
 
+/// Most of a provider error body kept to rewrite it.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Claude through a cloud (Bedrock, Vertex): a non-2xx answer that reaches
+/// the client (a 4xx other than 401/403/429) comes in the cloud's own error
+/// shape (`{"message": ...}` or `{"error": {"message": ...}}`); the
+/// Anthropic SDK gets it as an Anthropic error document instead.
+pub struct CloudErrors {
+    inner: Box<dyn ResponseAdapter>,
+    /// A non-2xx answer: its status and (bounded) body.
+    error: Option<(u16, BytesMut)>,
+}
+
+impl CloudErrors {
+    pub fn wrap(inner: Box<dyn ResponseAdapter>) -> Box<dyn ResponseAdapter> {
+        Box::new(CloudErrors { inner, error: None })
+    }
+}
+
+/// The Anthropic error document for a cloud's error answer.
+fn anthropic_error(status: u16, body: &[u8]) -> Bytes {
+    let doc: Option<Value> = serde_json::from_slice(body).ok();
+    if let Some(doc) = doc.as_ref().filter(|d| d["type"] == "error") {
+        return Bytes::from(doc.to_string());
+    }
+    let message = doc
+        .as_ref()
+        .and_then(|d| {
+            d["message"]
+                .as_str()
+                .or_else(|| d["Message"].as_str())
+                .or_else(|| d["error"]["message"].as_str())
+        })
+        .unwrap_or("the provider refused the request");
+    Bytes::from(ApiError::new(status, "upstream_error", message).body(Dialect::Anthropic))
+}
+
+impl ResponseAdapter for CloudErrors {
+    fn response_head(&mut self, head: &mut ResponseHeader) {
+        if head.status.is_success() {
+            return self.inner.response_head(head);
+        }
+        self.error = Some((head.status.as_u16(), BytesMut::new()));
+        head.remove_header("content-length");
+        let _ = head.insert_header("transfer-encoding", "chunked");
+        let _ = head.insert_header("content-type", "application/json");
+    }
+
+    fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
+        match &mut self.error {
+            Some((_, body)) => {
+                if body.len() + chunk.len() <= MAX_ERROR_BODY {
+                    body.extend_from_slice(&chunk);
+                }
+                Bytes::new()
+            }
+            None => self.inner.on_chunk(chunk),
+        }
+    }
+
+    fn on_end(&mut self) -> Bytes {
+        match self.error.take() {
+            Some((status, body)) => anthropic_error(status, &body),
+            None => self.inner.on_end(),
+        }
+    }
+
+    fn rewrites_body(&self) -> bool {
+        self.error.is_some() || self.inner.rewrites_body()
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.inner.usage()
+    }
+
+    fn estimated_output_tokens(&self) -> u64 {
+        self.inner.estimated_output_tokens()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +373,40 @@ mod tests {
                 cache_write: 0
             })
         );
+    }
+
+    #[test]
+    fn cloud_errors_become_anthropic_documents() {
+        let mut a = CloudErrors::wrap(Box::new(AnthropicAdapter::new(false)));
+        let mut head = ResponseHeader::build(400, None).unwrap();
+        head.insert_header("content-length", "48").unwrap();
+        a.response_head(&mut head);
+        assert!(head.headers.get("content-length").is_none());
+        assert!(a
+            .on_chunk(Bytes::from_static(
+                br#"{"message":"Malformed input request"}"#
+            ))
+            .is_empty());
+        let doc: Value = serde_json::from_slice(&a.on_end()).unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!({"type": "error", "error": {"type": "invalid_request_error",
+                                                          "message": "Malformed input request"}})
+        );
+        let mut a = CloudErrors::wrap(Box::new(AnthropicAdapter::new(false)));
+        let mut head = ResponseHeader::build(404, None).unwrap();
+        a.response_head(&mut head);
+        a.on_chunk(Bytes::from_static(
+            br#"{"error":{"code":404,"message":"Publisher model not found","status":"NOT_FOUND"}}"#,
+        ));
+        let doc: Value = serde_json::from_slice(&a.on_end()).unwrap();
+        assert_eq!(doc["error"]["type"], "not_found_error");
+        assert_eq!(doc["error"]["message"], "Publisher model not found");
+        // Success passes through to the inner adapter untouched.
+        let mut a = CloudErrors::wrap(Box::new(AnthropicAdapter::new(false)));
+        a.response_head(&mut ResponseHeader::build(200, None).unwrap());
+        assert_eq!(&a.on_chunk(Bytes::from_static(b"{}"))[..], b"{}");
+        assert!(!a.rewrites_body());
     }
 
     #[test]

@@ -32,8 +32,6 @@ use crate::metering::Usage;
 
 pub const ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 const SERVICE: &str = "bedrock";
-/// Most of a non-2xx body kept to turn into an Anthropic error.
-const MAX_ERROR_BODY: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub enum Auth {
@@ -205,6 +203,7 @@ pub fn prepare(
     } else {
         Box::new(AnthropicAdapter::new(false))
     };
+    let adapter = anthropic::CloudErrors::wrap(adapter);
     Ok(Prepared {
         header,
         body,
@@ -241,9 +240,6 @@ pub struct EventStreamAdapter {
     /// Bytes of the frame being received (at most one frame).
     pending: BytesMut,
     inner: AnthropicAdapter,
-    /// A non-2xx answer: its body is collected and rewritten as an
-    /// Anthropic error document.
-    error_body: Option<BytesMut>,
     /// The stream could not be decoded; nothing more is relayed.
     broken: bool,
 }
@@ -260,7 +256,6 @@ impl EventStreamAdapter {
             decoder: MessageFrameDecoder::new(),
             pending: BytesMut::new(),
             inner: AnthropicAdapter::new(true),
-            error_body: None,
             broken: false,
         }
     }
@@ -343,22 +338,11 @@ impl ResponseAdapter for EventStreamAdapter {
         head.remove_header("content-length");
         head.remove_header("x-amzn-bedrock-content-type");
         let _ = head.insert_header("transfer-encoding", "chunked");
-        if head.status.is_success() {
-            let _ = head.insert_header("content-type", "text/event-stream");
-            let _ = head.insert_header("cache-control", "no-cache");
-        } else {
-            self.error_body = Some(BytesMut::new());
-            let _ = head.insert_header("content-type", "application/json");
-        }
+        let _ = head.insert_header("content-type", "text/event-stream");
+        let _ = head.insert_header("cache-control", "no-cache");
     }
 
     fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
-        if let Some(body) = &mut self.error_body {
-            if body.len() + chunk.len() <= MAX_ERROR_BODY {
-                body.extend_from_slice(&chunk);
-            }
-            return Bytes::new();
-        }
         if self.broken {
             return Bytes::new();
         }
@@ -383,15 +367,7 @@ impl ResponseAdapter for EventStreamAdapter {
     }
 
     fn on_end(&mut self) -> Bytes {
-        let Some(body) = self.error_body.take() else {
-            return Bytes::new();
-        };
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| "the provider refused the request".into());
-        let doc = json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}});
-        Bytes::from(doc.to_string())
+        Bytes::new()
     }
 
     fn rewrites_body(&self) -> bool {

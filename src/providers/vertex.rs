@@ -158,7 +158,8 @@ pub async fn prepare(
             let body = anthropic::cloud_body(req.body, ANTHROPIC_VERSION, false, &betas)
                 .map_err(super::internal)?;
             let path = settings.model_path("anthropic", model, method);
-            (path, Vec::new(), body, anthropic::adapter_for(req))
+            let adapter = anthropic::CloudErrors::wrap(anthropic::adapter_for(req));
+            (path, Vec::new(), body, adapter)
         }
         Endpoint::AnthropicCountTokens => {
             let mut body = req.body.clone();
@@ -166,7 +167,8 @@ pub async fn prepare(
                 body = crate::body::replace_string(&body, span, model);
             }
             let path = settings.model_path("anthropic", "count-tokens", "rawPredict");
-            (path, Vec::new(), body, anthropic::adapter_for(req))
+            let adapter = anthropic::CloudErrors::wrap(anthropic::adapter_for(req));
+            (path, Vec::new(), body, adapter)
         }
         Endpoint::OpenAi => {
             return Err(super::internal(
