@@ -26,6 +26,8 @@ pub struct ConfigHandle {
     metrics: Arc<Metrics>,
     /// Serializes reloads; readers never take it.
     reload_lock: Mutex<()>,
+    /// The admin address bound at start; reloads cannot move it.
+    admin_bound: String,
 }
 
 impl ConfigHandle {
@@ -74,6 +76,7 @@ impl ConfigHandle {
         }
         store.save_last_good_config(&loaded.snapshot.source_text)?;
         metrics.config_generation.set(1);
+        let admin_bound = loaded.snapshot.server.admin_listen.clone();
         Ok(ConfigHandle {
             current: ArcSwap::from_pointee(loaded.snapshot),
             path: path.to_path_buf(),
@@ -81,6 +84,7 @@ impl ConfigHandle {
             health,
             metrics,
             reload_lock: Mutex::new(()),
+            admin_bound,
         })
     }
 
@@ -101,7 +105,17 @@ impl ConfigHandle {
         let _serial = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.current.load();
         let next_generation = old.generation + 1;
-        match config::load_file(&self.path, &self.health, next_generation) {
+        let loaded = config::load_file(&self.path, &self.health, next_generation).and_then(|l| {
+            admin_stays_guarded(&self.admin_bound, &l.snapshot.server).map_err(|message| {
+                ConfigError {
+                    file: self.path.display().to_string(),
+                    line: None,
+                    message,
+                }
+            })?;
+            Ok(l)
+        });
+        match loaded {
             Ok(loaded) => {
                 let new = &loaded.snapshot;
                 if new.server.listen != old.server.listen
@@ -205,6 +219,22 @@ impl FileVersion {
     }
 }
 
+/// The admin listener stays on the address it was started on until a
+/// restart, so a reload must not drop the token that guards it there, even
+/// if the new file moves `admin_listen` to loopback.
+fn admin_stays_guarded(bound: &str, new: &config::ServerSection) -> Result<(), String> {
+    let public = bound
+        .parse::<std::net::SocketAddr>()
+        .map_or(true, |a| !a.ip().is_loopback());
+    if public && new.admin_token.is_none() {
+        return Err(format!(
+            "the admin listener runs on {bound} (not loopback) until a restart: \
+             admin_token cannot be removed"
+        ));
+    }
+    Ok(())
+}
+
 /// The data_dir named in a config file that does not load, so that its
 /// last good config can still be found.
 fn fallback_data_dir(path: &Path) -> PathBuf {
@@ -226,4 +256,23 @@ fn fallback_data_dir(path: &Path) -> PathBuf {
         })
         .filter(|d| !d.is_empty())
         .map_or_else(|| PathBuf::from(default), PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_cannot_unguard_a_public_admin_listener() {
+        let server = |admin: &str, token: Option<&str>| config::ServerSection {
+            admin_listen: admin.into(),
+            admin_token: token.map(str::to_string),
+            ..config::ServerSection::default()
+        };
+        let open_loopback = server("127.0.0.1:9191", None);
+        assert!(admin_stays_guarded("0.0.0.0:9191", &open_loopback).is_err());
+        assert!(admin_stays_guarded("[::]:9191", &open_loopback).is_err());
+        assert!(admin_stays_guarded("0.0.0.0:9191", &server("0.0.0.0:9191", Some("t"))).is_ok());
+        assert!(admin_stays_guarded("127.0.0.1:9191", &open_loopback).is_ok());
+    }
 }

@@ -70,6 +70,9 @@ impl Store {
     pub fn save_last_good_config(&self, text: &str) -> Result<()> {
         if self.meta.get(LAST_GOOD_CONFIG)?.as_deref() != Some(text.as_bytes()) {
             self.meta.insert(LAST_GOOD_CONFIG, text.as_bytes())?;
+            // On disk now, not at sled's next periodic flush: a crash soon
+            // after a start or reload must still find this config.
+            self.meta.flush()?;
         }
         Ok(())
     }

@@ -103,6 +103,11 @@ pub fn load_text(
     generation: u64,
 ) -> Result<Loaded, ConfigError> {
     let source = Source { file, text };
+    // Valid TOML, but never meant: an editor that truncated the file and
+    // has not written it yet. Loading it would drop every key and channel.
+    if text.trim().is_empty() {
+        return Err(source.error(None, "the file is empty"));
+    }
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|s| line_at(text, s.start));
         source.error(line, e.message().trim().to_string())

@@ -578,3 +578,25 @@ pub async fn logged_usage(tg: &Tollgate, n: usize) -> (u64, u64, u64, u64, bool)
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+impl Tollgate {
+    /// Kills the process without a clean shutdown (SIGKILL), then starts it
+    /// again on the same config file and data dir. The log is appended to.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        self.child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["run", "-c"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.wait_ready();
+    }
+}
