@@ -349,11 +349,12 @@ async fn auto_fails_over_into_the_next_group() {
         1.0
     );
     assert_eq!(
-        metric_sum(
-            &metrics,
+        tg.wait_metric(
             "tollgate_requests_total",
-            &[("group", "g2"), ("channel", "in-g2"), ("code", "200")]
-        ),
+            &[("group", "g2"), ("channel", "in-g2"), ("code", "200")],
+            1.0
+        )
+        .await,
         1.0,
         "billed to the group that served"
     );

@@ -600,3 +600,19 @@ impl Tollgate {
         self.wait_ready();
     }
 }
+
+impl Tollgate {
+    /// Polls /metrics (up to 5 s) until the sum of `name{labels}` reaches
+    /// `at_least`; returns the last value. Requests are counted just after
+    /// their answer completes, so a client may see the answer first.
+    pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let value = metric_sum(&self.metrics().await, name, labels);
+            if value >= at_least || Instant::now() > deadline {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
