@@ -591,3 +591,62 @@ async fn priority_tiers_first_then_weighted_random_inside_a_tier() {
     }
     assert_eq!((hi1.count(), hi3.count()), (hi1_before + 1, hi3_before + 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_in_the_query_counts_only_on_gemini_paths() {
+    let tg = Tollgate::start(&format!(
+        r#"
+[[groups]]
+name = "default"
+ratio = 1
+all_channels = true
+
+[[models]]
+name = "gemini-2.5-flash"
+input = 0.3
+output = 2.5
+
+[[channels]]
+name = "mock"
+type = "mock"
+
+[[keys]]
+name = "k"
+key_sha256 = "{}"
+"#,
+        sha256_hex("sk-q")
+    ));
+    let http = client();
+    let list = http
+        .get(tg.url("/v1beta/models?key=sk-q"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), 200);
+    let list: serde_json::Value = list.json().await.unwrap();
+    assert_eq!(list["models"][0]["name"], "models/gemini-2.5-flash");
+
+    let generate = http
+        .post(tg.url("/v1beta/models/gemini-2.5-flash:generateContent?key=sk-q"))
+        .body(json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(generate.status(), 200);
+
+    let openai = http
+        .get(tg.url("/v1/models?key=sk-q"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(openai.status(), 401, "?key= is not read on OpenAI paths");
+    let wrong = http
+        .get(tg.url("/v1beta/models?key=sk-wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let body: serde_json::Value = wrong.json().await.unwrap();
+    assert_eq!(body["error"]["status"], "UNAUTHENTICATED", "Gemini dialect");
+    assert!(!tg.log().contains("sk-q"), "query keys are not logged");
+}
