@@ -222,6 +222,12 @@ fn bad_configs() -> Vec<Bad> {
             message_has: &["[[channels]] \"openai\"", "\"o9\"", "no price"],
         },
         Bad {
+            what: "model listed twice",
+            find: "models = [\"gpt-4o-mini\"]\n",
+            replace: "models = [\"gpt-4o-mini\", \"gpt-4o\", \"gpt-4o-mini\"] #<- error here\n",
+            message_has: &["[[channels]] \"openai\"", "\"gpt-4o-mini\" is listed twice"],
+        },
+        Bad {
             what: "bad CIDR",
             find: "allow_ips = [\"10.0.0.0/8\", \"::1\"]",
             replace: "allow_ips = [\"10.0.0.0/33\"] #<- error here",

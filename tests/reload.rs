@@ -366,3 +366,32 @@ async fn channel_health_survives_a_reload() {
     assert_eq!(served_by(&tg).await, "good");
     assert_eq!(down.count(), 1, "still cooling down after the reload");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fixing_a_channel_endpoint_ends_its_cooldown() {
+    let down =
+        MockUpstream::start(|_| Reply::json(401, json!({"error": {"message": "bad key"}}))).await;
+    let fixed = marked_upstream("fixed").await;
+    let tg = Tollgate::start(&config(&down.base_url()));
+    let (status, _) = chat(&client(), &tg, "sk-r", "m").await;
+    assert_eq!(status, 502);
+    let channels = tg.admin_json("/admin/channels").await;
+    assert_eq!(channels["channels"][0]["state"], "cooldown");
+
+    // Routing-only edit: the cooldown stays.
+    let text = current_config(&tg);
+    tg.write_config_by_rename(&text.replace(
+        "api_key = \"sk-upstream\"",
+        "api_key = \"sk-upstream\"\npriority = 3",
+    ));
+    tg.wait_generation(2, Duration::from_secs(5)).await;
+    let channels = tg.admin_json("/admin/channels").await;
+    assert_eq!(channels["channels"][0]["state"], "cooldown", "{channels}");
+
+    // New endpoint: a fresh start.
+    tg.write_config_by_rename(&text.replace(&down.base_url(), &fixed.base_url()));
+    tg.wait_generation(3, Duration::from_secs(5)).await;
+    let channels = tg.admin_json("/admin/channels").await;
+    assert_eq!(channels["channels"][0]["state"], "up", "{channels}");
+    assert_eq!(served_by(&tg).await, "fixed");
+}

@@ -327,6 +327,18 @@ pub(super) fn compile(
             Some(list) => list.clone(),
             None => prices.keys().cloned().collect(),
         };
+        // A repeated name would enter the channel twice in its tier and
+        // double its weight there.
+        if let Some(m) = models
+            .iter()
+            .enumerate()
+            .find_map(|(n, m)| models[..n].contains(m).then_some(m))
+        {
+            return Err(src.error(
+                field("channels", i, "models"),
+                format!("{item}: model \"{m}\" is listed twice"),
+            ));
+        }
         for client_name in c.model_map.keys() {
             if !models.contains(client_name) {
                 models.push(client_name.clone());
@@ -394,7 +406,7 @@ pub(super) fn compile(
             priority: c.priority,
             weight: c.weight,
             enabled,
-            health: health.get(&c.name),
+            health: health.get(&health_key(c)),
             delay_ms: c.delay_ms,
             native,
         });
@@ -627,6 +639,27 @@ pub(super) fn compile(
     })
 }
 
+/// Health is kept per channel name and endpoint: a reload that changes
+/// where or with which credentials a channel connects starts it afresh (a
+/// fixed key or URL takes effect at once instead of after its cooldown),
+/// while routing-only edits (groups, models, priority, ...) keep it.
+fn health_key(c: &super::ChannelDef) -> String {
+    let mut endpoint = c.clone();
+    endpoint.groups.clear();
+    endpoint.models = None;
+    endpoint.model_map.clear();
+    endpoint.priority = 0;
+    endpoint.weight = 1;
+    endpoint.enabled = true;
+    endpoint.delay_ms = 0;
+    // Hashed: the key text must not hold the channel's credentials.
+    format!(
+        "{}#{}",
+        c.name,
+        hex::encode(sha256(&format!("{endpoint:?}")))
+    )
+}
+
 fn check_budget(budget: Option<Decimal>) -> Result<(), String> {
     match budget {
         Some(b) if b.is_sign_negative() => Err(format!("budget_usd must be >= 0, got {b}")),
@@ -660,6 +693,33 @@ fn parse_base_url(url: &str, insecure_skip_verify: bool) -> Result<Upstream, &'s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_follows_the_endpoint_not_the_routing() {
+        let def = |extra: &str| -> super::super::ChannelDef {
+            toml::from_str(&format!(
+                "name = \"c\"\ntype = \"openai\"\nbase_url = \"http://a\"\napi_key = \"k1\"\n{extra}"
+            ))
+            .unwrap()
+        };
+        let base = health_key(&def(""));
+        assert_eq!(
+            base,
+            health_key(&def("priority = 5\nweight = 3\ngroups = [\"g\"]"))
+        );
+        assert_eq!(base, health_key(&def("models = [\"m\"]\nenabled = false")));
+        assert!(base.starts_with("c#") && !base.contains("k1"));
+        let other_key: super::super::ChannelDef = toml::from_str(
+            "name = \"c\"\ntype = \"openai\"\nbase_url = \"http://a\"\napi_key = \"k2\"",
+        )
+        .unwrap();
+        assert_ne!(base, health_key(&other_key));
+        let other_url: super::super::ChannelDef = toml::from_str(
+            "name = \"c\"\ntype = \"openai\"\nbase_url = \"http://b\"\napi_key = \"k1\"",
+        )
+        .unwrap();
+        assert_ne!(base, health_key(&other_url));
+    }
 
     #[test]
     fn base_url_parts() {
