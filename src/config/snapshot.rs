@@ -378,8 +378,12 @@ pub(super) fn compile(
             let value = expanded(f, v);
             set.then_some(value)
         };
-        let native = crate::providers::native_settings(c, &mut set_or_none)
-            .map_err(|why| src.error(line, format!("{item}: {why}")))?;
+        let native = crate::providers::native_settings(c, &mut set_or_none).map_err(|e| {
+            src.error(
+                field("channels", i, e.field),
+                format!("{item}: {}", e.message),
+            )
+        })?;
         let mut base_url = expanded("base_url", &c.base_url);
         if c.base_url.is_empty() {
             base_url = crate::providers::default_base_url(c.kind, &native).unwrap_or_default();

@@ -9,7 +9,7 @@
 use pingora_error::Result;
 use pingora_http::RequestHeader;
 
-use super::{ClientRequest, Prepared};
+use super::{bad_setting, ClientRequest, Prepared, SettingError};
 use crate::config::{Channel, ChannelDef, Upstream};
 
 /// The GA data-plane version used when a channel sets none.
@@ -32,13 +32,14 @@ impl Settings {
     pub fn from_def(
         def: &ChannelDef,
         expand: &mut dyn FnMut(&str, &str) -> Option<String>,
-    ) -> std::result::Result<Settings, String> {
+    ) -> std::result::Result<Settings, SettingError> {
         let style = match def.azure_style.as_deref() {
             None | Some("deployments") => Style::Deployments,
             Some("v1") => Style::V1,
             Some(other) => {
-                return Err(format!(
-                    "azure_style = \"{other}\" must be \"deployments\" or \"v1\""
+                return Err(bad_setting(
+                    "azure_style",
+                    format!("azure_style = \"{other}\" must be \"deployments\" or \"v1\""),
                 ))
             }
         };
@@ -51,7 +52,10 @@ impl Settings {
             Style::V1 => configured,
         };
         if def.base_url.is_empty() {
-            return Err("type \"azure\" needs base_url (https://NAME.openai.azure.com)".into());
+            return Err(bad_setting(
+                "type",
+                "type \"azure\" needs base_url (https://NAME.openai.azure.com)",
+            ));
         }
         Ok(Settings { style, api_version })
     }

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::anthropic::{self, AnthropicAdapter};
-use super::{ClientRequest, Prepared, ResponseAdapter};
+use super::{bad_setting, ClientRequest, Prepared, ResponseAdapter, SettingError};
 use crate::config::{Channel, ChannelDef, Upstream};
 use crate::metering::Usage;
 
@@ -54,9 +54,12 @@ impl Settings {
     pub fn from_def(
         def: &ChannelDef,
         expand: &mut dyn FnMut(&str, &str) -> Option<String>,
-    ) -> std::result::Result<Settings, String> {
+    ) -> std::result::Result<Settings, SettingError> {
         let Some(region) = &def.region else {
-            return Err("type \"bedrock\" needs region (e.g. \"us-east-1\")".into());
+            return Err(bad_setting(
+                "type",
+                "type \"bedrock\" needs region (e.g. \"us-east-1\")",
+            ));
         };
         let region = expand("region", region).unwrap_or_default();
         let mut get = |field: &str, v: &Option<String>| {
@@ -65,24 +68,28 @@ impl Settings {
         let id = get("aws_access_key_id", &def.aws_access_key_id);
         let secret = get("aws_secret_access_key", &def.aws_secret_access_key);
         let token = get("aws_session_token", &def.aws_session_token);
-        let auth =
-            match (id, secret) {
-                (Some(access_key_id), Some(secret_access_key)) => Auth::SigV4 {
-                    access_key_id,
-                    secret_access_key,
-                    session_token: token,
-                },
-                (None, None) if token.is_none() && !def.api_key.is_empty() => Auth::ApiKey,
-                (None, None) if token.is_none() => {
-                    return Err("type \"bedrock\" needs aws_access_key_id and \
-                            aws_secret_access_key, or api_key (a Bedrock API key)"
-                        .into())
-                }
-                _ => return Err(
-                    "set both aws_access_key_id and aws_secret_access_key (session token optional)"
-                        .into(),
-                ),
-            };
+        let auth = match (id, secret) {
+            (Some(access_key_id), Some(secret_access_key)) => Auth::SigV4 {
+                access_key_id,
+                secret_access_key,
+                session_token: token,
+            },
+            (None, None) if token.is_none() && !def.api_key.is_empty() => Auth::ApiKey,
+            (None, None) if token.is_none() => {
+                return Err(bad_setting(
+                    "type",
+                    "type \"bedrock\" needs aws_access_key_id and \
+                         aws_secret_access_key, or api_key (a Bedrock API key)",
+                ))
+            }
+            _ => {
+                return Err(bad_setting(
+                    "aws_access_key_id",
+                    "set both aws_access_key_id and aws_secret_access_key \
+                         (session token optional)",
+                ))
+            }
+        };
         Ok(Settings { region, auth })
     }
 

@@ -162,6 +162,22 @@ pub fn serves(kind: ChannelType, endpoint: Endpoint) -> bool {
     }
 }
 
+/// A config error in a channel's type-specific settings, with the field it
+/// is about (so the error can point at that line).
+#[derive(Debug)]
+pub struct SettingError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// A [`SettingError`] about `field`.
+pub fn bad_setting(field: &'static str, message: impl Into<String>) -> SettingError {
+    SettingError {
+        field,
+        message: message.into(),
+    }
+}
+
 /// Settings only some channel types have, resolved at config load.
 pub enum Native {
     None,
@@ -177,7 +193,7 @@ pub enum Native {
 pub fn native_settings(
     def: &ChannelDef,
     expand: &mut dyn FnMut(&str, &str) -> Option<String>,
-) -> std::result::Result<Native, String> {
+) -> std::result::Result<Native, SettingError> {
     Ok(match def.kind {
         ChannelType::Azure => Native::Azure(azure::Settings::from_def(def, expand)?),
         ChannelType::Bedrock => Native::Bedrock(bedrock::Settings::from_def(def, expand)?),
@@ -199,9 +215,9 @@ pub fn native_settings(
                 ("token_uri", def.token_uri.is_some()),
             ] {
                 if set {
-                    return Err(format!(
-                        "`{field}` does not apply to type \"{}\"",
-                        def.kind.as_str()
+                    return Err(bad_setting(
+                        field,
+                        format!("`{field}` does not apply to type \"{}\"", def.kind.as_str()),
                     ));
                 }
             }
@@ -377,6 +393,60 @@ mod tests {
             Endpoint::Gemini(GeminiMethod::EmbedContent)
         ));
         assert!(!serves(T::Gemini, msgs) && !serves(T::Anthropic, Endpoint::OpenAi));
+    }
+
+    fn load(channel: &str) -> Result<crate::config::Loaded, crate::config::ConfigError> {
+        let text = format!(
+            "[[groups]]\nname = \"g\"\nratio = 1\nall_channels = true\n\n\
+             [[models]]\nname = \"m\"\ninput = 1\n\n[[channels]]\nname = \"c\"\n{channel}"
+        );
+        let env = |name: &str| (name == "SET").then(|| "value".to_string());
+        crate::config::load_text(
+            "t.toml",
+            &text,
+            &env,
+            &crate::routing::HealthRegistry::default(),
+            1,
+        )
+    }
+
+    #[test]
+    fn native_settings_are_validated_at_their_line() {
+        let e = load("type = \"azure\"\nbase_url = \"https://x\"\n\nazure_style = \"v2\"\n")
+            .err()
+            .unwrap();
+        assert_eq!(e.line, Some(15), "{e}");
+        assert!(e.message.contains("azure_style = \"v2\""), "{e}");
+        let e = load("type = \"bedrock\"\napi_key = \"k\"\n").err().unwrap();
+        assert!(e.message.contains("needs region"), "{e}");
+        let e = load("type = \"openai\"\napi_key = \"k\"\nregion = \"us-east-1\"\n")
+            .err()
+            .unwrap();
+        assert_eq!(e.line, Some(14), "{e}");
+        assert!(e.message.contains("`region` does not apply"), "{e}");
+        let e = load("type = \"bedrock\"\nregion = \"r\"\naws_access_key_id = \"a\"\n")
+            .err()
+            .unwrap();
+        assert!(e.message.contains("set both"), "{e}");
+        // An unset variable disables the channel instead of failing.
+        let ok = load(
+            "type = \"bedrock\"\nregion = \"${UNSET}\"\naws_access_key_id = \"${SET}\"\n\
+             aws_secret_access_key = \"${SET}\"\n",
+        )
+        .unwrap();
+        assert!(!ok.snapshot.channels[0].enabled);
+        assert!(ok.warnings.iter().any(|w| w.contains("${UNSET}")));
+        let ok = load(
+            "type = \"bedrock\"\nregion = \"${SET}\"\naws_access_key_id = \"${SET}\"\n\
+             aws_secret_access_key = \"${SET}\"\n",
+        )
+        .unwrap();
+        let ch = &ok.snapshot.channels[0];
+        assert!(ch.enabled);
+        assert_eq!(
+            ch.upstream.as_ref().unwrap().host,
+            "bedrock-runtime.value.amazonaws.com"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use pingora_http::RequestHeader;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::{anthropic, gemini, ClientRequest, Endpoint, Prepared};
+use super::{anthropic, bad_setting, gemini, ClientRequest, Endpoint, Prepared, SettingError};
 use crate::config::{Channel, ChannelDef, Upstream};
 
 pub const ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
@@ -58,30 +58,48 @@ impl Settings {
     pub fn from_def(
         def: &ChannelDef,
         expand: &mut dyn FnMut(&str, &str) -> Option<String>,
-    ) -> std::result::Result<Option<Settings>, String> {
+    ) -> std::result::Result<Option<Settings>, SettingError> {
         let text = match (&def.credentials_file, &def.credentials_json) {
             (Some(path), None) => {
                 let Some(path) = expand("credentials_file", path) else {
                     return Ok(None);
                 };
-                std::fs::read_to_string(&path)
-                    .map_err(|e| format!("credentials_file \"{path}\": {e}"))?
+                std::fs::read_to_string(&path).map_err(|e| {
+                    bad_setting(
+                        "credentials_file",
+                        format!("credentials_file \"{path}\": {e}"),
+                    )
+                })?
             }
             (None, Some(json)) => match expand("credentials_json", json) {
                 Some(json) => json,
                 None => return Ok(None),
             },
             _ => {
-                return Err("type \"vertex\" needs exactly one of credentials_file or \
-                            credentials_json (a service-account key)"
-                    .into())
+                return Err(bad_setting(
+                    "type",
+                    "type \"vertex\" needs exactly one of credentials_file or \
+                     credentials_json (a service-account key)",
+                ))
             }
         };
+        let credentials_field = if def.credentials_file.is_some() {
+            "credentials_file"
+        } else {
+            "credentials_json"
+        };
         let account: ServiceAccountFile = serde_json::from_str(&text).map_err(|e| {
-            format!("service-account credentials are not a service-account key JSON: {e}")
+            bad_setting(
+                credentials_field,
+                format!("the credentials are not a service-account key JSON: {e}"),
+            )
         })?;
-        let key = EncodingKey::from_rsa_pem(account.private_key.as_bytes())
-            .map_err(|_| "service-account private_key is not an RSA PEM key".to_string())?;
+        let key = EncodingKey::from_rsa_pem(account.private_key.as_bytes()).map_err(|_| {
+            bad_setting(
+                credentials_field,
+                "the service account's private_key is not an RSA PEM key",
+            )
+        })?;
         let mut opt = |field: &str, v: &Option<String>| -> std::result::Result<_, ()> {
             match v {
                 Some(v) => expand(field, v).map(Some).ok_or(()),
@@ -95,24 +113,34 @@ impl Settings {
         ) else {
             return Ok(None);
         };
-        let project = project
-            .or(account.project_id)
-            .ok_or("type \"vertex\" needs project (the service account names none)".to_string())?;
+        let project = project.or(account.project_id).ok_or_else(|| {
+            bad_setting(
+                "type",
+                "type \"vertex\" needs project (the service account names none)",
+            )
+        })?;
         let token_uri = token_uri
             .or(account.token_uri)
             .unwrap_or_else(|| DEFAULT_TOKEN_URI.into());
-        let token_uri_parsed =
-            parse_http_url(&token_uri).map_err(|why| format!("token_uri \"{token_uri}\" {why}"))?;
+        let token_uri_parsed = parse_http_url(&token_uri)
+            .map_err(|why| bad_setting("token_uri", format!("token_uri \"{token_uri}\" {why}")))?;
         Ok(Some(Settings {
             project,
             location: location.unwrap_or_else(|| DEFAULT_LOCATION.into()),
-            tokens: Arc::new(TokenSource::new(
-                account.client_email,
-                account.private_key_id,
-                key,
-                token_uri,
-                token_uri_parsed,
-            )),
+            tokens: shared_source(
+                &account.client_email,
+                &token_uri,
+                &account.private_key,
+                || {
+                    TokenSource::new(
+                        account.client_email.clone(),
+                        account.private_key_id.clone(),
+                        key,
+                        token_uri.clone(),
+                        token_uri_parsed,
+                    )
+                },
+            ),
         }))
     }
 
@@ -190,6 +218,41 @@ pub async fn prepare(
         body,
         adapter,
     })
+}
+
+/// Token sources by (account, key, token URI), so that a config reload
+/// keeps the cached token instead of minting a new one. Weak: a source
+/// lives as long as some config uses it.
+type SourceKey = [u8; 32];
+static SOURCES: Mutex<Vec<(SourceKey, std::sync::Weak<TokenSource>)>> = Mutex::new(Vec::new());
+
+fn shared_source(
+    client_email: &str,
+    token_uri: &str,
+    private_key: &str,
+    make: impl FnOnce() -> TokenSource,
+) -> Arc<TokenSource> {
+    use sha2::{Digest, Sha256};
+    let key: SourceKey = Sha256::new()
+        .chain_update(client_email)
+        .chain_update([0])
+        .chain_update(token_uri)
+        .chain_update([0])
+        .chain_update(private_key)
+        .finalize()
+        .into();
+    let mut sources = SOURCES.lock().unwrap_or_else(|e| e.into_inner());
+    sources.retain(|(_, weak)| weak.strong_count() > 0);
+    if let Some(live) = sources
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, weak)| weak.upgrade())
+    {
+        return live;
+    }
+    let source = Arc::new(make());
+    sources.push((key, Arc::downgrade(&source)));
+    source
 }
 
 struct HttpTarget {
@@ -535,6 +598,13 @@ mod tests {
         assert_eq!(
             s.model_path("google", "gemini-2.5-flash", "generateContent"),
             "/v1/projects/p1/locations/global/publishers/google/models/gemini-2.5-flash:generateContent"
+        );
+        let again = Settings::from_def(&def, &mut |_, v| Some(v.to_string()))
+            .unwrap()
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&s.tokens, &again.tokens),
+            "a reload keeps the token cache"
         );
         let unset = Settings::from_def(&def, &mut |_, _| None).unwrap();
         assert!(unset.is_none(), "an unset variable disables, not fails");
