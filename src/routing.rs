@@ -181,6 +181,26 @@ pub fn format_served(
     })
 }
 
+/// Seconds (at least 1) until the first of the model's candidate channels
+/// in `groups` leaves its cooldown: what a client should wait when all of
+/// them are cooling down. `None` if no candidate is cooling down.
+pub fn retry_after_seconds(
+    snapshot: &Snapshot,
+    groups: &[usize],
+    model: &str,
+    now_ms: u64,
+) -> Option<u64> {
+    groups
+        .iter()
+        .filter_map(|&g| snapshot.routes[g].get(model))
+        .flatten()
+        .flat_map(|tier| &tier.channels)
+        .filter(|&&(c, _)| snapshot.channels[c].health.consecutive_failures() > 0)
+        .map(|&(c, _)| snapshot.channels[c].health.cooldown_until_ms())
+        .min()
+        .map(|until| until.saturating_sub(now_ms).div_ceil(1000).max(1))
+}
+
 /// One routing decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pick {
@@ -299,6 +319,33 @@ mod tests {
         crate::config::load_text("t.toml", &text, &env, &HealthRegistry::default(), 1)
             .unwrap()
             .snapshot
+    }
+
+    #[test]
+    fn retry_after_is_the_soonest_end_of_a_cooldown() {
+        let snap = snapshot(
+            "[[channels]]\nname = \"a\"\ntype = \"mock\"\n\n[[channels]]\nname = \"b\"\ntype = \"mock\"\n",
+        );
+        assert_eq!(
+            retry_after_seconds(&snap, &[0], "m", 0),
+            None,
+            "none cooling"
+        );
+        let s = Duration::from_secs(1);
+        snap.channels[0]
+            .health
+            .record_failure(0, s * 90, s * 600, None, "x".into());
+        snap.channels[1]
+            .health
+            .record_failure(0, s * 30, s * 600, Some(s * 45), "x".into());
+        assert_eq!(retry_after_seconds(&snap, &[0], "m", 10_000), Some(35));
+        assert_eq!(retry_after_seconds(&snap, &[0], "m", 44_999), Some(1));
+        assert_eq!(
+            retry_after_seconds(&snap, &[0], "m", 50_000),
+            Some(1),
+            "over, a probe is due"
+        );
+        assert_eq!(retry_after_seconds(&snap, &[0], "other", 0), None);
     }
 
     #[test]

@@ -474,3 +474,47 @@ async fn one_probe_after_the_cooldown() {
     drop(flaky);
     mock_runtime.shutdown_background();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_429_is_passed_on_and_then_the_wait_is_announced() {
+    let limited = MockUpstream::start(|_| {
+        Reply::json(
+            429,
+            json!({"error": {"message": "slow down", "code": "rate_limit_exceeded"}}),
+        )
+        .with_header("retry-after", "120")
+    })
+    .await;
+    let tg = Tollgate::start_with(config(
+        "cooldown_seconds = 5",
+        &[ch("only", limited.base_url(), 0)],
+        r#"["g1"]"#,
+    ));
+    let send = || {
+        client()
+            .post(tg.url("/v1/chat/completions"))
+            .bearer_auth("sk-f")
+            .body(json!({"model": "m", "messages": []}).to_string())
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 429, "the upstream's answer, as is");
+    assert_eq!(first.headers()["retry-after"], "120");
+    let body: Value = first.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+
+    let second = send().await.unwrap();
+    assert_eq!(second.status(), 503);
+    let wait: u64 = second.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (118..=120).contains(&wait),
+        "Retry-After {wait}: the channel's remaining cooldown, not cooldown_seconds"
+    );
+    let body: Value = second.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "no_available_channel");
+    assert_eq!(limited.count(), 1);
+}

@@ -345,7 +345,10 @@ impl Gateway {
                     "no_available_channel",
                     format!("no channel is available for model `{model}` right now"),
                 )
-                .with_retry_after(snap.cooldown_seconds.max(1));
+                .with_retry_after(
+                    routing::retry_after_seconds(snap, &key.groups, &model, now_ms())
+                        .unwrap_or(snap.cooldown_seconds.max(1)),
+                );
                 self.reject(session, dialect, e, started).await
             }
         }
