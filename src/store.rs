@@ -5,10 +5,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 
 const META_TREE: &str = "meta";
 const LAST_GOOD_CONFIG: &[u8] = b"last_good_config";
+/// When the store was created (ms since the epoch); see `check_marker`.
+const STORE_MARKER: &[u8] = b"store_created_ms";
 
 #[derive(Clone)]
 pub struct Store {
@@ -19,12 +21,14 @@ pub struct Store {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(dir).with_context(|| {
-            format!(
-                "cannot create data_dir {}: check the path and its permissions",
+        if dir.exists() && !dir.is_dir() {
+            return Err(anyhow!(
+                "data_dir {} exists but is not a directory: point data_dir at a directory",
                 dir.display()
-            )
-        })?;
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "cannot create data_dir", &e))?;
+        let had_data = std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(64 * 1024 * 1024)
@@ -34,26 +38,49 @@ impl Store {
                 sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                     anyhow!(
                         "store {} is locked by another process (is another tollgate running \
-                     with the same data_dir?)",
+                     with the same data_dir?): stop it, or give this one its own data_dir",
                         dir.display()
                     )
                 }
-                sled::Error::Io(io) => anyhow!(
-                    "cannot open store {}: {io} (check permissions and free disk space)",
-                    dir.display()
-                ),
-                other => anyhow!(
-                    "store {} is unreadable: {other} (move it aside to start fresh; \
-                     usage history in it would be lost)",
-                    dir.display()
-                ),
+                sled::Error::Io(io) => io_error(dir, "cannot open store", &io),
+                other => corrupt(dir, &other.to_string()),
             })?;
         let meta = db.open_tree(META_TREE)?;
-        Ok(Store {
+        let store = Store {
             db,
             meta,
             path: dir.to_path_buf(),
-        })
+        };
+        store.check_marker(had_data)?;
+        Ok(store)
+    }
+
+    /// A store is marked when created. A store that had data files but
+    /// opens with no records at all lost them to corruption (sled recovers
+    /// an unreadable log as empty): refuse it rather than start over on top
+    /// of it. Unmarked stores with records predate the marker: mark them.
+    fn check_marker(&self, had_data: bool) -> Result<()> {
+        if self.meta.contains_key(STORE_MARKER)? {
+            return Ok(());
+        }
+        let empty = self
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|name| self.db.open_tree(name).ok())
+            .all(|tree| tree.is_empty());
+        if had_data && empty {
+            return Err(corrupt(
+                &self.path,
+                "its data files hold no readable records",
+            ));
+        }
+        self.meta.insert(
+            STORE_MARKER,
+            crate::routing::now_ms().to_be_bytes().as_slice(),
+        )?;
+        self.db.flush()?;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -82,4 +109,29 @@ impl Store {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// An I/O failure on the store, with what the operator can do about it.
+fn io_error(dir: &Path, what: &str, e: &std::io::Error) -> anyhow::Error {
+    use std::io::ErrorKind;
+    let hint = match e.kind() {
+        ErrorKind::PermissionDenied => {
+            "tollgate's user may not write there: fix the ownership or point data_dir elsewhere"
+        }
+        ErrorKind::ReadOnlyFilesystem => {
+            "the file system is read-only: point data_dir at writable storage"
+        }
+        ErrorKind::StorageFull => "the disk is full: free some space",
+        _ => "check the path, its permissions and free disk space",
+    };
+    anyhow!("{what} {}: {e}: {hint}", dir.display())
+}
+
+fn corrupt(dir: &Path, why: &str) -> anyhow::Error {
+    anyhow!(
+        "store {} is unreadable ({why}): restore it from a backup, or move it aside \
+         (mv {0} {0}.corrupt) to start with an empty store (its usage history is then \
+         not in the new one)",
+        dir.display()
+    )
 }

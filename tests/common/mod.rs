@@ -615,4 +615,66 @@ impl Tollgate {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+
+    /// Like `start_with`, with extra environment for the process (a log
+    /// level, `${VAR}` values); later entries win over the defaults.
+    pub fn start_with_env(
+        make: impl FnOnce(u16, u16, &std::path::Path) -> String,
+        env: &[(&str, &str)],
+    ) -> Tollgate {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let admin_port = free_port();
+        let data = dir.path().join("data");
+        let config_path = dir.path().join("tollgate.toml");
+        std::fs::write(&config_path, make(port, admin_port, &data)).unwrap();
+        let log_path = dir.path().join("tollgate.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.args(["run", "-c"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let t = Tollgate {
+            port,
+            admin_port,
+            dir,
+            config_path,
+            log_path,
+            child: cmd.spawn().unwrap(),
+        };
+        t.wait_ready();
+        t
+    }
+}
+
+/// Runs `tollgate run` on `config` (written to a temp file) for at most
+/// `wait`: its exit code (`None`: still running after `wait`, then killed)
+/// and everything it wrote to stderr.
+pub fn run_to_exit(config: &str, wait: Duration) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            return (status.code(), String::from_utf8_lossy(&out.stderr).into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    (None, String::from_utf8_lossy(&out.stderr).into())
 }

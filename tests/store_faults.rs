@@ -1,0 +1,133 @@
+//! A store that cannot be opened stops tollgate with an error that names
+//! the path and says what to do; it never starts over on an empty store
+//! silently. (Kill and restart under load: see the ledger tests.)
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn minimal(data_dir: &Path) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n\
+         data_dir = \"{}\"\nshutdown_grace_seconds = 0\n",
+        free_port(),
+        free_port(),
+        data_dir.display()
+    )
+}
+
+/// Runs tollgate on `data_dir` and expects it to refuse to start.
+fn refused(data_dir: &Path) -> String {
+    let (code, stderr) = run_to_exit(&minimal(data_dir), Duration::from_secs(15));
+    assert_eq!(code, Some(1), "tollgate did not refuse: {stderr}");
+    assert!(
+        stderr.contains(&data_dir.display().to_string()),
+        "the error does not name the path: {stderr}"
+    );
+    stderr
+}
+
+/// Starts and stops tollgate once so that `data_dir` holds a real store.
+fn make_store(data_dir: &Path) {
+    let (code, stderr) = run_to_exit(&minimal(data_dir), Duration::from_secs(2));
+    assert_eq!(code, None, "tollgate did not start: {stderr}");
+    assert!(data_dir.join("db").exists());
+}
+
+#[test]
+fn a_store_locked_by_another_tollgate_is_refused() {
+    let tg = Tollgate::start("");
+    let data = tg.dir.path().join("data");
+    let stderr = refused(&data);
+    assert!(
+        stderr.contains("is locked by another process") && stderr.contains("own data_dir"),
+        "{stderr}"
+    );
+    // The running one is untouched.
+    let healthy = std::net::TcpStream::connect(("127.0.0.1", tg.admin_port)).is_ok();
+    assert!(healthy);
+    assert!(!tg.log().contains("ERROR"), "{}", tg.log());
+}
+
+#[test]
+fn a_garbage_store_is_refused_every_time_not_started_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    make_store(&data);
+    let garbage: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(data.join("db"), &garbage).unwrap();
+    for _ in 0..2 {
+        let stderr = refused(&data);
+        assert!(
+            stderr.contains("is unreadable") && stderr.contains("move it aside"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_corrupt_store_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    make_store(&data);
+    // (sled rewrites a conf file that is merely empty or short.)
+    std::fs::write(data.join("conf"), [0xffu8; 100]).unwrap();
+    let stderr = refused(&data);
+    assert!(
+        stderr.contains("is unreadable") && stderr.contains("restore it from a backup"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_data_dir_that_is_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(&data, b"not a directory").unwrap();
+    let stderr = refused(&data);
+    assert!(stderr.contains("is not a directory"), "{stderr}");
+    assert_eq!(std::fs::read(&data).unwrap(), b"not a directory");
+}
+
+/// Mounts a tmpfs (root only); unmounted on drop.
+struct Tmpfs<'a>(&'a Path);
+
+impl<'a> Tmpfs<'a> {
+    fn mount(at: &'a Path, options: &str) -> Option<Tmpfs<'a>> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(at))
+    }
+}
+
+impl Drop for Tmpfs<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0).status();
+    }
+}
+
+#[test]
+fn a_read_only_data_dir_is_refused() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a read-only file system needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _ro = Tmpfs::mount(&data, "ro,size=1m").expect("mount a read-only tmpfs");
+    let stderr = refused(&data);
+    assert!(
+        stderr.contains("Read-only file system") && stderr.contains("point data_dir at writable"),
+        "{stderr}"
+    );
+}
