@@ -290,6 +290,18 @@ fn gemini_chunk(text: &str, usage: Value) -> Value {
 fn gemini_upstream(r: &Received) -> Reply {
     if r.path.contains(":countTokens") {
         Reply::json(200, json!({"totalTokens": 31}))
+    } else if r.path.ends_with(":streamGenerateContent") {
+        // Without alt=sse, a stream is one JSON array.
+        Reply::json(
+            200,
+            json!([
+                gemini_chunk("Hel", json!({"promptTokenCount": 8, "totalTokenCount": 8})),
+                gemini_chunk(
+                    "lo",
+                    json!({"promptTokenCount": 8, "candidatesTokenCount": 2, "totalTokenCount": 10})
+                ),
+            ]),
+        )
     } else if r.path.contains(":streamGenerateContent") {
         Reply::Sse {
             events: vec![
@@ -394,6 +406,24 @@ model_map = {{ "gemini-2.5-flash" = "gemini-2.5-flash-001" }}"#,
         "/v1beta/models/gemini-2.5-flash-001:countTokens"
     );
     assert_eq!(logged_usage(&tg, 2).await, (0, 0, 0, 0, false));
+
+    // A stream without alt=sse stays a JSON array, and is metered.
+    let resp = post(
+        &tg,
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        &[("x-goog-api-key", KEY)],
+        json!({"contents": []}),
+    )
+    .await;
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()[1]["usageMetadata"]["candidatesTokenCount"],
+        2
+    );
+    assert_eq!(
+        up.requests()[3].path,
+        "/v1beta/models/gemini-2.5-flash-001:streamGenerateContent"
+    );
+    assert_eq!(logged_usage(&tg, 3).await, (8, 2, 0, 0, false));
 
     // The Gemini model list.
     let list: Value = client()

@@ -1,6 +1,7 @@
 //! Gemini API (`type = "gemini"`): `{base_url}/v1beta/models/{model}:{method}`
 //! with the channel's key in `x-goog-api-key`. The client's `?key=` is never
-//! forwarded; streams ask for SSE (`alt=sse`).
+//! forwarded; the rest of its query is, `alt=sse` included: without it a
+//! stream is one JSON array, read like a non-stream body.
 //!
 //! Usage is `usageMetadata`: `promptTokenCount` includes
 //! `cachedContentTokenCount` (split so each is billed once), output is
@@ -27,7 +28,7 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
     };
     let model = super::encode_segment(channel.upstream_model(req.model));
     let path = format!("/v1beta/models/{model}:{}", method.as_str());
-    let query = upstream_query(req.header, method);
+    let query = upstream_query(req.header);
     let target = super::target(upstream, &path, &query);
     let mut header = RequestHeader::build("POST", target.as_bytes(), None)?;
     super::forwarded_headers(req.header, &mut header);
@@ -37,35 +38,35 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
     Ok(Prepared {
         header,
         body: req.body.clone(),
-        adapter: adapter_for(method),
+        adapter: adapter_for(method, req.header),
     })
 }
 
-/// The client's query without its `key`, with `alt=sse` on streams.
-pub fn upstream_query(client: &RequestHeader, method: GeminiMethod) -> Vec<(String, String)> {
-    let mut query: Vec<(String, String)> = client
+/// The client's query without its `key`.
+pub fn upstream_query(client: &RequestHeader) -> Vec<(String, String)> {
+    query_pairs(client)
+        .filter(|(k, _)| *k != "key")
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn query_pairs(client: &RequestHeader) -> impl Iterator<Item = (&str, &str)> {
+    client
         .uri
         .query()
         .unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (p.to_string(), String::new()),
-        })
-        .filter(|(k, _)| k != "key" && k != "alt")
-        .collect();
-    if method == GeminiMethod::StreamGenerate {
-        query.insert(0, ("alt".into(), "sse".into()));
-    }
-    query
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
-pub fn adapter_for(method: GeminiMethod) -> Box<dyn ResponseAdapter> {
+/// The adapter for a Gemini answer: SSE when the client asked `alt=sse`,
+/// otherwise one JSON document (or, for streams, one JSON array).
+pub fn adapter_for(method: GeminiMethod, client: &RequestHeader) -> Box<dyn ResponseAdapter> {
+    let sse = query_pairs(client).any(|(k, v)| k == "alt" && v == "sse");
     match method {
         GeminiMethod::CountTokens => Box::new(CountAdapter),
-        GeminiMethod::StreamGenerate => Box::new(GeminiAdapter::new(true)),
-        _ => Box::new(GeminiAdapter::new(false)),
+        _ => Box::new(GeminiAdapter::new(sse)),
     }
 }
 
@@ -236,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn query_drops_the_client_key_and_asks_for_sse() {
+    fn query_drops_the_client_key_only() {
         let h = RequestHeader::build(
             "POST",
             b"/v1beta/models/g:streamGenerateContent?key=sk-1&alt=sse&x=1",
@@ -244,11 +245,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            upstream_query(&h, GeminiMethod::StreamGenerate),
+            upstream_query(&h),
             vec![("alt".into(), "sse".into()), ("x".into(), "1".into())]
         );
         let h =
             RequestHeader::build("POST", b"/v1beta/models/g:generateContent?key=k", None).unwrap();
-        assert!(upstream_query(&h, GeminiMethod::Generate).is_empty());
+        assert!(upstream_query(&h).is_empty());
+    }
+
+    #[test]
+    fn json_array_stream_usage_from_its_last_chunk() {
+        let h =
+            RequestHeader::build("POST", b"/v1beta/models/g:streamGenerateContent", None).unwrap();
+        let mut a = adapter_for(GeminiMethod::StreamGenerate, &h);
+        let body = concat!(
+            "[{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hi\"}]}}], \"usageMetadata\": {\"promptTokenCount\": 5, \"totalTokenCount\": 5}}\n",
+            ",\r\n{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \" there\"}]}, \"finishReason\": \"STOP\"}], \"usageMetadata\": {\"promptTokenCount\": 5, \"candidatesTokenCount\": 2, \"totalTokenCount\": 7}}\n]"
+        );
+        for piece in body.as_bytes().chunks(9) {
+            assert_eq!(&a.on_chunk(Bytes::copy_from_slice(piece))[..], piece);
+        }
+        a.on_end();
+        assert_eq!(
+            a.usage(),
+            Some(Usage {
+                input: 5,
+                output: 2,
+                ..Default::default()
+            })
+        );
     }
 }

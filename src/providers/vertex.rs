@@ -173,8 +173,9 @@ pub async fn prepare(
     let (path, query, body, adapter) = match req.endpoint {
         Endpoint::Gemini(method) => {
             let path = settings.model_path("google", model, method.as_str());
-            let query = gemini::upstream_query(req.header, method);
-            (path, query, req.body.clone(), gemini::adapter_for(method))
+            let query = gemini::upstream_query(req.header);
+            let adapter = gemini::adapter_for(method, req.header);
+            (path, query, req.body.clone(), adapter)
         }
         Endpoint::AnthropicMessages => {
             let method = if req.probe.stream {
