@@ -157,7 +157,6 @@ impl ConfigHandle {
     /// rename, which a watch on the file itself would miss). The returned
     /// watcher must be kept alive.
     pub fn watch(self: &Arc<Self>) -> Result<Debouncer<notify::RecommendedWatcher>> {
-        let file_name = self.path.file_name().map(|n| n.to_os_string());
         let dir = match self.path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -168,16 +167,16 @@ impl ConfigHandle {
         let mut debouncer = new_debouncer(
             Duration::from_millis(300),
             move |res: DebounceEventResult| {
-                let Ok(events) = res else { return };
-                if !events
-                    .iter()
-                    .any(|e| e.path.file_name() == file_name.as_deref())
-                {
+                if res.is_err() {
                     return;
                 }
-                // inotify also reports opens and reads, including the one
-                // `reload` itself makes: reload only when the file changed,
-                // or every reload would trigger the next one.
+                // Any event in the directory counts, not only events named
+                // like the file: a symlinked config (Kubernetes ConfigMaps
+                // swap a `..data` link) changes without one. What decides
+                // is the file's own version (stat follows links). inotify
+                // also reports opens and reads, including the one `reload`
+                // itself makes: reload only when the file changed, or every
+                // reload would trigger the next one.
                 let now = FileVersion::of(&path);
                 if now != seen {
                     seen = now;

@@ -395,3 +395,36 @@ async fn fixing_a_channel_endpoint_ends_its_cooldown() {
     assert_eq!(channels["channels"][0]["state"], "up", "{channels}");
     assert_eq!(served_by(&tg).await, "fixed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlinked_config_is_reloaded_when_its_link_target_is_swapped() {
+    use std::os::unix::fs::symlink;
+    let one = marked_upstream("one").await;
+    let two = marked_upstream("two").await;
+    let three = marked_upstream("three").await;
+    let tg = Tollgate::start(&config(&one.base_url()));
+    let text = current_config(&tg);
+    let dir = tg.config_path.parent().unwrap().to_path_buf();
+
+    // The Kubernetes ConfigMap layout: tollgate.toml -> ..data/tollgate.toml,
+    // ..data -> a versioned directory that is swapped atomically.
+    for (version, upstream) in [("v1", &two), ("v2", &three)] {
+        std::fs::create_dir(dir.join(version)).unwrap();
+        std::fs::write(
+            dir.join(version).join("tollgate.toml"),
+            text.replace(&one.base_url(), &upstream.base_url()),
+        )
+        .unwrap();
+    }
+    symlink("v1", dir.join("..data")).unwrap();
+    symlink("..data/tollgate.toml", dir.join("link.tmp")).unwrap();
+    std::fs::rename(dir.join("link.tmp"), &tg.config_path).unwrap();
+    assert_eq!(tg.wait_generation(2, Duration::from_secs(5)).await, 2);
+    assert_eq!(served_by(&tg).await, "two");
+
+    // Only `..data` changes now; no event names tollgate.toml.
+    symlink("v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    assert_eq!(tg.wait_generation(3, Duration::from_secs(5)).await, 3);
+    assert_eq!(served_by(&tg).await, "three");
+}
