@@ -169,6 +169,30 @@ fn cases() -> Vec<Case> {
             ),
         },
         Case {
+            name: "no model",
+            path: "/v1/chat/completions",
+            secret: Some("sk-good-secret"),
+            body: br#"{"messages": []}"#.to_vec(),
+            status: 400,
+            expected: openai_error(
+                "the request body has no `model`",
+                "invalid_request_error",
+                "missing_model",
+            ),
+        },
+        Case {
+            name: "model not a string",
+            path: "/v1/chat/completions",
+            secret: Some("sk-good-secret"),
+            body: br#"{"model": 4, "messages": []}"#.to_vec(),
+            status: 400,
+            expected: openai_error(
+                "`model` must be a string",
+                "invalid_request_error",
+                "invalid_json",
+            ),
+        },
+        Case {
             name: "oversize body",
             path: "/v1/chat/completions",
             secret: Some("sk-good-secret"),
