@@ -651,6 +651,8 @@ async fn bedrock_sigv4_invoke_and_event_stream() {
     let up = MockUpstream::start(|r| {
         if r.json()["max_tokens"] == 0 {
             Reply::json(400, json!({"message": "max_tokens: must be at least 1"}))
+        } else if r.path.ends_with("/count-tokens") {
+            Reply::json(200, json!({"inputTokens": 42}))
         } else if r.path.ends_with("/invoke-with-response-stream") {
             Reply::Full {
                 status: 200,
@@ -806,6 +808,48 @@ groups = ["apikey"]
         Some("Bearer bedrock-api-key-1")
     );
     assert_eq!(got.header("x-amz-date"), None);
+
+    // count_tokens goes to CountTokens, with the InvokeModel body it counts.
+    let resp = post(
+        &tg,
+        "/v1/messages/count_tokens",
+        &anth,
+        json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "Hi"}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"input_tokens": 42})
+    );
+    let got = &up.requests()[3];
+    assert_eq!(
+        got.path,
+        "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/count-tokens"
+    );
+    assert_eq!(
+        got.header("authorization").unwrap(),
+        expected_sigv4(got, up.port, Some("session-tok"))
+    );
+    let counted = {
+        use base64::Engine;
+        let b64 = got.json()["input"]["invokeModel"]["body"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        serde_json::from_slice::<Value>(
+            &base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        counted,
+        json!({"messages": [{"role": "user", "content": "Hi"}], "anthropic_version": "bedrock-2023-05-31",
+               "anthropic_beta": ["b-1", "b-2"], "max_tokens": 1})
+    );
+    assert_eq!(logged_usage(&tg, 3).await, (0, 0, 0, 0, false));
 
     // Bedrock's own error shape reaches the Anthropic SDK as an Anthropic
     // error, stream or not.

@@ -61,16 +61,21 @@ impl Settings {
     }
 }
 
-/// The upstream path for an OpenAI client path, without the query.
-fn upstream_path(style: Style, client_path: &str, deployment: &str) -> String {
+/// The upstream path for an OpenAI client path, and whether it takes the
+/// `api-version` query parameter.
+fn upstream_path(style: Style, client_path: &str, deployment: &str) -> (String, bool) {
     let op = client_path.strip_prefix("/v1/").unwrap_or(client_path);
     match style {
-        Style::V1 => format!("/openai/v1/{op}"),
-        // The Responses API is not per deployment: the model is in the body.
-        Style::Deployments if op == "responses" => "/openai/responses".into(),
-        Style::Deployments => format!(
-            "/openai/deployments/{}/{op}",
-            super::encode_segment(deployment)
+        Style::V1 => (format!("/openai/v1/{op}"), true),
+        // The Responses API is not per deployment (the deployment is the
+        // body's `model`) and only exists in the v1 surface, unversioned.
+        Style::Deployments if op == "responses" => ("/openai/v1/responses".into(), false),
+        Style::Deployments => (
+            format!(
+                "/openai/deployments/{}/{op}",
+                super::encode_segment(deployment)
+            ),
+            true,
         ),
     }
 }
@@ -83,10 +88,11 @@ pub fn prepare(
 ) -> Result<Prepared> {
     let (body, adapter) = super::openai::shape(channel, req);
     let deployment = channel.upstream_model(req.model);
-    let path = upstream_path(settings.style, req.header.uri.path(), deployment);
+    let (path, versioned) = upstream_path(settings.style, req.header.uri.path(), deployment);
     let query: Vec<(String, String)> = settings
         .api_version
         .iter()
+        .filter(|_| versioned)
         .map(|v| ("api-version".to_string(), v.clone()))
         .collect();
     let target = super::target(upstream, &path, &query);
@@ -110,19 +116,22 @@ mod tests {
     fn paths_per_style() {
         assert_eq!(
             upstream_path(Style::Deployments, "/v1/chat/completions", "gpt4o-prod"),
-            "/openai/deployments/gpt4o-prod/chat/completions"
+            (
+                "/openai/deployments/gpt4o-prod/chat/completions".into(),
+                true
+            )
         );
         assert_eq!(
             upstream_path(Style::Deployments, "/v1/embeddings", "emb"),
-            "/openai/deployments/emb/embeddings"
+            ("/openai/deployments/emb/embeddings".into(), true)
         );
         assert_eq!(
             upstream_path(Style::Deployments, "/v1/responses", "x"),
-            "/openai/responses"
+            ("/openai/v1/responses".into(), false)
         );
         assert_eq!(
             upstream_path(Style::V1, "/v1/chat/completions", "x"),
-            "/openai/v1/chat/completions"
+            ("/openai/v1/chat/completions".into(), true)
         );
     }
 }

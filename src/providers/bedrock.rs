@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::anthropic::{self, AnthropicAdapter};
-use super::{bad_setting, ClientRequest, Prepared, ResponseAdapter, SettingError};
+use super::{bad_setting, ClientRequest, Endpoint, Prepared, ResponseAdapter, SettingError};
 use crate::config::{Channel, ChannelDef, Upstream};
 use crate::metering::Usage;
 
@@ -157,17 +157,21 @@ pub fn prepare(
     upstream: &Upstream,
     req: ClientRequest<'_>,
 ) -> Result<Prepared> {
-    let stream = req.probe.stream;
+    let counting = req.endpoint == Endpoint::AnthropicCountTokens;
+    let stream = req.probe.stream && !counting;
     let model_id = super::encode_segment(channel.upstream_model(req.model));
-    let op = if stream {
-        "invoke-with-response-stream"
-    } else {
-        "invoke"
+    let op = match (counting, stream) {
+        (true, _) => "count-tokens",
+        (false, true) => "invoke-with-response-stream",
+        (false, false) => "invoke",
     };
     let path = format!("{}/model/{model_id}/{op}", upstream.base_path);
     let betas = anthropic::beta_values(req.header);
-    let body = anthropic::cloud_body(req.body, ANTHROPIC_VERSION, true, &betas)
+    let mut body = anthropic::cloud_body(req.body, ANTHROPIC_VERSION, true, &betas)
         .map_err(super::internal)?;
+    if counting {
+        body = count_tokens_body(&body);
+    }
     let host = upstream.authority();
     let accept = if stream {
         "application/vnd.amazon.eventstream"
@@ -205,7 +209,9 @@ pub fn prepare(
         }
     }
     header.insert_header("content-length", body.len().to_string())?;
-    let adapter: Box<dyn ResponseAdapter> = if stream {
+    let adapter: Box<dyn ResponseAdapter> = if counting {
+        Box::new(CountTokensAdapter::default())
+    } else if stream {
         Box::new(EventStreamAdapter::new())
     } else {
         Box::new(AnthropicAdapter::new(false))
@@ -216,6 +222,63 @@ pub fn prepare(
         body,
         adapter,
     })
+}
+
+/// The CountTokens request: the InvokeModel body it counts, base64 (a
+/// count_tokens body has no `max_tokens`, which InvokeModel requires).
+fn count_tokens_body(invoke_body: &Bytes) -> Bytes {
+    let mut invoke: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(invoke_body).unwrap_or_default();
+    invoke.entry("max_tokens").or_insert(json!(1));
+    let encoded = base64::engine::general_purpose::STANDARD
+        .encode(serde_json::to_vec(&invoke).expect("json values serialize"));
+    Bytes::from(json!({"input": {"invokeModel": {"body": encoded}}}).to_string())
+}
+
+/// Answers Anthropic's count_tokens shape (`{"input_tokens": n}`) from
+/// Bedrock's (`{"inputTokens": n}`). The answer is a few bytes, kept whole.
+#[derive(Default)]
+pub struct CountTokensAdapter {
+    body: BytesMut,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CountTokensAnswer {
+    input_tokens: u64,
+}
+
+impl ResponseAdapter for CountTokensAdapter {
+    fn response_head(&mut self, head: &mut ResponseHeader) {
+        head.remove_header("content-length");
+        let _ = head.insert_header("transfer-encoding", "chunked");
+    }
+
+    fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
+        if self.body.len() + chunk.len() <= 64 * 1024 {
+            self.body.extend_from_slice(&chunk);
+        }
+        Bytes::new()
+    }
+
+    fn on_end(&mut self) -> Bytes {
+        match serde_json::from_slice::<CountTokensAnswer>(&self.body) {
+            Ok(a) => Bytes::from(json!({"input_tokens": a.input_tokens}).to_string()),
+            Err(_) => std::mem::take(&mut self.body).freeze(),
+        }
+    }
+
+    fn rewrites_body(&self) -> bool {
+        true
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        Some(Usage::default())
+    }
+
+    fn estimated_output_tokens(&self) -> u64 {
+        0
+    }
 }
 
 /// `amazon-bedrock-invocationMetrics`, on the last chunk of a stream.

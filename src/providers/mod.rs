@@ -154,8 +154,9 @@ pub fn serves(kind: ChannelType, endpoint: Endpoint) -> bool {
         Endpoint::AnthropicMessages => {
             matches!(kind, T::Anthropic | T::Bedrock | T::Vertex | T::Mock)
         }
-        // Bedrock's CountTokens API has another request and answer shape.
-        Endpoint::AnthropicCountTokens => matches!(kind, T::Anthropic | T::Vertex | T::Mock),
+        Endpoint::AnthropicCountTokens => {
+            matches!(kind, T::Anthropic | T::Bedrock | T::Vertex | T::Mock)
+        }
         // Vertex embeddings use `:predict` with another body shape.
         Endpoint::Gemini(GeminiMethod::EmbedContent) => matches!(kind, T::Gemini | T::Mock),
         Endpoint::Gemini(_) => matches!(kind, T::Gemini | T::Vertex | T::Mock),
@@ -386,7 +387,7 @@ mod tests {
         let msgs = Endpoint::AnthropicMessages;
         assert!(serves(T::Mock, Endpoint::OpenAi) && serves(T::Mock, msgs) && serves(T::Mock, gen));
         assert!(!serves(T::Openai, msgs) && !serves(T::Azure, gen));
-        assert!(serves(T::Bedrock, msgs) && !serves(T::Bedrock, Endpoint::AnthropicCountTokens));
+        assert!(serves(T::Bedrock, msgs) && serves(T::Bedrock, Endpoint::AnthropicCountTokens));
         assert!(serves(T::Vertex, msgs) && serves(T::Vertex, gen));
         assert!(!serves(
             T::Vertex,
