@@ -1,6 +1,10 @@
 """Mock Anthropic and Gemini upstreams on 127.0.0.1, speaking the real wire
 formats (the Messages API with its SSE event sequence; the Gemini API with
-``usageMetadata`` and ``alt=sse`` streams).
+``usageMetadata`` and ``alt=sse`` streams), also as the clouds serve them:
+Bedrock InvokeModel / InvokeModelWithResponseStream (AWS event-stream
+frames wrapping base64 Anthropic events) and Vertex AI (Gemini paths under
+``/v1/projects/...``, with an OAuth2 token endpoint at ``/token`` that
+issues ``VERTEX_TOKEN``).
 
 Answers are deterministic so tests can assert exact values:
 
@@ -19,8 +23,11 @@ lower-cased headers, raw body).
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import threading
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -34,6 +41,28 @@ GEMINI_PROMPT = 40
 GEMINI_CACHED = 10
 GEMINI_THOUGHTS = 3
 GEMINI_COUNT = 23
+VERTEX_TOKEN = "ya29.e2e-vertex-token"
+
+
+def event_frame(headers: dict[str, str], payload: bytes) -> bytes:
+    """One AWS event-stream message: prelude (total and header lengths, CRC),
+    string headers, payload, message CRC."""
+    encoded = b"".join(
+        bytes([len(k)]) + k.encode() + b"\x07" + struct.pack(">H", len(v)) + v.encode()
+        for k, v in headers.items()
+    )
+    total = 12 + len(encoded) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(encoded))
+    message = prelude + struct.pack(">I", zlib.crc32(prelude)) + encoded + payload
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def bedrock_chunk(event: dict) -> bytes:
+    data = base64.b64encode(json.dumps(event).encode()).decode()
+    return event_frame(
+        {":event-type": "chunk", ":content-type": "application/json", ":message-type": "event"},
+        json.dumps({"bytes": data}).encode(),
+    )
 
 
 def anthropic_text(body: dict) -> str:
@@ -109,10 +138,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.owner._record(
             Received("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
         )
-        body = json.loads(raw)
         path = self.path.split("?", 1)[0]
+        if path == "/token":
+            self._json({"access_token": VERTEX_TOKEN, "expires_in": 3599, "token_type": "Bearer"})
+            return
+        body = json.loads(raw)
         if path.endswith("/v1/messages"):
             self._messages(body)
+        elif path.startswith("/model/") and path.endswith("/invoke"):
+            self._messages({**body, "model": path.split("/")[2]})
+        elif path.startswith("/model/") and path.endswith("/invoke-with-response-stream"):
+            self._messages({**body, "model": path.split("/")[2], "stream": True}, bedrock=True)
         elif path.endswith("/v1/messages/count_tokens"):
             self._json({"input_tokens": ANTHROPIC_COUNT})
         elif path.endswith(":countTokens"):
@@ -150,7 +186,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- Anthropic ---------------------------------------------------------
 
-    def _messages(self, body: dict) -> None:
+    def _frames(self, frames: list[bytes]) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "application/vnd.amazon.eventstream")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for f in frames:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(f), f))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    def _messages(self, body: dict, bedrock: bool = False) -> None:
         pieces = words(anthropic_text(body))
         usage = {
             "input_tokens": ANTHROPIC_INPUT,
@@ -194,6 +241,9 @@ class _Handler(BaseHTTPRequestHandler):
                                "usage": {"output_tokens": len(pieces)}}),
             ("message_stop", {"type": "message_stop"}),
         ]
+        if bedrock:
+            self._frames([bedrock_chunk(data) for _, data in events if data["type"] != "ping"])
+            return
         self._stream([f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events])
 
     # -- Gemini ------------------------------------------------------------

@@ -1,5 +1,7 @@
 """The official ``anthropic`` SDK through tollgate to a mock Anthropic
-upstream (``type = "anthropic"``): messages, streaming, count_tokens.
+upstream (``type = "anthropic"``): messages, streaming, count_tokens; and to
+Claude on a mock Bedrock (``type = "bedrock"``), whose AWS event stream the
+SDK must receive as ordinary Anthropic SSE.
 
 Each test checks what the SDK user sees, what the upstream received (the
 channel's key, never the client's; the mapped model name; the SDK's
@@ -165,3 +167,117 @@ def test_errors_are_anthropic_shaped(client, stack):
             model="claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "x"}]
         )
     assert mock.requests == [], "refused before any upstream work"
+
+
+# -- Claude on AWS Bedrock -----------------------------------------------------
+
+BEDROCK_MODEL_ID = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+
+def bedrock_config(base_url: str) -> str:
+    return f"""
+[[groups]]
+name = "claude-aws"
+ratio = 1.0
+
+[[models]]
+name = "claude-sonnet-4-5"
+input = 3
+output = 15
+cached_input = 0.3
+cache_write = 3.75
+
+[[channels]]
+name = "claude-bedrock"
+type = "bedrock"
+base_url = "{base_url}"
+region = "us-west-2"
+aws_access_key_id = "AKIDE2E"
+aws_secret_access_key = "e2e-secret-access-key"
+groups = ["claude-aws"]
+model_map = {{ "claude-sonnet-4-5" = "{BEDROCK_MODEL_ID}" }}
+
+[[keys]]
+name = "e2e-bedrock"
+key_sha256 = "{sha256_hex(CLIENT_KEY)}"
+groups = ["claude-aws"]
+"""
+
+
+@pytest.fixture(scope="module")
+def bedrock_stack(start_tollgate_module):
+    mock = MockNative().start()
+    tollgate = start_tollgate_module(bedrock_config(mock.base_url))
+    yield tollgate, mock
+    mock.stop()
+
+
+@pytest.fixture
+def bedrock_client(bedrock_stack):
+    tollgate, mock = bedrock_stack
+    mock.reset()
+    c = anthropic.Anthropic(base_url=tollgate.url(), api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    yield c
+    c.close()
+
+
+def assert_sigv4(received) -> None:
+    auth = received.headers["authorization"]
+    assert auth.startswith("AWS4-HMAC-SHA256 Credential=AKIDE2E/")
+    assert "/us-west-2/bedrock/aws4_request" in auth
+    assert "x-amz-date" in received.headers
+    for value in received.headers.values():
+        assert CLIENT_KEY not in value and "e2e-secret-access-key" not in value
+
+
+def test_bedrock_messages(bedrock_client, bedrock_stack):
+    tollgate, mock = bedrock_stack
+    before = len(wait_metered(tollgate, 0))
+    r = bedrock_client.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Hello Bedrock"}],
+    )
+    assert r.content[0].text == "echo: Hello Bedrock"
+    got = mock.last()
+    assert got.path == "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke"
+    body = got.json()
+    assert body["anthropic_version"] == "bedrock-2023-05-31"
+    assert "model" not in body and "stream" not in body
+    assert_sigv4(got)
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.output, m.cached_input, m.cache_write, m.channel) == (
+        ANTHROPIC_INPUT,
+        3,
+        ANTHROPIC_CACHE_READ,
+        ANTHROPIC_CACHE_WRITE,
+        "claude-bedrock",
+    )
+
+
+def test_bedrock_messages_stream(bedrock_client, bedrock_stack):
+    """The AWS event stream reaches the SDK as the Anthropic SSE it parses."""
+    tollgate, mock = bedrock_stack
+    before = len(wait_metered(tollgate, 0))
+    with bedrock_client.messages.stream(
+        model="claude-sonnet-4-5",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "stream from the cloud"}],
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "echo: stream from the cloud"
+    assert final.usage.output_tokens == 5
+    assert final.stop_reason == "end_turn"
+    got = mock.last()
+    assert got.path.endswith("/invoke-with-response-stream")
+    assert got.headers["accept"] == "application/vnd.amazon.eventstream"
+    assert_sigv4(got)
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.output, m.cached_input, m.cache_write, m.estimated) == (
+        ANTHROPIC_INPUT,
+        5,
+        ANTHROPIC_CACHE_READ,
+        ANTHROPIC_CACHE_WRITE,
+        False,
+    )

@@ -1,6 +1,7 @@
 """The official ``google-genai`` SDK through tollgate to a mock Gemini API
 upstream (``type = "gemini"``): generate_content, generate_content_stream,
-count_tokens.
+count_tokens; and to Gemini on a mock Vertex AI (``type = "vertex"``) with a
+service-account token minted once at a mock token endpoint.
 
 Checks what the SDK user sees, what the upstream received (the channel's key
 in x-goog-api-key, the client's key nowhere, the model from the path mapped),
@@ -9,13 +10,23 @@ output)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from google import genai
 from google.genai import errors, types
 
 from access_log import wait_metered
 from harness import sha256_hex
-from mock_native import GEMINI_CACHED, GEMINI_COUNT, GEMINI_PROMPT, GEMINI_THOUGHTS, MockNative
+from mock_native import (
+    GEMINI_CACHED,
+    GEMINI_COUNT,
+    GEMINI_PROMPT,
+    GEMINI_THOUGHTS,
+    VERTEX_TOKEN,
+    MockNative,
+)
 
 CLIENT_KEY = "sk-e2e-client-gemini"
 CHANNEL_KEY = "AIza-e2e-upstream"
@@ -146,3 +157,82 @@ def test_errors_are_gemini_shaped(client, stack):
     assert e.value.code == 401
     assert e.value.status == "UNAUTHENTICATED"
     assert mock.requests == [], "refused before any upstream work"
+
+
+# -- Gemini on Vertex AI ---------------------------------------------------------
+
+KEY_PEM = (Path(__file__).resolve().parents[1] / "data" / "vertex-test-key.pem").read_text()
+
+
+def vertex_config(base_url: str) -> str:
+    account = json.dumps(
+        {
+            "type": "service_account",
+            "project_id": "e2e-project",
+            "private_key_id": "e2e",
+            "private_key": KEY_PEM,
+            "client_email": "e2e@e2e-project.iam.gserviceaccount.com",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        }
+    )
+    return f"""
+[[groups]]
+name = "gemini-vertex"
+ratio = 0.8
+
+[[models]]
+name = "gemini-2.5-flash"
+input = 0.3
+output = 2.5
+cached_input = 0.075
+
+[[channels]]
+name = "gemini-vertex"
+type = "vertex"
+base_url = "{base_url}"
+location = "us-central1"
+token_uri = "{base_url}/token"
+credentials_json = '''{account}'''
+groups = ["gemini-vertex"]
+
+[[keys]]
+name = "e2e-vertex"
+key_sha256 = "{sha256_hex(CLIENT_KEY)}"
+groups = ["gemini-vertex"]
+"""
+
+
+@pytest.fixture(scope="module")
+def vertex_stack(start_tollgate_module):
+    mock = MockNative().start()
+    tollgate = start_tollgate_module(vertex_config(mock.base_url))
+    yield tollgate, mock
+    mock.stop()
+
+
+def test_vertex_generate_and_stream(vertex_stack):
+    tollgate, mock = vertex_stack
+    client = make_client(tollgate)
+    r = client.models.generate_content(model="gemini-2.5-flash", contents="Hello Vertex")
+    assert r.text == "echo: Hello Vertex"
+    chunks = list(
+        client.models.generate_content_stream(model="gemini-2.5-flash", contents="two words")
+    )
+    assert "".join(c.text for c in chunks) == "echo: two words"
+    calls = [r for r in mock.requests if r.path != "/token"]
+    prefix = "/v1/projects/e2e-project/locations/us-central1/publishers/google/models"
+    assert [c.path for c in calls] == [
+        f"{prefix}/gemini-2.5-flash:generateContent",
+        f"{prefix}/gemini-2.5-flash:streamGenerateContent?alt=sse",
+    ]
+    for c in calls:
+        assert c.headers["authorization"] == f"Bearer {VERTEX_TOKEN}"
+        assert "x-goog-api-key" not in c.headers
+    tokens = [r for r in mock.requests if r.path == "/token"]
+    assert len(tokens) == 1, "one token minted, then cached"
+    assert b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer" in tokens[0].body
+    m = wait_metered(tollgate, 2)
+    assert [(x.input, x.output, x.cached_input) for x in m] == [
+        (GEMINI_PROMPT - GEMINI_CACHED, 3 + GEMINI_THOUGHTS, GEMINI_CACHED),
+        (GEMINI_PROMPT - GEMINI_CACHED, 3 + GEMINI_THOUGHTS, GEMINI_CACHED),
+    ]
