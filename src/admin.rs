@@ -11,6 +11,7 @@ use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::metering::{report, Metering};
 use crate::metrics::Metrics;
 use crate::reload::ConfigHandle;
 use crate::routing::{now_ms, Availability};
@@ -18,6 +19,7 @@ use crate::routing::{now_ms, Availability};
 pub struct AdminApp {
     pub config: Arc<ConfigHandle>,
     pub metrics: Arc<Metrics>,
+    pub metering: Arc<Metering>,
 }
 
 fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -93,6 +95,7 @@ impl ServeHttp for AdminApp {
         let req = session.req_header();
         let method = req.method.clone();
         let path = req.uri.path().to_string();
+        let query = req.uri.query().unwrap_or("").to_string();
         let presented = req
             .headers
             .get("authorization")
@@ -115,9 +118,28 @@ impl ServeHttp for AdminApp {
             }
             (Method::GET, "/metrics") => {
                 self.refresh_channel_gauges();
+                self.metering.refresh_budget_gauges(&snap);
                 respond(200, "text/plain; version=0.0.4", self.metrics.render())
             }
             (Method::GET, "/admin/channels") => json_response(200, self.channels()),
+            (Method::GET, "/admin/usage") => {
+                // Write queued charges first, so the answer includes every
+                // request finished before it was asked.
+                let metering = Arc::clone(&self.metering);
+                let log_days = snap.store.request_log_days;
+                tokio::task::spawn_blocking(move || {
+                    metering.ledger().write_pending(log_days);
+                    report::admin_usage(&metering, &query)
+                })
+                .await
+                .map_or_else(
+                    |_| json_response(500, json!({"error": "usage query failed"})),
+                    |r| match r {
+                        Ok(v) => json_response(200, v),
+                        Err(e) => json_response(400, json!({"error": e})),
+                    },
+                )
+            }
             (Method::POST, "/admin/reload") => {
                 let config = Arc::clone(&self.config);
                 match tokio::task::spawn_blocking(move || config.reload()).await {

@@ -1,4 +1,4 @@
-//! Command line (SPEC §6): `run`, `check`, `key new`, `--version`.
+//! Command line (SPEC §6): `run`, `check`, `key new`, `usage`, `--version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +34,15 @@ enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Print spend and tokens from the running gateway's admin API
+    Usage {
+        /// Group rows by: group, user, key, model or channel
+        #[arg(long, default_value = "group")]
+        by: String,
+        /// How far back: 90s, 30m, 24h, 7d
+        #[arg(long, default_value = "24h")]
+        since: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -60,6 +69,16 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Check => check(&cli.config),
+        Command::Usage { by, since } => match crate::usage_cli::run(&cli.config, &by, &since) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tollgate usage: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Key {
             action: KeyAction::New { name },
         } => {

@@ -22,3 +22,4 @@ pub mod routing;
 pub mod server;
 pub mod sse;
 pub mod store;
+pub mod usage_cli;

@@ -2,9 +2,11 @@
 //! admin listener). Label values never carry secrets: only group, model,
 //! channel and user names from the config.
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -17,6 +19,14 @@ pub struct Metrics {
     pub channel_up: IntGaugeVec,
     pub config_reloads_total: IntCounterVec,
     pub config_generation: IntGauge,
+    /// Spend in exact integer nano-USD; `tollgate_spend_usd_total` is
+    /// derived from it at scrape time (see [`NanosAsUsd`]).
+    pub spend_nano_usd_total: IntCounterVec,
+    pub user_spend_nano_usd_total: IntCounterVec,
+    pub tokens_total: IntCounterVec,
+    pub budget_remaining_usd: GaugeVec,
+    pub ledger_pending: IntGauge,
+    pub ledger_dropped_total: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -90,8 +100,72 @@ impl Metrics {
         registry
             .register(Box::new(config_generation.clone()))
             .expect("unique metric");
+        let spend_nano_usd_total = counter(
+            "tollgate_spend_nano_usd_total",
+            "Billed spend in nano-USD (1e-9 USD, exact) by billing group and model",
+            &["group", "model"],
+        );
+        let user_spend_nano_usd_total = counter(
+            "tollgate_user_spend_nano_usd_total",
+            "Billed spend in nano-USD (1e-9 USD, exact) by user",
+            &["user"],
+        );
+        for (source, name, help) in [
+            (
+                &spend_nano_usd_total,
+                "tollgate_spend_usd_total",
+                "Billed spend in USD by billing group and model",
+            ),
+            (
+                &user_spend_nano_usd_total,
+                "tollgate_user_spend_usd_total",
+                "Billed spend in USD by user",
+            ),
+        ] {
+            registry
+                .register(Box::new(NanosAsUsd::new(source.clone(), name, help)))
+                .expect("unique metric");
+        }
+        let tokens_total = counter(
+            "tollgate_tokens_total",
+            "Billed tokens by billing group, model and kind",
+            &["group", "model", "kind"],
+        );
+        let budget_remaining_usd = GaugeVec::new(
+            Opts::new(
+                "tollgate_budget_remaining_usd",
+                "What is left of a user's budget, USD",
+            ),
+            &["user"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(budget_remaining_usd.clone()))
+            .expect("unique metric");
+        let ledger_pending = IntGauge::new(
+            "tollgate_ledger_pending",
+            "Billed requests queued for the ledger writer",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(ledger_pending.clone()))
+            .expect("unique metric");
+        let ledger_dropped_total = IntCounter::new(
+            "tollgate_ledger_dropped_total",
+            "Billed requests that could not be written to the ledger",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(ledger_dropped_total.clone()))
+            .expect("unique metric");
         Metrics {
             registry,
+            spend_nano_usd_total,
+            user_spend_nano_usd_total,
+            tokens_total,
+            budget_remaining_usd,
+            ledger_pending,
+            ledger_dropped_total,
             requests_total,
             request_duration_seconds,
             upstream_ttfb_seconds,
@@ -109,6 +183,50 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding to a Vec cannot fail");
         out
+    }
+}
+
+/// Exports an integer nano-USD counter as a USD counter, computed at scrape
+/// time. A float counter incremented per request would accumulate rounding
+/// error; this one is the exact integer total divided once by 1e9, so it is
+/// the ledger's total to within f64 printing (exact up to 2^53 nano-USD,
+/// about 9 million USD per series).
+struct NanosAsUsd {
+    source: IntCounterVec,
+    desc: Desc,
+}
+
+impl NanosAsUsd {
+    fn new(source: IntCounterVec, name: &str, help: &str) -> Self {
+        let labels = source
+            .desc()
+            .first()
+            .map(|d| d.variable_labels.clone())
+            .unwrap_or_default();
+        let desc =
+            Desc::new(name.into(), help.into(), labels, Default::default()).expect("valid metric");
+        NanosAsUsd { source, desc }
+    }
+}
+
+impl Collector for NanosAsUsd {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = self.source.collect();
+        for family in &mut families {
+            family.set_name(self.desc.fq_name.clone());
+            family.set_help(self.desc.help.clone());
+            for metric in family.mut_metric() {
+                let nanos = metric.get_counter().get_value();
+                let mut usd = prometheus::proto::Counter::default();
+                usd.set_value(nanos / 1e9);
+                metric.set_counter(usd);
+            }
+        }
+        families
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 
 use crate::admin::AdminApp;
+use crate::metering::{LedgerWriter, Metering};
 use crate::metrics::Metrics;
 use crate::relay::Gateway;
 use crate::reload::ConfigHandle;
@@ -56,6 +57,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     )?);
     let _watcher = config.watch()?;
     let snap = config.load();
+    let metering = Arc::new(Metering::open(config.store(), Arc::clone(&metrics))?);
 
     let threads = match snap.server.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -72,7 +74,11 @@ pub fn run(config_path: &Path) -> Result<()> {
 
     let mut client = Service::new(
         "tollgate client listener".to_string(),
-        Gateway::new(Arc::clone(&config), Arc::clone(&metrics)),
+        Gateway::new(
+            Arc::clone(&config),
+            Arc::clone(&metrics),
+            Arc::clone(&metering),
+        ),
     );
     client.add_tcp(&snap.server.listen);
     let mut admin = Service::new(
@@ -80,6 +86,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         AdminApp {
             config: Arc::clone(&config),
             metrics: Arc::clone(&metrics),
+            metering: Arc::clone(&metering),
         },
     );
     admin.add_tcp(&snap.server.admin_listen);
@@ -100,9 +107,21 @@ pub fn run(config_path: &Path) -> Result<()> {
         "tollgate {} starting",
         env!("CARGO_PKG_VERSION")
     );
+    server.add_service(background_service(
+        "ledger writer",
+        LedgerWriter {
+            metering: Arc::clone(&metering),
+            config: Arc::clone(&config),
+        },
+    ));
+
     drop(snap);
     server.run(RunArgs::default());
+    // Charges of requests that finished after the writer's last batch.
+    metering
+        .ledger()
+        .write_pending(config.load().store.request_log_days);
     config.store().flush()?;
-    info!("tollgate stopped; store flushed");
+    info!("tollgate stopped; ledger and store flushed");
     Ok(())
 }

@@ -104,6 +104,16 @@ impl Store {
         Ok(())
     }
 
+    /// A named tree (created if missing).
+    pub fn tree(&self, name: &str) -> Result<sled::Tree> {
+        Ok(self.db.open_tree(name)?)
+    }
+
+    /// A unique, increasing id (persisted across restarts).
+    pub fn generate_id(&self) -> Result<u64> {
+        Ok(self.db.generate_id()?)
+    }
+
     /// Writes everything to disk; called on shutdown.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;

@@ -1,5 +1,43 @@
-//! Metering: token usage as the providers report it, and estimates for
-//! answers that end without a report.
+//! Metering and billing (SPEC §4): token usage as the providers report it
+//! (estimated when they do not), its exact cost, the sled ledger, budgets
+//! and rate limits.
+//!
+//! Everything here keys off [`Usage`], the model name the client sent and
+//! the group that served the request, so it is the same for every provider.
+//!
+//! A request's life: [`Metering::admit`] (budgets, rate limits; reserves
+//! budget for the request) -> relay -> [`Metering::settle`] (exact cost,
+//! spend, metrics, ledger). The [`Admission`] returned by `admit` gives its
+//! reservation and concurrency slot back when dropped, so every path that
+//! does not settle (error answers, failover exhaustion, client gone, a
+//! cancelled task) releases exactly once.
+
+pub mod cost;
+pub mod ledger;
+pub mod limits;
+pub mod report;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use rust_decimal::Decimal;
+use tracing::info;
+
+use crate::config::{Key, Price, Snapshot};
+use crate::errors::ApiError;
+use crate::metrics::Metrics;
+use crate::reload::ConfigHandle;
+use crate::routing::now_ms;
+use crate::store::Store;
+use cost::{cost_nanos, usd_to_nanos};
+use ledger::{Charge, Counts, Ledger};
+use limits::{
+    lock_rates, lock_spend, Account, Accounts, BudgetRefusal, ConcurrencySlot, KeyAccount, Spend,
+};
 
 /// Tokens of one request, by how they are priced. `input` excludes cached
 /// reads and cache writes, so each token is billed exactly once.
@@ -13,11 +51,491 @@ pub struct Usage {
 
 impl Usage {
     pub fn total(&self) -> u64 {
-        self.input + self.output + self.cached_input + self.cache_write
+        self.input
+            .saturating_add(self.output)
+            .saturating_add(self.cached_input)
+            .saturating_add(self.cache_write)
     }
 }
 
-/// Rough token count of a text: one token per 4 bytes, rounded up.
+/// Token count of a piece of text with the o200k tokenizer (GPT-4o's; its
+/// tables ship inside the tiktoken-rs crate, so this works offline). Used
+/// only for estimates: providers' own counts always win.
 pub fn estimate_tokens(text: &str) -> u64 {
-    text.len().div_ceil(4) as u64
+    tiktoken_rs::o200k_base_singleton()
+        .encode_ordinary(text)
+        .len() as u64
+}
+
+/// Estimated input tokens of a request body, for answers that ended
+/// without a usage report: the text of every `content`, `text`, `prompt`,
+/// `input`, `system` and `instructions` string (OpenAI, Anthropic and
+/// Gemini shapes), plus a few tokens of framing per message.
+pub fn estimate_input_tokens(body: &[u8]) -> u64 {
+    const TEXT_FIELDS: &[&str] = &[
+        "content",
+        "text",
+        "prompt",
+        "input",
+        "system",
+        "instructions",
+    ];
+    const PER_MESSAGE: u64 = 4;
+    fn walk(v: &serde_json::Value, out: &mut u64) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if map.contains_key("role") {
+                    *out += PER_MESSAGE;
+                }
+                for (k, v) in map {
+                    match v {
+                        serde_json::Value::String(s) if TEXT_FIELDS.contains(&k.as_str()) => {
+                            *out += estimate_tokens(s)
+                        }
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    match item {
+                        // `"input": ["a", "b"]`, `"prompt": ["a"]`
+                        serde_json::Value::String(s) => *out += estimate_tokens(s),
+                        other => walk(other, out),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return 0;
+    };
+    let mut n = 0;
+    walk(&doc, &mut n);
+    n
+}
+
+/// The usage to bill: the provider's report, or else an estimate from the
+/// request body and the streamed text (`true` = estimated).
+pub fn final_usage(reported: Option<Usage>, estimated_output: u64, body: &[u8]) -> (Usage, bool) {
+    match reported {
+        Some(u) => (u, false),
+        None => (
+            Usage {
+                input: estimate_input_tokens(body),
+                output: estimated_output,
+                ..Usage::default()
+            },
+            true,
+        ),
+    }
+}
+
+/// Output tokens reserved against a budget when the request sets no
+/// `max_tokens` / `max_completion_tokens` / `max_output_tokens`.
+pub const DEFAULT_RESERVED_OUTPUT_TOKENS: u64 = 4096;
+
+/// The most a request can cost before it runs, in nano-USD: every body byte
+/// counted as an input token (a token is at least one byte of text, so
+/// this bounds the prompt), at the dearest input-side price, plus
+/// `max_output` output tokens, at the highest ratio among the key's
+/// groups (failover may end in any of them).
+pub fn reservation_nanos(
+    price: &Price,
+    ratios: impl Iterator<Item = Decimal>,
+    body_len: usize,
+    max_output: Option<u64>,
+) -> i64 {
+    let dearest_input = price.input.max(price.cached_input).max(price.cache_write);
+    let bound = Price {
+        input: dearest_input,
+        ..price.clone()
+    };
+    let usage = Usage {
+        input: body_len as u64,
+        output: max_output.unwrap_or(DEFAULT_RESERVED_OUTPUT_TOKENS),
+        ..Usage::default()
+    };
+    let ratio = ratios.max().unwrap_or(Decimal::ONE);
+    cost_nanos(&bound, ratio, &usage)
+}
+
+/// How a relayed request ended, for [`Metering::settle`].
+pub struct Outcome<'a> {
+    /// Index of the group whose channel served the request.
+    pub group: usize,
+    pub channel: &'a str,
+    pub model: &'a str,
+    pub status: u16,
+    pub usage: Usage,
+    pub estimated: bool,
+}
+
+/// A request let through by [`Metering::admit`]. Dropping it without
+/// [`Metering::settle`] releases its budget reservation and its slot.
+pub struct Admission {
+    key: Arc<KeyAccount>,
+    user: Option<Arc<Account>>,
+    reserved: i64,
+    _slot: Option<ConcurrencySlot>,
+}
+
+impl Admission {
+    /// Settles the reservation with the actual cost (0 = just release).
+    fn close(&mut self, counts: &Counts) {
+        let reserved = std::mem::take(&mut self.reserved);
+        for account in std::iter::once(&self.key.account).chain(self.user.as_deref()) {
+            let mut s = lock_spend(account);
+            s.reserved -= reserved;
+            s.totals.add(counts);
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if self.reserved != 0 {
+            self.close(&Counts::default());
+        }
+    }
+}
+
+pub struct Metering {
+    ledger: Ledger,
+    keys: Accounts<KeyAccount>,
+    users: Accounts<Account>,
+    metrics: Arc<Metrics>,
+    /// Monotonic clock origin for rate limits.
+    epoch: Instant,
+}
+
+impl Metering {
+    pub fn open(store: &Store, metrics: Arc<Metrics>) -> Result<Metering> {
+        let ledger = Ledger::open(
+            store,
+            metrics.ledger_pending.clone(),
+            metrics.ledger_dropped_total.clone(),
+        )?;
+        Ok(Metering {
+            ledger,
+            keys: Accounts::new(),
+            users: Accounts::new(),
+            metrics,
+            epoch: Instant::now(),
+        })
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    fn key_account(&self, name: &str) -> Arc<KeyAccount> {
+        self.keys.get(name, |a| {
+            lock_spend(&a.account).totals = self.ledger.key_totals(name);
+        })
+    }
+
+    fn user_account(&self, name: &str) -> Arc<Account> {
+        self.users.get(name, |a| {
+            lock_spend(a).totals = self.ledger.user_totals(name);
+        })
+    }
+
+    /// Spend of a key (settled, including earlier runs) and its reservations.
+    pub fn key_spend(&self, name: &str) -> Spend {
+        self.key_account(name).account.snapshot()
+    }
+
+    pub fn user_spend(&self, name: &str) -> Spend {
+        self.user_account(name).snapshot()
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Budgets first (no side effect but the reservation), then the key's
+    /// concurrency, tpm and rpm. Any refusal releases what was taken.
+    pub fn admit(
+        &self,
+        snap: &Snapshot,
+        key: &Key,
+        model: &str,
+        max_output: Option<u64>,
+        body_len: usize,
+    ) -> Result<Admission, ApiError> {
+        let key_acc = self.key_account(&key.name);
+        let user_acc = key.user.as_deref().map(|u| self.user_account(u));
+        let key_budget = key.budget_usd.map(usd_to_nanos);
+        let user_budget = key
+            .user
+            .as_deref()
+            .and_then(|u| snap.users.get(u))
+            .and_then(|u| u.budget_usd)
+            .map(usd_to_nanos);
+        let reserved = match (key_budget, user_budget, snap.prices.get(model)) {
+            (None, None, _) | (_, _, None) => 0,
+            (_, _, Some(price)) => reservation_nanos(
+                price,
+                key.groups.iter().map(|&g| snap.groups[g].ratio),
+                body_len,
+                max_output,
+            ),
+        };
+        lock_spend(&key_acc.account)
+            .try_reserve(key_budget, reserved)
+            .map_err(|r| budget_error(r, "this API key"))?;
+        let mut admission = Admission {
+            key: Arc::clone(&key_acc),
+            user: None,
+            reserved: 0,
+            _slot: None,
+        };
+        // From here on, dropping `admission` gives back what it holds.
+        admission.reserved = reserved;
+        if let Some(user) = user_acc {
+            if let Err(r) = lock_spend(&user).try_reserve(user_budget, reserved) {
+                return Err(budget_error(r, "this user"));
+            }
+            admission.user = Some(user);
+        }
+        if let Some(max) = key.max_concurrent {
+            admission._slot = Some(ConcurrencySlot::try_take(&key_acc, max).ok_or_else(|| {
+                ApiError::new(
+                    429,
+                    "rate_limit_exceeded",
+                    format!("this API key allows {max} concurrent requests"),
+                )
+                .with_retry_after(1)
+            })?);
+        }
+        if key.rpm.is_some() || key.tpm.is_some() {
+            let now = self.now_ns();
+            let mut rates = lock_rates(&key_acc);
+            if let Some(tpm) = key.tpm {
+                rates.check_tokens(now).map_err(|wait| {
+                    ApiError::new(
+                        429,
+                        "rate_limit_exceeded",
+                        format!("this API key allows {tpm} tokens per minute"),
+                    )
+                    .with_retry_after(wait)
+                })?;
+            }
+            if let Some(rpm) = key.rpm {
+                rates.take_request(rpm, now).map_err(|wait| {
+                    ApiError::new(
+                        429,
+                        "rate_limit_exceeded",
+                        format!("this API key allows {rpm} requests per minute"),
+                    )
+                    .with_retry_after(wait)
+                })?;
+            }
+        }
+        Ok(admission)
+    }
+
+    /// Bills a finished request: exact cost at the serving group's ratio,
+    /// spend, metrics, ledger. Error answers (status >= 400) cost nothing.
+    /// Returns the cost in nano-USD.
+    pub fn settle(
+        &self,
+        mut admission: Admission,
+        snap: &Snapshot,
+        key: &Key,
+        o: &Outcome<'_>,
+    ) -> i64 {
+        if o.status >= 400 {
+            return 0;
+        }
+        let group = &snap.groups[o.group];
+        let cost = snap
+            .prices
+            .get(o.model)
+            .map_or(0, |p| cost_nanos(p, group.ratio, &o.usage));
+        let charge = Charge {
+            at_ms: now_ms(),
+            key: key.name.clone(),
+            user: key.user.clone().unwrap_or_default(),
+            group: group.name.clone(),
+            model: o.model.to_string(),
+            channel: o.channel.to_string(),
+            usage: o.usage,
+            cost_nanos: cost,
+            estimated: o.estimated,
+        };
+        admission.close(&Counts::of(&charge));
+        if let Some(tpm) = key.tpm {
+            lock_rates(&admission.key).spend_tokens(tpm, o.usage.total(), self.now_ns());
+        }
+        self.count(&charge);
+        self.ledger.record(charge);
+        cost
+    }
+
+    fn count(&self, c: &Charge) {
+        let m = &self.metrics;
+        let cost = u64::try_from(c.cost_nanos).unwrap_or(0);
+        m.spend_nano_usd_total
+            .with_label_values(&[&c.group, &c.model])
+            .inc_by(cost);
+        if !c.user.is_empty() {
+            m.user_spend_nano_usd_total
+                .with_label_values(&[&c.user])
+                .inc_by(cost);
+        }
+        let u = &c.usage;
+        for (kind, n) in [
+            ("input", u.input),
+            ("output", u.output),
+            ("cached_input", u.cached_input),
+            ("cache_write", u.cache_write),
+        ] {
+            if n > 0 {
+                m.tokens_total
+                    .with_label_values(&[&c.group, &c.model, kind])
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// Sets `tollgate_budget_remaining_usd` for every user with a budget.
+    pub fn refresh_budget_gauges(&self, snap: &Snapshot) {
+        for user in snap.users.values() {
+            if let Some(budget) = user.budget_usd {
+                let left = usd_to_nanos(budget) - self.user_spend(&user.name).totals.cost_nanos;
+                self.metrics
+                    .budget_remaining_usd
+                    .with_label_values(&[&user.name])
+                    .set(left as f64 / cost::NANOS_PER_USD as f64);
+            }
+        }
+    }
+}
+
+fn budget_error(refusal: BudgetRefusal, whose: &str) -> ApiError {
+    match refusal {
+        BudgetRefusal::Exhausted => ApiError::new(
+            429,
+            "insufficient_quota",
+            format!("the budget of {whose} is used up"),
+        ),
+        // Still within budget once running requests settle: a retry may pass.
+        BudgetRefusal::HeldInFlight => ApiError::new(
+            429,
+            "rate_limit_exceeded",
+            format!("the rest of the budget of {whose} is held by requests still running"),
+        )
+        .with_retry_after(1),
+    }
+}
+
+/// Writes queued charges to sled every `[store] flush_ms` (and at once when
+/// shutdown starts), and prunes the request log hourly. The last charges
+/// are written after the server has stopped (see `server::run`).
+pub struct LedgerWriter {
+    pub metering: Arc<Metering>,
+    pub config: Arc<ConfigHandle>,
+}
+
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+#[async_trait]
+impl BackgroundService for LedgerWriter {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut last_prune: Option<Instant> = None;
+        loop {
+            let store = self.config.load().store.clone();
+            let wait = Duration::from_millis(store.flush_ms.max(1));
+            if *shutdown.borrow() {
+                // Keep writing through the grace period; the runtime ends
+                // this task, and the final drain after the server stops
+                // writes whatever is left.
+                tokio::time::sleep(wait).await;
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            let metering = Arc::clone(&self.metering);
+            let prune = last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY);
+            let _ = tokio::task::spawn_blocking(move || {
+                metering.ledger.write_pending(store.request_log_days);
+                if prune {
+                    let removed = metering.ledger.prune(store.request_log_days, now_ms());
+                    if removed > 0 {
+                        info!(removed, "request log pruned");
+                    }
+                }
+            })
+            .await;
+            if prune {
+                last_prune = Some(Instant::now());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn tokenizer_counts_offline() {
+        assert_eq!(estimate_tokens(""), 0);
+        assert_eq!(estimate_tokens("Hello there"), 2);
+        assert_eq!(estimate_tokens("abcdefgh"), 1);
+    }
+
+    #[test]
+    fn input_estimate_reads_the_text_of_every_dialect() {
+        let chat = br#"{"model":"m","messages":[{"role":"system","content":"Hello there"},
+            {"role":"user","content":[{"type":"text","text":"Hello there"}]}]}"#;
+        // two messages x 4 framing + 2 + 2
+        assert_eq!(estimate_input_tokens(chat), 12);
+        let anthropic = br#"{"model":"m","system":"Hello there","messages":[{"role":"user","content":"Hello there"}]}"#;
+        assert_eq!(estimate_input_tokens(anthropic), 2 + 4 + 2);
+        let gemini = br#"{"contents":[{"role":"user","parts":[{"text":"Hello there"}]}]}"#;
+        assert_eq!(estimate_input_tokens(gemini), 4 + 2);
+        let embeddings = br#"{"model":"m","input":["Hello there","abcdefgh"]}"#;
+        assert_eq!(estimate_input_tokens(embeddings), 3);
+        assert_eq!(estimate_input_tokens(b"not json"), 0);
+    }
+
+    #[test]
+    fn reported_usage_wins_over_estimates() {
+        let reported = Usage {
+            input: 5,
+            output: 6,
+            ..Usage::default()
+        };
+        assert_eq!(final_usage(Some(reported), 99, b"{}"), (reported, false));
+        let body = br#"{"messages":[{"role":"user","content":"Hello there"}]}"#;
+        let (u, estimated) = final_usage(None, 7, body);
+        assert!(estimated);
+        assert_eq!((u.input, u.output), (6, 7));
+    }
+
+    #[test]
+    fn reservation_bounds_the_request() {
+        let d = |s| Decimal::from_str(s).unwrap();
+        let price = Price {
+            input: d("2"),
+            output: d("10"),
+            cached_input: d("1"),
+            cache_write: d("3"),
+            per_request: d("0.001"),
+        };
+        // 1000 bytes at the dearest input price (3) + 50 output at 10,
+        // per 1M: 3000 + 500 = 3500 -> 3.5e-3 USD, + 0.001 -> 4.5e-3; x1.5
+        let r = reservation_nanos(&price, [d("0.5"), d("1.5")].into_iter(), 1000, Some(50));
+        assert_eq!(r, 6_750_000);
+        // Without max_tokens: the documented default.
+        let r = reservation_nanos(&price, [d("1")].into_iter(), 0, None);
+        assert_eq!(r, 4096 * 10 * 1000 + 1_000_000);
+    }
 }

@@ -357,7 +357,7 @@ mod tests {
         let mut a = OpenAiAdapter::new(true, false);
         assert_eq!(run(&mut a, &[&stream]), stream);
         assert_eq!(a.usage().unwrap().input, 60);
-        assert_eq!(a.estimated_output_tokens(), 3);
+        assert_eq!(a.estimated_output_tokens(), 2);
     }
 
     #[test]
@@ -390,7 +390,7 @@ mod tests {
                 cache_write: 0
             })
         );
-        assert_eq!(a.estimated_output_tokens(), 2);
+        assert_eq!(a.estimated_output_tokens(), 1);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::auth;
 use crate::body::{self, BodyProbe};
 use crate::config::{Channel, Key, Snapshot, Upstream};
 use crate::errors::{ApiError, Dialect};
-use crate::metering::Usage;
+use crate::metering::{self, Metering, Outcome, Usage};
 use crate::metrics::Metrics;
 use crate::providers::{self, Endpoint, GeminiMethod, ResponseAdapter};
 use crate::reload::ConfigHandle;
@@ -38,6 +38,7 @@ use upstream::{DnsCache, FailReason, Failure};
 pub struct Gateway {
     config: Arc<ConfigHandle>,
     metrics: Arc<Metrics>,
+    metering: Arc<Metering>,
     connector: Connector,
     dns: DnsCache,
 }
@@ -63,7 +64,16 @@ enum Route {
     /// GET /v1beta/models: Gemini list.
     GeminiModels,
     Pricing,
+    /// GET /api/usage and the OpenAI legacy billing endpoints.
+    Usage(UsageView),
     NotFound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UsageView {
+    Key,
+    BillingSubscription,
+    BillingUsage,
 }
 
 fn classify(method: &Method, path: &str) -> Route {
@@ -71,6 +81,14 @@ fn classify(method: &Method, path: &str) -> Route {
         (&Method::GET, "/v1/models") => Route::Models,
         (&Method::GET, "/v1beta/models") => Route::GeminiModels,
         (&Method::GET, "/api/pricing") => Route::Pricing,
+        (&Method::GET, "/api/usage") => Route::Usage(UsageView::Key),
+        (
+            &Method::GET,
+            "/v1/dashboard/billing/subscription" | "/dashboard/billing/subscription",
+        ) => Route::Usage(UsageView::BillingSubscription),
+        (&Method::GET, "/v1/dashboard/billing/usage" | "/dashboard/billing/usage") => {
+            Route::Usage(UsageView::BillingUsage)
+        }
         (&Method::POST, _) => {
             Endpoint::classify(path).map_or(Route::NotFound, |(e, _)| Route::Relay(e))
         }
@@ -118,10 +136,11 @@ struct Served<'a> {
 }
 
 impl Gateway {
-    pub fn new(config: Arc<ConfigHandle>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: Arc<ConfigHandle>, metrics: Arc<Metrics>, metering: Arc<Metering>) -> Self {
         Gateway {
             config,
             metrics,
+            metering,
             connector: Connector::new(None),
             dns: DnsCache::default(),
         }
@@ -141,7 +160,7 @@ impl Gateway {
                 let e = ApiError::new(404, "unknown_endpoint", "no such endpoint");
                 return self.reject(session, dialect, e, started).await;
             }
-            Route::Models | Route::GeminiModels | Route::Relay(_) => {
+            Route::Models | Route::GeminiModels | Route::Relay(_) | Route::Usage(_) => {
                 let ip = session
                     .client_addr()
                     .and_then(|a| a.as_inet())
@@ -157,6 +176,17 @@ impl Gateway {
             Route::Relay(endpoint) => endpoint,
             Route::GeminiModels => {
                 return write_json(session, 200, &api::gemini_models(&snap, &key)).await
+            }
+            Route::Usage(view) => {
+                let m = &self.metering;
+                let body = match view {
+                    UsageView::Key => metering::report::key_usage(m, &snap, &key),
+                    UsageView::BillingSubscription => {
+                        metering::report::billing_subscription(m, &snap, &key)
+                    }
+                    UsageView::BillingUsage => metering::report::billing_usage(m, &key),
+                };
+                return write_json(session, 200, &body).await;
             }
             _ if dialect == Dialect::Anthropic => {
                 return write_json(session, 200, &api::anthropic_models(&snap, &key)).await
@@ -232,6 +262,16 @@ impl Gateway {
             );
             return self.reject(session, dialect, e, started).await;
         }
+        // Held until the request is billed; dropped on any other path,
+        // which gives its budget reservation and concurrency slot back.
+        let admission =
+            match self
+                .metering
+                .admit(snap, key, &model, probe.max_output_tokens, body.len())
+            {
+                Ok(a) => a,
+                Err(e) => return self.reject(session, dialect, e, started).await,
+            };
 
         let mut tried: Vec<usize> = Vec::new();
         let mut last_failure: Option<Failure> = None;
@@ -277,17 +317,25 @@ impl Gateway {
             };
             match result {
                 Ok(relayed) => {
+                    let (usage, estimated) =
+                        metering::final_usage(relayed.usage, relayed.estimated_output, &body);
                     let served = Served {
                         group: &group.name,
                         model: &model,
                         channel: &channel.name,
                         status: relayed.status,
-                        usage: relayed.usage.unwrap_or(Usage {
-                            output: relayed.estimated_output,
-                            ..Usage::default()
-                        }),
-                        estimated: relayed.usage.is_none(),
+                        usage,
+                        estimated,
                     };
+                    let outcome = Outcome {
+                        group: pick.group,
+                        channel: &channel.name,
+                        model: &model,
+                        status: relayed.status,
+                        usage,
+                        estimated,
+                    };
+                    self.metering.settle(admission, snap, key, &outcome);
                     self.record(&served, started, tried.len());
                     return relayed.disposition;
                 }

@@ -1,0 +1,185 @@
+//! The price of one request (SPEC §4), exact:
+//!
+//! cost = ratio × (input·p_in + output·p_out + cached·p_cached + cache_write·p_cw) / 1e6
+//!      + ratio × per_request
+//!
+//! Prices are USD per 1M tokens as exact decimals from the config; the
+//! result is rounded once, to whole nano-USD (1e-9 USD), and kept as an
+//! integer from then on, so sums over the ledger are exact.
+
+use rust_decimal::{Decimal, RoundingStrategy};
+
+use super::Usage;
+use crate::config::Price;
+
+/// Nano-USD per USD.
+pub const NANOS_PER_USD: i64 = 1_000_000_000;
+
+/// The cost of `usage` at `price` in a group of `ratio`, in nano-USD.
+///
+/// Rounding is half-to-even ("banker's rounding"): a request exactly half a
+/// nano-USD off goes to the even neighbour, so over many requests the
+/// rounding errors cancel instead of always leaning one way (half-up would
+/// overcharge by 0.25 nano-USD per request on average at those edges).
+/// Absurd inputs that overflow the decimal range saturate instead of
+/// panicking.
+pub fn cost_nanos(price: &Price, ratio: Decimal, usage: &Usage) -> i64 {
+    exact_cost_nanos(price, ratio, usage)
+        .map(|n| n.round_dp_with_strategy(0, RoundingStrategy::MidpointNearestEven))
+        .and_then(|n| i64::try_from(n).ok())
+        .unwrap_or(i64::MAX)
+}
+
+/// The unrounded cost in nano-USD, or `None` on decimal overflow.
+fn exact_cost_nanos(price: &Price, ratio: Decimal, usage: &Usage) -> Option<Decimal> {
+    let terms = [
+        (usage.input, price.input),
+        (usage.output, price.output),
+        (usage.cached_input, price.cached_input),
+        (usage.cache_write, price.cache_write),
+    ];
+    let mut per_million = Decimal::ZERO;
+    for (tokens, unit) in terms {
+        per_million = per_million.checked_add(Decimal::from(tokens).checked_mul(unit)?)?;
+    }
+    // USD per 1M tokens -> nano-USD per token is a factor 1e9 / 1e6 = 1000.
+    let tokens_nanos = per_million.checked_mul(Decimal::from(1000))?;
+    let request_nanos = price
+        .per_request
+        .checked_mul(Decimal::from(NANOS_PER_USD))?;
+    ratio.checked_mul(tokens_nanos.checked_add(request_nanos)?)
+}
+
+/// Nano-USD as an exact decimal USD amount (for display and JSON).
+pub fn nanos_to_usd(nanos: i64) -> Decimal {
+    Decimal::new(nanos, 9).normalize()
+}
+
+/// A USD amount from the config (a budget) in nano-USD, rounded down so a
+/// budget is never rounded up into money the user does not have.
+pub fn usd_to_nanos(usd: Decimal) -> i64 {
+    usd.checked_mul(Decimal::from(NANOS_PER_USD))
+        .map(|n| n.round_dp_with_strategy(0, RoundingStrategy::ToNegativeInfinity))
+        .and_then(|n| i64::try_from(n).ok())
+        .unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    fn price(input: &str, output: &str, cached: &str, write: &str, per_request: &str) -> Price {
+        Price {
+            input: d(input),
+            output: d(output),
+            cached_input: d(cached),
+            cache_write: d(write),
+            per_request: d(per_request),
+        }
+    }
+
+    fn usage(input: u64, output: u64, cached_input: u64, cache_write: u64) -> Usage {
+        Usage {
+            input,
+            output,
+            cached_input,
+            cache_write,
+        }
+    }
+
+    #[test]
+    fn costs_match_hand_computed_values() {
+        let gpt4o = price("2.50", "10.00", "1.25", "2.50", "0");
+        let mini = price("0.15", "0.60", "0.075", "0.15", "0");
+        let sonnet = price("3.00", "15.00", "0.30", "3.75", "0");
+        let opus = price("15", "75", "1.5", "18.75", "0");
+        let image = price("0.30", "30.00", "0.30", "0.30", "0.04");
+        let search = price("0", "0", "0", "0", "0.025");
+        // (price, ratio, usage, expected nano-USD), each worked out by hand.
+        let cases: &[(&Price, &str, Usage, i64)] = &[
+            // 1000*2.5 + 500*10 = 7500 per-1M units -> 0.0075 USD
+            (&gpt4o, "1.0", usage(1000, 500, 0, 0), 7_500_000),
+            // same at 0.5 -> 0.00375 USD
+            (&gpt4o, "0.5", usage(1000, 500, 0, 0), 3_750_000),
+            // 0.8 x 7500 = 6000 -> 0.006 USD
+            (&gpt4o, "0.8", usage(1000, 500, 0, 0), 6_000_000),
+            // 1.5 x 7500 = 11250 -> 0.01125 USD
+            (&gpt4o, "1.5", usage(1000, 500, 0, 0), 11_250_000),
+            // cached split: 600 input + 400 cached: 600*2.5 + 400*1.25 + 7*10 = 2070
+            (&gpt4o, "1.0", usage(600, 7, 400, 0), 2_070_000),
+            // 123 in, 45 out: 123*0.15 + 45*0.6 = 18.45 + 27 = 45.45 -> 45450 nano
+            (&mini, "1.0", usage(123, 45, 0, 0), 45_450),
+            // 0.8 x (1*0.15) = 0.12 per-1M units -> 120 nano
+            (&mini, "0.8", usage(1, 0, 0, 0), 120),
+            // cached 0.075/1M: one token = 75 nano, 0.5 -> 37.5 -> even: 38
+            (&mini, "0.5", usage(0, 0, 1, 0), 38),
+            // three cached tokens at 0.5: 112.5 -> even: 112
+            (&mini, "0.5", usage(0, 0, 3, 0), 112),
+            // Anthropic with both cache kinds:
+            // 10*3 + 200*15 + 5000*0.3 + 1000*3.75 = 30 + 3000 + 1500 + 3750 = 8280
+            (&sonnet, "1.0", usage(10, 200, 5000, 1000), 8_280_000),
+            // 0.5 x 8280 = 4140
+            (&sonnet, "0.5", usage(10, 200, 5000, 1000), 4_140_000),
+            // opus 1 output token at 1.5: 75*1.5 = 112.5 per-1M -> 112500 nano
+            (&opus, "1.5", usage(0, 1, 0, 0), 112_500),
+            // per_request on top of tokens: 100*0.3 + 1290*30 = 38730 -> 0.03873
+            // plus 0.04 -> 0.07873 USD, x0.8 = 0.062984
+            (&image, "0.8", usage(100, 1290, 0, 0), 62_984_000),
+            // per_request only
+            (&search, "1.0", usage(0, 0, 0, 0), 25_000_000),
+            (&search, "1.5", usage(500, 500, 0, 0), 37_500_000),
+            // nothing used, no per-request price: free
+            (&gpt4o, "1.0", usage(0, 0, 0, 0), 0),
+        ];
+        for (i, (p, ratio, u, expected)) in cases.iter().enumerate() {
+            assert_eq!(
+                cost_nanos(p, d(ratio), u),
+                *expected,
+                "case {i}: {u:?} x {ratio}"
+            );
+        }
+    }
+
+    #[test]
+    fn rounds_once_half_to_even() {
+        // 0.0000001 USD/1M = 0.0001 nano per token.
+        let tiny = price("0.0000001", "0", "0", "0", "0");
+        // 5000 tokens = 0.5 nano -> 0 (even); 15000 = 1.5 -> 2; 25000 = 2.5 -> 2
+        assert_eq!(cost_nanos(&tiny, d("1"), &usage(5000, 0, 0, 0)), 0);
+        assert_eq!(cost_nanos(&tiny, d("1"), &usage(15_000, 0, 0, 0)), 2);
+        assert_eq!(cost_nanos(&tiny, d("1"), &usage(25_000, 0, 0, 0)), 2);
+        // just past half rounds up, just under rounds down
+        assert_eq!(cost_nanos(&tiny, d("1"), &usage(5001, 0, 0, 0)), 1);
+        assert_eq!(cost_nanos(&tiny, d("1"), &usage(4999, 0, 0, 0)), 0);
+        // Rounded once, not per term: two terms of 0.4 nano each make 0.8 -> 1,
+        // where rounding each term first would give 0.
+        let two = price("0.0000001", "0.0000001", "0", "0", "0");
+        assert_eq!(cost_nanos(&two, d("1"), &usage(4000, 4000, 0, 0)), 1);
+        // The ratio applies before rounding: 3 x 0.5 nano = 1.5 -> 2.
+        assert_eq!(cost_nanos(&tiny, d("3"), &usage(5000, 0, 0, 0)), 2);
+    }
+
+    #[test]
+    fn huge_usage_saturates_instead_of_panicking() {
+        let p = price("79228162514264337593543950335", "1", "1", "1", "0");
+        assert_eq!(cost_nanos(&p, d("1"), &usage(u64::MAX, 0, 0, 0)), i64::MAX);
+        let big = price("1000", "1000", "1000", "1000", "0");
+        assert_eq!(
+            cost_nanos(&big, d("1"), &usage(u64::MAX, u64::MAX, 0, 0)),
+            i64::MAX
+        );
+    }
+
+    #[test]
+    fn usd_conversions() {
+        assert_eq!(usd_to_nanos(d("10")), 10 * NANOS_PER_USD);
+        assert_eq!(usd_to_nanos(d("0.0000000019")), 1);
+        assert_eq!(nanos_to_usd(62_984_000).to_string(), "0.062984");
+        assert_eq!(nanos_to_usd(1).to_string(), "0.000000001");
+    }
+}

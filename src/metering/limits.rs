@@ -1,0 +1,267 @@
+//! Per-key and per-user state that decides whether a request may start:
+//! budgets with in-flight reservations, and the key's rate limits (rpm,
+//! tpm, max_concurrent).
+//!
+//! State lives in maps keyed by key and user *name*, owned by the gateway
+//! rather than by a config snapshot, so it survives reloads. Each request
+//! does one hash lookup per account and takes that account's own small
+//! lock: O(1), no scans.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::ledger::Counts;
+
+/// Spend and in-flight reservations of one key or one user, in nano-USD.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Spend {
+    /// Settled spend, including what the ledger held at start.
+    pub totals: Counts,
+    /// Sum of the reservations of requests still running.
+    pub reserved: i64,
+}
+
+/// Why a budget refuses a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetRefusal {
+    /// Settled spend reached the budget: nothing left.
+    Exhausted,
+    /// What is left is held by requests still running; may free up soon.
+    HeldInFlight,
+}
+
+impl Spend {
+    /// Reserves `amount` if the budget still has room once running requests
+    /// are counted. A request is admitted while settled + reserved spend is
+    /// below the budget, so when reservations cover actual costs, the final
+    /// spend exceeds the budget by less than the last admitted request.
+    pub fn try_reserve(&mut self, budget: Option<i64>, amount: i64) -> Result<(), BudgetRefusal> {
+        if let Some(budget) = budget {
+            if self.totals.cost_nanos >= budget {
+                return Err(BudgetRefusal::Exhausted);
+            }
+            if self.totals.cost_nanos.saturating_add(self.reserved) >= budget {
+                return Err(BudgetRefusal::HeldInFlight);
+            }
+        }
+        self.reserved = self.reserved.saturating_add(amount);
+        Ok(())
+    }
+}
+
+/// A key or user as metering sees it.
+#[derive(Default)]
+pub struct Account {
+    pub spend: Mutex<Spend>,
+}
+
+impl Account {
+    pub fn snapshot(&self) -> Spend {
+        *lock(&self.spend)
+    }
+}
+
+/// A key's account plus its rate-limit state.
+#[derive(Default)]
+pub struct KeyAccount {
+    pub account: Account,
+    pub in_flight: AtomicU32,
+    pub rates: Mutex<RateState>,
+}
+
+/// Generic cell rate algorithm state for rpm and tpm: each is the
+/// theoretical arrival time (ns) at which the key is fully "paid up".
+/// Exact, O(1), and with no window edges that let 2x through.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RateState {
+    rpm_tat_ns: u64,
+    tpm_tat_ns: u64,
+}
+
+const MINUTE_NS: u64 = 60_000_000_000;
+
+impl RateState {
+    /// Admits one request under `rpm` at time `now_ns` (bursts of up to
+    /// `rpm` requests, refilled evenly over a minute). `Err` holds the
+    /// seconds until the next request would be admitted.
+    pub fn take_request(&mut self, rpm: u32, now_ns: u64) -> Result<(), u64> {
+        let interval = MINUTE_NS / u64::from(rpm);
+        let tolerance = MINUTE_NS - interval;
+        let tat = self.rpm_tat_ns.max(now_ns);
+        if tat - now_ns > tolerance {
+            return Err(seconds_ceil(tat - now_ns - tolerance));
+        }
+        self.rpm_tat_ns = tat + interval;
+        Ok(())
+    }
+
+    /// Whether a request may start under `tpm`: it may while the tokens of
+    /// the last minute (decaying evenly) are below `tpm`. Its own tokens
+    /// count when it ends ([`RateState::spend_tokens`]).
+    /// (A token costs a minute / tpm of "debt", so a debt of a minute or
+    /// more means `tpm` tokens or more within the last minute.)
+    pub fn check_tokens(&self, now_ns: u64) -> Result<(), u64> {
+        let debt = self.tpm_tat_ns.saturating_sub(now_ns);
+        if debt >= MINUTE_NS {
+            return Err((debt - MINUTE_NS) / 1_000_000_000 + 1);
+        }
+        Ok(())
+    }
+
+    pub fn spend_tokens(&mut self, tpm: u64, tokens: u64, now_ns: u64) {
+        let per_token = MINUTE_NS as u128 / u128::from(tpm.max(1));
+        let cost = (per_token * u128::from(tokens)).min(u128::from(u64::MAX / 2)) as u64;
+        self.tpm_tat_ns = self.tpm_tat_ns.max(now_ns).saturating_add(cost);
+    }
+}
+
+fn seconds_ceil(ns: u64) -> u64 {
+    ns.div_ceil(1_000_000_000).max(1)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere never leaves these plain counters half-updated.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(super) fn lock_spend(a: &Account) -> std::sync::MutexGuard<'_, Spend> {
+    lock(&a.spend)
+}
+
+pub(super) fn lock_rates(k: &KeyAccount) -> std::sync::MutexGuard<'_, RateState> {
+    lock(&k.rates)
+}
+
+/// Accounts by name, created on first use with the totals `load` reads
+/// from the ledger.
+pub struct Accounts<A> {
+    by_name: RwLock<HashMap<String, Arc<A>>>,
+}
+
+impl<A: Default> Accounts<A> {
+    pub fn new() -> Self {
+        Accounts {
+            by_name: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, name: &str, init: impl FnOnce(&A)) -> Arc<A> {
+        if let Some(a) = self
+            .by_name
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Arc::clone(a);
+        }
+        let mut map = self.by_name.write().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(map.entry(name.to_string()).or_insert_with(|| {
+            let a = A::default();
+            init(&a);
+            Arc::new(a)
+        }))
+    }
+
+    pub fn existing(&self, name: &str) -> Option<Arc<A>> {
+        self.by_name
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+}
+
+impl<A: Default> Default for Accounts<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Holds one concurrency slot of a key until dropped.
+pub struct ConcurrencySlot(Arc<KeyAccount>);
+
+impl ConcurrencySlot {
+    /// Takes a slot if fewer than `max` requests of this key are running.
+    pub fn try_take(key: &Arc<KeyAccount>, max: u32) -> Option<ConcurrencySlot> {
+        let before = key.in_flight.fetch_add(1, Ordering::AcqRel);
+        if before >= max {
+            key.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ConcurrencySlot(Arc::clone(key)))
+    }
+}
+
+impl Drop for ConcurrencySlot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn rpm_admits_exactly_rpm_at_once_then_refills_evenly() {
+        let mut r = RateState::default();
+        let t0 = 1000 * SEC;
+        for i in 0..5 {
+            assert_eq!(r.take_request(5, t0), Ok(()), "request {i}");
+        }
+        assert_eq!(r.take_request(5, t0), Err(12), "6th waits one interval");
+        assert_eq!(r.take_request(5, t0 + 11 * SEC), Err(1));
+        assert_eq!(r.take_request(5, t0 + 12 * SEC), Ok(()));
+        assert!(r.take_request(5, t0 + 12 * SEC).is_err());
+        // After a quiet minute the full burst is back.
+        let t1 = t0 + 200 * SEC;
+        for _ in 0..5 {
+            assert!(r.take_request(5, t1).is_ok());
+        }
+        assert!(r.take_request(5, t1).is_err());
+    }
+
+    #[test]
+    fn tpm_admits_while_below_the_limit() {
+        let mut r = RateState::default();
+        let t0 = 1000 * SEC;
+        // 30 tokens per request, tpm 100: admitted at 0, 30, 60, 90 used.
+        for i in 0..4 {
+            assert_eq!(r.check_tokens(t0), Ok(()), "request {i}");
+            r.spend_tokens(100, 30, t0);
+        }
+        // 120 used: 20 over, which decays at 100/min -> 12 s.
+        assert_eq!(r.check_tokens(t0), Err(13));
+        assert_eq!(r.check_tokens(t0 + 12 * SEC), Err(1));
+        assert_eq!(r.check_tokens(t0 + 13 * SEC), Ok(()));
+    }
+
+    #[test]
+    fn budget_reservations_bound_overdraw() {
+        let mut s = Spend::default();
+        // budget 100, each request reserves 30.
+        let budget = Some(100);
+        assert!(s.try_reserve(budget, 30).is_ok());
+        assert!(s.try_reserve(budget, 30).is_ok());
+        assert!(s.try_reserve(budget, 30).is_ok());
+        assert!(s.try_reserve(budget, 30).is_ok(), "90 < 100 still admits");
+        assert_eq!(s.try_reserve(budget, 30), Err(BudgetRefusal::HeldInFlight));
+        s.reserved = 0;
+        s.totals.cost_nanos = 100;
+        assert_eq!(s.try_reserve(budget, 1), Err(BudgetRefusal::Exhausted));
+        assert!(s.try_reserve(None, 1).is_ok());
+    }
+
+    #[test]
+    fn concurrency_slots_are_returned_on_drop() {
+        let key = Arc::new(KeyAccount::default());
+        let a = ConcurrencySlot::try_take(&key, 2).unwrap();
+        let _b = ConcurrencySlot::try_take(&key, 2).unwrap();
+        assert!(ConcurrencySlot::try_take(&key, 2).is_none());
+        drop(a);
+        assert!(ConcurrencySlot::try_take(&key, 2).is_some());
+    }
+}

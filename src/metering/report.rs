@@ -1,0 +1,277 @@
+//! Usage as JSON: the calling key's `/api/usage`, the OpenAI legacy
+//! billing endpoints, and the admin `/admin/usage` query.
+//!
+//! Amounts are shown both as USD numbers (for people and dashboards) and as
+//! exact integer nano-USD (`*_nano_usd`) for anything that adds them up.
+
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::{json, Value};
+
+use super::cost::{nanos_to_usd, usd_to_nanos};
+use super::ledger::{Counts, Query, DIMENSIONS};
+use super::Metering;
+use crate::config::{Key, Snapshot};
+use crate::routing::now_ms;
+
+/// What OpenAI-style clients are shown as the limit of a key without any
+/// budget (the convention of one-api/new-api).
+const UNLIMITED_USD: i64 = 100_000_000;
+
+fn usd(nanos: i64) -> Value {
+    nanos_to_usd(nanos)
+        .to_f64()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(Value::Null, Value::Number)
+}
+
+fn tokens(c: &Counts) -> Value {
+    json!({
+        "input": c.input,
+        "output": c.output,
+        "cached_input": c.cached_input,
+        "cache_write": c.cache_write,
+        "total": c.input + c.output + c.cached_input + c.cache_write,
+    })
+}
+
+/// Budget state of a key: (key spent, what is left across the key's and
+/// its user's budgets, or None when neither has one).
+fn spent_and_left(m: &Metering, snap: &Snapshot, key: &Key) -> (Counts, Option<i64>) {
+    let spent = m.key_spend(&key.name).totals;
+    let mut left: Option<i64> = key.budget_usd.map(|b| usd_to_nanos(b) - spent.cost_nanos);
+    if let Some(user) = key.user.as_deref() {
+        if let Some(budget) = snap.users.get(user).and_then(|u| u.budget_usd) {
+            let user_left = usd_to_nanos(budget) - m.user_spend(user).totals.cost_nanos;
+            left = Some(left.map_or(user_left, |l| l.min(user_left)));
+        }
+    }
+    (spent, left.map(|l| l.max(0)))
+}
+
+/// `GET /api/usage`: the calling key's spend, budget left, tokens, requests.
+pub fn key_usage(m: &Metering, snap: &Snapshot, key: &Key) -> Value {
+    let (spent, left) = spent_and_left(m, snap, key);
+    let user = key.user.as_deref().map(|name| {
+        let s = m.user_spend(name).totals;
+        let budget = snap.users.get(name).and_then(|u| u.budget_usd);
+        json!({
+            "name": name,
+            "spent_usd": usd(s.cost_nanos),
+            "spent_nano_usd": s.cost_nanos,
+            "budget_usd": budget.map(|b| usd(usd_to_nanos(b))),
+            "requests": s.requests,
+        })
+    });
+    json!({
+        "object": "usage",
+        "key": key.name,
+        "requests": spent.requests,
+        "estimated_requests": spent.estimated,
+        "tokens": tokens(&spent),
+        "spent_usd": usd(spent.cost_nanos),
+        "spent_nano_usd": spent.cost_nanos,
+        "budget_usd": key.budget_usd.map(|b| usd(usd_to_nanos(b))),
+        "remaining_usd": left.map(usd),
+        "remaining_nano_usd": left,
+        "user": user,
+    })
+}
+
+/// `GET /v1/dashboard/billing/subscription` (OpenAI legacy). The limit is
+/// what the key has spent plus what it has left, so that clients showing
+/// `hard_limit_usd - total_usage` show the real balance.
+pub fn billing_subscription(m: &Metering, snap: &Snapshot, key: &Key) -> Value {
+    let (spent, left) = spent_and_left(m, snap, key);
+    let limit = match left {
+        Some(l) => usd(spent.cost_nanos + l),
+        None => json!(UNLIMITED_USD),
+    };
+    json!({
+        "object": "billing_subscription",
+        "has_payment_method": true,
+        "soft_limit_usd": limit,
+        "hard_limit_usd": limit,
+        "system_hard_limit_usd": limit,
+        "access_until": key.expires_unix.unwrap_or(0),
+        "plan": {"title": "tollgate", "id": "tollgate"},
+    })
+}
+
+/// `GET /v1/dashboard/billing/usage` (OpenAI legacy): the key's lifetime
+/// spend in cents (budgets are lifetime, so the date range is not used).
+pub fn billing_usage(m: &Metering, key: &Key) -> Value {
+    let spent = m.key_spend(&key.name).totals.cost_nanos;
+    // 1 cent = 1e7 nano-USD.
+    let cents = rust_decimal::Decimal::new(spent, 7)
+        .to_f64()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(Value::Null, Value::Number);
+    json!({"object": "list", "total_usage": cents})
+}
+
+/// Reads a time parameter: unix seconds, RFC 3339, or an age such as
+/// `24h`, `7d`, `30m`, `90s` (that long before `now_ms`). Returns ms.
+pub fn parse_time(text: &str, now_ms: u64) -> Result<u64, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(secs.saturating_mul(1000));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return u64::try_from(t.timestamp_millis()).map_err(|_| format!("`{text}` is before 1970"));
+    }
+    let ago = parse_age(text)
+        .ok_or_else(|| format!("`{text}` is not unix seconds, RFC 3339, or an age like 24h"))?;
+    Ok(now_ms.saturating_sub(ago))
+}
+
+/// `90s`, `30m`, `24h`, `7d` in ms.
+pub fn parse_age(text: &str) -> Option<u64> {
+    let (n, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit {
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(ms)
+}
+
+/// Parses the `/admin/usage` query string: filters `group`, `user`, `key`,
+/// `model`, `channel`; `from`, `to`; `group_by` (or `by`), comma-separated.
+pub fn parse_query(query: &str, now_ms: u64) -> Result<Query, String> {
+    let mut q = Query {
+        from_ms: 0,
+        to_ms: now_ms + 3_600_000,
+        ..Query::default()
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        match name {
+            "from" => q.from_ms = parse_time(&value, now_ms)?,
+            "to" => q.to_ms = parse_time(&value, now_ms)?,
+            "group_by" | "by" => {
+                for dim in value.split(',').filter(|d| !d.is_empty()) {
+                    let i = dimension(dim)?;
+                    if !q.group_by.contains(&i) {
+                        q.group_by.push(i);
+                    }
+                }
+            }
+            other => {
+                let i = dimension(other).map_err(|_| format!("unknown parameter `{other}`"))?;
+                q.filters[i] = Some(value);
+            }
+        }
+    }
+    if q.from_ms > q.to_ms {
+        return Err("`from` is after `to`".into());
+    }
+    Ok(q)
+}
+
+fn dimension(name: &str) -> Result<usize, String> {
+    DIMENSIONS
+        .iter()
+        .position(|d| *d == name)
+        .ok_or_else(|| format!("`{name}` is not one of {}", DIMENSIONS.join(", ")))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(hi), Some(lo)) => {
+                        out.push(hi * 16 + lo);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn counts_json(c: &Counts) -> serde_json::Map<String, Value> {
+    let mut row = serde_json::Map::new();
+    row.insert("requests".into(), json!(c.requests));
+    row.insert("input".into(), json!(c.input));
+    row.insert("output".into(), json!(c.output));
+    row.insert("cached_input".into(), json!(c.cached_input));
+    row.insert("cache_write".into(), json!(c.cache_write));
+    row.insert("estimated".into(), json!(c.estimated));
+    row.insert("cost_usd".into(), usd(c.cost_nanos));
+    row.insert("cost_nano_usd".into(), json!(c.cost_nanos));
+    row
+}
+
+/// `GET /admin/usage`: rows of the ledger, filtered and grouped.
+pub fn admin_usage(m: &Metering, query: &str) -> Result<Value, String> {
+    let q = parse_query(query, now_ms())?;
+    let rows = m.ledger().query(&q);
+    let mut total = Counts::default();
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|(dims, counts)| {
+            total.add(&counts);
+            let mut row = serde_json::Map::new();
+            for (&i, value) in q.group_by.iter().zip(dims) {
+                row.insert(DIMENSIONS[i].to_string(), Value::String(value));
+            }
+            row.extend(counts_json(&counts));
+            Value::Object(row)
+        })
+        .collect();
+    Ok(json!({
+        "from_ms": q.from_ms,
+        "to_ms": q.to_ms,
+        "group_by": q.group_by.iter().map(|&i| DIMENSIONS[i]).collect::<Vec<_>>(),
+        "rows": rows,
+        "total": Value::Object(counts_json(&total)),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_ages() {
+        let now = 1_000_000_000_000;
+        assert_eq!(parse_time("1700000000", now), Ok(1_700_000_000_000));
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20Z", now),
+            Ok(1_700_000_000_000)
+        );
+        assert_eq!(parse_time("24h", now), Ok(now - 86_400_000));
+        assert_eq!(parse_time("7d", now), Ok(now - 7 * 86_400_000));
+        assert!(parse_time("yesterday", now).is_err());
+        assert_eq!(parse_age("90s"), Some(90_000));
+        assert_eq!(parse_age("h"), None);
+    }
+
+    #[test]
+    fn admin_query_parameters() {
+        let q = parse_query("group=claude&model=gpt%2D4o&by=group,model&from=10", 5000).unwrap();
+        assert_eq!(q.filters[2].as_deref(), Some("claude"));
+        assert_eq!(q.filters[3].as_deref(), Some("gpt-4o"));
+        assert_eq!(q.group_by, vec![2, 3]);
+        assert_eq!(q.from_ms, 10_000);
+        assert!(parse_query("group_by=colour", 0)
+            .unwrap_err()
+            .contains("colour"));
+        assert!(parse_query("colour=red", 0).is_err());
+        assert!(parse_query("from=20&to=10", 0).is_err());
+    }
+}

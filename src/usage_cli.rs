@@ -1,0 +1,142 @@
+//! `tollgate usage`: asks the running gateway's admin API (the CLI cannot
+//! open the sled store while the gateway holds its lock) and prints a table.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+use crate::config;
+use crate::metering::report::parse_age;
+use crate::routing::HealthRegistry;
+
+pub fn run(config_path: &Path, by: &str, since: &str) -> Result<String> {
+    if parse_age(since).is_none() {
+        bail!("--since {since:?} is not an age like 90s, 30m, 24h or 7d");
+    }
+    let loaded = config::load_file(config_path, &HealthRegistry::default(), 1)
+        .map_err(|e| anyhow!("{e}"))?;
+    let server = &loaded.snapshot.server;
+    let mut addr: SocketAddr = server.admin_listen.parse()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let path = format!("/admin/usage?group_by={by}&from={since}");
+    let body = http_get(addr, &path, server.admin_token.as_deref())
+        .with_context(|| format!("cannot query the admin API at {addr} (is tollgate running?)"))?;
+    let doc: Value = serde_json::from_slice(&body).context("the admin API answered non-JSON")?;
+    if let Some(e) = doc.get("error") {
+        bail!("the admin API refused: {e}");
+    }
+    Ok(table(by, &doc))
+}
+
+/// A minimal HTTP/1.1 GET: the admin listener is plain HTTP on a trusted
+/// address, and this keeps an HTTP client library out of the binary.
+fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("malformed HTTP answer"))?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    let body = raw[split + 4..].to_vec();
+    if status == "401" {
+        bail!("admin token refused (check admin_token in the config)");
+    }
+    Ok(body)
+}
+
+fn table(by: &str, doc: &Value) -> String {
+    let header = [
+        by.to_uppercase(),
+        "REQUESTS".into(),
+        "INPUT".into(),
+        "OUTPUT".into(),
+        "CACHED".into(),
+        "CACHE_WRITE".into(),
+        "COST_USD".into(),
+    ];
+    let num = |row: &Value, f: &str| row[f].as_i64().unwrap_or(0).to_string();
+    let line = |name: String, row: &Value| {
+        let nanos = row["cost_nano_usd"].as_i64().unwrap_or(0);
+        [
+            name,
+            num(row, "requests"),
+            num(row, "input"),
+            num(row, "output"),
+            num(row, "cached_input"),
+            num(row, "cache_write"),
+            crate::metering::cost::nanos_to_usd(nanos).to_string(),
+        ]
+    };
+    let mut rows: Vec<[String; 7]> = vec![header];
+    for row in doc["rows"].as_array().into_iter().flatten() {
+        let name = row[by].as_str().unwrap_or("").to_string();
+        rows.push(line(if name.is_empty() { "-".into() } else { name }, row));
+    }
+    rows.push(line("TOTAL".into(), &doc["total"]));
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == 0 {
+                    format!("{c:<w$}", w = widths[i])
+                } else {
+                    format!("{c:>w$}", w = widths[i])
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn prints_an_aligned_table_with_a_total() {
+        let doc = json!({
+            "rows": [
+                {"group": "claude", "requests": 2, "input": 10, "output": 5, "cached_input": 0,
+                 "cache_write": 0, "cost_nano_usd": 1_500_000},
+                {"group": "default", "requests": 1, "input": 3, "output": 1, "cached_input": 2,
+                 "cache_write": 0, "cost_nano_usd": 20}
+            ],
+            "total": {"requests": 3, "input": 13, "output": 6, "cached_input": 2,
+                      "cache_write": 0, "cost_nano_usd": 1_500_020}
+        });
+        assert_eq!(
+            table("group", &doc),
+            "GROUP    REQUESTS  INPUT  OUTPUT  CACHED  CACHE_WRITE    COST_USD\n\
+             claude          2     10       5       0            0      0.0015\n\
+             default         1      3       1       2            0  0.00000002\n\
+             TOTAL           3     13       6       2            0  0.00150002\n"
+        );
+    }
+}
