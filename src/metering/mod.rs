@@ -212,6 +212,9 @@ pub struct Metering {
 
 impl Metering {
     pub fn open(store: &Store, metrics: Arc<Metrics>) -> Result<Metering> {
+        // Building the tokenizer tables takes a moment (seconds in a debug
+        // build): do it now, off the request path, not in the first stream.
+        std::thread::spawn(|| estimate_tokens("warm up"));
         let ledger = Ledger::open(
             store,
             metrics.ledger_pending.clone(),

@@ -4,7 +4,6 @@
 //! Amounts are shown both as USD numbers (for people and dashboards) and as
 //! exact integer nano-USD (`*_nano_usd`) for anything that adds them up.
 
-use rust_decimal::prelude::ToPrimitive;
 use serde_json::{json, Value};
 
 use super::cost::{nanos_to_usd, usd_to_nanos};
@@ -17,11 +16,18 @@ use crate::routing::now_ms;
 /// budget (the convention of one-api/new-api).
 const UNLIMITED_USD: i64 = 100_000_000;
 
-fn usd(nanos: i64) -> Value {
-    nanos_to_usd(nanos)
-        .to_f64()
+/// An exact decimal as the nearest JSON number (via its text, so the
+/// number shown is the one closest to the exact amount).
+fn number(d: rust_decimal::Decimal) -> Value {
+    d.to_string()
+        .parse::<f64>()
+        .ok()
         .and_then(serde_json::Number::from_f64)
         .map_or(Value::Null, Value::Number)
+}
+
+fn usd(nanos: i64) -> Value {
+    number(nanos_to_usd(nanos))
 }
 
 fn tokens(c: &Counts) -> Value {
@@ -102,10 +108,7 @@ pub fn billing_subscription(m: &Metering, snap: &Snapshot, key: &Key) -> Value {
 pub fn billing_usage(m: &Metering, key: &Key) -> Value {
     let spent = m.key_spend(&key.name).totals.cost_nanos;
     // 1 cent = 1e7 nano-USD.
-    let cents = rust_decimal::Decimal::new(spent, 7)
-        .to_f64()
-        .and_then(serde_json::Number::from_f64)
-        .map_or(Value::Null, Value::Number);
+    let cents = number(rust_decimal::Decimal::new(spent, 7).normalize());
     json!({"object": "list", "total_usage": cents})
 }
 

@@ -678,3 +678,55 @@ pub fn run_to_exit(config: &str, wait: Duration) -> (Option<i32>, String) {
     let out = child.wait_with_output().unwrap();
     (None, String::from_utf8_lossy(&out.stderr).into())
 }
+
+/// The value of one Prometheus sample in `/metrics` text: `name` with
+/// exactly the labels `labels` (in any order), or None if absent.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    want.sort();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, mut have) = match series.split_once('{') {
+                Some((m, rest)) => {
+                    let pairs = rest.strip_suffix('}')?;
+                    let have: Vec<(String, String)> = pairs
+                        .split("\",")
+                        .filter(|p| !p.is_empty())
+                        .filter_map(|p| {
+                            let (k, v) = p.split_once("=\"")?;
+                            Some((k.to_string(), v.trim_end_matches('"').to_string()))
+                        })
+                        .collect();
+                    (m, have)
+                }
+                None => (series, Vec::new()),
+            };
+            have.sort();
+            (metric == name && have == want).then(|| value.parse().ok())?
+        })
+}
+
+/// GET a JSON document (panics on a non-JSON answer).
+pub async fn get_json(url: &str, bearer: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = client().get(url);
+    if let Some(b) = bearer {
+        req = req.header("authorization", format!("Bearer {b}"));
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+/// An OpenAI usage object with cached prompt tokens.
+pub fn openai_usage(prompt: u64, completion: u64, cached: u64) -> serde_json::Value {
+    serde_json::json!({
+        "prompt_tokens": prompt, "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached}
+    })
+}
