@@ -100,6 +100,21 @@ async fn wait_for_requests(tg: &Tollgate, requests: i64) -> Value {
     }
 }
 
+/// The caller's `/api/usage` once it counts `requests` requests. A request
+/// is billed just after its last byte went out, so a client can be a moment
+/// ahead of its own bill; this waits (bounded) for that moment.
+async fn my_usage(tg: &Tollgate, secret: &str, requests: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, v) = get_json(&tg.url("/api/usage"), Some(secret)).await;
+        assert_eq!(status, 200, "{v}");
+        if v["requests"] == requests || Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn stream_event(delta: &str) -> String {
     let chunk = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
         "choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": null}]});
@@ -189,9 +204,9 @@ async fn requests_are_billed_exactly_and_every_view_agrees() {
     assert_eq!(stream, 156_000);
     let expected = non_stream + 2 * stream;
 
-    // The caller's view, at once (settled spend, before any ledger flush).
-    let (status, me) = get_json(&tg.url("/api/usage"), Some("sk-bill")).await;
-    assert_eq!(status, 200);
+    // The caller's view (settled spend, whether or not the ledger has
+    // written it yet).
+    let me = my_usage(&tg, "sk-bill", 3).await;
     assert_eq!(me["spent_nano_usd"], expected);
     assert_eq!(me["requests"], 3);
     assert_eq!(me["tokens"]["input"], 600 + 50 + 50);
@@ -355,6 +370,7 @@ async fn auto_failover_bills_the_group_that_served() {
     let r = chat(&tg, "sk-auto", json!({"model": "gpt-4o", "messages": []})).await;
     assert_eq!(r.status(), 200);
     assert_eq!(broken.count(), 1);
+    wait_for_requests(&tg, 1).await;
 
     let v = admin_usage(&tg, "group_by=group,channel").await;
     let rows = v["rows"].as_array().unwrap();
@@ -479,9 +495,9 @@ async fn concurrent_requests_cannot_overdraw_the_budget() {
     for t in tasks {
         t.await.unwrap();
     }
-    let (_, me) = get_json(&tg.url("/api/usage"), Some("sk-budget")).await;
-    let spent = me["spent_nano_usd"].as_i64().unwrap();
     let served = served.load(Ordering::SeqCst) as i64;
+    let me = my_usage(&tg, "sk-budget", served).await;
+    let spent = me["spent_nano_usd"].as_i64().unwrap();
     assert_eq!(spent, served * PER_REQUEST, "billed = what clients got");
     assert!(
         spent >= budget_nanos,
@@ -535,6 +551,7 @@ async fn rate_limits_hit_exactly_at_their_numbers() {
     for _ in 0..4 {
         assert_eq!(chat(&tg, "sk-tpm", once.clone()).await.status(), 200);
     }
+    my_usage(&tg, "sk-tpm", 4).await; // tokens count once billed
     let (wait, body) = refused(chat(&tg, "sk-tpm", once.clone()).await, "tpm").await;
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
     assert!(
@@ -556,6 +573,7 @@ async fn rate_limits_hit_exactly_at_their_numbers() {
     assert_eq!(wait, 1);
     a.text().await.unwrap();
     b.text().await.unwrap();
+    my_usage(&tg, "sk-conc", 3).await; // slots are returned once billed
     assert_eq!(chat(&tg, "sk-conc", once.clone()).await.status(), 200);
 }
 
@@ -700,6 +718,7 @@ async fn usage_cli_prints_the_admin_table() {
     for secret in ["sk-a", "sk-b", "sk-b"] {
         assert_eq!(chat(&tg, secret, once.clone()).await.status(), 200);
     }
+    wait_for_requests(&tg, 3).await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(["usage", "--by", "group", "--since", "24h", "-c"])
         .arg(&tg.config_path)
