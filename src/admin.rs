@@ -122,14 +122,19 @@ impl ServeHttp for AdminApp {
                 respond(200, "text/plain; version=0.0.4", self.metrics.render())
             }
             (Method::GET, "/admin/channels") => json_response(200, self.channels()),
-            (Method::GET, "/admin/usage") => {
+            (Method::GET, path @ ("/admin/usage" | "/admin/requests")) => {
                 // Write queued charges first, so the answer includes every
-                // request finished before it was asked.
+                // request billed before it was asked.
                 let metering = Arc::clone(&self.metering);
                 let log_days = snap.store.request_log_days;
+                let report = if path == "/admin/usage" {
+                    report::admin_usage
+                } else {
+                    report::admin_requests
+                };
                 tokio::task::spawn_blocking(move || {
                     metering.ledger().write_pending(log_days);
-                    report::admin_usage(&metering, &query)
+                    report(&metering, &query)
                 })
                 .await
                 .map_or_else(

@@ -58,6 +58,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     let _watcher = config.watch()?;
     let snap = config.load();
     let metering = Arc::new(Metering::open(config.store(), Arc::clone(&metrics))?);
+    crate::metering::load_tokenizer();
 
     let threads = match snap.server.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -245,6 +245,30 @@ pub fn admin_usage(m: &Metering, query: &str) -> Result<Value, String> {
     }))
 }
 
+/// `GET /admin/requests`: the per-request log, oldest first. Parameters:
+/// `from`, `to` (as for `/admin/usage`; default: the last 24 hours) and
+/// `limit` (default 100, at most 10000).
+pub fn admin_requests(m: &Metering, query: &str) -> Result<Value, String> {
+    let now = now_ms();
+    let (mut from, mut to, mut limit) = (now.saturating_sub(86_400_000), now + 1, 100usize);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value);
+        match name {
+            "from" => from = parse_time(&value, now)?,
+            "to" => to = parse_time(&value, now)?,
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .map_err(|_| format!("limit `{value}` is not a number"))?
+                    .min(10_000)
+            }
+            other => return Err(format!("unknown parameter `{other}`")),
+        }
+    }
+    Ok(json!({"requests": m.ledger().request_log(from, to, limit)}))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
