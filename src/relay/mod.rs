@@ -335,7 +335,11 @@ impl Gateway {
                         usage,
                         estimated,
                     };
-                    self.metering.settle(admission, snap, key, &outcome);
+                    if endpoint.is_count() {
+                        drop(admission); // token counting is free
+                    } else {
+                        self.metering.settle(admission, snap, key, &outcome);
+                    }
                     self.record(&served, started, tried.len());
                     return relayed.disposition;
                 }
