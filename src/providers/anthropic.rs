@@ -354,7 +354,7 @@ mod tests {
                     cache_write: 100
                 })
             );
-            assert_eq!(a.estimated_output_tokens(), 3);
+            assert_eq!(a.estimated_output_tokens(), 2); // cl100k: "Hello there"
         }
     }
 

@@ -233,7 +233,7 @@ mod tests {
                 ..Default::default()
             })
         );
-        assert_eq!(a.estimated_output_tokens(), 4);
+        assert_eq!(a.estimated_output_tokens(), 3); // cl100k tokens of the text
     }
 
     #[test]
