@@ -796,3 +796,105 @@ async fn usage_cli_prints_the_admin_table() {
         "{table}"
     );
 }
+
+/// Billing is provider-agnostic: an Anthropic channel's cache reads and
+/// writes are billed at their own prices, stream or not, and token counting
+/// costs nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropic_cache_tokens_are_billed_at_their_prices() {
+    let usage = json!({"input_tokens": 10, "cache_creation_input_tokens": 1000,
+                       "cache_read_input_tokens": 5000, "output_tokens": 200});
+    let message = json!({"id": "msg_1", "type": "message", "role": "assistant",
+        "model": "claude-sonnet-4-5", "content": [{"type": "text", "text": "Hi"}],
+        "stop_reason": "end_turn", "stop_sequence": null, "usage": usage});
+    let up = MockUpstream::start(move |req| {
+        if req.path.ends_with("/count_tokens") {
+            return Reply::json(200, json!({"input_tokens": 42}));
+        }
+        if req.json()["stream"] != true {
+            return Reply::json(200, message.clone());
+        }
+        let start = json!({"type": "message_start", "message": {"id": "msg_1", "type": "message",
+            "role": "assistant", "model": "claude-sonnet-4-5", "content": [], "stop_reason": null,
+            "stop_sequence": null, "usage": {"input_tokens": 10, "cache_creation_input_tokens": 1000,
+            "cache_read_input_tokens": 5000, "output_tokens": 1}}});
+        let events = [
+            start,
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+            json!({"type": "content_block_stop", "index": 0}),
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                   "usage": {"output_tokens": 200}}),
+            json!({"type": "message_stop"}),
+        ];
+        Reply::Sse {
+            events: events
+                .iter()
+                .map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap()))
+                .collect(),
+            gap: Duration::ZERO,
+        }
+    })
+    .await;
+    let tg = Tollgate::start(&format!(
+        r#"
+[[groups]]
+name = "claude"
+ratio = 0.5
+
+[[models]]
+name = "claude-sonnet-4-5"
+input = 3.00
+output = 15.00
+cached_input = 0.30
+cache_write = 3.75
+
+[[channels]]
+name = "anthropic"
+type = "anthropic"
+base_url = "{}"
+api_key = "sk-ant-up"
+groups = ["claude"]
+{}"#,
+        up.base_url(),
+        key("k", "sk-claude", "groups = [\"claude\"]")
+    ));
+    let post = |path: &'static str, body: Value| {
+        client()
+            .post(tg.url(path))
+            .header("x-api-key", "sk-claude")
+            .header("anthropic-version", "2023-06-01")
+            .body(body.to_string())
+            .send()
+    };
+    let ask = json!({"model": "claude-sonnet-4-5", "max_tokens": 300,
+                     "messages": [{"role": "user", "content": "Hello"}]});
+    assert_eq!(
+        post("/v1/messages", ask.clone()).await.unwrap().status(),
+        200
+    );
+    let mut stream = ask.clone();
+    stream["stream"] = json!(true);
+    let text = post("/v1/messages", stream)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("message_stop"), "{text}");
+    let count = post("/v1/messages/count_tokens", ask).await.unwrap();
+    assert_eq!(count.status(), 200);
+
+    // 0.5 x (10 x 3 + 200 x 15 + 5000 x 0.30 + 1000 x 3.75) per 1M tokens,
+    // in nano-USD per token: 3000, 15000, 300, 3750.
+    let each = (10 * 3000 + 200 * 15_000 + 5000 * 300 + 1000 * 3750) / 2;
+    assert_eq!(each, 4_140_000);
+    let me = my_usage(&tg, "sk-claude", 2).await;
+    assert_eq!(me["spent_nano_usd"], 2 * each);
+    assert_eq!(me["tokens"]["cache_write"], 2000);
+    assert_eq!(me["tokens"]["cached_input"], 10_000);
+    let v = admin_usage(&tg, "group_by=model").await;
+    assert_eq!(v["total"]["requests"], 2, "counting is not billed: {v}");
+    assert_eq!(v["total"]["cost_nano_usd"], 2 * each);
+    assert_eq!(v["total"]["estimated"], 0);
+}
