@@ -44,7 +44,18 @@ struct StreamOptions {
 /// Validates the body as JSON and reads the routing fields. The error text
 /// is safe to show to the client (it holds no body content).
 pub fn probe(body: &[u8]) -> Result<BodyProbe, String> {
-    let fields: Fields<'_> = serde_json::from_slice(body).map_err(|e| {
+    // serde_json skips the fields routing ignores without checking their
+    // UTF-8, and would read a top-level array as the struct's fields.
+    let text = std::str::from_utf8(body).map_err(|e| {
+        format!(
+            "request body is not valid UTF-8 at byte {}",
+            e.valid_up_to()
+        )
+    })?;
+    if text.trim_start().as_bytes().first() != Some(&b'{') {
+        return Err("request body must be a JSON object".to_string());
+    }
+    let fields: Fields<'_> = serde_json::from_str(text).map_err(|e| {
         format!(
             "request body is not valid JSON: {} at line {} column {}",
             describe(&e),
@@ -139,6 +150,14 @@ mod tests {
             .unwrap_err()
             .contains("unexpected end"));
         assert!(probe(b"[1,2]").is_err());
+        // Found by fuzzing: both were accepted and forwarded.
+        assert_eq!(
+            probe(br#"["m", true, null, null, null, null]"#).unwrap_err(),
+            "request body must be a JSON object"
+        );
+        assert!(probe(b"{\"model\":\"m\",\"messages\":[\"caf\xe9\"]}")
+            .unwrap_err()
+            .contains("UTF-8 at byte 29"));
         assert!(probe(b"{\"model\":5}").unwrap_err().contains("string"));
         assert_eq!(probe(b"{}").unwrap(), BodyProbe::default());
     }

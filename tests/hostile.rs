@@ -270,6 +270,22 @@ async fn invalid_utf8_in_body_and_headers_is_handled() {
     .await;
     assert_eq!(statuses(&resp), [400]);
     assert_eq!(error_code(&resp), "invalid_json");
+    // Also in a field routing does not read (found by fuzzing: was forwarded).
+    let resp = raw(
+        tg.port,
+        &post(
+            b"{\"model\": \"gpt-4o\", \"messages\": [\"caf\xe9\"]}",
+            "connection: close\r\n",
+        ),
+        wait,
+    )
+    .await;
+    assert_eq!(statuses(&resp), [400]);
+    assert_eq!(error_code(&resp), "invalid_json");
+    assert!(
+        heads.lock().unwrap().is_empty(),
+        "forwarded to the provider"
+    );
 
     // A key that is not UTF-8 is no key.
     let mut req =

@@ -1,0 +1,24 @@
+//! The config loader on arbitrary text: it returns a snapshot or an error
+//! naming the file, never panics, and any line it names exists.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tollgate::config::load_text;
+use tollgate::routing::HealthRegistry;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let env = |name: &str| (name == "SET").then(|| "value".to_string());
+    let health = HealthRegistry::default();
+    if let Err(e) = load_text("fuzz.toml", text, &env, &health, 1) {
+        assert_eq!(e.file, "fuzz.toml");
+        if let Some(line) = e.line {
+            assert!(
+                line >= 1 && line <= text.lines().count().max(1),
+                "line {line} out of range"
+            );
+        }
+    }
+});
