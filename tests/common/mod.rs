@@ -730,3 +730,13 @@ pub fn openai_usage(prompt: u64, completion: u64, cached: u64) -> serde_json::Va
         "prompt_tokens_details": {"cached_tokens": cached}
     })
 }
+
+impl Tollgate {
+    /// Panics (with the log) if the process has exited, e.g. because its
+    /// ports were taken meanwhile: then another process answers on them.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("tollgate exited ({status}); log:\n{}", self.log());
+        }
+    }
+}
