@@ -33,6 +33,7 @@ impl BackgroundService for SighupReload {
             error!("cannot listen for SIGHUP; reload with POST /admin/reload");
             return;
         };
+        info!("SIGHUP handler installed: kill -HUP reloads the config");
         loop {
             tokio::select! {
                 _ = hup.recv() => {
@@ -46,8 +47,22 @@ impl BackgroundService for SighupReload {
     }
 }
 
+/// SIGHUP's default action ends the process. Until the reload service has
+/// installed its handler (the listeners already accept by then), a HUP from
+/// `systemctl reload` or a deploy script would kill tollgate (exit 129).
+/// Ignore it meanwhile: the config is being loaded anyway, and the file
+/// watch picks up any later edit. The reload handler replaces this.
+fn ignore_sighup_until_handled() {
+    // SAFETY: sets a signal disposition to SIG_IGN at start, before any
+    // handler of ours exists; no Rust state is touched.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
+
 /// Runs tollgate until SIGTERM (graceful) or SIGINT (fast).
 pub fn run(config_path: &Path) -> Result<()> {
+    ignore_sighup_until_handled();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(HealthRegistry::default());
     let config = Arc::new(ConfigHandle::open(

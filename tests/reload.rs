@@ -149,6 +149,16 @@ async fn a_broken_edit_is_refused_counted_and_the_old_config_keeps_serving() {
 async fn sighup_and_admin_reload_reload() {
     let one = marked_upstream("one").await;
     let tg = Tollgate::start(&config(&one.base_url()));
+    // Before its handler is installed a HUP is ignored (not fatal).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !tg.log().contains("SIGHUP handler installed") {
+        assert!(
+            Instant::now() < deadline,
+            "no SIGHUP handler; log:\n{}",
+            tg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     tg.signal("HUP");
     assert_eq!(tg.wait_generation(2, Duration::from_secs(5)).await, 2);
     let resp = client()
@@ -448,4 +458,37 @@ async fn a_symlinked_config_is_reloaded_when_its_link_target_is_swapped() {
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     assert_eq!(tg.wait_generation(3, Duration::from_secs(5)).await, 3);
     assert_eq!(served_by(&tg).await, "three");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sighup_during_startup_does_not_kill_the_process() {
+    let one = marked_upstream("one").await;
+    let rest = config(&one.base_url());
+    for delay_ms in [20, 100, 200, 300] {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, admin) = (free_port(), free_port());
+        let path = dir.path().join("tollgate.toml");
+        let text = server_section(port, admin, &dir.path().join("data")) + &rest;
+        std::fs::write(&path, text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let status = child.try_wait().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            status, None,
+            "SIGHUP {delay_ms} ms after start killed tollgate"
+        );
+    }
 }
