@@ -131,3 +131,45 @@ fn a_read_only_data_dir_is_refused() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_is_counted_and_logged_while_requests_keep_flowing() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a small file system needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _small = Tmpfs::mount(&data, "size=2m").expect("mount a 2 MiB tmpfs");
+    let tg = Tollgate::start_with(|port, admin, _| {
+        format!(
+            "{}\n[[groups]]\nname = \"default\"\nratio = 1.0\nall_channels = true\n\n\
+             [[models]]\nname = \"m\"\ninput = 1\noutput = 1\n\n\
+             [[channels]]\nname = \"mock\"\ntype = \"mock\"\nmodels = [\"m\"]\n\n\
+             [[keys]]\nname = \"k\"\nkey_sha256 = \"{}\"\n",
+            server_section(port, admin, &data),
+            sha256_hex("sk-disk-full")
+        )
+    });
+    // Fill the disk.
+    let mut filler = std::fs::File::create(data.join("filler")).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    drop(filler);
+
+    for _ in 0..20 {
+        let (status, _) = chat(&client(), &tg, "sk-disk-full", "m").await;
+        assert_eq!(status, 200, "requests must keep flowing on a full disk");
+    }
+    let dropped = tg
+        .wait_metric("tollgate_ledger_dropped_total", &[], 1.0)
+        .await;
+    assert!(dropped >= 1.0);
+    let log = tg.log();
+    assert!(
+        log.contains("cannot write") && log.contains("No space left on device"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+    drop(tg);
+}

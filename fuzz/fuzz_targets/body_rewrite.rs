@@ -13,9 +13,18 @@ fuzz_target!(|data: &[u8]| {
     let Ok(found) = probe(&body) else {
         return;
     };
-    let Ok(Value::Object(original)) = serde_json::from_slice::<Value>(&body) else {
-        // The probe only accepts objects that serde_json also accepts.
-        panic!("probe accepted a body that is not a JSON object");
+    let original = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => map,
+        // Valid JSON grammar that serde_json's DOM refuses: numbers beyond
+        // f64 and lone surrogate escapes (RFC 8259 leaves both to the
+        // implementation). Routing skips such fields; the provider decides.
+        Err(e)
+            if e.to_string().starts_with("number out of range")
+                || e.to_string().contains("surrogate") =>
+        {
+            return
+        }
+        _ => panic!("probe accepted a body that is not a JSON object"),
     };
     if let Some(span) = found.model_span {
         let new_model = "mapped-\"model\"\\\u{e9}";
