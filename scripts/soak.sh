@@ -17,8 +17,9 @@
 #   - tollgate's RSS is sampled every 10 s.
 # It passes when: tollgate never exits and stops cleanly on SIGTERM, its log
 # has no panic, RSS after warm-up stays within 10%, and the tokens tollgate
-# metered from upstream usage (access log; the ledger once it exists) equal
-# the tokens the clients expected for every answer they got whole.
+# metered from upstream usage (access log) equal the tokens the clients
+# expected for every answer they got whole, and the ledger (/admin/usage,
+# queried before SIGTERM) holds exactly what the access log shows.
 #
 # Environment: SOAK_BINARY (default: build and use target/release/tollgate),
 # SOAK_WORKERS (6), SOAK_PAUSE (0.03 s between requests per

@@ -8,8 +8,10 @@ malformed requests, unknown models, with config reloads (file rename,
 POST /admin/reload, SIGHUP) every RELOAD seconds. Samples tollgate's RSS
 every 10 s. At the end it stops tollgate with SIGTERM and checks: no panic
 in the log, RSS flat (last samples within 10% of the post-warm-up ones),
-and the tokens tollgate metered from upstream usage equal the tokens the
-clients expected for every answer they received whole. Standard library only.
+the tokens tollgate metered from upstream usage equal the tokens the clients
+expected for every answer they received whole, and (when the build has a
+ledger) the ledger's soak-main totals equal the access log's. Standard
+library only.
 """
 
 import argparse
@@ -303,19 +305,36 @@ def metered(log_path):
     soak-main answers billed from reported usage, and estimated ones."""
     reported = [0, 0, 0]
     estimated = 0
+    every = [0, 0, 0]
     with open(log_path, errors="replace") as f:
         for line in f:
             if " request " not in line or "status=200" not in line or 'model="soak-main"' not in line \
                     and "model=soak-main" not in line:
                 continue
             fields = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+            every[0] += int(fields["input"])
+            every[1] += int(fields["output"])
+            every[2] += 1
             if fields.get("estimated") == "true":
                 estimated += 1
                 continue
             reported[0] += int(fields["input"])
             reported[1] += int(fields["output"])
             reported[2] += 1
-    return reported, estimated
+    return reported, estimated, every
+
+
+def ledger_totals(admin):
+    """(input, output, requests) of soak-main in the ledger, or None when
+    this build has no /admin/usage."""
+    conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=30)
+    conn.request("GET", "/admin/usage?model=soak-main")
+    resp = conn.getresponse()
+    body = resp.read()
+    if resp.status != 200:
+        return None
+    total = json.loads(body)["total"]
+    return total["input"], total["output"], total["requests"]
 
 
 def main():
@@ -401,6 +420,10 @@ def main():
         for w in workers:
             w.join(timeout=35)
         crashed = tg.poll()
+        ledger = None
+        if crashed is None:
+            time.sleep(2)  # in-flight answers settle and are billed
+            ledger = ledger_totals(admin)
         tg.send_signal(signal.SIGTERM)
         try:
             code = tg.wait(timeout=30)
@@ -419,7 +442,9 @@ def main():
     panics = text.count("panicked")
     if panics:
         failures.append(f"{panics} panic(s) in the log")
-    (m_in, m_out, m_n), estimated = metered(log_path)
+    (m_in, m_out, m_n), estimated, every = metered(log_path)
+    if ledger is not None and tuple(ledger) != tuple(every):
+        failures.append(f"ledger input/output/requests {ledger} != access log {tuple(every)}")
     if (m_in, m_out, m_n) != (tally.expected_input, tally.expected_output, tally.complete):
         failures.append(f"metered input/output/answers {m_in}/{m_out}/{m_n} != expected "
                         f"{tally.expected_input}/{tally.expected_output}/{tally.complete}")
@@ -443,6 +468,9 @@ def main():
     print(f"soak: metered from usage {m_n} answers, input {m_in}, output {m_out}; "
           f"client expected {tally.complete}, {tally.expected_input}, {tally.expected_output}; "
           f"{estimated} estimated (broken upstream streams)")
+    print(f"soak: ledger (soak-main) input/output/requests: "
+          f"{ledger if ledger is not None else 'no /admin/usage in this build'}; "
+          f"access log incl. estimated: {tuple(every)}")
     print(f"soak: panics {panics}; exit on SIGTERM {code}")
     if failures:
         print("soak: FAILED:\n  " + "\n  ".join(failures))
