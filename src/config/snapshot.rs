@@ -298,10 +298,10 @@ pub(super) fn compile(
     // [[channels]]
     let mut channels: Vec<Channel> = Vec::new();
     for (i, c) in raw.channels.iter().enumerate() {
-        let line = at("channels", i);
         let item = format!("[[channels]] \"{}\"", c.name);
         if c.name.is_empty() {
-            return Err(src.error(line, "[[channels]]: name must not be empty"));
+            // The line is found on error only: finding it scans the whole text.
+            return Err(src.error(at("channels", i), "[[channels]]: name must not be empty"));
         }
         if channels.iter().any(|x| *x.name == *c.name) {
             return Err(src.error(
