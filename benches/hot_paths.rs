@@ -1,0 +1,165 @@
+//! Criterion benchmarks of the pure functions on every request:
+//! `cargo bench --bench hot_paths`. The load harness is `benches/run.sh`.
+
+use bytes::Bytes;
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use tollgate::body;
+use tollgate::config;
+use tollgate::providers::openai::OpenAiAdapter;
+use tollgate::providers::ResponseAdapter;
+use tollgate::routing::{self, HealthRegistry};
+use tollgate::sse::SseParser;
+
+/// Three groups; the model is served by two tiers of three channels each in
+/// the second group, so a pick walks a missing group and a weighted tier.
+fn snapshot() -> config::Snapshot {
+    let mut text = String::from(
+        r#"
+[server]
+data_dir = "/nonexistent"
+[[groups]]
+name = "first"
+ratio = 1.0
+[[groups]]
+name = "second"
+ratio = 0.5
+[[groups]]
+name = "third"
+ratio = 2.0
+all_channels = true
+[[models]]
+name = "gpt-4o-mini"
+input = 0.15
+output = 0.60
+[[models]]
+name = "other"
+input = 1
+output = 1
+"#,
+    );
+    for (i, priority) in [10, 10, 10, 0, 0, 0].iter().enumerate() {
+        let groups = if i == 0 { "first" } else { "second" };
+        let model = if i == 0 { "other" } else { "gpt-4o-mini" };
+        text.push_str(&format!(
+            "[[channels]]\nname = \"c{i}\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:9\"\napi_key = \"k\"\ngroups = [\"{groups}\"]\nmodels = [\"{model}\"]\npriority = {priority}\nweight = {}\n",
+            i + 1
+        ));
+    }
+    config::load_text(
+        "bench.toml",
+        &text,
+        &|_| None,
+        &HealthRegistry::default(),
+        1,
+    )
+    .expect("bench config loads")
+    .snapshot
+}
+
+fn channel_pick(c: &mut Criterion) {
+    let snap = snapshot();
+    let groups: Vec<usize> = (0..snap.groups.len()).collect();
+    let mut rng = StdRng::seed_from_u64(1);
+    c.bench_function("routing::next_channel (3 groups, 2 tiers)", |b| {
+        b.iter(|| {
+            routing::next_channel(
+                &snap,
+                black_box(&groups),
+                black_box("gpt-4o-mini"),
+                &[],
+                &mut |_| true,
+                &mut rng,
+            )
+        })
+    });
+}
+
+/// A chat request of about `size` bytes with `model` and `stream` after the
+/// messages, as many SDKs order them.
+fn chat_body(size: usize) -> Vec<u8> {
+    let filler = "lorem ipsum dolor sit amet ".repeat(size / 27 + 1);
+    let content = &filler[..size.saturating_sub(120)];
+    format!(
+        r#"{{"messages":[{{"role":"system","content":"be brief"}},{{"role":"user","content":"{content}"}}],"model":"gpt-4o-mini","stream":false,"max_tokens":256}}"#
+    )
+    .into_bytes()
+}
+
+fn model_extraction(c: &mut Criterion) {
+    let mut g = c.benchmark_group("body::probe");
+    for (name, size) in [("1 KB", 1024), ("1 MiB", 1024 * 1024)] {
+        let body = chat_body(size);
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(name, |b| b.iter(|| body::probe(black_box(&body)).unwrap()));
+    }
+    g.finish();
+}
+
+const EVENT: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" token\"},\"finish_reason\":null}]}\n\n";
+const USAGE: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":64,\"total_tokens\":76}}\n\n";
+
+fn sse_parse(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sse::SseParser");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("one event per push", |b| {
+        let mut parser = SseParser::default();
+        b.iter(|| {
+            let mut n = 0;
+            parser.push(black_box(EVENT), &mut |e| n += e.data.len());
+            n
+        })
+    });
+    g.finish();
+}
+
+fn usage_extraction(c: &mut Criterion) {
+    let mut g = c.benchmark_group("OpenAiAdapter");
+    let answer = Bytes::from(format!(
+        r#"{{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"{}"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":12,"completion_tokens":180,"total_tokens":192}}}}"#,
+        "The quick brown fox jumps over the lazy dog. ".repeat(18)
+    ));
+    g.bench_function("non-stream 1 KB answer", |b| {
+        b.iter(|| {
+            let mut a = OpenAiAdapter::new(false, false);
+            a.on_chunk(black_box(answer.clone()));
+            a.on_end();
+            a.usage().unwrap()
+        })
+    });
+    let mut stream = EVENT.repeat(64);
+    stream.extend_from_slice(USAGE);
+    stream.extend_from_slice(b"data: [DONE]\n\n");
+    let events: Vec<Bytes> = stream
+        .split_inclusive(|&b| b == b'\n')
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .map(|lines| Bytes::from(lines.concat()))
+        .collect();
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.bench_function("stream of 64 events + usage, strip usage chunk", |b| {
+        b.iter_batched(
+            || OpenAiAdapter::new(true, true),
+            |mut a| {
+                for e in &events {
+                    black_box(a.on_chunk(e.clone()));
+                }
+                a.on_end();
+                a.usage().unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    channel_pick,
+    model_extraction,
+    sse_parse,
+    usage_extraction
+);
+criterion_main!(benches);

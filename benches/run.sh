@@ -1,0 +1,396 @@
+#!/usr/bin/env bash
+# Load harness: tollgate vs nginx (plain reverse proxy) vs direct-to-mock.
+#
+#   benches/run.sh [--quick] [--rounds N] [--out FILE]
+#
+# Builds release, starts the mock upstream (examples/bench_upstream.rs), nginx
+# and tollgate on loopback, pins the proxies to CPU 0 and the mock + load
+# generators to CPU 1, runs interleaved rounds (direct, nginx, tollgate, ...)
+# and prints a Markdown table of medians. Everything stops by itself; all
+# files live in a temp dir that is removed at exit (the table is kept in
+# target/bench/). See README.md#benchmarks.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+QUICK=0
+ROUNDS=""
+OUT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    *) echo "usage: $0 [--quick] [--rounds N] [--out FILE]" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [ "$QUICK" = 1 ]; then
+  ROUNDS=${ROUNDS:-1}; D_LAT=2; D_SWEEP=1; CONCS="1 16 64"; D_BIG=2
+  SMALL_STREAMS=50; STREAM_LADDER="500 2000"; D_RELOAD=6; RELOADS=3
+else
+  ROUNDS=${ROUNDS:-5}; D_LAT=8; D_SWEEP=3; CONCS="1 4 16 32 64 128"; D_BIG=5
+  SMALL_STREAMS=100; STREAM_LADDER="1000 2500 5000 9900"; D_RELOAD=15; RELOADS=10
+fi
+EVENTS=64
+GAP_MS=20
+CPU_CONC=32 # CPU per request and RSS under load are read at this concurrency
+MOCK_PORT=${BENCH_MOCK_PORT:-18701}
+NGINX_PORT=${BENCH_NGINX_PORT:-18702}
+TG_PORT=${BENCH_TG_PORT:-18703}
+TG_ADMIN=${BENCH_TG_ADMIN_PORT:-18704}
+KEY=sk-bench-0000
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk || ! need nginx || ! need taskset || ! need curl; then
+  apt-get install -y wrk nginx-light util-linux curl >/dev/null
+fi
+[ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs (proxy on 0, load on 1)" >&2; exit 1; }
+ulimit -n "$(ulimit -Hn)"
+LOAD_BEFORE=$(cut -d" " -f1-3 /proc/loadavg)
+
+echo "building release binaries..." >&2
+(cd "$ROOT" && cargo build --release --quiet --bin tollgate --example bench_upstream --example bench_client)
+BIN=$ROOT/target/release
+W=$(mktemp -d /tmp/tollgate-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+RES=$W/results.txt
+: >"$RES"
+CLK_TCK=$(getconf CLK_TCK)
+
+wait_port() {
+  for _ in $(seq 100); do
+    (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "port $1 did not open" >&2
+  return 1
+}
+
+# ---- processes ------------------------------------------------------------
+taskset -c 1 "$BIN/examples/bench_upstream" --listen "127.0.0.1:$MOCK_PORT" \
+  --events $EVENTS --gap-ms $GAP_MS 2>"$W/mock.log" &
+MOCK_PID=$!
+PIDS+=("$MOCK_PID")
+
+mkdir -p "$W/nginx/tmp"
+cat >"$W/nginx/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log warn;
+events { worker_connections 19900; }
+http {
+  access_log $W/nginx/access.log;
+  client_body_temp_path $W/nginx/tmp/body;
+  proxy_temp_path $W/nginx/tmp/proxy;
+  client_max_body_size 32m;
+  client_body_buffer_size 2m;
+  upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 1024; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT backlog=4096;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_read_timeout 300s;
+    }
+  }
+}
+EOF
+taskset -c 0 nginx -p "$W/nginx/" -c "$W/nginx/nginx.conf" -e "$W/nginx/error.log" &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+
+tg_config() { # $1: extra config after the server section
+  cat <<EOF
+[server]
+listen = "127.0.0.1:$TG_PORT"
+admin_listen = "127.0.0.1:$TG_ADMIN"
+data_dir = "$W/data"
+threads = 1
+upstream_header_timeout_seconds = 30
+upstream_idle_timeout_seconds = 30
+shutdown_grace_seconds = 0
+
+$1
+EOF
+}
+KEY_SHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
+tg_config "
+[[groups]]
+name = \"default\"
+ratio = 1.0
+all_channels = true
+
+[[models]]
+name = \"gpt-4o-mini\"
+input = 0.15
+output = 0.60
+cached_input = 0.075
+
+[[channels]]
+name = \"bench\"
+type = \"openai\"
+base_url = \"http://127.0.0.1:$MOCK_PORT\"
+api_key = \"sk-upstream\"
+groups = [\"default\"]
+models = [\"gpt-4o-mini\"]
+
+[[keys]]
+name = \"bench\"
+key_sha256 = \"$KEY_SHA\"
+" >"$W/tollgate.toml"
+taskset -c 0 "$BIN/tollgate" run -c "$W/tollgate.toml" 2>"$W/tollgate.log" &
+TG_PID=$!
+PIDS+=("$TG_PID")
+
+wait_port "$MOCK_PORT"
+wait_port "$NGINX_PORT"
+wait_port "$TG_PORT"
+sleep 1
+NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1)
+
+url_of() {
+  case $1 in
+    direct) echo "http://127.0.0.1:$MOCK_PORT" ;;
+    nginx) echo "http://127.0.0.1:$NGINX_PORT" ;;
+    tollgate) echo "http://127.0.0.1:$TG_PORT" ;;
+  esac
+}
+pids_of() {
+  case $1 in
+    direct) echo "$MOCK_PID" ;;
+    nginx) echo "$NGINX_PID $NGINX_WORKER" ;;
+    tollgate) echo "$TG_PID" ;;
+  esac
+}
+# utime + stime of the processes, in clock ticks
+cpu_ticks() {
+  local t=0 p
+  for p in $1; do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+rss_kb() {
+  local t=0 p
+  for p in $1; do
+    t=$((t + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status")))
+  done
+  echo "$t"
+}
+# Largest RSS of $1 seen every 100 ms until the file $2 exists.
+rss_peak() {
+  local peak=0 r
+  while [ ! -e "$2" ]; do
+    r=$(rss_kb "$1")
+    [ "$r" -gt "$peak" ] && peak=$r
+    sleep 0.1
+  done
+  echo "$peak"
+}
+put() { echo "$1 $2 $3" >>"$RES"; } # target metric value
+field() { sed -n "s/.*\\b$1=\\([0-9.]*\\).*/\\1/p" <<<"$2" | head -1; }
+
+wrk_run() { # target conns seconds [body file] -> WRK line
+  BENCH_KEY=$KEY BENCH_BODY_FILE=${4:-} taskset -c 1 wrk -t1 -c"$2" -d"$3"s --latency \
+    -s "$ROOT/benches/wrk.lua" "$(url_of "$1")/v1/chat/completions" | grep '^WRK'
+}
+
+# ---- rounds ----------------------------------------------------------------
+head -c $((1024 * 1024 - 120)) /dev/zero | tr '\0' 'a' >"$W/filler"
+printf '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"%s"}]}' "$(cat "$W/filler")" >"$W/body-1mib.json"
+
+put nginx rss_idle_kb "$(rss_kb "$(pids_of nginx)")"
+put tollgate rss_idle_kb "$(rss_kb "$(pids_of tollgate)")"
+# Warm-up: pooled upstream connections, lazy statics, page faults.
+for t in direct nginx tollgate; do wrk_run $t 16 1 >/dev/null; done
+
+for round in $(seq "$ROUNDS"); do
+  echo "round $round/$ROUNDS" >&2
+  declare -A P50 P99 TTFE GAP99
+  for t in direct nginx tollgate; do
+    line=$(wrk_run $t 1 $D_LAT)
+    P50[$t]=$(field p50_us "$line")
+    P99[$t]=$(field p99_us "$line")
+    put $t lat_p50_us "${P50[$t]}"
+    put $t lat_p99_us "${P99[$t]}"
+    [ "$(field errors "$line")$(field non2xx "$line")" = 00 ] || put $t errors "$line"
+
+    best=0
+    for c in $CONCS; do
+      before=$(cpu_ticks "$(pids_of $t)")
+      rm -f "$W/stop"
+      rss_peak "$(pids_of $t)" "$W/stop" >"$W/peak" &
+      line=$(wrk_run $t "$c" $D_SWEEP)
+      touch "$W/stop"
+      wait $!
+      after=$(cpu_ticks "$(pids_of $t)")
+      rps=$(field rps "$line")
+      p99=$(field p99_us "$line")
+      put $t "rps_c$c" "$rps"
+      put $t "p99_us_c$c" "$p99"
+      [ "$p99" -le 5000 ] && [ "$rps" -gt "$best" ] && best=$rps
+      if [ "$c" = "$CPU_CONC" ] || { [ "$QUICK" = 1 ] && [ "$c" = 16 ]; }; then
+        reqs=$(field requests "$line")
+        put $t cpu_us_per_req $(((after - before) * 1000000 / CLK_TCK / reqs))
+        put $t rss_load_kb "$(cat "$W/peak")"
+      fi
+    done
+    put $t max_rps_p99_5ms "$best"
+
+    before=$(cpu_ticks "$(pids_of $t)")
+    line=$(wrk_run $t 4 $D_BIG "$W/body-1mib.json")
+    after=$(cpu_ticks "$(pids_of $t)")
+    reqs=$(field requests "$line")
+    put $t rps_1mib "$(field rps "$line")"
+    put $t cpu_us_per_1mib_req $(((after - before) * 1000000 / CLK_TCK / (reqs > 0 ? reqs : 1)))
+    [ "$(field errors "$line")$(field non2xx "$line")" = 00 ] || put $t errors_1mib "$line"
+
+    out=$(taskset -c 1 "$BIN/examples/bench_client" streams --url "$(url_of $t)/v1/chat/completions" \
+      --key $KEY --streams $SMALL_STREAMS --events $EVENTS --gap-ms $GAP_MS --ramp-ms 500)
+    TTFE[$t]=$(field ttfe_p50_us "$out")
+    GAP99[$t]=$(field gap_p99_us "$out")
+    put $t ttfe_p50_us "${TTFE[$t]}"
+    put $t gap_p99_us "${GAP99[$t]}"
+    put $t small_streams_ok "$(field streams_ok "$out")"
+  done
+  for t in nginx tollgate; do
+    put $t added_p50_us $((P50[$t] - P50[direct]))
+    put $t added_p99_us $((P99[$t] - P99[direct]))
+    put $t added_ttfe_p50_us $((TTFE[$t] - TTFE[direct]))
+    put $t added_gap_p99_us $((GAP99[$t] - GAP99[direct]))
+  done
+done
+sleep 2
+put nginx rss_after_kb "$(rss_kb "$(pids_of nginx)")"
+put tollgate rss_after_kb "$(rss_kb "$(pids_of tollgate)")"
+
+# ---- many concurrent streams (once per count) -------------------------------
+# Each proxied stream holds two sockets in the proxy; RLIMIT_NOFILE's hard
+# limit (ulimit -Hn) caps the count a proxy can hold.
+for n in $STREAM_LADDER; do
+  for t in direct nginx tollgate; do
+    echo "streams: $n via $t" >&2
+    idle=$(rss_kb "$(pids_of $t)")
+    rm -f "$W/stop"
+    rss_peak "$(pids_of $t)" "$W/stop" >"$W/peak" &
+    before=$(cpu_ticks "$(pids_of $t)")
+    out=$(taskset -c 1 "$BIN/examples/bench_client" streams --url "$(url_of $t)/v1/chat/completions" \
+      --key $KEY --streams "$n" --events $EVENTS --gap-ms $GAP_MS --ramp-ms 1000)
+    after=$(cpu_ticks "$(pids_of $t)")
+    touch "$W/stop"
+    wait $!
+    peak=$(cat "$W/peak")
+    for f in streams_ok streams_failed streams_short stalled_gaps peak_concurrent ttfe_p99_us gap_p99_us gap_max_us; do
+      put $t "s${n}_$f" "$(field $f "$out")"
+    done
+    put $t "s${n}_rss_growth_per_stream_b" $(((peak - idle) * 1024 / n))
+    put $t "s${n}_cpu_ms" $(((after - before) * 1000 / CLK_TCK))
+    sleep 1
+  done
+done
+
+# ---- reload of a big config under load (tollgate) --------------------------
+echo "reload: 10,000 keys / 500 channels under load" >&2
+for v in 0 1; do
+  tg_config "$("$BIN/examples/bench_client" config --key $KEY --keys 10000 --channels 500 \
+    --upstream 127.0.0.1:$MOCK_PORT --variant $v)" >"$W/big$v.toml"
+done
+cp "$W/big0.toml" "$W/tollgate.toml.new" && mv "$W/tollgate.toml.new" "$W/tollgate.toml"
+reload() { curl -s -o "$W/reload.out" -w '%{time_total}' -X POST "http://127.0.0.1:$TG_ADMIN/admin/reload"; }
+sleep 1
+reload >/dev/null # the first switch to the big config (file watch may also fire)
+wrk_run tollgate 16 $D_RELOAD >"$W/reload-wrk" &
+WRK_BG=$!
+sleep 1
+for i in $(seq $RELOADS); do
+  cp "$W/big$((i % 2)).toml" "$W/tollgate.toml.new" && mv "$W/tollgate.toml.new" "$W/tollgate.toml"
+  s=$(reload)
+  grep -q '"generation"' "$W/reload.out" || echo "reload failed: $(cat "$W/reload.out")" >&2
+  put tollgate reload_ms "$(awk -v s="$s" 'BEGIN{printf "%.1f", s*1000}')"
+  sleep 0.5
+done
+wait $WRK_BG
+line=$(cat "$W/reload-wrk")
+put tollgate reload_wrk_requests "$(field requests "$line")"
+put tollgate reload_wrk_failed $(($(field errors "$line") + $(field non2xx "$line")))
+put tollgate rss_big_config_kb "$(rss_kb "$(pids_of tollgate)")"
+
+# ---- table -----------------------------------------------------------------
+med() { # target metric -> median of the recorded values, or "-"
+  awk -v t="$1" -v m="$2" '$1==t && $2==m {print $3}' "$RES" | sort -n |
+    awk '{v[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'
+}
+maxof() { awk -v t="$1" -v m="$2" '$1==t && $2==m {print $3}' "$RES" | sort -n | tail -1; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a=="-"||b=="-"||b==0) print "-"; else printf "%.2f", a/b }'; }
+row() { # label metric
+  local d n g
+  d=$(med direct "$2"); n=$(med nginx "$2"); g=$(med tollgate "$2")
+  echo "| $1 | $d | $n | $g | $(ratio "$g" "$n") |"
+}
+TABLE=$(
+  echo "tollgate load benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(git -C "$ROOT" rev-parse --short HEAD)"
+  echo "machine: $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(uname -r); load average before: $LOAD_BEFORE"
+  echo "rounds: $ROUNDS (medians), quick=$QUICK; proxies on CPU 0, mock + load generator on CPU 1; nginx $(nginx -v 2>&1 | sed 's/.*\///'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+  echo
+  echo "| metric | direct | nginx | tollgate | tollgate/nginx |"
+  echo "|---|---|---|---|---|"
+  row "c=1 latency p50 (µs)" lat_p50_us
+  row "c=1 latency p99 (µs)" lat_p99_us
+  row "added p50 at c=1 (µs)" added_p50_us
+  row "added p99 at c=1 (µs)" added_p99_us
+  row "max req/s with p99 ≤ 5 ms" max_rps_p99_5ms
+  row "CPU per request at c=$CPU_CONC (µs)" cpu_us_per_req
+  row "CPU per 1 MiB-body request (µs)" cpu_us_per_1mib_req
+  row "1 MiB-body req/s at c=4" rps_1mib
+  row "RSS idle (KiB)" rss_idle_kb
+  row "RSS under load, peak (KiB)" rss_load_kb
+  row "RSS after load (KiB)" rss_after_kb
+  row "stream time to first event p50 (µs), $SMALL_STREAMS streams" ttfe_p50_us
+  row "added time to first event p50 (µs)" added_ttfe_p50_us
+  row "inter-event gap p99 (µs), ${GAP_MS} ms spacing" gap_p99_us
+  row "added inter-event gap p99 (µs)" added_gap_p99_us
+  echo
+  echo "Throughput sweep (median req/s / p99 µs per concurrency):"
+  echo
+  echo "| c | direct | nginx | tollgate |"
+  echo "|---|---|---|---|"
+  for c in $CONCS; do
+    echo "| $c | $(med direct rps_c$c) / $(med direct p99_us_c$c) | $(med nginx rps_c$c) / $(med nginx p99_us_c$c) | $(med tollgate rps_c$c) / $(med tollgate p99_us_c$c) |"
+  done
+  echo
+  echo "Concurrent streams ($EVENTS events, $GAP_MS ms apart, started over 1 s; stall = gap > 1 s):"
+  echo
+  echo "| streams | target | ok / failed / short | peak concurrent | stalled gaps | TTFE p99 (µs) | gap p99 (µs) | gap max (µs) | RSS growth per stream (B) | proxy CPU (ms) |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for n in $STREAM_LADDER; do
+    for t in direct nginx tollgate; do
+      echo "| $n | $t | $(med $t s${n}_streams_ok) / $(med $t s${n}_streams_failed) / $(med $t s${n}_streams_short) | $(med $t s${n}_peak_concurrent) | $(med $t s${n}_stalled_gaps) | $(med $t s${n}_ttfe_p99_us) | $(med $t s${n}_gap_p99_us) | $(med $t s${n}_gap_max_us) | $(med $t s${n}_rss_growth_per_stream_b) | $(med $t s${n}_cpu_ms) |"
+    done
+  done
+  echo
+  echo "Reload under load (tollgate, 10,000 keys / 500 channels, $RELOADS reloads during wrk -c16 ${D_RELOAD}s):"
+  echo "POST /admin/reload (parse + validate + compile + swap) median $(med tollgate reload_ms) ms, max $(maxof tollgate reload_ms) ms;"
+  echo "requests during reloads: $(med tollgate reload_wrk_requests), failed (socket errors + non-2xx): $(med tollgate reload_wrk_failed); RSS with the big config: $(med tollgate rss_big_config_kb) KiB"
+  if grep -q ' errors' "$RES"; then
+    echo
+    echo "Errors seen:"
+    grep ' errors' "$RES" | sed 's/^/    /'
+  fi
+)
+echo "$TABLE"
+OUT=${OUT:-$ROOT/target/bench/results-$(date -u +%Y%m%dT%H%M).md}
+mkdir -p "$(dirname "$OUT")"
+echo "$TABLE" >"$OUT"
+cp "$RES" "${OUT%.md}.raw.txt"
+echo "saved: $OUT" >&2
