@@ -124,6 +124,8 @@ shutdown_grace_seconds = 0
 $1
 EOF
 }
+ETC=$W/etc
+mkdir -p "$ETC"
 KEY_SHA=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
 tg_config "
 [[groups]]
@@ -148,8 +150,10 @@ models = [\"gpt-4o-mini\"]
 [[keys]]
 name = \"bench\"
 key_sha256 = \"$KEY_SHA\"
-" >"$W/tollgate.toml"
-taskset -c 0 "$BIN/tollgate" run -c "$W/tollgate.toml" 2>"$W/tollgate.log" &
+" >"$ETC/tollgate.toml"
+# The config's directory is watched for changes: keep the log elsewhere,
+# as under systemd, or every log line wakes the watcher.
+taskset -c 0 "$BIN/tollgate" run -c "$ETC/tollgate.toml" 2>"$W/tollgate.log" &
 TG_PID=$!
 PIDS+=("$TG_PID")
 
@@ -306,7 +310,7 @@ for v in 0 1; do
   tg_config "$("$BIN/examples/bench_client" config --key $KEY --keys 10000 --channels 500 \
     --upstream 127.0.0.1:$MOCK_PORT --variant $v)" >"$W/big$v.toml"
 done
-cp "$W/big0.toml" "$W/tollgate.toml.new" && mv "$W/tollgate.toml.new" "$W/tollgate.toml"
+cp "$W/big0.toml" "$ETC/tollgate.toml.new" && mv "$ETC/tollgate.toml.new" "$ETC/tollgate.toml"
 reload() { curl -s -o "$W/reload.out" -w '%{time_total}' -X POST "http://127.0.0.1:$TG_ADMIN/admin/reload"; }
 sleep 1
 reload >/dev/null # the first switch to the big config (file watch may also fire)
@@ -314,7 +318,7 @@ wrk_run tollgate 16 $D_RELOAD >"$W/reload-wrk" &
 WRK_BG=$!
 sleep 1
 for i in $(seq $RELOADS); do
-  cp "$W/big$((i % 2)).toml" "$W/tollgate.toml.new" && mv "$W/tollgate.toml.new" "$W/tollgate.toml"
+  cp "$W/big$((i % 2)).toml" "$ETC/tollgate.toml.new" && mv "$ETC/tollgate.toml.new" "$ETC/tollgate.toml"
   s=$(reload)
   grep -q '"generation"' "$W/reload.out" || echo "reload failed: $(cat "$W/reload.out")" >&2
   put tollgate reload_ms "$(awk -v s="$s" 'BEGIN{printf "%.1f", s*1000}')"
