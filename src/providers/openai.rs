@@ -197,7 +197,7 @@ impl Tail {
 }
 
 fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).rposition(|w| w == needle)
+    memchr::memmem::rfind(hay, needle)
 }
 
 pub struct OpenAiAdapter {
