@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use tollgate::body;
 use tollgate::config;
 use tollgate::providers::openai::OpenAiAdapter;
-use tollgate::providers::ResponseAdapter;
+use tollgate::providers::{Endpoint, ResponseAdapter};
 use tollgate::routing::{self, HealthRegistry};
 use tollgate::sse::SseParser;
 
@@ -69,6 +69,7 @@ fn channel_pick(c: &mut Criterion) {
                 &snap,
                 black_box(&groups),
                 black_box("gpt-4o-mini"),
+                Endpoint::OpenAi,
                 &[],
                 &mut |_| true,
                 &mut rng,
