@@ -8,6 +8,8 @@ use rand::SeedableRng;
 
 use tollgate::body;
 use tollgate::config;
+use tollgate::metering::cost::cost_nanos;
+use tollgate::metering::Usage;
 use tollgate::providers::openai::OpenAiAdapter;
 use tollgate::providers::{Endpoint, ResponseAdapter};
 use tollgate::routing::{self, HealthRegistry};
@@ -34,6 +36,7 @@ all_channels = true
 name = "gpt-4o-mini"
 input = 0.15
 output = 0.60
+cached_input = 0.075
 [[models]]
 name = "other"
 input = 1
@@ -156,11 +159,27 @@ fn usage_extraction(c: &mut Criterion) {
     g.finish();
 }
 
+fn cost(c: &mut Criterion) {
+    let snap = snapshot();
+    let price = &snap.prices["gpt-4o-mini"];
+    let ratio = snap.groups[1].ratio;
+    let usage = Usage {
+        input: 1_234,
+        output: 567,
+        cached_input: 4_096,
+        cache_write: 0,
+    };
+    c.bench_function("metering::cost::cost_nanos", |b| {
+        b.iter(|| cost_nanos(black_box(price), black_box(ratio), black_box(&usage)))
+    });
+}
+
 criterion_group!(
     benches,
     channel_pick,
     model_extraction,
     sse_parse,
-    usage_extraction
+    usage_extraction,
+    cost
 );
 criterion_main!(benches);
