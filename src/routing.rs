@@ -89,12 +89,6 @@ impl ChannelHealth {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
     }
 
-    /// Releases a probe that ended without a verdict on the channel (the
-    /// client went away before the upstream answered).
-    pub fn release_probe(&self) {
-        self.probe_in_flight.store(false, Ordering::Release);
-    }
-
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures.load(Ordering::Acquire)
     }
