@@ -390,6 +390,32 @@ async fn upstream_401_becomes_502_without_the_provider_text() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_non_json_upstream_error_reaches_the_client_as_a_json_error() {
+    let html = MockUpstream::start(|_| Reply::Full {
+        status: 503,
+        headers: vec![("content-type".into(), "text/html".into())],
+        body: b"<html><body>502 Bad Gateway</body></html>".to_vec(),
+    })
+    .await;
+    let tg = Tollgate::start_with(config("", &[ch("only", html.base_url(), 0)], r#"["g1"]"#));
+    let resp = client()
+        .post(tg.url("/v1/chat/completions"))
+        .bearer_auth("sk-f")
+        .body(json!({"model": "m", "messages": []}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "the provider's status is kept");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": {"message": "the provider answered 503 without a JSON error body",
+                         "type": "server_error", "param": null, "code": "upstream_error"}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn one_probe_after_the_cooldown() {
     let recovered = Arc::new(AtomicBool::new(false));
     let flag = recovered.clone();

@@ -356,7 +356,8 @@ impl Gateway {
                 answer: Some(answer),
                 ..
             }) => {
-                // The last upstream error, as the provider sent it.
+                // The last upstream error, as the provider sent it (if JSON).
+                let answer = answer.for_client(dialect);
                 let status = answer.head.status.as_u16();
                 let disposition = write_raw(session, answer.head, answer.body).await;
                 let channel = &snap.channels[*tried.last().expect("a failure means a try")];

@@ -114,6 +114,31 @@ pub struct ErrorAnswer {
     pub body: Bytes,
 }
 
+impl ErrorAnswer {
+    /// The answer as the client may see it: a provider's JSON error as is,
+    /// anything else (an HTML page from a load balancer, an empty body)
+    /// replaced by a JSON error in the client's dialect with the same status.
+    pub fn for_client(mut self, dialect: crate::errors::Dialect) -> ErrorAnswer {
+        if serde_json::from_slice::<serde::de::IgnoredAny>(&self.body).is_ok() {
+            return self;
+        }
+        let status = self.head.status.as_u16();
+        let error = crate::errors::ApiError::new(
+            status,
+            "upstream_error",
+            format!("the provider answered {status} without a JSON error body"),
+        );
+        let mut head = ResponseHeader::build(status, Some(2)).expect("status from a parsed head");
+        if let Some(retry_after) = self.head.headers.get("retry-after") {
+            let _ = head.insert_header("retry-after", retry_after.clone());
+        }
+        let _ = head.insert_header("content-type", "application/json");
+        self.head = head;
+        self.body = Bytes::from(error.body(dialect));
+        self
+    }
+}
+
 pub struct Failure {
     pub reason: FailReason,
     pub detail: String,
