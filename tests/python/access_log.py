@@ -48,3 +48,24 @@ def wait_metered(tollgate, count: int, timeout: float = 5.0) -> list[Metered]:
             assert len(got) >= count, f"only {len(got)} request lines; log:\n{tollgate.log()}"
             return got
         time.sleep(0.02)
+
+
+def spent_nano_usd(tollgate, key: str) -> int:
+    """What the key has spent so far, from ``/api/usage``."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(tollgate.url("/api/usage"), headers={"authorization": f"Bearer {key}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())["spent_nano_usd"]
+
+
+def wait_spent(tollgate, key: str, at_least: int, timeout: float = 5.0) -> int:
+    """The key's spend once it reaches ``at_least`` (a request is billed just
+    after its last byte, so the client may be a moment ahead of its bill)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        spent = spent_nano_usd(tollgate, key)
+        if spent >= at_least or time.monotonic() > deadline:
+            return spent
+        time.sleep(0.02)

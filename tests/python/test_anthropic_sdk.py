@@ -13,7 +13,7 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from access_log import Metered, wait_metered
+from access_log import spent_nano_usd, wait_spent, Metered, wait_metered
 from harness import sha256_hex
 from mock_native import (
     ANTHROPIC_CACHE_READ,
@@ -84,6 +84,7 @@ def assert_upstream_auth(received) -> None:
 def test_messages(client, stack):
     tollgate, mock = stack
     before = len(wait_metered(tollgate, 0))
+    spent_before = spent_nano_usd(tollgate, CLIENT_KEY)
     r = client.messages.create(
         model="claude-sonnet-4-5",
         max_tokens=64,
@@ -108,11 +109,17 @@ def test_messages(client, stack):
         model="claude-sonnet-4-5",
         channel="anthropic-direct",
     )
+    # ratio 0.5 x (30 x $3 + 3 x $15 + 200 cache reads x $0.30 + 50 cache
+    # writes x $3.75) per 1M tokens = $0.00019125
+    expected = (30 * 3000 + 3 * 15000 + 200 * 300 + 50 * 3750) // 2
+    assert expected == 191_250
+    assert wait_spent(tollgate, CLIENT_KEY, spent_before + expected) == spent_before + expected
 
 
 def test_messages_stream(client, stack):
     tollgate, mock = stack
     before = len(wait_metered(tollgate, 0))
+    spent_before = spent_nano_usd(tollgate, CLIENT_KEY)
     with client.messages.stream(
         model="claude-sonnet-4-5",
         max_tokens=64,
@@ -134,6 +141,10 @@ def test_messages_stream(client, stack):
         ANTHROPIC_CACHE_WRITE,
         False,
     )
+    # ratio 0.5 x (30 x $3 + 5 x $15 + 200 x $0.30 + 50 x $3.75) per 1M tokens
+    expected = (30 * 3000 + 5 * 15000 + 200 * 300 + 50 * 3750) // 2
+    assert expected == 206_250
+    assert wait_spent(tollgate, CLIENT_KEY, spent_before + expected) == spent_before + expected
 
 
 def test_count_tokens(client, stack):

@@ -17,7 +17,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from access_log import wait_metered
+from access_log import spent_nano_usd, wait_metered, wait_spent
 from harness import sha256_hex
 from mock_native import (
     GEMINI_CACHED,
@@ -92,6 +92,7 @@ def assert_upstream_auth(received) -> None:
 def test_generate_content(client, stack):
     tollgate, mock = stack
     before = len(wait_metered(tollgate, 0))
+    spent_before = spent_nano_usd(tollgate, CLIENT_KEY)
     r = client.models.generate_content(model="gemini-2.5-flash", contents="Hello gateway")
     assert r.text == "echo: Hello gateway"
     assert r.usage_metadata.prompt_token_count == GEMINI_PROMPT
@@ -108,11 +109,17 @@ def test_generate_content(client, stack):
         False,
     )
     assert (m.model, m.channel) == ("gemini-2.5-flash", "gemini-api")
+    # ratio 1 x (30 uncached x $0.30 + 6 output (3 + 3 thoughts) x $2.50
+    # + 10 cached x $0.075) per 1M tokens = $0.00002475
+    expected = 30 * 300 + 6 * 2500 + 10 * 75
+    assert expected == 24_750
+    assert wait_spent(tollgate, CLIENT_KEY, spent_before + expected) == spent_before + expected
 
 
 def test_generate_content_stream(client, stack):
     tollgate, mock = stack
     before = len(wait_metered(tollgate, 0))
+    spent_before = spent_nano_usd(tollgate, CLIENT_KEY)
     chunks = list(
         client.models.generate_content_stream(
             model="gemini-2.5-flash", contents="stream these four words"
@@ -131,6 +138,10 @@ def test_generate_content_stream(client, stack):
         GEMINI_CACHED,
         False,
     )
+    # ratio 1 x (30 x $0.30 + 8 output (5 + 3 thoughts) x $2.50 + 10 x $0.075) per 1M
+    expected = 30 * 300 + 8 * 2500 + 10 * 75
+    assert expected == 29_750
+    assert wait_spent(tollgate, CLIENT_KEY, spent_before + expected) == spent_before + expected
 
 
 def test_count_tokens(client, stack):
