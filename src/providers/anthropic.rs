@@ -15,12 +15,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::openai::Tail;
-use super::{ClientRequest, CountAdapter, Endpoint, Prepared, ResponseAdapter};
+use super::{ClientRequest, CountAdapter, Endpoint, Meter, PassThrough, Prepared, ResponseAdapter};
 use crate::body;
 use crate::config::{Channel, Upstream};
 use crate::errors::{ApiError, Dialect};
 use crate::metering::{estimate_tokens, Usage};
-use crate::sse::SseParser;
 
 /// Sent when the client did not name an API version.
 pub const DEFAULT_VERSION: &str = "2023-06-01";
@@ -154,28 +153,27 @@ struct Delta<'a> {
     partial_json: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// Reads an Anthropic Messages answer; never changes a byte.
-pub struct AnthropicAdapter {
-    stream: bool,
-    sse: SseParser,
-    tail: Tail,
+/// Reads Anthropic Messages usage: `message_start` and `message_delta`
+/// events, or a whole body's `usage`.
+#[derive(Default)]
+pub struct AnthropicMeter {
     usage: Option<Usage>,
     estimated_output: u64,
 }
 
-impl AnthropicAdapter {
-    pub fn new(stream: bool) -> Self {
-        AnthropicAdapter {
-            stream,
-            sse: SseParser::default(),
-            tail: Tail::default(),
-            usage: None,
-            estimated_output: 0,
-        }
-    }
+/// Reads an Anthropic Messages answer; never changes a byte.
+pub type AnthropicAdapter = PassThrough<AnthropicMeter>;
 
-    /// Reads one stream event's JSON data.
-    pub fn observe(&mut self, data: &str) {
+impl AnthropicMeter {
+    /// Takes usage found elsewhere (Bedrock's invocation metrics) when the
+    /// events carried none.
+    pub fn fallback_usage(&mut self, usage: Usage) {
+        self.usage.get_or_insert(usage);
+    }
+}
+
+impl Meter for AnthropicMeter {
+    fn observe(&mut self, data: &str) {
         let Ok(event) = serde_json::from_str::<StreamEvent<'_>>(data) else {
             return;
         };
@@ -200,37 +198,10 @@ impl AnthropicAdapter {
         }
     }
 
-    /// Takes usage found elsewhere (Bedrock's invocation metrics) when the
-    /// events carried none.
-    pub fn fallback_usage(&mut self, usage: Usage) {
-        self.usage.get_or_insert(usage);
-    }
-}
-
-impl ResponseAdapter for AnthropicAdapter {
-    fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
-        if !self.stream {
-            self.tail.push(&chunk);
-            return chunk;
-        }
-        let mut parser = std::mem::take(&mut self.sse);
-        parser.push(&chunk, &mut |e| self.observe(&e.data));
-        self.sse = parser;
-        chunk
-    }
-
-    fn on_end(&mut self) -> Bytes {
-        if self.stream {
-            let mut parser = std::mem::take(&mut self.sse);
-            parser.finish(&mut |e| self.observe(&e.data));
-        } else if let Some(u) = self.tail.last_value::<AnthropicUsage>("usage") {
+    fn observe_tail(&mut self, tail: &Tail) {
+        if let Some(u) = tail.last_value::<AnthropicUsage>("usage") {
             self.usage = Some(u.to_usage());
         }
-        Bytes::new()
-    }
-
-    fn rewrites_body(&self) -> bool {
-        false
     }
 
     fn usage(&self) -> Option<Usage> {

@@ -25,8 +25,8 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::anthropic::{self, AnthropicAdapter};
-use super::{bad_setting, ClientRequest, Endpoint, Prepared, ResponseAdapter, SettingError};
+use super::anthropic::{self, AnthropicAdapter, AnthropicMeter};
+use super::{bad_setting, ClientRequest, Endpoint, Meter, Prepared, ResponseAdapter, SettingError};
 use crate::config::{Channel, ChannelDef, Upstream};
 use crate::metering::Usage;
 
@@ -309,7 +309,7 @@ pub struct EventStreamAdapter {
     decoder: MessageFrameDecoder,
     /// Bytes of the frame being received (at most one frame).
     pending: BytesMut,
-    inner: AnthropicAdapter,
+    inner: AnthropicMeter,
     /// The stream could not be decoded; nothing more is relayed.
     broken: bool,
 }
@@ -325,7 +325,7 @@ impl EventStreamAdapter {
         EventStreamAdapter {
             decoder: MessageFrameDecoder::new(),
             pending: BytesMut::new(),
-            inner: AnthropicAdapter::new(true),
+            inner: AnthropicMeter::default(),
             broken: false,
         }
     }

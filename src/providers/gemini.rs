@@ -9,16 +9,17 @@
 //! with running totals; the last one counts. The adapter also reads Gemini
 //! answers relayed by Vertex.
 
-use bytes::Bytes;
 use pingora_error::Result;
 use pingora_http::RequestHeader;
 use serde::Deserialize;
 
 use super::openai::Tail;
-use super::{ClientRequest, CountAdapter, Endpoint, GeminiMethod, Prepared, ResponseAdapter};
+use super::{
+    ClientRequest, CountAdapter, Endpoint, GeminiMethod, Meter, PassThrough, Prepared,
+    ResponseAdapter,
+};
 use crate::config::{Channel, Upstream};
 use crate::metering::{estimate_tokens, Usage};
-use crate::sse::SseParser;
 
 pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -> Result<Prepared> {
     let Endpoint::Gemini(method) = req.endpoint else {
@@ -121,26 +122,17 @@ struct Part<'a> {
     text: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// Reads a Gemini answer; never changes a byte.
-pub struct GeminiAdapter {
-    stream: bool,
-    sse: SseParser,
-    tail: Tail,
+/// Reads Gemini usage: `usageMetadata` of stream chunks or a whole body.
+#[derive(Default)]
+pub struct GeminiMeter {
     usage: Option<Usage>,
     estimated_output: u64,
 }
 
-impl GeminiAdapter {
-    pub fn new(stream: bool) -> Self {
-        GeminiAdapter {
-            stream,
-            sse: SseParser::default(),
-            tail: Tail::default(),
-            usage: None,
-            estimated_output: 0,
-        }
-    }
+/// Reads a Gemini answer; never changes a byte.
+pub type GeminiAdapter = PassThrough<GeminiMeter>;
 
+impl Meter for GeminiMeter {
     fn observe(&mut self, data: &str) {
         let Ok(chunk) = serde_json::from_str::<Chunk<'_>>(data) else {
             return;
@@ -156,32 +148,11 @@ impl GeminiAdapter {
             self.usage = Some(u.to_usage());
         }
     }
-}
 
-impl ResponseAdapter for GeminiAdapter {
-    fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
-        if !self.stream {
-            self.tail.push(&chunk);
-            return chunk;
-        }
-        let mut parser = std::mem::take(&mut self.sse);
-        parser.push(&chunk, &mut |e| self.observe(&e.data));
-        self.sse = parser;
-        chunk
-    }
-
-    fn on_end(&mut self) -> Bytes {
-        if self.stream {
-            let mut parser = std::mem::take(&mut self.sse);
-            parser.finish(&mut |e| self.observe(&e.data));
-        } else if let Some(u) = self.tail.last_value::<UsageMetadata>("usageMetadata") {
+    fn observe_tail(&mut self, tail: &Tail) {
+        if let Some(u) = tail.last_value::<UsageMetadata>("usageMetadata") {
             self.usage = Some(u.to_usage());
         }
-        Bytes::new()
-    }
-
-    fn rewrites_body(&self) -> bool {
-        false
     }
 
     fn usage(&self) -> Option<Usage> {
@@ -196,6 +167,7 @@ impl ResponseAdapter for GeminiAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn usage_splits_cached_and_adds_thoughts() {

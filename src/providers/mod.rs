@@ -278,6 +278,72 @@ impl ResponseAdapter for CountAdapter {
     }
 }
 
+/// The provider-specific half of reading an answer that is passed through
+/// unchanged: one stream event at a time, or a whole body's usage from its
+/// tail.
+pub trait Meter: Send {
+    /// Reads one stream event's data.
+    fn observe(&mut self, data: &str);
+    /// Reads the usage of a whole (non-stream) body.
+    fn observe_tail(&mut self, tail: &openai::Tail);
+    fn usage(&self) -> Option<Usage>;
+    fn estimated_output_tokens(&self) -> u64;
+}
+
+/// A [`ResponseAdapter`] that never changes a byte: stream events, or the
+/// tail of a whole body, go to its [`Meter`].
+pub struct PassThrough<M> {
+    stream: bool,
+    sse: crate::sse::SseParser,
+    tail: openai::Tail,
+    meter: M,
+}
+
+impl<M: Meter + Default> PassThrough<M> {
+    pub fn new(stream: bool) -> Self {
+        PassThrough {
+            stream,
+            sse: crate::sse::SseParser::default(),
+            tail: openai::Tail::default(),
+            meter: M::default(),
+        }
+    }
+}
+
+impl<M: Meter> ResponseAdapter for PassThrough<M> {
+    fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
+        if self.stream {
+            let meter = &mut self.meter;
+            self.sse.push(&chunk, &mut |e| meter.observe(&e.data));
+        } else {
+            self.tail.push(&chunk);
+        }
+        chunk
+    }
+
+    fn on_end(&mut self) -> Bytes {
+        if self.stream {
+            let meter = &mut self.meter;
+            self.sse.finish(&mut |e| meter.observe(&e.data));
+        } else {
+            self.meter.observe_tail(&self.tail);
+        }
+        Bytes::new()
+    }
+
+    fn rewrites_body(&self) -> bool {
+        false
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.meter.usage()
+    }
+
+    fn estimated_output_tokens(&self) -> u64 {
+        self.meter.estimated_output_tokens()
+    }
+}
+
 /// An upstream request ready to send, and the adapter for its answer.
 pub struct Prepared {
     pub header: RequestHeader,
