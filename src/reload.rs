@@ -4,13 +4,15 @@
 //! Readers take one `Arc<Snapshot>` per request, so in-flight requests
 //! finish on the config they started with while new ones see the new one.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use arc_swap::ArcSwap;
-use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode, DebounceEventResult, Debouncer};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::{error, info, warn};
 
 use crate::config::{self, ConfigError, Snapshot};
@@ -24,8 +26,10 @@ pub struct ConfigHandle {
     store: Store,
     health: Arc<HealthRegistry>,
     metrics: Arc<Metrics>,
-    /// Serializes reloads; readers never take it.
-    reload_lock: Mutex<()>,
+    /// Serializes reloads (readers never take it) and holds the version of
+    /// the file that the last reload read, whatever triggered it, so that
+    /// the file watch does not reload a version that is already loaded.
+    reload_lock: Mutex<Option<FileVersion>>,
     /// The admin address bound at start; reloads cannot move it.
     admin_bound: String,
 }
@@ -34,6 +38,8 @@ impl ConfigHandle {
     /// Loads the config file at start. A broken file falls back, loudly, to
     /// the last good config in the store; with none, start fails.
     pub fn open(path: &Path, health: Arc<HealthRegistry>, metrics: Arc<Metrics>) -> Result<Self> {
+        // Taken before the read: an edit racing with it is then seen as new.
+        let version = FileVersion::of(path);
         let first = config::load_file(path, &health, 1);
         let data_dir = match &first {
             Ok(loaded) => PathBuf::from(&loaded.snapshot.server.data_dir),
@@ -75,6 +81,7 @@ impl ConfigHandle {
             warn!("{w}");
         }
         store.save_last_good_config(&loaded.snapshot.source_text)?;
+        release_freed_memory();
         metrics.config_generation.set(1);
         let admin_bound = loaded.snapshot.server.admin_listen.clone();
         Ok(ConfigHandle {
@@ -83,7 +90,7 @@ impl ConfigHandle {
             store,
             health,
             metrics,
-            reload_lock: Mutex::new(()),
+            reload_lock: Mutex::new(version),
             admin_bound,
         })
     }
@@ -102,9 +109,29 @@ impl ConfigHandle {
 
     /// Re-reads the file; a bad file keeps the running config.
     pub fn reload(&self) -> Result<u64, ConfigError> {
-        let _serial = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.current.load();
+        let mut loaded_version = self.lock_reloads();
+        self.reload_locked(&mut loaded_version)
+    }
+
+    /// Reloads unless the file is still the version the last reload read
+    /// (the watch also sees opens and reads of the file, including the one
+    /// every reload makes, and edits already loaded by SIGHUP or the API).
+    fn reload_if_changed(&self) {
+        let mut loaded_version = self.lock_reloads();
+        if FileVersion::of(&self.path) != *loaded_version {
+            let _ = self.reload_locked(&mut loaded_version);
+        }
+    }
+
+    fn lock_reloads(&self) -> MutexGuard<'_, Option<FileVersion>> {
+        self.reload_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reload_locked(&self, loaded_version: &mut Option<FileVersion>) -> Result<u64, ConfigError> {
+        let started = Instant::now();
+        let old = self.current.load_full();
         let next_generation = old.generation + 1;
+        *loaded_version = FileVersion::of(&self.path);
         let loaded = config::load_file(&self.path, &self.health, next_generation).and_then(|l| {
             admin_stays_guarded(&self.admin_bound, &l.snapshot.server).map_err(|message| {
                 ConfigError {
@@ -115,7 +142,7 @@ impl ConfigHandle {
             })?;
             Ok(l)
         });
-        match loaded {
+        let result = match loaded {
             Ok(loaded) => {
                 let new = &loaded.snapshot;
                 if new.server.listen != old.server.listen
@@ -127,16 +154,24 @@ impl ConfigHandle {
                 for w in &loaded.warnings {
                     warn!("{w}");
                 }
-                if let Err(e) = self.store.save_last_good_config(&new.source_text) {
-                    error!("cannot save the last good config: {e}");
-                }
-                self.current.store(Arc::new(loaded.snapshot));
+                let new = Arc::new(loaded.snapshot);
+                self.current.store(Arc::clone(&new));
                 self.metrics
                     .config_reloads_total
                     .with_label_values(&["ok"])
                     .inc();
                 self.metrics.config_generation.set(next_generation as i64);
-                info!(generation = next_generation, "config reloaded");
+                info!(
+                    generation = next_generation,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "config reloaded"
+                );
+                // After the swap, so requests see the new config without
+                // waiting for the disk. Only validated text is ever saved,
+                // so a crash before this line leaves the previous good one.
+                if let Err(e) = self.store.save_last_good_config(&new.source_text) {
+                    error!("cannot save the last good config: {e}");
+                }
                 Ok(next_generation)
             }
             Err(e) => {
@@ -150,45 +185,98 @@ impl ConfigHandle {
                 );
                 Err(e)
             }
-        }
+        };
+        // Freed here unless a request still holds it (then by its thread).
+        drop(old);
+        release_freed_memory();
+        result
     }
 
     /// Watches the config file's directory (editors replace files by
-    /// rename, which a watch on the file itself would miss). The returned
-    /// watcher must be kept alive.
-    pub fn watch(self: &Arc<Self>) -> Result<Debouncer<notify::RecommendedWatcher>> {
+    /// rename, which a watch on the file itself would miss) and reloads
+    /// once a burst of events about the file has been quiet for
+    /// [`DEBOUNCE`]. The returned watcher must be kept alive; dropping it
+    /// ends the watch and its thread.
+    pub fn watch(self: &Arc<Self>) -> Result<RecommendedWatcher> {
         let dir = match self.path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        let names = Arc::new(Mutex::new(watched_names(&self.path, &dir)));
+        let (tx, rx) = mpsc::channel::<()>();
+        let filter = Arc::clone(&names);
+        // Runs on notify's thread for every event in the directory: an event
+        // about another file (a log written next to the config) ends here,
+        // without waking anything or touching the file system.
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                let relevant = match &res {
+                    Ok(event) => {
+                        let names = filter.lock().unwrap_or_else(|e| e.into_inner());
+                        event.need_rescan()
+                            || event
+                                .paths
+                                .iter()
+                                .any(|p| p.file_name().is_some_and(|n| names.contains(n)))
+                    }
+                    Err(_) => true,
+                };
+                if relevant {
+                    let _ = tx.send(());
+                }
+            })?;
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         let handle = Arc::clone(self);
-        let path = self.path.clone();
-        let mut seen = FileVersion::of(&path);
-        let mut debouncer = new_debouncer(
-            Duration::from_millis(300),
-            move |res: DebounceEventResult| {
-                if res.is_err() {
-                    return;
+        std::thread::Builder::new()
+            .name("config-watch".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    let first = Instant::now();
+                    while first.elapsed() < MAX_DEBOUNCE && rx.recv_timeout(DEBOUNCE).is_ok() {}
+                    // The link chain may have changed (a ConfigMap swap).
+                    *names.lock().unwrap_or_else(|e| e.into_inner()) =
+                        watched_names(&handle.path, &dir);
+                    handle.reload_if_changed();
                 }
-                // Any event in the directory counts, not only events named
-                // like the file: a symlinked config (Kubernetes ConfigMaps
-                // swap a `..data` link) changes without one. What decides
-                // is the file's own version (stat follows links). inotify
-                // also reports opens and reads, including the one `reload`
-                // itself makes: reload only when the file changed, or every
-                // reload would trigger the next one.
-                let now = FileVersion::of(&path);
-                if now != seen {
-                    seen = now;
-                    let _ = handle.reload();
-                }
-            },
-        )?;
-        debouncer
-            .watcher()
-            .watch(&dir, RecursiveMode::NonRecursive)?;
-        Ok(debouncer)
+            })?;
+        Ok(watcher)
     }
+}
+
+/// Quiet time after the last event about the config file before a reload:
+/// editors and deploy tools write in several steps.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+/// Longest a reload waits for a file that keeps changing.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(3);
+
+/// The names in the watched directory whose events concern the config: the
+/// file's own, and for a symlinked file the in-directory entries its link
+/// chain goes through (Kubernetes ConfigMaps: `tollgate.toml ->
+/// ..data/tollgate.toml`, and `..data` is the link swapped on update).
+fn watched_names(path: &Path, dir: &Path) -> HashSet<OsString> {
+    let mut names: HashSet<OsString> = path.file_name().map(OsString::from).into_iter().collect();
+    let mut current = path.to_path_buf();
+    // Bounded: a link loop must not hang the watch.
+    for _ in 0..8 {
+        let Ok(target) = std::fs::read_link(&current) else {
+            break;
+        };
+        let resolved = if target.is_relative() {
+            let parent = current.parent().filter(|p| !p.as_os_str().is_empty());
+            parent.unwrap_or(Path::new(".")).join(&target)
+        } else {
+            target
+        };
+        let first = resolved
+            .strip_prefix(dir)
+            .ok()
+            .and_then(|rest| rest.components().next());
+        if let Some(Component::Normal(name)) = first {
+            names.insert(name.to_os_string());
+        }
+        current = resolved;
+    }
+    names
 }
 
 /// Identifies one version of a file without opening it (opening would
@@ -217,6 +305,21 @@ impl FileVersion {
         })
     }
 }
+
+/// A reload frees the parser's temporaries and the old snapshot (tens of
+/// MiB for a big config) in the malloc arena of whichever thread ran it;
+/// glibc keeps freed memory in its arenas, so without this RSS grows with
+/// every reload that lands on another thread. Takes a few milliseconds.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_freed_memory() {}
 
 /// The admin listener stays on the address it was started on until a
 /// restart, so a reload must not drop the token that guards it there, even
@@ -273,5 +376,34 @@ mod tests {
         assert!(admin_stays_guarded("[::]:9191", &open_loopback).is_err());
         assert!(admin_stays_guarded("0.0.0.0:9191", &server("0.0.0.0:9191", Some("t"))).is_ok());
         assert!(admin_stays_guarded("127.0.0.1:9191", &open_loopback).is_ok());
+    }
+
+    #[test]
+    fn watched_names_follow_the_link_chain_inside_the_directory() {
+        use std::os::unix::fs::symlink;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let names = |file: &str| {
+            let mut v: Vec<String> = watched_names(&dir.join(file), dir)
+                .into_iter()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        std::fs::write(dir.join("plain.toml"), "").unwrap();
+        assert_eq!(names("plain.toml"), ["plain.toml"]);
+        // The Kubernetes ConfigMap layout: only `..data` changes on update.
+        std::fs::create_dir(dir.join("v1")).unwrap();
+        std::fs::write(dir.join("v1/k8s.toml"), "").unwrap();
+        symlink("v1", dir.join("..data")).unwrap();
+        symlink("..data/k8s.toml", dir.join("k8s.toml")).unwrap();
+        assert_eq!(names("k8s.toml"), ["..data", "k8s.toml"]);
+        // A link out of the directory adds nothing there; a loop ends.
+        symlink("/nonexistent/x.toml", dir.join("out.toml")).unwrap();
+        assert_eq!(names("out.toml"), ["out.toml"]);
+        symlink("loop.toml", dir.join("loop.toml")).unwrap();
+        assert_eq!(names("loop.toml"), ["loop.toml"]);
+        assert_eq!(names("missing.toml"), ["missing.toml"]);
     }
 }

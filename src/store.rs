@@ -100,6 +100,12 @@ impl Store {
             // On disk now, not at sled's next periodic flush: a crash soon
             // after a start or reload must still find this config.
             self.meta.flush()?;
+            // sled frees the replaced copy through crossbeam-epoch, whose
+            // per-thread bag holds deferred frees until 64 pile up: a
+            // thread that seldom writes (reloads) kept every old copy of a
+            // big config alive. Hand them to the collector now (sled's own
+            // re-export, so it is the collector sled uses).
+            sled::crossbeam_pin().flush();
         }
         Ok(())
     }

@@ -256,7 +256,9 @@ async fn requests_during_reloads_all_succeed_on_their_snapshot() {
         "every request during the reloads succeeds; failed: {failed:?}\nlog:\n{}",
         tg.log()
     );
-    assert!(tg.wait_generation(5, Duration::from_secs(5)).await >= 5);
+    // Start + three admin reloads; the file watch skips the renamed file
+    // when an admin reload has already loaded that version of it.
+    assert!(tg.wait_generation(4, Duration::from_secs(5)).await >= 4);
 
     let (status, text) = leaving.await.unwrap().unwrap();
     assert_eq!(

@@ -48,3 +48,45 @@ async fn one_edit_is_one_reload() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(ok_reloads(&tg).await, 2, "log:\n{}", tg.log());
 }
+
+/// Only events about the config file lead to any work: files written next
+/// to it (a log, an editor's swap file) must not even make tollgate look at
+/// the config. To see that from outside, the config is edited through a hard
+/// link in a subdirectory, which raises no event in the watched directory:
+/// a reload after the unrelated writes could only come from looking at the
+/// file because of them (as the watch did before it filtered by name).
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_to_other_files_in_the_directory_do_not_reload() {
+    let tg = Tollgate::start(CONFIG);
+    assert_eq!(ok_reloads(&tg).await, 1, "the initial load");
+    let dir = tg.config_path.parent().unwrap();
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    let alias = dir.join("sub").join("alias.toml");
+    std::fs::hard_link(&tg.config_path, &alias).unwrap();
+    let text = std::fs::read_to_string(&alias).unwrap();
+    std::fs::write(
+        &alias,
+        format!("{text}\n# edited out of the watch's sight\n"),
+    )
+    .unwrap();
+
+    let mut other = std::fs::File::create(dir.join("next-to-config.log")).unwrap();
+    for n in 0..20 {
+        use std::io::Write;
+        writeln!(other, "line {n}").unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::write(dir.join(".tollgate.toml.swp"), "swap").unwrap();
+    // Well past the debounce window (300 ms) after the last write.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(ok_reloads(&tg).await, 1, "log:\n{}", tg.log());
+
+    // The watch still works: an event naming the file loads the new text.
+    let edited = std::fs::read_to_string(&tg.config_path).unwrap();
+    tg.write_config_in_place(&format!("{edited}# edited again\n"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ok_reloads(&tg).await < 2 {
+        assert!(Instant::now() < deadline, "the edit was not picked up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

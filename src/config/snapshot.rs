@@ -467,31 +467,35 @@ pub(super) fn compile(
     }
 
     // [[keys]]
-    let mut keys_by_hash = HashMap::new();
-    let mut key_names = HashSet::new();
+    // Sized up front and without per-key copies: a config may hold many
+    // thousands of keys, and reload time is mostly spent here and in parsing.
+    let mut keys_by_hash = HashMap::with_capacity(raw.keys.len());
+    let mut key_names = HashSet::with_capacity(raw.keys.len());
     for (i, k) in raw.keys.iter().enumerate() {
-        let item = format!("[[keys]] \"{}\"", k.name);
-        // An error about the key's `name` field (its line, or the header).
-        let err =
-            |name: &str, msg: String| src.error(field("keys", i, name), format!("{item}: {msg}"));
-        if !key_names.insert(k.name.clone()) {
+        // An error about one field of the key (its line, or the header).
+        let err = |name: &str, msg: String| {
+            src.error(
+                field("keys", i, name),
+                format!("[[keys]] \"{}\": {msg}", k.name),
+            )
+        };
+        if !key_names.insert(k.name.as_str()) {
             return Err(err("name", "duplicate key name".into()));
         }
         let hash = match (&k.key_sha256, &k.key) {
             (Some(hex_hash), None) => {
-                let bytes = hex::decode(hex_hash.trim())
-                    .ok()
-                    .filter(|b| b.len() == 32)
-                    .ok_or_else(|| {
-                        err("key_sha256", "key_sha256 must be 64 hex characters".into())
-                    })?;
-                <[u8; 32]>::try_from(bytes).expect("length checked")
+                let mut bytes = [0u8; 32];
+                hex::decode_to_slice(hex_hash.trim(), &mut bytes).map_err(|_| {
+                    err("key_sha256", "key_sha256 must be 64 hex characters".into())
+                })?;
+                bytes
             }
             (None, Some(plain)) => {
                 let secret = expand_vars(plain, env)
                     .map_err(|var| err("key", format!("${{{var}}} in key is not set")))?;
                 warnings.push(format!(
-                    "{item}: plaintext `key`; prefer key_sha256 (`tollgate key new`)"
+                    "[[keys]] \"{}\": plaintext `key`; prefer key_sha256 (`tollgate key new`)",
+                    k.name
                 ));
                 sha256(&secret)
             }
