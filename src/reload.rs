@@ -186,9 +186,11 @@ impl ConfigHandle {
                 Err(e)
             }
         };
-        // Freed here unless a request still holds it (then by its thread).
-        drop(old);
-        release_freed_memory();
+        match result {
+            Ok(_) => retire(old),
+            // The parser's temporaries of the refused file.
+            Err(_) => release_freed_memory(),
+        }
         result
     }
 
@@ -306,6 +308,31 @@ impl FileVersion {
     }
 }
 
+/// Requests that started on a replaced snapshot finish on it (streams may
+/// take minutes). It is freed on a thread of its own once they are done,
+/// rather than by whichever request lets go of it last: that keeps the work
+/// of freeing a big config off the request path, and lets its memory go back
+/// to the kernel instead of staying in the request thread's malloc arena.
+fn retire(old: Arc<Snapshot>) {
+    let freeing = std::thread::Builder::new()
+        .name("config-retire".into())
+        .spawn(move || {
+            // ArcSwap turned every reader's borrow into a counted reference
+            // when the snapshot was swapped out: the count is exact.
+            let mut wait = Duration::from_millis(10);
+            while Arc::strong_count(&old) > 1 {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+            drop(old);
+            release_freed_memory();
+        });
+    if freeing.is_err() {
+        // No thread: the snapshot was dropped with the closure.
+        release_freed_memory();
+    }
+}
+
 /// A reload frees the parser's temporaries and the old snapshot (tens of
 /// MiB for a big config) in the malloc arena of whichever thread ran it;
 /// glibc keeps freed memory in its arenas, so without this RSS grows with
@@ -376,6 +403,30 @@ mod tests {
         assert!(admin_stays_guarded("[::]:9191", &open_loopback).is_err());
         assert!(admin_stays_guarded("0.0.0.0:9191", &server("0.0.0.0:9191", Some("t"))).is_ok());
         assert!(admin_stays_guarded("127.0.0.1:9191", &open_loopback).is_ok());
+    }
+
+    #[test]
+    fn a_retired_snapshot_is_freed_once_its_last_request_lets_go() {
+        let loaded = config::load_text(
+            "t.toml",
+            "[[groups]]\nname = \"default\"\nratio = 1\n",
+            &|_| None,
+            &HealthRegistry::default(),
+            1,
+        )
+        .unwrap();
+        let old = Arc::new(loaded.snapshot);
+        let freed = Arc::downgrade(&old);
+        let in_flight = Arc::clone(&old);
+        retire(old);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(freed.strong_count(), 2, "still held: a request runs on it");
+        drop(in_flight);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while freed.strong_count() > 0 {
+            assert!(Instant::now() < deadline, "never freed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]
