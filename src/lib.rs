@@ -6,6 +6,7 @@
 //! upstream request, and the answer streams back. [`reload`] swaps configs,
 //! [`store`] keeps state in sled, [`metrics`] and [`admin`] show it all.
 
+pub mod access_log;
 pub mod admin;
 pub mod api;
 pub mod auth;

@@ -346,7 +346,9 @@ impl TokenSource {
         if let Some(t) = self.usable() {
             return Ok(t.value);
         }
-        self.refresh().await
+        // Boxed: the refresh future is ~11 KB and would otherwise be part
+        // of every request's future, copied on each request.
+        Box::pin(self.refresh()).await
     }
 
     fn usable(&self) -> Option<Token> {

@@ -17,12 +17,13 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::Method;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
-use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::http::v1::Connector;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::ResponseHeader;
-use tracing::{info, warn};
+use tracing::warn;
 
+use crate::access_log;
 use crate::api;
 use crate::auth;
 use crate::body::{self, BodyProbe};
@@ -461,9 +462,7 @@ impl Gateway {
         let disposition =
             pipe_body(session, &mut upstream_session, adapter.as_mut(), dialect).await;
         if upstream_session.response_done() {
-            self.connector
-                .release_http_session(upstream_session, &peer, peer.options.idle_timeout)
-                .await;
+            upstream::release(&self.connector, upstream_session, &peer).await;
         }
         Ok(Relayed {
             status,
@@ -573,20 +572,16 @@ impl Gateway {
                 .with_label_values(&[s.group, s.model])
                 .observe(elapsed.as_secs_f64());
         }
-        info!(
-            status = s.status,
-            group = s.group,
-            model = s.model,
-            channel = s.channel,
+        access_log::write(&access_log::Entry {
+            status: s.status,
+            group: s.group,
+            model: s.model,
+            channel: s.channel,
             attempts,
-            input = s.usage.input,
-            output = s.usage.output,
-            cached_input = s.usage.cached_input,
-            cache_write = s.usage.cache_write,
-            estimated = s.estimated,
-            ms = elapsed.as_millis() as u64,
-            "request"
-        );
+            usage: s.usage,
+            estimated: s.estimated,
+            ms: elapsed.as_millis() as u64,
+        });
     }
 }
 
