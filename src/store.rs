@@ -4,8 +4,11 @@
 //! owns a store; the CLI talks to the admin API instead of opening it.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
+use tracing::{error, info};
 
 const META_TREE: &str = "meta";
 const LAST_GOOD_CONFIG: &[u8] = b"last_good_config";
@@ -20,95 +23,156 @@ const STORE_MARKER: &[u8] = b"store_created_ms";
 /// 14 MiB after ~35,000 requests; 1 and 4 MiB measured the same (sled's LRU
 /// evicts per shard, 256 of them, after batches of accesses).
 const CACHE_CAPACITY_BYTES: u64 = 8 * 1024 * 1024;
+/// After a failed write (e.g. a full disk) sled refuses every later
+/// operation until it is opened again; a reopen is tried at most this often.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Store {
+    state: Arc<Mutex<State>>,
+    path: PathBuf,
+}
+
+struct State {
+    /// None while closed after a failed reopen.
+    open: Option<Open>,
+    last_reopen: Option<Instant>,
+}
+
+#[derive(Clone)]
+struct Open {
     db: sled::Db,
     meta: sled::Tree,
-    path: PathBuf,
 }
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
-        if dir.exists() && !dir.is_dir() {
-            return Err(anyhow!(
-                "data_dir {} exists but is not a directory: point data_dir at a directory",
-                dir.display()
-            ));
-        }
-        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "cannot create data_dir", &e))?;
-        let had_data = std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_CAPACITY_BYTES)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    anyhow!(
-                        "store {} is locked by another process (is another tollgate running \
-                     with the same data_dir?): stop it, or give this one its own data_dir",
-                        dir.display()
-                    )
-                }
-                sled::Error::Io(io) => io_error(dir, "cannot open store", &io),
-                other => corrupt(dir, &other.to_string()),
-            })?;
-        let meta = db.open_tree(META_TREE)?;
-        let store = Store {
-            db,
-            meta,
+        Ok(Store {
+            state: Arc::new(Mutex::new(State {
+                open: Some(open_db(dir)?),
+                last_reopen: None,
+            })),
             path: dir.to_path_buf(),
-        };
-        store.check_marker(had_data)?;
-        Ok(store)
+        })
     }
 
-    /// A store is marked when created. A store that had data files but
-    /// opens with no records at all lost them to corruption (sled recovers
-    /// an unreadable log as empty): refuse it rather than start over on top
-    /// of it. Unmarked stores with records predate the marker: mark them.
-    fn check_marker(&self, had_data: bool) -> Result<()> {
-        if self.meta.contains_key(STORE_MARKER)? {
-            return Ok(());
-        }
-        let empty = self
-            .db
-            .tree_names()
-            .iter()
-            .filter_map(|name| self.db.open_tree(name).ok())
-            .all(|tree| tree.is_empty());
-        if had_data && empty {
-            return Err(corrupt(
-                &self.path,
-                "its data files hold no readable records",
-            ));
-        }
-        self.meta.insert(
-            STORE_MARKER,
-            crate::routing::now_ms().to_be_bytes().as_slice(),
-        )?;
-        self.db.flush()?;
-        Ok(())
+    fn handles(&self) -> Result<Open> {
+        self.lock().open.clone().ok_or_else(|| {
+            anyhow!(
+                "store {} is closed after a write error; it is reopened every {} s",
+                self.path.display(),
+                REOPEN_INTERVAL.as_secs()
+            )
+        })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens the store again after a failed write, at most every
+    /// `REOPEN_INTERVAL`: sled keeps failing after one I/O error (a full
+    /// disk) even when space is back, and only a fresh open clears that.
+    /// What the failed writes did only in memory is gone with the old
+    /// handle; the caller counted it as dropped. The old handle must be the
+    /// last one (sled locks its files), so callers hold trees only briefly;
+    /// if another is still in use, the open fails and the next try retries.
+    pub fn reopen_after_failure(&self) {
+        let mut state = self.lock();
+        if state
+            .last_reopen
+            .is_some_and(|t| t.elapsed() < REOPEN_INTERVAL)
+        {
+            return;
+        }
+        state.last_reopen = Some(Instant::now());
+        state.open = None;
+        match open_db(&self.path) {
+            Ok(open) => {
+                info!(path = %self.path.display(), "store reopened after a write error");
+                state.open = Some(open);
+            }
+            Err(e) => error!("cannot reopen the store: {e:#}"),
+        }
+    }
+}
+
+fn open_db(dir: &Path) -> Result<Open> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(anyhow!(
+            "data_dir {} exists but is not a directory: point data_dir at a directory",
+            dir.display()
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "cannot create data_dir", &e))?;
+    let had_data = std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(CACHE_CAPACITY_BYTES)
+        .flush_every_ms(Some(500))
+        .open()
+        .map_err(|e| match e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                anyhow!(
+                    "store {} is locked by another process (is another tollgate running \
+                 with the same data_dir?): stop it, or give this one its own data_dir",
+                    dir.display()
+                )
+            }
+            sled::Error::Io(io) => io_error(dir, "cannot open store", &io),
+            other => corrupt(dir, &other.to_string()),
+        })?;
+    let meta = db.open_tree(META_TREE)?;
+    let open = Open { db, meta };
+    check_marker(&open, dir, had_data)?;
+    Ok(open)
+}
+
+/// A store is marked when created. A store that had data files but opens
+/// with no records at all lost them to corruption (sled recovers an
+/// unreadable log as empty): refuse it rather than start over on top of it.
+/// Unmarked stores with records predate the marker: mark them.
+fn check_marker(open: &Open, dir: &Path, had_data: bool) -> Result<()> {
+    if open.meta.contains_key(STORE_MARKER)? {
+        return Ok(());
+    }
+    let empty = open
+        .db
+        .tree_names()
+        .iter()
+        .filter_map(|name| open.db.open_tree(name).ok())
+        .all(|tree| tree.is_empty());
+    if had_data && empty {
+        return Err(corrupt(dir, "its data files hold no readable records"));
+    }
+    open.meta.insert(
+        STORE_MARKER,
+        crate::routing::now_ms().to_be_bytes().as_slice(),
+    )?;
+    open.db.flush()?;
+    Ok(())
+}
+
+impl Store {
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     pub fn last_good_config(&self) -> Result<Option<String>> {
         Ok(self
+            .handles()?
             .meta
             .get(LAST_GOOD_CONFIG)?
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     pub fn save_last_good_config(&self, text: &str) -> Result<()> {
-        if self.meta.get(LAST_GOOD_CONFIG)?.as_deref() != Some(text.as_bytes()) {
-            self.meta.insert(LAST_GOOD_CONFIG, text.as_bytes())?;
+        let meta = self.handles()?.meta;
+        if meta.get(LAST_GOOD_CONFIG)?.as_deref() != Some(text.as_bytes()) {
+            meta.insert(LAST_GOOD_CONFIG, text.as_bytes())?;
             // On disk now, not at sled's next periodic flush: a crash soon
             // after a start or reload must still find this config.
-            self.meta.flush()?;
+            meta.flush()?;
             // sled frees the replaced copy through crossbeam-epoch, whose
             // per-thread bag holds deferred frees until 64 pile up: a
             // thread that seldom writes (reloads) kept every old copy of a
@@ -119,19 +183,20 @@ impl Store {
         Ok(())
     }
 
-    /// A named tree (created if missing).
+    /// A named tree (created if missing). Hold it only for one operation:
+    /// see `reopen_after_failure`.
     pub fn tree(&self, name: &str) -> Result<sled::Tree> {
-        Ok(self.db.open_tree(name)?)
+        Ok(self.handles()?.db.open_tree(name)?)
     }
 
     /// A unique, increasing id (persisted across restarts).
     pub fn generate_id(&self) -> Result<u64> {
-        Ok(self.db.generate_id()?)
+        Ok(self.handles()?.db.generate_id()?)
     }
 
     /// Writes everything to disk; called on shutdown.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        self.handles()?.db.flush()?;
         Ok(())
     }
 }

@@ -132,6 +132,98 @@ fn a_read_only_data_dir_is_refused() {
     );
 }
 
+/// Fills the file system of `dir` with a file `dir/filler`.
+fn fill_disk(dir: &Path) {
+    let mut filler = std::fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+}
+
+fn one_key_mock_config(port: u16, admin: u16, data: &Path, secret: &str) -> String {
+    format!(
+        "{}\n[[groups]]\nname = \"default\"\nratio = 1.0\nall_channels = true\n\n\
+         [[models]]\nname = \"m\"\ninput = 1\noutput = 1\n\n\
+         [[channels]]\nname = \"mock\"\ntype = \"mock\"\nmodels = [\"m\"]\n\n\
+         [[keys]]\nname = \"k\"\nkey_sha256 = \"{}\"\n",
+        server_section(port, admin, data),
+        sha256_hex(secret)
+    )
+}
+
+/// Requests the ledger holds (as written to the store).
+async fn ledger_requests(tg: &Tollgate) -> u64 {
+    tg.admin_json("/admin/usage").await["total"]["requests"]
+        .as_u64()
+        .unwrap()
+}
+
+async fn dropped(tg: &Tollgate) -> u64 {
+    metric_value(&tg.metrics().await, "tollgate_ledger_dropped_total", &[]).unwrap_or(0.0) as u64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ledger_writes_again_once_a_full_disk_has_space() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a small file system needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _small = Tmpfs::mount(&data, "size=2m").expect("mount a 2 MiB tmpfs");
+    let secret = "sk-disk-back";
+    let tg = Tollgate::start_with(|port, admin, _| one_key_mock_config(port, admin, &data, secret));
+    let http = client();
+    let mut sent = 0;
+    for _ in 0..3 {
+        assert_eq!(chat(&http, &tg, secret, "m").await.0, 200);
+        sent += 1;
+    }
+    fill_disk(&data);
+    while dropped(&tg).await == 0 {
+        assert!(sent < 200, "a full disk never failed a ledger write");
+        assert_eq!(chat(&http, &tg, secret, "m").await.0, 200);
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = ledger_requests(&tg).await;
+    std::fs::remove_file(data.join("filler")).unwrap();
+
+    // The store is reopened within its retry interval (5 s); until then
+    // charges are still dropped, and counted.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ledger_requests(&tg).await == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ledger never wrote again after space came back:\n{}",
+            tg.log()
+        );
+        assert_eq!(chat(&http, &tg, secret, "m").await.0, 200);
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(chat(&http, &tg, secret, "m").await.0, 200);
+        sent += 1;
+    }
+    // Every request is either in the ledger or counted as dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (stored, lost) = (ledger_requests(&tg).await, dropped(&tg).await);
+        if stored + lost == sent {
+            assert!(stored >= before + 6, "{stored} {before}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ledger {stored} + dropped {lost} != sent {sent}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = tg.log();
+    assert!(log.contains("store reopened after a write error"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_is_counted_and_logged_while_requests_keep_flowing() {
     if unsafe { libc::geteuid() } != 0 {
@@ -142,20 +234,9 @@ async fn a_full_disk_is_counted_and_logged_while_requests_keep_flowing() {
     let data = dir.path().join("data");
     let _small = Tmpfs::mount(&data, "size=2m").expect("mount a 2 MiB tmpfs");
     let tg = Tollgate::start_with(|port, admin, _| {
-        format!(
-            "{}\n[[groups]]\nname = \"default\"\nratio = 1.0\nall_channels = true\n\n\
-             [[models]]\nname = \"m\"\ninput = 1\noutput = 1\n\n\
-             [[channels]]\nname = \"mock\"\ntype = \"mock\"\nmodels = [\"m\"]\n\n\
-             [[keys]]\nname = \"k\"\nkey_sha256 = \"{}\"\n",
-            server_section(port, admin, &data),
-            sha256_hex("sk-disk-full")
-        )
+        one_key_mock_config(port, admin, &data, "sk-disk-full")
     });
-    // Fill the disk.
-    let mut filler = std::fs::File::create(data.join("filler")).unwrap();
-    let block = vec![0u8; 64 * 1024];
-    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
-    drop(filler);
+    fill_disk(&data);
 
     for _ in 0..20 {
         let (status, _) = chat(&client(), &tg, "sk-disk-full", "m").await;

@@ -29,6 +29,9 @@ const QUEUE_CAPACITY: usize = 100_000;
 const MINUTE_MS: u64 = 60_000;
 const HOUR_MS: u64 = 60 * MINUTE_MS;
 const DAY_MS: u64 = 24 * HOUR_MS;
+const HOURLY_TREE: &str = "usage_hourly";
+const TOTALS_TREE: &str = "usage_totals";
+const REQUEST_LOG_TREE: &str = "request_log";
 
 /// One billed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,24 +180,23 @@ pub struct Ledger {
     /// The writer's end. Held for the whole of a write, so the final drain
     /// at shutdown waits for a batch in progress instead of racing it.
     rx: Mutex<mpsc::Receiver<Charge>>,
+    /// Trees are looked up per use, never kept: the store may be reopened
+    /// after a write error (`Store::reopen_after_failure`).
     store: Store,
-    hourly: sled::Tree,
-    totals: sled::Tree,
-    requests: sled::Tree,
     pending: IntGauge,
     dropped: IntCounter,
 }
 
 impl Ledger {
     pub fn open(store: &Store, pending: IntGauge, dropped: IntCounter) -> Result<Ledger> {
+        for tree in [HOURLY_TREE, TOTALS_TREE, REQUEST_LOG_TREE] {
+            store.tree(tree)?;
+        }
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         Ok(Ledger {
             tx,
             rx: Mutex::new(rx),
             store: store.clone(),
-            hourly: store.tree("usage_hourly")?,
-            totals: store.tree("usage_totals")?,
-            requests: store.tree("request_log")?,
             pending,
             dropped,
         })
@@ -211,6 +213,14 @@ impl Ledger {
         }
     }
 
+    /// A tree for reading, or None (logged) while the store is closed.
+    fn tree(&self, name: &str) -> Option<sled::Tree> {
+        self.store
+            .tree(name)
+            .map_err(|e| error!("cannot read the usage ledger: {e:#}"))
+            .ok()
+    }
+
     /// Totals of a key (as stored; queued charges are not included).
     pub fn key_totals(&self, key: &str) -> Counts {
         self.read_total(&total_key(b'k', key))
@@ -221,7 +231,7 @@ impl Ledger {
     }
 
     fn read_total(&self, k: &[u8]) -> Counts {
-        match self.totals.get(k) {
+        match self.store.tree(TOTALS_TREE).and_then(|t| Ok(t.get(k)?)) {
             Ok(v) => v.map(|v| Counts::from_bytes(&v)).unwrap_or_default(),
             Err(e) => {
                 error!("cannot read usage totals: {e}");
@@ -246,6 +256,7 @@ impl Ledger {
         if let Err(e) = self.write_batch(&batch, log_days) {
             self.dropped.inc_by(batch.len() as u64);
             error!("cannot write {} ledger records: {e}", batch.len());
+            self.store.reopen_after_failure();
         }
     }
 
@@ -285,7 +296,12 @@ impl Ledger {
                 log.push((k, entries));
             }
         }
-        (&self.hourly, &self.totals, &self.requests)
+        let trees = (
+            self.store.tree(HOURLY_TREE)?,
+            self.store.tree(TOTALS_TREE)?,
+            self.store.tree(REQUEST_LOG_TREE)?,
+        );
+        (&trees.0, &trees.1, &trees.2)
             .transaction(|(h, t, r)| {
                 for (k, add) in &hourly {
                     let mut v = h
@@ -319,9 +335,12 @@ impl Ledger {
         let cutoff = now_ms.saturating_sub(u64::from(log_days) * DAY_MS);
         // Chunks are keyed by the start of their minute.
         let last_start = cutoff.saturating_sub(MINUTE_MS - 1);
+        let Some(requests) = self.tree(REQUEST_LOG_TREE) else {
+            return 0;
+        };
         let mut removed = 0;
         let mut batch = sled::Batch::default();
-        for item in self.requests.range(..last_start.to_be_bytes().to_vec()) {
+        for item in requests.range(..last_start.to_be_bytes().to_vec()) {
             match item {
                 Ok((k, v)) => {
                     batch.remove(k);
@@ -334,7 +353,7 @@ impl Ledger {
             }
         }
         if removed > 0 {
-            if let Err(e) = self.requests.apply_batch(batch) {
+            if let Err(e) = requests.apply_batch(batch) {
                 error!("cannot prune the request log: {e}");
                 return 0;
             }
@@ -346,7 +365,10 @@ impl Ledger {
     /// `limit`.
     pub fn request_log(&self, from_ms: u64, to_ms: u64, limit: usize) -> Vec<serde_json::Value> {
         let first_minute = from_ms - from_ms % MINUTE_MS;
-        self.requests
+        let Some(requests) = self.tree(REQUEST_LOG_TREE) else {
+            return Vec::new();
+        };
+        requests
             .range(first_minute.to_be_bytes().to_vec()..to_ms.to_be_bytes().to_vec())
             .filter_map(|r| r.ok())
             .flat_map(|(_, chunk)| {
@@ -368,9 +390,10 @@ impl Ledger {
     pub fn query(&self, q: &Query) -> Vec<(Vec<String>, Counts)> {
         let from_hour = q.from_ms - q.from_ms % HOUR_MS;
         let mut groups: BTreeMap<Vec<String>, Counts> = BTreeMap::new();
-        let rows = self
-            .hourly
-            .range(from_hour.to_be_bytes().to_vec()..q.to_ms.to_be_bytes().to_vec());
+        let Some(hourly) = self.tree(HOURLY_TREE) else {
+            return Vec::new();
+        };
+        let rows = hourly.range(from_hour.to_be_bytes().to_vec()..q.to_ms.to_be_bytes().to_vec());
         for item in rows {
             let Ok((k, v)) = item else { continue };
             let Some((hour, dims)) = parse_hourly_key(&k) else {
