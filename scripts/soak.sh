@@ -17,7 +17,7 @@
 #   - tollgate's RSS is sampled every 10 s.
 # It passes when: tollgate never exits and stops cleanly on SIGTERM, its log
 # has no panic, RSS after warm-up (a third of the run, at most 10 min: the
-# store's cache fills over the first ~35,000 logged requests, then stays
+# store's cache fills over the first ~45,000 logged requests, then stays
 # nearly flat) stays within 10%, and the tokens tollgate
 # metered from upstream usage (access log) equal the tokens the clients
 # expected for every answer they got whole, and the ledger (/admin/usage,

@@ -454,8 +454,8 @@ def main():
         failures.append(f"metered input/output/answers {m_in}/{m_out}/{m_n} != expected "
                         f"{tally.expected_input}/{tally.expected_output}/{tally.complete}")
     # Warm-up: sled's resident cache for the request log fills over the
-    # first ~35,000 logged requests (~14 MiB; ~9 min at this load); after
-    # that it grows only ~17 bytes per logged request (measured:
+    # first ~45,000 logged requests (~8 MiB; ~10 min at this load); after
+    # that it grows only ~5 bytes per logged request (measured:
     # examples/ledger_memory.rs; README, [store]).
     warm_up = min(600, args.seconds // 3)
     warm = [r for t, r in samples if t >= warm_up]

@@ -19,9 +19,10 @@ const STORE_MARKER: &[u8] = b"store_created_ms";
 /// request log is append-only history that only admin queries read. sled
 /// fills its cache with every page it writes and keeps ~1.4x the bound
 /// resident, so the former 64 MiB grew RSS by ~0.4 KiB per logged request
-/// for the first ~230,000 requests (~90 MiB). With 8 MiB it settles near
-/// 14 MiB after ~35,000 requests; 1 and 4 MiB measured the same (sled's LRU
-/// evicts per shard, 256 of them, after batches of accesses).
+/// for the first ~230,000 requests (~90 MiB). A smaller bound than 8 MiB
+/// saved nothing (1 and 4 MiB measured the same: sled's LRU evicts per
+/// shard, 256 of them, after batches of accesses); see also the ledger's
+/// `LOG_CHUNK_BYTES`.
 const CACHE_CAPACITY_BYTES: u64 = 8 * 1024 * 1024;
 /// After a failed write (e.g. a full disk) sled refuses every later
 /// operation until it is opened again; a reopen is tried at most this often.
