@@ -19,7 +19,7 @@ use super::{ClientRequest, CountAdapter, Endpoint, Meter, PassThrough, Prepared,
 use crate::body;
 use crate::config::{Channel, Upstream};
 use crate::errors::{ApiError, Dialect};
-use crate::metering::{estimate_tokens, Usage};
+use crate::metering::{OutputEstimate, Usage};
 
 /// Sent when the client did not name an API version.
 pub const DEFAULT_VERSION: &str = "2023-06-01";
@@ -158,7 +158,7 @@ struct Delta<'a> {
 #[derive(Default)]
 pub struct AnthropicMeter {
     usage: Option<Usage>,
-    estimated_output: u64,
+    estimated_output: OutputEstimate,
 }
 
 /// Reads an Anthropic Messages answer; never changes a byte.
@@ -186,7 +186,7 @@ impl Meter for AnthropicMeter {
                         .into_iter()
                         .flatten()
                     {
-                        self.estimated_output += estimate_tokens(t);
+                        self.estimated_output.push(t);
                     }
                 }
                 None
@@ -209,7 +209,7 @@ impl Meter for AnthropicMeter {
     }
 
     fn estimated_output_tokens(&self) -> u64 {
-        self.estimated_output
+        self.estimated_output.tokens()
     }
 }
 

@@ -19,7 +19,7 @@ use super::{
     ResponseAdapter,
 };
 use crate::config::{Channel, Upstream};
-use crate::metering::{estimate_tokens, Usage};
+use crate::metering::{OutputEstimate, Usage};
 
 pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -> Result<Prepared> {
     let Endpoint::Gemini(method) = req.endpoint else {
@@ -126,7 +126,7 @@ struct Part<'a> {
 #[derive(Default)]
 pub struct GeminiMeter {
     usage: Option<Usage>,
-    estimated_output: u64,
+    estimated_output: OutputEstimate,
 }
 
 /// Reads a Gemini answer; never changes a byte.
@@ -140,7 +140,7 @@ impl Meter for GeminiMeter {
         for c in &chunk.candidates {
             for p in c.content.iter().flat_map(|c| &c.parts) {
                 if let Some(t) = &p.text {
-                    self.estimated_output += estimate_tokens(t);
+                    self.estimated_output.push(t);
                 }
             }
         }
@@ -160,7 +160,7 @@ impl Meter for GeminiMeter {
     }
 
     fn estimated_output_tokens(&self) -> u64 {
-        self.estimated_output
+        self.estimated_output.tokens()
     }
 }
 

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::{ClientRequest, Prepared, ResponseAdapter};
 use crate::body::{self, BodyProbe};
 use crate::config::{Channel, Upstream};
-use crate::metering::{estimate_tokens, Usage};
+use crate::metering::{OutputEstimate, Usage};
 use crate::sse::{SseEvent, SseParser};
 
 /// Paths whose streams carry usage only when asked for.
@@ -207,7 +207,7 @@ pub struct OpenAiAdapter {
     sse: SseParser,
     tail: Tail,
     usage: Option<Usage>,
-    estimated_output: u64,
+    estimated_output: OutputEstimate,
 }
 
 impl OpenAiAdapter {
@@ -218,7 +218,7 @@ impl OpenAiAdapter {
             sse: SseParser::default(),
             tail: Tail::default(),
             usage: None,
-            estimated_output: 0,
+            estimated_output: OutputEstimate::default(),
         }
     }
 
@@ -234,11 +234,11 @@ impl OpenAiAdapter {
         for c in event.choices.iter().flatten() {
             let text = c.delta.as_ref().and_then(|d| d.content.as_deref());
             if let Some(t) = text.or(c.text.as_deref()) {
-                self.estimated_output += estimate_tokens(t);
+                self.estimated_output.push(t);
             }
         }
         if let Some(d) = &event.delta {
-            self.estimated_output += estimate_tokens(d);
+            self.estimated_output.push(d);
         }
         let usage = event
             .usage
@@ -310,7 +310,7 @@ impl ResponseAdapter for OpenAiAdapter {
     }
 
     fn estimated_output_tokens(&self) -> u64 {
-        self.estimated_output
+        self.estimated_output.tokens()
     }
 }
 
