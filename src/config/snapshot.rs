@@ -296,14 +296,16 @@ pub(super) fn compile(
     }
 
     // [[channels]]
-    let mut channels: Vec<Channel> = Vec::new();
+    let mut channels: Vec<Channel> = Vec::with_capacity(raw.channels.len());
+    // A set, not a scan of the channels so far: thousands of channels.
+    let mut channel_names = HashSet::with_capacity(raw.channels.len());
     for (i, c) in raw.channels.iter().enumerate() {
         let item = format!("[[channels]] \"{}\"", c.name);
         if c.name.is_empty() {
             // The line is found on error only: finding it scans the whole text.
             return Err(src.error(at("channels", i), "[[channels]]: name must not be empty"));
         }
-        if channels.iter().any(|x| *x.name == *c.name) {
+        if !channel_names.insert(c.name.as_str()) {
             return Err(src.error(
                 field("channels", i, "name"),
                 format!("{item}: duplicate channel name"),
