@@ -26,9 +26,6 @@ use crate::store::Store;
 /// Charges that may wait for the writer; beyond that they are dropped
 /// (and counted) rather than slowing requests down.
 const QUEUE_CAPACITY: usize = 100_000;
-/// A backlog this long means the CPU is too busy for an idle-priority
-/// writer to keep up: the batch is then written at normal priority.
-const URGENT_BACKLOG: i64 = 10_000;
 const MINUTE_MS: u64 = 60_000;
 /// A log chunk closes once it is this long. sled keeps up to 16 values per
 /// page and each of its 256 cache shards holds on to its newest page
@@ -268,36 +265,6 @@ impl Ledger {
             error!("cannot write {} ledger records: {e}", batch.len());
             self.store.reopen_after_failure();
         }
-    }
-
-    /// [`Ledger::write_pending`], normally on a short-lived thread that
-    /// request threads preempt the moment they wake (SCHED_IDLE). A batch
-    /// is a burst of a few milliseconds of CPU (~2 µs per charge, every
-    /// `flush_ms`); at normal priority the scheduler lets it finish its
-    /// slice first and every request arriving meanwhile waits: p99 at
-    /// concurrency 1 on one core went from ~0.9 ms to ~0.3 ms. A fresh
-    /// thread each time, because an unprivileged thread cannot leave
-    /// SCHED_IDLE again.
-    pub fn write_pending_yielding(&self, log_days: u32) {
-        if self.pending.get() > URGENT_BACKLOG {
-            self.write_pending(log_days);
-            return;
-        }
-        std::thread::scope(|scope| {
-            let idle_write = std::thread::Builder::new()
-                .name("ledger write".into())
-                .spawn_scoped(scope, || {
-                    let param = libc::sched_param { sched_priority: 0 };
-                    // SAFETY: pid 0 is this thread; `param` outlives the
-                    // call. On failure the batch is written at normal
-                    // priority.
-                    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-                    self.write_pending(log_days);
-                });
-            if idle_write.is_err() {
-                self.write_pending(log_days);
-            }
-        });
     }
 
     fn write_batch(&self, batch: &[Charge], log_days: u32) -> Result<()> {
@@ -610,23 +577,6 @@ mod tests {
         l.write_pending(7);
         assert_eq!(l.key_totals("k1").cost_nanos, 158);
         assert_eq!(l.request_log(0, u64::MAX, 100).len(), 5);
-    }
-
-    #[test]
-    fn yielding_writes_leave_the_caller_at_normal_priority() {
-        let (_dir, l) = ledger();
-        l.record(charge(HOUR_MS, "k1", "g1", 100));
-        l.write_pending_yielding(7);
-        assert_eq!(l.key_totals("k1").cost_nanos, 100);
-        // A backlog past URGENT_BACKLOG is written on the calling thread.
-        for _ in 0..=URGENT_BACKLOG {
-            l.record(charge(HOUR_MS, "k2", "g1", 1));
-        }
-        l.write_pending_yielding(0);
-        assert_eq!(l.key_totals("k2").cost_nanos, URGENT_BACKLOG + 1);
-        assert_eq!(l.pending.get(), 0);
-        // SAFETY: querying the calling thread's policy has no preconditions.
-        assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
     }
 
     #[test]

@@ -483,6 +483,7 @@ pub struct LedgerWriter {
 }
 
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 #[async_trait]
 impl BackgroundService for LedgerWriter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
@@ -504,9 +505,7 @@ impl BackgroundService for LedgerWriter {
             let metering = Arc::clone(&self.metering);
             let prune = last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY);
             let _ = tokio::task::spawn_blocking(move || {
-                metering
-                    .ledger
-                    .write_pending_yielding(store.request_log_days);
+                metering.ledger.write_pending(store.request_log_days);
                 if prune {
                     let removed = metering.ledger.prune(store.request_log_days, now_ms());
                     if removed > 0 {
