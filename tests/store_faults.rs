@@ -254,3 +254,56 @@ async fn a_full_disk_is_counted_and_logged_while_requests_keep_flowing() {
     assert!(!log.contains("panicked"), "{log}");
     drop(tg);
 }
+
+/// Replaces sled's files in `to` with those of `from` (the ledger mark stays).
+fn roll_back_sled_files(from: &Path, to: &Path) {
+    for (dir, remove) in [(to, true), (from, false)] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() == "ledger-mark" || !entry.file_type().unwrap().is_file() {
+                continue;
+            }
+            if remove {
+                std::fs::remove_file(entry.path()).unwrap();
+            } else {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_lost_acknowledged_usage_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let older = dir.path().join("older");
+    make_store(&data);
+    std::fs::create_dir(&older).unwrap();
+    roll_back_sled_files(&data, &older);
+
+    let secret = "sk-rolled-back";
+    let tg = Tollgate::start_with(|port, admin, _| one_key_mock_config(port, admin, &data, secret));
+    for _ in 0..3 {
+        assert_eq!(chat(&client(), &tg, secret, "m").await.0, 200);
+    }
+    // The mark counts ledger batches once they are on disk.
+    let mark = data.join("ledger-mark");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ledger_requests(&tg).await < 3 || std::fs::read_to_string(&mark).unwrap().trim() == "0" {
+        assert!(std::time::Instant::now() < deadline, "no batch was written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(tg);
+
+    // The disk hands back the store as it was before those requests: sled
+    // opens it without complaint, tollgate does not.
+    roll_back_sled_files(&older, &data);
+    let stderr = refused(&data);
+    assert!(
+        stderr.contains("lost usage records") && stderr.contains(&mark.display().to_string()),
+        "{stderr}"
+    );
+    // Deleting the mark, as the error says, accepts the loss.
+    std::fs::remove_file(&mark).unwrap();
+    make_store(&data);
+}

@@ -9,11 +9,22 @@
 //! a sled insert costs ~6k instructions, too much to pay per request. A crash loses at most the
 //! queue of the last window; a clean shutdown drains it
 //! ([`Ledger::write_pending`] after the server stops).
+//!
+//! sled refuses most damaged logs, but opens without an error on files
+//! that lost acknowledged writes (storage that rolled back, an older copy).
+//! So the number of batches written is kept twice: in sled, inside each
+//! batch's transaction, and in `ledger-mark` beside the store, written once
+//! the batch is on disk. A store that holds fewer batches than the mark
+//! lost some, and tollgate refuses to start on it (`check_mark`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Mutex;
 
-use anyhow::Result;
+use anyhow::{anyhow, Context, Result};
 use prometheus::{IntCounter, IntGauge};
 use serde::Serialize;
 use sled::Transactional;
@@ -27,6 +38,11 @@ use crate::store::Store;
 /// (and counted) rather than slowing requests down.
 const QUEUE_CAPACITY: usize = 100_000;
 const MINUTE_MS: u64 = 60_000;
+/// Batches written, in the totals tree (whose other keys start with `k` or
+/// `u`).
+const BATCHES_KEY: &[u8] = b"#batches";
+/// The file beside the store that holds the batch count once on disk.
+const MARK_FILE: &str = "ledger-mark";
 /// A log chunk closes once it is this long. sled keeps up to 16 values per
 /// page and each of its 256 cache shards holds on to its newest page
 /// whatever the cache bound, so the chunk size sets a floor under the
@@ -192,13 +208,18 @@ pub struct Ledger {
     store: Store,
     pending: IntGauge,
     dropped: IntCounter,
+    /// `MARK_FILE`, open for rewriting after every batch.
+    mark: File,
 }
 
 impl Ledger {
+    /// Fails if the store lost batches that were once on disk.
     pub fn open(store: &Store, pending: IntGauge, dropped: IntCounter) -> Result<Ledger> {
-        for tree in [HOURLY_TREE, TOTALS_TREE, REQUEST_LOG_TREE] {
+        for tree in [HOURLY_TREE, REQUEST_LOG_TREE] {
             store.tree(tree)?;
         }
+        let written = batches_written(&store.tree(TOTALS_TREE)?)?;
+        let mark = check_mark(store.path(), written)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         Ok(Ledger {
             tx,
@@ -206,6 +227,7 @@ impl Ledger {
             store: store.clone(),
             pending,
             dropped,
+            mark,
         })
     }
 
@@ -308,7 +330,7 @@ impl Ledger {
             self.store.tree(TOTALS_TREE)?,
             self.store.tree(REQUEST_LOG_TREE)?,
         );
-        (&trees.0, &trees.1, &trees.2)
+        let written = (&trees.0, &trees.1, &trees.2)
             .transaction(|(h, t, r)| {
                 for (k, add) in &hourly {
                     let mut v = h
@@ -329,10 +351,18 @@ impl Ledger {
                 for (k, v) in &log {
                     r.insert(k.as_slice(), v.as_slice())?;
                 }
-                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                let written = t.get(BATCHES_KEY)?.map_or(0, |v| be_u64(&v)) + 1;
+                t.insert(BATCHES_KEY, &written.to_be_bytes())?;
+                Ok::<u64, sled::transaction::ConflictableTransactionError<()>>(written)
             })
-            .map_err(|e| anyhow::anyhow!("sled transaction failed: {e:?}"))?;
+            .map_err(|e| anyhow!("sled transaction failed: {e:?}"))?;
         self.store.flush()?;
+        // The batch is on disk, so it is not reported as dropped; a mark
+        // left behind only weakens the next start's check until the next
+        // batch rewrites it.
+        if let Err(e) = write_mark(&self.mark, written) {
+            error!("cannot update {MARK_FILE} in the store: {e}");
+        }
         Ok(())
     }
 
@@ -485,6 +515,52 @@ fn log_entry(c: &Charge) -> Vec<u8> {
     serde_json::to_vec(&entry).expect("plain fields serialize")
 }
 
+fn be_u64(bytes: &[u8]) -> u64 {
+    bytes.try_into().map_or(0, u64::from_be_bytes)
+}
+
+fn batches_written(totals: &sled::Tree) -> Result<u64> {
+    Ok(totals.get(BATCHES_KEY)?.map_or(0, |v| be_u64(&v)))
+}
+
+/// Compares the store's batch count with the mark beside it: fewer in the
+/// store means its files lost acknowledged writes. Returns the mark,
+/// updated.
+fn check_mark(dir: &Path, written: u64) -> Result<File> {
+    let path = dir.join(MARK_FILE);
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut text = String::new();
+    // Unreadable or empty (new store, or a crash while it was first
+    // written): there is nothing to compare with, and it is rewritten.
+    let marked = file
+        .read_to_string(&mut text)
+        .ok()
+        .and_then(|_| text.trim().parse::<u64>().ok());
+    if let Some(marked) = marked.filter(|&m| m > written) {
+        return Err(anyhow!(
+            "store {} lost usage records: {marked} ledger batches were on disk but it now \
+             holds {written} (its files lost writes that were acknowledged: damaged or \
+             rolled-back storage, or an older copy). Restore the data directory from a \
+             backup; or, to go on with what is left, delete {} and start again",
+            dir.display(),
+            path.display()
+        ));
+    }
+    write_mark(&file, written)?;
+    Ok(file)
+}
+
+/// One fixed-width write in place, so the mark is never seen half-empty.
+fn write_mark(file: &File, written: u64) -> std::io::Result<()> {
+    file.write_all_at(format!("{written:020}\n").as_bytes(), 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,6 +653,67 @@ mod tests {
         l.write_pending(7);
         assert_eq!(l.key_totals("k1").cost_nanos, 158);
         assert_eq!(l.request_log(0, u64::MAX, 100).len(), 5);
+    }
+
+    /// Replaces sled's files (not the mark) in `to` with those in `from`.
+    fn copy_sled_files(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(to).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() != MARK_FILE && entry.file_type().unwrap().is_file() {
+                std::fs::remove_file(entry.path()).unwrap();
+            }
+        }
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() != MARK_FILE && entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_store_that_lost_acknowledged_batches_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let older = tempfile::tempdir().unwrap();
+        let open = |dir: &Path| {
+            let store = Store::open(dir).unwrap();
+            let ledger = Ledger::open(
+                &store,
+                IntGauge::new("p", "p").unwrap(),
+                IntCounter::new("d", "d").unwrap(),
+            );
+            (store, ledger)
+        };
+        {
+            let (_store, l) = open(dir.path());
+            let l = l.unwrap();
+            l.record(charge(HOUR_MS, "k1", "g", 100));
+            l.write_pending(7);
+            copy_sled_files(dir.path(), older.path());
+            for i in 0..20 {
+                l.record(charge(HOUR_MS + i, "k1", "g", 1));
+                l.write_pending(7);
+            }
+        }
+        // Restarting on an intact store is fine, any number of times.
+        for _ in 0..2 {
+            let (_store, l) = open(dir.path());
+            assert_eq!(l.unwrap().key_totals("k1").cost_nanos, 120);
+        }
+        // The storage rolls back to the state after the first batch (an
+        // older copy, or a disk that lost acknowledged writes): sled opens
+        // it without an error.
+        copy_sled_files(older.path(), dir.path());
+        let (store, l) = open(dir.path());
+        let err = format!("{:#}", l.err().expect("refused"));
+        assert!(err.contains("lost usage records"), "{err}");
+        assert!(err.contains("21 ledger batches were on disk but it now holds 1"));
+        assert!(err.contains(&dir.path().join(MARK_FILE).display().to_string()));
+        drop(store);
+        // Deleting the mark accepts the loss.
+        std::fs::remove_file(dir.path().join(MARK_FILE)).unwrap();
+        let (_store, l) = open(dir.path());
+        assert_eq!(l.unwrap().key_totals("k1").cost_nanos, 100);
     }
 
     #[test]
