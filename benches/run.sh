@@ -152,7 +152,8 @@ name = \"bench\"
 key_sha256 = \"$KEY_SHA\"
 " >"$ETC/tollgate.toml"
 # The config's directory is watched for changes: keep the log elsewhere,
-# as under systemd, or every log line wakes the watcher.
+# as under systemd; events for other files there are ignored, but every log
+# line would still wake the watcher's thread.
 taskset -c 0 "$BIN/tollgate" run -c "$ETC/tollgate.toml" 2>"$W/tollgate.log" &
 TG_PID=$!
 PIDS+=("$TG_PID")
