@@ -5,10 +5,18 @@
 //! whole log, but it is formatted here directly: going through the
 //! `tracing` formatter cost ~17k instructions per request (field visitors,
 //! `Debug` escaping char by char), about a tenth of a proxied request.
+//!
+//! Lines are collected in memory and written by their own thread every
+//! `WRITE_EVERY`, as nginx's `access_log ... buffer= flush=`: a `write` to
+//! a file from the request thread costs a syscall per request and, while
+//! the disk is busy, can wait for the file system's journal, which every
+//! request on that thread then waits for too. A crash loses at most the
+//! last `WRITE_EVERY` of lines (the ledger, not this log, is the bill);
+//! [`flush`] at shutdown writes the rest.
 
-use std::cell::RefCell;
 use std::io::Write;
-use std::time::SystemTime;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
@@ -26,22 +34,65 @@ pub struct Entry<'a> {
     pub ms: u64,
 }
 
-/// Writes the line for `entry` to stderr, unless `RUST_LOG` filters out
-/// INFO for this target. One `write` per line, as the `tracing` lines.
+const WRITE_EVERY: Duration = Duration::from_millis(50);
+/// Beyond this the request thread writes the lines itself, so that memory
+/// stays bounded if the writer thread cannot keep up.
+const MAX_PENDING_BYTES: usize = 1 << 20;
+
+/// Lines not yet written.
+static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// Held while lines are taken and written, so that batches keep their order.
+static OUTPUT: Mutex<()> = Mutex::new(());
+static WRITER: OnceLock<()> = OnceLock::new();
+
+/// Queues the line for `entry` for stderr, unless `RUST_LOG` filters out
+/// INFO for this target.
 pub fn write(entry: &Entry<'_>) {
     if !tracing::enabled!(target: "tollgate::relay", tracing::Level::INFO) {
         return;
     }
-    thread_local! {
-        static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
+    WRITER.get_or_init(start_writer);
+    let mut pending = pending();
+    format_line(&mut pending, SystemTime::now(), entry);
+    if pending.len() > MAX_PENDING_BYTES {
+        drop(pending);
+        flush();
     }
-    LINE.with(|line| {
-        let mut line = line.borrow_mut();
-        line.clear();
-        format_line(&mut line, SystemTime::now(), entry);
-        // Nothing to do if stderr is gone.
-        let _ = std::io::stderr().lock().write_all(&line);
-    });
+}
+
+/// Writes the queued lines now, with one `write` (the writer thread, and
+/// shutdown).
+pub fn flush() {
+    let _output = OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut lines = std::mem::take(&mut *pending());
+    if lines.is_empty() {
+        return;
+    }
+    // Nothing to do if stderr is gone.
+    let _ = std::io::stderr().lock().write_all(&lines);
+    // Keep the allocation for the next batch.
+    lines.clear();
+    let mut pending = pending();
+    if pending.is_empty() {
+        *pending = lines;
+    }
+}
+
+fn pending() -> MutexGuard<'static, Vec<u8>> {
+    PENDING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn start_writer() {
+    let started = std::thread::Builder::new()
+        .name("access-log".into())
+        .spawn(|| loop {
+            std::thread::sleep(WRITE_EVERY);
+            flush();
+        });
+    if let Err(e) = started {
+        // Lines then wait for MAX_PENDING_BYTES or the shutdown flush.
+        tracing::error!("cannot start the access log writer: {e}");
+    }
 }
 
 fn format_line(out: &mut Vec<u8>, now: SystemTime, e: &Entry<'_>) {

@@ -140,6 +140,7 @@ pub fn run(config_path: &Path) -> Result<()> {
 
     drop(snap);
     server.run(RunArgs::default());
+    crate::access_log::flush();
     // Charges of requests that finished after the writer's last batch.
     metering
         .ledger()
