@@ -49,10 +49,10 @@ fn current_config(tg: &Tollgate) -> String {
 async fn served_by(tg: &Tollgate) -> String {
     let (status, body) = chat(&client(), tg, "sk-r", "m").await;
     assert_eq!(status, 200, "{body}");
-    body["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    match body["choices"][0]["message"]["content"].as_str() {
+        Some(content) => content.to_string(),
+        None => panic!("200 without content: {body}; log:\n{}", tg.log()),
+    }
 }
 
 async fn reloads(tg: &Tollgate, result: &str) -> f64 {

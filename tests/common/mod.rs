@@ -12,8 +12,37 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that is free on 127.0.0.1 and stays out of the kernel's hands.
+///
+/// A port from `bind(0)` is released before tollgate binds it, and the
+/// kernel may give it meanwhile to another test's mock (also `bind(0)`):
+/// tollgate then fails to listen while the readiness probe connects to the
+/// mock, and the test talks to the wrong server. Ports below the ephemeral
+/// range are never handed out by the kernel, so this takes them from a
+/// per-process sequence that starts at a pid-derived offset.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low <= FIRST + 1_000 {
+        return bind_any_port();
+    }
+    let span = ephemeral_low - FIRST;
+    let offset = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = FIRST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if StdListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    bind_any_port()
+}
+
+fn bind_any_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

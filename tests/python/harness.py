@@ -10,6 +10,7 @@ The Python counterpart of ``tests/common/mod.rs``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import signal
 import socket
@@ -35,10 +36,45 @@ def binary() -> Path:
     return path
 
 
-def free_port() -> int:
+_FIRST_PORT = 10_000
+_next_port = itertools.count()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def _bind_any_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port() -> int:
+    """A free port on 127.0.0.1 below the kernel's ephemeral range.
+
+    A port from bind(0) is released before tollgate binds it, and the kernel
+    may hand it to a mock server meanwhile; ports below the ephemeral range
+    are never handed out by the kernel, so they are taken from a
+    per-process sequence instead (same scheme as tests/common/mod.rs).
+    """
+    low = _ephemeral_low()
+    if low <= _FIRST_PORT + 1_000:
+        return _bind_any_port()
+    span = low - _FIRST_PORT
+    offset = os.getpid() * 7_919 % span
+    for _ in range(span):
+        port = _FIRST_PORT + (offset + next(_next_port)) % span
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return _bind_any_port()
 
 
 def sha256_hex(secret: str) -> str:
