@@ -466,7 +466,9 @@ fn rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_client_pauses_the_upstream_and_memory_stays_bounded() {
     const EVENTS: usize = 4096;
-    let content = "x".repeat(16 * 1024);
+    // Prose, as models write it (one 16 KiB word would test the
+    // tokenizer's worst case instead, which the fuzz target covers).
+    let content = "the quick brown fox jumps over the lazy dog. ".repeat(16 * 1024 / 45);
     let event = format!(
         "data: {}\n\n",
         json!({"choices": [{"index": 0, "delta": {"content": content}}]})
