@@ -61,6 +61,19 @@ fn ignore_sighup_until_handled() {
     }
 }
 
+/// Fails fast when a listen address is taken. Pingora would retry the bind
+/// for 30 s and then panic in its service thread, leaving a process that
+/// is up but never answers on that address.
+fn ensure_can_listen(field: &str, addr: &str) -> Result<()> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) => anyhow::bail!(
+            "[server] {field} = \"{addr}\": cannot listen there ({e}); \
+             stop the process that holds it (another tollgate?) or choose another address"
+        ),
+    }
+}
+
 /// Runs tollgate until SIGTERM (graceful) or SIGINT (fast).
 pub fn run(config_path: &Path) -> Result<()> {
     ignore_sighup_until_handled();
@@ -73,6 +86,8 @@ pub fn run(config_path: &Path) -> Result<()> {
     )?);
     let _watcher = config.watch()?;
     let snap = config.load();
+    ensure_can_listen("listen", &snap.server.listen)?;
+    ensure_can_listen("admin_listen", &snap.server.admin_listen)?;
     let metering = Arc::new(Metering::open(config.store(), Arc::clone(&metrics))?);
     crate::metering::load_tokenizer();
 

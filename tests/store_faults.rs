@@ -1,6 +1,7 @@
 //! A store that cannot be opened stops tollgate with an error that names
 //! the path and says what to do; it never starts over on an empty store
-//! silently. (Kill and restart under load: see the ledger tests.)
+//! silently. (Kill and restart under load: see the ledger tests.) A listen
+//! address in use stops it the same way.
 
 mod common;
 
@@ -306,4 +307,24 @@ async fn a_store_that_lost_acknowledged_usage_is_refused() {
     // Deleting the mark, as the error says, accepts the loss.
     std::fs::remove_file(&mark).unwrap();
     make_store(&data);
+}
+
+#[test]
+fn a_listen_address_in_use_stops_start_with_an_error_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[server]\nlisten = \"{addr}\"\nadmin_listen = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\n",
+        free_port(),
+        dir.path().join("data").display()
+    );
+    let (code, stderr) = run_to_exit(&config, Duration::from_secs(15));
+    assert_eq!(code, Some(1), "tollgate did not refuse: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "[server] listen = \"{addr}\": cannot listen there"
+        )) && stderr.contains("choose another address"),
+        "{stderr}"
+    );
 }
