@@ -2,6 +2,7 @@
 //! loopback, and the real `tollgate` binary started on a generated config.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
@@ -318,7 +319,9 @@ impl Tollgate {
         let admin_port = free_port();
         let data = dir.path().join("data");
         let config_path = dir.path().join("tollgate.toml");
-        std::fs::write(&config_path, make(port, admin_port, &data)).unwrap();
+        let config = make(port, admin_port, &data);
+        remember_config_secrets(&config);
+        std::fs::write(&config_path, config).unwrap();
         Self::spawn(dir, config_path, port, admin_port)
     }
 
@@ -371,6 +374,7 @@ impl Tollgate {
 
     /// Replaces the config file in place (same inode).
     pub fn write_config_in_place(&self, text: &str) {
+        remember_config_secrets(text);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .truncate(true)
@@ -381,6 +385,7 @@ impl Tollgate {
 
     /// Replaces the config file the way editors do: write aside, rename.
     pub fn write_config_by_rename(&self, text: &str) {
+        remember_config_secrets(text);
         let aside = self.config_path.with_extension("toml.tmp");
         std::fs::write(&aside, text).unwrap();
         std::fs::rename(&aside, &self.config_path).unwrap();
@@ -411,14 +416,76 @@ impl Tollgate {
 
 impl Drop for Tollgate {
     fn drop(&mut self) {
+        // SIGTERM first: the access-log thread writes its last lines at
+        // shutdown, and those are checked for secrets too.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal("TERM");
+            self.wait_exit(Duration::from_secs(5));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            assert_no_secret_in(&self.log(), "tollgate's log");
+        }
     }
 }
 
-/// Hex sha256 of a secret, for `key_sha256` lines.
+/// Every secret the tests of this binary gave tollgate: client keys (through
+/// `sha256_hex`), the channel keys and admin tokens of the configs it ran
+/// on, and the environment values (but RUST_LOG) it was started with. Each tollgate's whole log is checked against all of
+/// them when it stops, so every test's logs are grepped for secrets, not only
+/// those of tests/secrets.rs. Secrets under 6 characters ("k1") are left
+/// out: they turn up in logs by chance.
+static SECRETS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+pub fn remember_secret(secret: &str) {
+    if secret.len() >= 6 && !secret.contains("${") {
+        SECRETS.lock().unwrap().insert(secret.to_string());
+    }
+}
+
+/// Remembers the quoted values of a config's secret fields.
+fn remember_config_secrets(config: &str) {
+    const SECRET_FIELDS: [&str; 5] = [
+        "api_key",
+        "key",
+        "admin_token",
+        "aws_secret_access_key",
+        "aws_session_token",
+    ];
+    for line in config.lines() {
+        let Some((name, value)) = line.split_once('=') else {
+            continue;
+        };
+        let quoted = value
+            .trim()
+            .strip_prefix('"')
+            .and_then(|v| v.split('"').next());
+        if let (true, Some(secret)) = (SECRET_FIELDS.contains(&name.trim()), quoted) {
+            remember_secret(secret);
+        }
+    }
+}
+
+/// Panics if `text` (`what`: whose text it is) holds a remembered secret.
+pub fn assert_no_secret_in(text: &str, what: &str) {
+    let leaked: Vec<String> = SECRETS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|secret| text.contains(secret.as_str()))
+        .cloned()
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "{what} holds the secrets {leaked:?}:\n{text}"
+    );
+}
+
+/// Hex sha256 of a secret, for `key_sha256` lines; remembers the secret.
 pub fn sha256_hex(secret: &str) -> String {
     use sha2::Digest;
+    remember_secret(secret);
     hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }
 
@@ -656,7 +723,9 @@ impl Tollgate {
         let admin_port = free_port();
         let data = dir.path().join("data");
         let config_path = dir.path().join("tollgate.toml");
-        std::fs::write(&config_path, make(port, admin_port, &data)).unwrap();
+        let config = make(port, admin_port, &data);
+        remember_config_secrets(&config);
+        std::fs::write(&config_path, config).unwrap();
         let log_path = dir.path().join("tollgate.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
@@ -666,6 +735,9 @@ impl Tollgate {
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
         for (k, v) in env {
+            if *k != "RUST_LOG" {
+                remember_secret(v);
+            }
             cmd.env(k, v);
         }
         let t = Tollgate {
@@ -687,6 +759,7 @@ impl Tollgate {
 pub fn run_to_exit(config: &str, wait: Duration) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tollgate.toml");
+    remember_config_secrets(config);
     std::fs::write(&path, config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(["run", "-c"])
@@ -696,16 +769,21 @@ pub fn run_to_exit(config: &str, wait: Duration) -> (Option<i32>, String) {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + wait;
+    let mut code = None;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            return (status.code(), String::from_utf8_lossy(&out.stderr).into());
+            code = Some(status.code());
+            break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
+    if code.is_none() {
+        let _ = child.kill();
+    }
     let out = child.wait_with_output().unwrap();
-    (None, String::from_utf8_lossy(&out.stderr).into())
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_no_secret_in(&stderr, "tollgate's stderr");
+    (code.flatten(), stderr)
 }
 
 /// The value of one Prometheus sample in `/metrics` text: `name` with

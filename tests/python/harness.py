@@ -3,7 +3,8 @@
 ``Tollgate.start(config_rest)`` writes ``server_section(...)`` + ``config_rest``
 to a temp dir, starts the binary (``$TOLLGATE_BIN``, else
 ``$CARGO_TARGET_DIR/debug/tollgate``, else ``target/debug/tollgate``), waits
-until both listeners answer and ``/readyz`` is 200, and ``stop()`` ends it.
+until both listeners answer and ``/readyz`` is 200, and ``stop()`` ends it
+and fails if its log holds any secret the tests gave it (see ``SECRETS``).
 The Python counterpart of ``tests/common/mod.rs``.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -77,7 +79,26 @@ def free_port() -> int:
     return _bind_any_port()
 
 
+# Every secret the tests gave tollgate: client keys (through ``sha256_hex``),
+# the channel keys and admin tokens of its configs, and the environment
+# values (but RUST_LOG) it was started with. ``stop()`` checks the whole log
+# against all of them, so every test's log is grepped for secrets. Secrets
+# under 6 characters are left out: they turn up in logs by chance.
+SECRETS: set[str] = set()
+_SECRET_FIELD = re.compile(
+    r'^\s*(?:api_key|key|admin_token|aws_secret_access_key|aws_session_token)\s*=\s*"([^"]*)"',
+    re.MULTILINE,
+)
+
+
+def remember_secret(secret: str) -> None:
+    if len(secret) >= 6 and "${" not in secret:
+        SECRETS.add(secret)
+
+
 def sha256_hex(secret: str) -> str:
+    """Hex sha256 of a secret, for ``key_sha256`` lines; remembers the secret."""
+    remember_secret(secret)
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -105,6 +126,11 @@ class Tollgate:
         self.log_path = self.dir / "tollgate.log"
         head = server_section(self.port, self.admin_port, self.dir / "data")
         self.config_path.write_text(head + "\n" + config_rest)
+        for secret in _SECRET_FIELD.findall(config_rest):
+            remember_secret(secret)
+        for name, value in (env or {}).items():
+            if name != "RUST_LOG":
+                remember_secret(value)
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [str(binary()), "run", "-c", str(self.config_path)],
@@ -171,4 +197,7 @@ class Tollgate:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+        log = self.log()
         self._dir.cleanup()
+        leaked = sorted(s for s in SECRETS if s in log)
+        assert not leaked, f"tollgate's log holds the secrets {leaked}:\n{log}"
