@@ -432,10 +432,11 @@ impl Drop for Tollgate {
 
 /// Every secret the tests of this binary gave tollgate: client keys (through
 /// `sha256_hex`), the channel keys and admin tokens of the configs it ran
-/// on, and the environment values (but RUST_LOG) it was started with. Each tollgate's whole log is checked against all of
-/// them when it stops, so every test's logs are grepped for secrets, not only
-/// those of tests/secrets.rs. Secrets under 6 characters ("k1") are left
-/// out: they turn up in logs by chance.
+/// on, and the environment values (but RUST_LOG) it was started with. Each
+/// tollgate's whole log is checked against all of them when it stops, so
+/// every test's logs are grepped for secrets, not only those of
+/// tests/secrets.rs. Secrets under 6 characters ("k1") are left out: they
+/// turn up in logs by chance.
 static SECRETS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 pub fn remember_secret(secret: &str) {
