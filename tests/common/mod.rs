@@ -314,6 +314,15 @@ impl Tollgate {
 
     /// Starts tollgate with a config made by `make(port, admin_port, data_dir)`.
     pub fn start_with(make: impl FnOnce(u16, u16, &std::path::Path) -> String) -> Tollgate {
+        Self::start_with_env(make, &[])
+    }
+
+    /// Like `start_with`, with extra environment for the process (a log
+    /// level, `${VAR}` values); later entries win over the defaults.
+    pub fn start_with_env(
+        make: impl FnOnce(u16, u16, &std::path::Path) -> String,
+        env: &[(&str, &str)],
+    ) -> Tollgate {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let admin_port = free_port();
@@ -322,27 +331,22 @@ impl Tollgate {
         let config = make(port, admin_port, &data);
         remember_config_secrets(&config);
         std::fs::write(&config_path, config).unwrap();
-        Self::spawn(dir, config_path, port, admin_port)
-    }
-
-    fn spawn(dir: tempfile::TempDir, config_path: PathBuf, port: u16, admin_port: u16) -> Tollgate {
         let log_path = dir.path().join("tollgate.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["run", "-c"])
-            .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
+        let mut cmd = run_command(&config_path, log);
+        for (k, v) in env {
+            if *k != "RUST_LOG" {
+                remember_secret(v);
+            }
+            cmd.env(k, v);
+        }
         let t = Tollgate {
             port,
             admin_port,
             dir,
             config_path,
             log_path,
-            child,
+            child: cmd.spawn().unwrap(),
         };
         t.wait_ready();
         t
@@ -412,6 +416,17 @@ impl Tollgate {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+/// `tollgate run -c CONFIG` at log level info, its stderr going to `log`.
+fn run_command(config_path: &std::path::Path, log: std::fs::File) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.args(["run", "-c"])
+        .arg(config_path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    cmd
 }
 
 impl Drop for Tollgate {
@@ -686,14 +701,7 @@ impl Tollgate {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        self.child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["run", "-c"])
-            .arg(&self.config_path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
+        self.child = run_command(&self.config_path, log).spawn().unwrap();
         self.wait_ready();
     }
 }
@@ -711,46 +719,6 @@ impl Tollgate {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-
-    /// Like `start_with`, with extra environment for the process (a log
-    /// level, `${VAR}` values); later entries win over the defaults.
-    pub fn start_with_env(
-        make: impl FnOnce(u16, u16, &std::path::Path) -> String,
-        env: &[(&str, &str)],
-    ) -> Tollgate {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let admin_port = free_port();
-        let data = dir.path().join("data");
-        let config_path = dir.path().join("tollgate.toml");
-        let config = make(port, admin_port, &data);
-        remember_config_secrets(&config);
-        std::fs::write(&config_path, config).unwrap();
-        let log_path = dir.path().join("tollgate.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-        cmd.args(["run", "-c"])
-            .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
-        for (k, v) in env {
-            if *k != "RUST_LOG" {
-                remember_secret(v);
-            }
-            cmd.env(k, v);
-        }
-        let t = Tollgate {
-            port,
-            admin_port,
-            dir,
-            config_path,
-            log_path,
-            child: cmd.spawn().unwrap(),
-        };
-        t.wait_ready();
-        t
     }
 }
 
