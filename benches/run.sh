@@ -27,10 +27,10 @@ done
 
 if [ "$QUICK" = 1 ]; then
   ROUNDS=${ROUNDS:-1}; D_LAT=2; D_SWEEP=1; CONCS="1 16 64"; D_BIG=2
-  SMALL_STREAMS=50; STREAM_LADDER="500:20 2000:20"; D_RELOAD=6; RELOADS=3
+  SMALL_STREAMS=50; STREAM_LADDER="500:20 2000:20 500:200:32768"; D_RELOAD=6; RELOADS=3
 else
   ROUNDS=${ROUNDS:-3}; D_LAT=5; D_SWEEP=3; CONCS="1 4 16 32 64 128"; D_BIG=5
-  SMALL_STREAMS=100; STREAM_LADDER="1000:20 2500:20 5000:20 9900:20 9900:200"; D_RELOAD=15; RELOADS=10
+  SMALL_STREAMS=100; STREAM_LADDER="1000:20 2500:20 5000:20 9900:20 9900:200 1000:200:32768"; D_RELOAD=15; RELOADS=10
 fi
 EVENTS=64
 GAP_MS=20
@@ -106,9 +106,12 @@ http {
   }
 }
 EOF
-taskset -c 0 nginx -p "$W/nginx/" -c "$W/nginx/nginx.conf" -e "$W/nginx/error.log" &
-NGINX_PID=$!
-PIDS+=("$NGINX_PID")
+start_nginx() {
+  taskset -c 0 nginx -p "$W/nginx/" -c "$W/nginx/nginx.conf" -e "$W/nginx/error.log" &
+  NGINX_PID=$!
+  PIDS+=("$NGINX_PID")
+}
+start_nginx
 
 tg_config() { # $1: extra config after the server section
   cat <<EOF
@@ -154,15 +157,36 @@ key_sha256 = \"$KEY_SHA\"
 # The config's directory is watched for changes: keep the log elsewhere,
 # as under systemd; events for other files there are ignored, but every log
 # line would still wake the watcher's thread.
-taskset -c 0 "$BIN/tollgate" run -c "$ETC/tollgate.toml" 2>"$W/tollgate.log" &
-TG_PID=$!
-PIDS+=("$TG_PID")
+start_tollgate() {
+  taskset -c 0 "$BIN/tollgate" run -c "$ETC/tollgate.toml" 2>>"$W/tollgate.log" &
+  TG_PID=$!
+  PIDS+=("$TG_PID")
+}
+start_tollgate
 
 wait_port "$MOCK_PORT"
 wait_port "$NGINX_PORT"
 wait_port "$TG_PORT"
 sleep 1
 NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1)
+
+# A fresh proxy process, warmed up by a few short streams: memory that an
+# earlier step freed but kept (malloc arenas) would hide per-stream growth.
+restart_proxy() {
+  case $1 in
+    nginx)
+      kill "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
+      start_nginx; wait_port "$NGINX_PORT"; sleep 0.5
+      NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1) ;;
+    tollgate)
+      kill "$TG_PID"; wait "$TG_PID" 2>/dev/null || true
+      start_tollgate; wait_port "$TG_PORT" ;;
+    *) return 0 ;;
+  esac
+  taskset -c 1 "$BIN/examples/bench_client" streams --url "$(url_of "$1")/v1/chat/completions" \
+    --key $KEY --streams 50 --events 4 --gap-ms 10 --ramp-ms 200 >/dev/null
+  sleep 1
+}
 
 url_of() {
   case $1 in
@@ -286,17 +310,20 @@ put tollgate rss_after_kb "$(rss_kb "$(pids_of tollgate)")"
 # 9,900 streams are ~500,000 events/s, more than the one CPU that the mock
 # and the client share can produce and read; the 200 ms step (~50,000
 # events/s) shows how many streams a proxy holds when the load side keeps up.
+# A third field is the prompt size: a proxy that keeps copies of the request
+# body for the whole stream shows it in RSS per stream.
 for step in $STREAM_LADDER; do
-  n=${step%%:*}
-  gap=${step##*:}
+  IFS=: read -r n gap prompt <<<"$step"
+  prompt=${prompt:-0}
   for t in direct nginx tollgate; do
-    echo "streams: $n, $gap ms apart, via $t" >&2
+    echo "streams: $n, $gap ms apart, ${prompt}-byte prompts, via $t" >&2
+    restart_proxy $t
     idle=$(rss_kb "$(pids_of $t)")
     rm -f "$W/stop"
     rss_peak "$(pids_of $t)" "$W/stop" >"$W/peak" &
     before=$(cpu_ticks "$(pids_of $t)")
     out=$(taskset -c 1 "$BIN/examples/bench_client" streams --url "$(url_of $t)/v1/chat/completions" \
-      --key $KEY --streams "$n" --events $EVENTS --gap-ms "$gap" --ramp-ms 1000)
+      --key $KEY --streams "$n" --events $EVENTS --gap-ms "$gap" --ramp-ms 1000 --body-bytes "$prompt")
     after=$(cpu_ticks "$(pids_of $t)")
     touch "$W/stop"
     wait $!
@@ -381,12 +408,13 @@ TABLE=$(
   echo
   echo "Concurrent streams ($EVENTS events each, started over 1 s; stall = gap > 1 s):"
   echo
-  echo "| streams | gap (ms) | target | ok / failed / short | peak concurrent | stalled gaps | TTFE p99 (µs) | gap p99 (µs) | gap max (µs) | RSS growth per stream (B) | proxy CPU (ms) |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| streams | gap (ms) | prompt (B) | target | ok / failed / short | peak concurrent | stalled gaps | TTFE p99 (µs) | gap p99 (µs) | gap max (µs) | RSS growth per stream (B) | proxy CPU (ms) |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   for step in $STREAM_LADDER; do
+    IFS=: read -r n gap prompt <<<"$step"
     for t in direct nginx tollgate; do
       s=s$step
-      echo "| ${step%%:*} | ${step##*:} | $t | $(med $t ${s}_streams_ok) / $(med $t ${s}_streams_failed) / $(med $t ${s}_streams_short) | $(med $t ${s}_peak_concurrent) | $(med $t ${s}_stalled_gaps) | $(med $t ${s}_ttfe_p99_us) | $(med $t ${s}_gap_p99_us) | $(med $t ${s}_gap_max_us) | $(med $t ${s}_rss_growth_per_stream_b) | $(med $t ${s}_cpu_ms) |"
+      echo "| $n | $gap | ${prompt:-0} | $t | $(med $t ${s}_streams_ok) / $(med $t ${s}_streams_failed) / $(med $t ${s}_streams_short) | $(med $t ${s}_peak_concurrent) | $(med $t ${s}_stalled_gaps) | $(med $t ${s}_ttfe_p99_us) | $(med $t ${s}_gap_p99_us) | $(med $t ${s}_gap_max_us) | $(med $t ${s}_rss_growth_per_stream_b) | $(med $t ${s}_cpu_ms) |"
     done
   done
   echo

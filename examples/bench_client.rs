@@ -4,7 +4,8 @@
 //! * `streams`: N concurrent SSE streams, each its own connection, started
 //!   evenly over a ramp. Records time to first event, every gap between two
 //!   content events, and stalls (a gap over `--stall-ms`, or a stream that
-//!   failed or ended early). Prints `key=value` lines.
+//!   failed or ended early). Prints `key=value` lines. `--body-bytes`
+//!   pads the prompt (also for `requests`).
 //! * `requests`: a fixed number of non-stream POSTs over keep-alive
 //!   connections (for instruction counts under callgrind, where a
 //!   time-bound load generator would make runs incomparable).
@@ -133,12 +134,12 @@ struct StreamResult {
 }
 
 async fn run_streams(o: Opts) {
-    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Count slowly."}]}"#;
+    let body = chat_body(&o, true);
     let headers = format!(
         "x-bench-events: {}\r\nx-bench-gap-ms: {}\r\n",
         o.events, o.gap_ms
     );
-    let req = Arc::new(request(&o, body, &headers));
+    let req = Arc::new(request(&o, &body, &headers));
     let started = Instant::now();
     let live = Arc::new(Live::default());
     let mut tasks = Vec::with_capacity(o.streams);
@@ -315,11 +316,16 @@ impl Chunked {
     }
 }
 
-async fn run_requests(o: Opts) {
+/// A chat request of about `--body-bytes` (a long prompt), or a short one.
+fn chat_body(o: &Opts, stream: bool) -> String {
     let padding = "x".repeat(o.body_bytes.saturating_sub(100));
-    let body = format!(
-        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"Say hello.{padding}"}}]}}"#
-    );
+    format!(
+        r#"{{"model":"gpt-4o-mini","stream":{stream},"messages":[{{"role":"user","content":"Say hello.{padding}"}}]}}"#
+    )
+}
+
+async fn run_requests(o: Opts) {
+    let body = chat_body(&o, false);
     let req = Arc::new(request(&o, &body, ""));
     let started = Instant::now();
     let per_conn = o.count / o.concurrency.max(1);

@@ -430,21 +430,23 @@ impl Gateway {
                 answer: None,
             })?;
         let peer = upstream::peer(addr, up, &snap.server);
-        let prepared = prepared.map_err(|e| Failure {
+        let providers::Prepared {
+            header,
+            body,
+            mut adapter,
+        } = prepared.map_err(|e| Failure {
             reason: FailReason::Io,
             detail: format!("cannot build the upstream request: {e}"),
             retry_after: None,
             answer: None,
         })?;
         let header_timeout = Duration::from_secs(snap.server.upstream_header_timeout_seconds);
-        let opened = upstream::exchange(
-            &self.connector,
-            &peer,
-            &prepared.header,
-            &prepared.body,
-            header_timeout,
-        )
-        .await?;
+        let opened =
+            upstream::exchange(&self.connector, &peer, &header, &body, header_timeout).await?;
+        // The upstream has the request. A rewritten body is a second copy
+        // of the prompt, which a stream would otherwise hold for minutes
+        // (the client's own body stays, for billing estimates).
+        drop((header, body));
         self.metrics
             .upstream_ttfb_seconds
             .with_label_values(&[&channel.name])
@@ -454,15 +456,17 @@ impl Gateway {
             .response_header()
             .map_or(502, |h| h.status.as_u16());
         if let Some(reason) = FailReason::from_status(status) {
-            return Err(upstream::error_answer(opened, reason).await);
+            return Err(Box::pin(upstream::error_answer(opened, reason)).await);
         }
         channel.health.record_success();
         let mut upstream_session = opened.session;
-        let mut adapter = prepared.adapter;
         let disposition =
             pipe_body(session, &mut upstream_session, adapter.as_mut(), dialect).await;
         if upstream_session.response_done() {
-            upstream::release(&self.connector, upstream_session, &peer).await;
+            // Boxed, like the error answer above: Pingora's pool-release
+            // future (~3 KB) would otherwise be part of every request's
+            // future, held for a stream's whole life.
+            Box::pin(upstream::release(&self.connector, upstream_session, &peer)).await;
         }
         Ok(Relayed {
             status,
