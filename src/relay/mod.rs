@@ -445,7 +445,7 @@ impl Gateway {
             upstream::exchange(&self.connector, &peer, &header, &body, header_timeout).await?;
         // The upstream has the request. A rewritten body is a second copy
         // of the prompt, which a stream would otherwise hold for minutes
-        // (the client's own body stays, for billing estimates).
+        // (the client's own body stays, for failover and billing estimates).
         drop((header, body));
         self.metrics
             .upstream_ttfb_seconds
