@@ -243,6 +243,61 @@ async fn reset_during_the_response_head_fails_over() {
     assert_no_panic(&tg);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_alive_connection_the_upstream_dropped_is_retried_on_a_fresh_one() {
+    // Every connection answers its first request (keep-alive) and then
+    // reads the next one and closes without a word: the race of a server
+    // closing an idle connection just as it is reused.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (c, r) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            tokio::spawn(async move {
+                if read_request(&mut stream).await.is_none() {
+                    return;
+                }
+                r.fetch_add(1, Ordering::SeqCst);
+                let body = chat_completion("gpt-4o", "fresh", 10, 2).to_string();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+                if read_request(&mut stream).await.is_some() {
+                    r.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let tg = Tollgate::start(&config(&[(
+        "only",
+        format!("http://127.0.0.1:{port}"),
+        0,
+        "",
+    )]));
+    for i in 0..3 {
+        let resp = chat(&tg, false).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["choices"][0]["message"]["content"], "fresh");
+    }
+    // Requests 2 and 3 each went to a pooled connection first, then to a
+    // new one: 5 requests reached the upstream over 3 connections.
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
+    assert_eq!(requests.load(Ordering::SeqCst), 5);
+    let all = channels(&tg).await;
+    assert_eq!(channel(&all, "only")["state"], "up", "{all}");
+    assert_eq!(channel(&all, "only")["consecutive_failures"], 0);
+    assert_no_panic(&tg);
+}
+
 /// The text of the error event the client gets when a stream breaks off.
 fn broken_stream_event(message: &str) -> String {
     let body = json!({"error": {"message": message, "type": "server_error",

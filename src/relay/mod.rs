@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::Method;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
-use pingora_core::connectors::http::v1::Connector;
+use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::ResponseHeader;
@@ -40,7 +40,7 @@ pub struct Gateway {
     config: Arc<ConfigHandle>,
     metrics: Arc<Metrics>,
     metering: Arc<Metering>,
-    connector: Connector,
+    connector: TransportConnector,
     dns: DnsCache,
 }
 
@@ -142,7 +142,7 @@ impl Gateway {
             config,
             metrics,
             metering,
-            connector: Connector::new(None),
+            connector: TransportConnector::new(None),
             dns: DnsCache::default(),
         }
     }
@@ -453,7 +453,7 @@ impl Gateway {
             .observe(opened.ttfb.as_secs_f64());
         let status = opened
             .session
-            .response_header()
+            .resp_header()
             .map_or(502, |h| h.status.as_u16());
         if let Some(reason) = FailReason::from_status(status) {
             return Err(Box::pin(upstream::error_answer(opened, reason)).await);
@@ -462,7 +462,7 @@ impl Gateway {
         let mut upstream_session = opened.session;
         let disposition =
             pipe_body(session, &mut upstream_session, adapter.as_mut(), dialect).await;
-        if upstream_session.response_done() {
+        if upstream_session.is_body_done() {
             // Boxed, like the error answer above: Pingora's pool-release
             // future (~3 KB) would otherwise be part of every request's
             // future, held for a stream's whole life.
@@ -607,12 +607,12 @@ fn with_path_model(mut probe: BodyProbe, endpoint: Endpoint, path: &str) -> Body
 /// If an event stream breaks off, the client gets a last error event.
 async fn pipe_body(
     session: &mut ServerSession,
-    upstream: &mut pingora_core::protocols::http::client::HttpSession,
+    upstream: &mut pingora_core::protocols::http::v1::client::HttpSession,
     adapter: &mut dyn ResponseAdapter,
     dialect: Dialect,
 ) -> Disposition {
     let mut head = upstream
-        .response_header()
+        .resp_header()
         .cloned()
         .unwrap_or_else(|| ResponseHeader::build(502, None).expect("valid status"));
     head.remove_header("connection");
@@ -629,12 +629,12 @@ async fn pipe_body(
     let mut at_event_boundary = true;
     loop {
         let read = if client_gone {
-            match tokio::time::timeout_at(drain_deadline, upstream.read_response_body()).await {
+            match tokio::time::timeout_at(drain_deadline, upstream.read_body_bytes()).await {
                 Ok(read) => read,
                 Err(_) => return Disposition::Close,
             }
         } else {
-            upstream.read_response_body().await
+            upstream.read_body_bytes().await
         };
         match read {
             Ok(Some(chunk)) => {

@@ -1,17 +1,23 @@
 //! Reaching a channel: asynchronous DNS with a small cache (Pingora's
 //! `HttpPeer::new` would resolve with blocking std DNS and panic on failure),
-//! peer options with real timeouts, and one request/response head exchange.
+//! peer options with real timeouts, and one request/response head exchange
+//! over Pingora's connection pool.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::io::IoSlice;
+
 use bytes::{Bytes, BytesMut};
-use pingora_core::connectors::http::v1::Connector;
-use pingora_core::protocols::http::client::HttpSession;
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::connectors::TransportConnector;
+use pingora_core::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
+use pingora_core::protocols::Stream;
+use pingora_core::upstreams::peer::{HttpPeer, Peer};
+use pingora_error::{Error, ErrorType, OrErr};
 use pingora_http::{RequestHeader, ResponseHeader};
+use tokio::io::AsyncWriteExt;
 
 use crate::config::{ServerSection, Upstream};
 
@@ -167,38 +173,41 @@ pub struct Opened {
 /// Sends one request and waits for its response head. Stale pooled
 /// connections are retried on a fresh one without counting as a failure.
 pub async fn exchange(
-    connector: &Connector,
+    connector: &TransportConnector,
     peer: &HttpPeer,
     request: &RequestHeader,
     body: &Bytes,
     header_timeout: Duration,
 ) -> Result<Opened, Failure> {
+    let head = http_req_header_to_wire(request)
+        .ok_or_else(|| Failure::io(FailReason::Io, "the request line cannot be sent"))?;
     let mut stale_retries = 0;
     loop {
-        let (mut session, reused) = connect(connector, peer)
+        let (mut stream, reused) = connect(connector, peer)
             .await
             .map_err(|e| Failure::io(connect_reason(&e), e))?;
         let sent = Instant::now();
-        session.set_read_timeout(Some(header_timeout));
         let result = async {
-            session
-                .write_request_header(Box::new(request.clone()))
-                .await?;
-            session.write_request_body(body.clone(), true).await?;
-            session.finish_request_body().await?;
-            session.read_response_header().await
+            send(&mut stream, &head, body, peer.options.write_timeout).await?;
+            let mut session = HttpSession::new_with_options(stream, peer);
+            session.read_timeout = Some(header_timeout);
+            session.read_response().await?;
+            Ok::<_, Box<Error>>(session)
         }
         .await;
         match result {
-            Ok(()) => {
-                session.set_read_timeout(peer.options.read_timeout);
+            Ok(mut session) => {
+                session.read_timeout = peer.options.read_timeout;
                 return Ok(Opened {
                     session,
                     ttfb: sent.elapsed(),
                 });
             }
             Err(e) => {
-                let timed_out = matches!(e.etype(), pingora_error::ErrorType::ReadTimedout);
+                let timed_out = matches!(
+                    e.etype(),
+                    ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                );
                 if reused && !timed_out && stale_retries < 2 {
                     stale_retries += 1;
                     continue;
@@ -214,28 +223,58 @@ pub async fn exchange(
     }
 }
 
-/// A pooled connection to the peer, else a new one. Channels speak
-/// HTTP/1.1 (no ALPN is offered), so this uses Pingora's h1 connector.
-/// The new-connection future (TCP + TLS handshake) is ~9 KB: boxed, it is
-/// allocated only when a connection is opened instead of being part of
-/// every request's future.
-async fn connect(
-    connector: &Connector,
-    peer: &HttpPeer,
-) -> pingora_error::Result<(HttpSession, bool)> {
-    if let Some(h1) = connector.reused_http_session(peer).await {
-        return Ok((HttpSession::H1(h1), true));
+/// Writes the request head and body together: one `writev` (or one
+/// buffered write) instead of Pingora's client session, which flushes the
+/// head on its own and so costs a second send per request.
+async fn send(
+    stream: &mut Stream,
+    mut head: &[u8],
+    mut body: &[u8],
+    timeout: Option<Duration>,
+) -> pingora_error::Result<()> {
+    let write = async {
+        while !head.is_empty() || !body.is_empty() {
+            let n = stream
+                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+                .await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let from_head = n.min(head.len());
+            head = &head[from_head..];
+            body = &body[n - from_head..];
+        }
+        stream.flush().await
+    };
+    match timeout {
+        Some(t) => tokio::time::timeout(t, write)
+            .await
+            .or_err(ErrorType::WriteTimedout, "while writing the request")?,
+        None => write.await,
     }
-    let (h1, reused) = Box::pin(connector.get_http_session(peer)).await?;
-    Ok((HttpSession::H1(h1), reused))
+    .or_err(ErrorType::WriteError, "while writing the request")
 }
 
-/// Returns a finished upstream session to the pool.
-pub async fn release(connector: &Connector, session: HttpSession, peer: &HttpPeer) {
-    if let HttpSession::H1(h1) = session {
-        connector
-            .release_http_session(h1, peer, peer.options.idle_timeout)
-            .await;
+/// A pooled connection to the peer, else a new one. Channels speak
+/// HTTP/1.1 (no ALPN is offered). The new-connection future (TCP + TLS
+/// handshake) is ~9 KB: boxed, it is allocated only when a connection is
+/// opened instead of being part of every request's future.
+async fn connect(
+    connector: &TransportConnector,
+    peer: &HttpPeer,
+) -> pingora_error::Result<(Stream, bool)> {
+    if let Some(stream) = connector.reused_stream(peer).await {
+        return Ok((stream, true));
+    }
+    Ok((Box::pin(connector.new_stream(peer)).await?, false))
+}
+
+/// Returns a finished upstream session's connection to the pool, as
+/// Pingora's HTTP/1 connector does.
+pub async fn release(connector: &TransportConnector, mut session: HttpSession, peer: &HttpPeer) {
+    session.respect_keepalive();
+    if let Some(stream) = session.reuse().await {
+        connector.release_stream(stream, peer.reuse_hash(), peer.options.idle_timeout);
     }
 }
 
@@ -251,7 +290,7 @@ fn connect_reason(e: &pingora_error::Error) -> FailReason {
 pub async fn error_answer(mut opened: Opened, reason: FailReason) -> Failure {
     let head = opened
         .session
-        .response_header()
+        .resp_header()
         .cloned()
         .unwrap_or_else(|| ResponseHeader::build(502, None).expect("valid status"));
     let status = head.status.as_u16();
@@ -263,7 +302,7 @@ pub async fn error_answer(mut opened: Opened, reason: FailReason) -> Failure {
         .map(Duration::from_secs);
     let mut body = BytesMut::new();
     let read = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Ok(Some(chunk)) = opened.session.read_response_body().await {
+        while let Ok(Some(chunk)) = opened.session.read_body_bytes().await {
             if body.len() + chunk.len() > MAX_ERROR_BODY {
                 break;
             }
