@@ -96,7 +96,7 @@ pub fn prepare(
         .map(|v| ("api-version".to_string(), v.clone()))
         .collect();
     let target = super::target(upstream, &path, &query);
-    let mut header = RequestHeader::build("POST", target.as_bytes(), None)?;
+    let mut header = RequestHeader::build_no_case("POST", target.as_bytes(), None)?;
     super::forwarded_headers(req.header, &mut header);
     header.insert_header("host", upstream.authority())?;
     header.insert_header("api-key", channel.api_key.as_str())?;

@@ -178,7 +178,7 @@ pub fn prepare(
     } else {
         "application/json"
     };
-    let mut header = RequestHeader::build("POST", path.as_bytes(), None)?;
+    let mut header = RequestHeader::build_no_case("POST", path.as_bytes(), None)?;
     header.insert_header("host", &host)?;
     header.insert_header("content-type", "application/json")?;
     header.insert_header("accept", accept)?;

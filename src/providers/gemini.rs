@@ -31,7 +31,7 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
     let path = format!("/v1beta/models/{model}:{}", method.as_str());
     let query = upstream_query(req.header);
     let target = super::target(upstream, &path, &query);
-    let mut header = RequestHeader::build("POST", target.as_bytes(), None)?;
+    let mut header = RequestHeader::build_no_case("POST", target.as_bytes(), None)?;
     super::forwarded_headers(req.header, &mut header);
     header.insert_header("host", upstream.authority())?;
     header.insert_header("x-goog-api-key", channel.api_key.as_str())?;

@@ -206,7 +206,7 @@ pub async fn prepare(
         }
     };
     let target = super::target(upstream, &path, &query);
-    let mut header = RequestHeader::build("POST", target.as_bytes(), None)?;
+    let mut header = RequestHeader::build_no_case("POST", target.as_bytes(), None)?;
     super::forwarded_headers(req.header, &mut header);
     if matches!(req.endpoint, Endpoint::Gemini(_)) {
         header.remove_header("anthropic-version");
@@ -432,8 +432,8 @@ impl TokenSource {
             .get_http_session(&peer)
             .await
             .map_err(|e| format!("cannot reach the token endpoint: {e}"))?;
-        let mut req =
-            RequestHeader::build("POST", t.path.as_bytes(), None).map_err(|e| e.to_string())?;
+        let mut req = RequestHeader::build_no_case("POST", t.path.as_bytes(), None)
+            .map_err(|e| e.to_string())?;
         let authority = if (t.tls && t.port == 443) || (!t.tls && t.port == 80) {
             t.host.clone()
         } else {

@@ -122,6 +122,7 @@ struct Relayed {
     disposition: Disposition,
     /// As reported by the provider; `None` if the answer ended without it.
     usage: Option<Usage>,
+    /// Output tokens counted from the answer text; 0 if `usage` is known.
     estimated_output: u64,
 }
 
@@ -468,11 +469,16 @@ impl Gateway {
             // future, held for a stream's whole life.
             Box::pin(upstream::release(&self.connector, upstream_session, &peer)).await;
         }
+        let usage = adapter.usage();
         Ok(Relayed {
             status,
             disposition,
-            usage: adapter.usage(),
-            estimated_output: adapter.estimated_output_tokens(),
+            // Counting the answer's tokens is work only a missing report needs.
+            estimated_output: match usage {
+                Some(_) => 0,
+                None => adapter.estimated_output_tokens(),
+            },
+            usage,
         })
     }
 
