@@ -3,7 +3,8 @@
 //! The parser holds at most one incomplete event, so memory per stream does
 //! not grow with the stream's length. Each complete event comes out with its
 //! exact raw bytes (so a caller can forward or drop it byte-for-byte) and its
-//! `event` and `data` fields.
+//! `data` field. Other fields (`event:`, `id:`) are not read: every provider
+//! names the event inside its JSON data too.
 
 use std::borrow::Cow;
 
@@ -13,10 +14,9 @@ use bytes::{Bytes, BytesMut};
 pub struct SseEvent<'a> {
     /// The event's bytes as received, including the blank line that ends it.
     pub raw: &'a Bytes,
-    /// The `event:` field, or "" (the default "message").
-    pub event: &'a str,
-    /// The `data:` lines joined by "\n".
-    pub data: Cow<'a, str>,
+    /// The `data:` lines joined by "\n", as received: not checked for UTF-8
+    /// here, since only its reader knows whether it needs text.
+    pub data: Cow<'a, [u8]>,
 }
 
 /// Events larger than this are passed through but their fields not parsed.
@@ -31,12 +31,41 @@ pub struct SseParser {
 
 impl SseParser {
     /// Feeds a chunk; calls `on_event` for every event it completes.
-    pub fn push(&mut self, chunk: &[u8], on_event: &mut dyn FnMut(SseEvent<'_>)) {
-        self.pending.extend_from_slice(chunk);
-        while let Some(end) = self.find_event_end() {
-            let raw = self.pending.split_to(end).freeze();
-            self.scanned = 0;
-            dispatch(&raw, on_event);
+    /// Events that lie whole in the chunk are handed out as slices of it;
+    /// only an event split across chunks is copied together.
+    pub fn push(&mut self, chunk: &Bytes, on_event: &mut dyn FnMut(SseEvent<'_>)) {
+        let mut start = 0;
+        if !self.pending.is_empty() {
+            // Complete the held event first, then go on in the chunk itself.
+            let held = self.pending.len();
+            self.pending.extend_from_slice(chunk);
+            match event_end(&self.pending, self.scanned) {
+                Ok(end) => {
+                    let raw = self.pending.split_to(end).freeze();
+                    self.pending.clear();
+                    start = end - held;
+                    dispatch(&raw, on_event);
+                }
+                Err(scanned) => {
+                    self.scanned = scanned;
+                    return;
+                }
+            }
+        }
+        let mut scanned = start;
+        loop {
+            match event_end(chunk, scanned) {
+                Ok(end) => {
+                    dispatch(&chunk.slice(start..end), on_event);
+                    start = end;
+                    scanned = end;
+                }
+                Err(scanned) => {
+                    self.pending.extend_from_slice(&chunk[start..]);
+                    self.scanned = scanned - start;
+                    return;
+                }
+            }
         }
     }
 
@@ -55,72 +84,68 @@ impl SseParser {
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
+}
 
-    /// Index just past the blank line ending the first complete event.
-    fn find_event_end(&mut self) -> Option<usize> {
-        let buf = &self.pending[..];
-        let mut i = self.scanned;
-        while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
-            let nl = i + off;
-            match buf.get(nl + 1) {
-                Some(b'\n') => return Some(nl + 2),
-                Some(b'\r') => match buf.get(nl + 2) {
-                    Some(b'\n') => return Some(nl + 3),
-                    Some(_) => {}
-                    None => {
-                        self.scanned = nl;
-                        return None;
-                    }
-                },
+/// `Ok`: the index just past the blank line that ends the first event in
+/// `buf`, searching from `from` (a line start or a newline). `Err`: where
+/// to resume once more bytes arrive.
+fn event_end(buf: &[u8], from: usize) -> Result<usize, usize> {
+    let mut i = from;
+    while let Some(off) = memchr::memchr(b'\n', &buf[i..]) {
+        let nl = i + off;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Ok(nl + 2),
+            Some(b'\r') => match buf.get(nl + 2) {
+                Some(b'\n') => return Ok(nl + 3),
                 Some(_) => {}
-                None => {
-                    self.scanned = nl;
-                    return None;
-                }
-            }
-            i = nl + 1;
+                None => return Err(nl),
+            },
+            Some(_) => {}
+            None => return Err(nl),
         }
-        self.scanned = buf.len();
-        None
+        i = nl + 1;
     }
+    Err(buf.len())
 }
 
 fn dispatch(raw: &Bytes, on_event: &mut dyn FnMut(SseEvent<'_>)) {
-    if raw.len() > MAX_EVENT_BYTES {
-        on_event(SseEvent {
-            raw,
-            event: "",
-            data: Cow::Borrowed(""),
-        });
-        return;
-    }
-    let text = String::from_utf8_lossy(raw);
-    let text: &str = &text;
-    let mut event = "";
-    let mut data: Option<Cow<'_, str>> = None;
-    for line in text.split('\n') {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (line, ""),
-        };
-        match field {
-            "event" => event = value,
-            "data" => {
-                data = Some(match data {
-                    None => Cow::Borrowed(value),
-                    Some(prev) => Cow::Owned(format!("{prev}\n{value}")),
-                })
+    let mut data: Option<Cow<'_, [u8]>> = None;
+    let mut rest: &[u8] = if raw.len() > MAX_EVENT_BYTES {
+        &[]
+    } else {
+        raw
+    };
+    while !rest.is_empty() {
+        let line = match memchr::memchr(b'\n', rest) {
+            Some(i) => {
+                let line = &rest[..i];
+                rest = &rest[i + 1..];
+                line
             }
-            _ => {}
-        }
+            None => std::mem::take(&mut rest),
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(value) = line.strip_prefix(b"data") else {
+            continue;
+        };
+        let value = match value {
+            [] => value,
+            [b':', v @ ..] => v.strip_prefix(b" ").unwrap_or(v),
+            _ => continue, // another field whose name starts with "data"
+        };
+        data = Some(match data {
+            None => Cow::Borrowed(value),
+            Some(prev) => {
+                let mut joined = prev.into_owned();
+                joined.push(b'\n');
+                joined.extend_from_slice(value);
+                Cow::Owned(joined)
+            }
+        });
     }
-    // `text` borrows `raw` when it is valid UTF-8 (always, for JSON events);
-    // the owned fallback is re-borrowed for the callback's lifetime.
     on_event(SseEvent {
         raw,
-        event,
-        data: data.unwrap_or(Cow::Borrowed("")),
+        data: data.unwrap_or(Cow::Borrowed(b"")),
     });
 }
 
@@ -128,12 +153,15 @@ fn dispatch(raw: &Bytes, on_event: &mut dyn FnMut(SseEvent<'_>)) {
 mod tests {
     use super::*;
 
-    fn collect(chunks: &[&[u8]]) -> Vec<(String, String, Vec<u8>)> {
+    fn collect(chunks: &[&[u8]]) -> Vec<(String, Vec<u8>)> {
         let mut p = SseParser::default();
         let mut out = Vec::new();
         for c in chunks {
-            p.push(c, &mut |e| {
-                out.push((e.event.to_string(), e.data.to_string(), e.raw.to_vec()))
+            p.push(&Bytes::copy_from_slice(c), &mut |e| {
+                out.push((
+                    String::from_utf8_lossy(&e.data).into_owned(),
+                    e.raw.to_vec(),
+                ))
             });
         }
         out
@@ -141,17 +169,19 @@ mod tests {
 
     #[test]
     fn frames_events_split_anywhere() {
-        let stream = b"data: {\"a\":1}\n\nevent: done\r\ndata: x\r\ndata: y\r\n\r\n: comment\n\n";
-        for split in 0..stream.len() {
-            let events = collect(&[&stream[..split], &stream[split..]]);
-            assert_eq!(events.len(), 3, "split at {split}");
-            assert_eq!(events[0].1, "{\"a\":1}");
-            assert_eq!(events[0].2, b"data: {\"a\":1}\n\n");
-            assert_eq!(
-                (events[1].0.as_str(), events[1].1.as_str()),
-                ("done", "x\ny")
-            );
-            assert_eq!(events[2].1, "");
+        let stream = b"data: {\"a\":1}\n\nevent: done\r\ndata: x\r\ndata: y\r\n\r\n: comment\n\n\
+                       dataset: z\ndata\ndata:w\n\n";
+        for (a, b) in (0..=stream.len()).flat_map(|a| (a..=stream.len()).map(move |b| (a, b))) {
+            let events = collect(&[&stream[..a], &stream[a..b], &stream[b..]]);
+            assert_eq!(events.len(), 4, "split at {a}, {b}");
+            let joined: Vec<u8> = events.iter().flat_map(|e| e.1.clone()).collect();
+            assert_eq!(joined, stream);
+            assert_eq!(events[0].0, "{\"a\":1}");
+            assert_eq!(events[0].1, b"data: {\"a\":1}\n\n");
+            assert_eq!(events[1].0, "x\ny");
+            assert_eq!(events[2].0, "");
+            // "dataset" is another field; a bare "data" line is an empty value.
+            assert_eq!(events[3].0, "\nw");
         }
     }
 
@@ -160,18 +190,18 @@ mod tests {
         let stream = b"event: a\ndata: 1\n\ndata: 2\n\n";
         let chunks: Vec<&[u8]> = stream.chunks(1).collect();
         let events = collect(&chunks);
-        let joined: Vec<u8> = events.iter().flat_map(|e| e.2.clone()).collect();
+        let joined: Vec<u8> = events.iter().flat_map(|e| e.1.clone()).collect();
         assert_eq!(joined, stream);
     }
 
     #[test]
     fn incomplete_tail_comes_out_at_finish() {
         let mut p = SseParser::default();
-        p.push(b"data: 1\n\ndata: 2", &mut |_| {});
+        p.push(&Bytes::from_static(b"data: 1\n\ndata: 2"), &mut |_| {});
         assert_eq!(p.pending_len(), 7);
         let mut seen = Vec::new();
-        let rest = p.finish(&mut |e| seen.push(e.data.to_string()));
+        let rest = p.finish(&mut |e| seen.push(e.data.into_owned()));
         assert_eq!(&rest[..], b"data: 2");
-        assert_eq!(seen, ["2"]);
+        assert_eq!(seen, [b"2"]);
     }
 }

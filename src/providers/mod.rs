@@ -290,6 +290,14 @@ pub trait Meter: Send {
     fn estimated_output_tokens(&self) -> u64;
 }
 
+/// Event data that is not UTF-8 is not JSON (RFC 8259): it is passed on but
+/// not read.
+fn observe_text(meter: &mut impl Meter, e: &crate::sse::SseEvent<'_>) {
+    if let Ok(data) = std::str::from_utf8(&e.data) {
+        meter.observe(data);
+    }
+}
+
 /// A [`ResponseAdapter`] that never changes a byte: stream events, or the
 /// tail of a whole body, go to its [`Meter`].
 pub struct PassThrough<M> {
@@ -314,7 +322,7 @@ impl<M: Meter> ResponseAdapter for PassThrough<M> {
     fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
         if self.stream {
             let meter = &mut self.meter;
-            self.sse.push(&chunk, &mut |e| meter.observe(&e.data));
+            self.sse.push(&chunk, &mut |e| observe_text(meter, &e));
         } else {
             self.tail.push(&chunk);
         }
@@ -324,7 +332,7 @@ impl<M: Meter> ResponseAdapter for PassThrough<M> {
     fn on_end(&mut self) -> Bytes {
         if self.stream {
             let meter = &mut self.meter;
-            self.sse.finish(&mut |e| meter.observe(&e.data));
+            self.sse.finish(&mut |e| observe_text(meter, &e));
         } else {
             self.meter.observe_tail(&self.tail);
         }

@@ -224,7 +224,10 @@ impl OpenAiAdapter {
 
     /// Reads one event; `true` if it must be kept from the client.
     fn observe(&mut self, e: &SseEvent<'_>) -> bool {
-        let data = e.data.as_ref();
+        // Not UTF-8, not JSON (RFC 8259): passed on but not read.
+        let Ok(data) = std::str::from_utf8(&e.data) else {
+            return false;
+        };
         if data.is_empty() || data == "[DONE]" {
             return false;
         }
@@ -267,13 +270,25 @@ impl ResponseAdapter for OpenAiAdapter {
         }
         let mut parser = std::mem::take(&mut self.sse);
         let out = if self.strip_usage_chunk {
-            let mut kept = BytesMut::new();
+            // Usually one event per chunk, passed on as the slice it is;
+            // only several kept events are copied together.
+            let mut kept = Bytes::new();
+            let mut joined: Option<BytesMut> = None;
             parser.push(&chunk, &mut |e| {
-                if !self.observe(&e) {
-                    kept.extend_from_slice(e.raw);
+                if self.observe(&e) {
+                    return;
+                }
+                match &mut joined {
+                    Some(j) => j.extend_from_slice(e.raw),
+                    None if kept.is_empty() => kept = e.raw.clone(),
+                    None => {
+                        let mut j = BytesMut::from(&kept[..]);
+                        j.extend_from_slice(e.raw);
+                        joined = Some(j);
+                    }
                 }
             });
-            kept.freeze()
+            joined.map_or(kept, BytesMut::freeze)
         } else {
             parser.push(&chunk, &mut |e| {
                 self.observe(&e);
@@ -334,11 +349,14 @@ mod tests {
 
     #[test]
     fn injected_usage_chunk_is_read_then_removed() {
-        let stream = [CHUNK, USAGE, DONE].concat();
-        for split in 1..stream.len() {
-            let mut a = OpenAiAdapter::new(true, true);
-            let out = run(&mut a, &[&stream[..split], &stream[split..]]);
-            assert_eq!(out, [CHUNK, DONE].concat(), "split at {split}");
+        // Cut into three chunks at every pair of places: events whole in a
+        // chunk, several per chunk, and split across chunks.
+        let stream = [CHUNK, CHUNK, USAGE, DONE].concat();
+        for (a, b) in (0..=stream.len()).flat_map(|a| (a..=stream.len()).map(move |b| (a, b))) {
+            let mut adapter = OpenAiAdapter::new(true, true);
+            let out = run(&mut adapter, &[&stream[..a], &stream[a..b], &stream[b..]]);
+            assert_eq!(out, [CHUNK, CHUNK, DONE].concat(), "split at {a}, {b}");
+            let a = adapter;
             assert_eq!(
                 a.usage(),
                 Some(Usage {
