@@ -785,6 +785,21 @@ async fn a_self_signed_upstream_is_refused_unless_the_channel_skips_verification
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], "over tls");
     assert_eq!(served.load(Ordering::SeqCst), 1);
+    // A prompt far larger than one TLS record: head and body are written
+    // in parts, and the upstream reads exactly Content-Length bytes.
+    let prompt = "long prompt ".repeat(100_000);
+    let resp = client()
+        .post(tg.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {CLIENT_KEY}"))
+        .body(
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": prompt}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(served.load(Ordering::SeqCst), 2);
     let all = channels(&tg).await;
     assert_eq!(channel(&all, "strict")["state"], "cooldown");
     assert_eq!(channel(&all, "lax")["state"], "up");
