@@ -356,9 +356,8 @@ mod tests {
             let mut adapter = OpenAiAdapter::new(true, true);
             let out = run(&mut adapter, &[&stream[..a], &stream[a..b], &stream[b..]]);
             assert_eq!(out, [CHUNK, CHUNK, DONE].concat(), "split at {a}, {b}");
-            let a = adapter;
             assert_eq!(
-                a.usage(),
+                adapter.usage(),
                 Some(Usage {
                     input: 60,
                     output: 7,

@@ -4,11 +4,10 @@
 //! over Pingora's connection pool.
 
 use std::collections::HashMap;
+use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use std::io::IoSlice;
 
 use bytes::{Bytes, BytesMut};
 use pingora_core::connectors::TransportConnector;
@@ -172,6 +171,9 @@ pub struct Opened {
 
 /// Sends one request and waits for its response head. Stale pooled
 /// connections are retried on a fresh one without counting as a failure.
+/// Pingora's session reads the answer without having seen the request:
+/// it would look at it only for HEAD, upgrades and `connection: close`,
+/// and relayed requests are POSTs whose `connection` header is dropped.
 pub async fn exchange(
     connector: &TransportConnector,
     peer: &HttpPeer,
