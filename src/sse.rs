@@ -19,6 +19,14 @@ pub struct SseEvent<'a> {
     pub data: Cow<'a, [u8]>,
 }
 
+impl SseEvent<'_> {
+    /// The data as text, for a JSON reader. Data that is not UTF-8 is not
+    /// JSON (RFC 8259): `None`, and the event is passed on but not read.
+    pub fn text(&self) -> Option<&str> {
+        std::str::from_utf8(&self.data).ok()
+    }
+}
+
 /// Events larger than this are passed through but their fields not parsed.
 const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
@@ -192,6 +200,19 @@ mod tests {
         let events = collect(&chunks);
         let joined: Vec<u8> = events.iter().flat_map(|e| e.1.clone()).collect();
         assert_eq!(joined, stream);
+    }
+
+    #[test]
+    fn data_that_is_not_utf8_has_no_text_but_keeps_its_bytes() {
+        let mut p = SseParser::default();
+        let mut seen = Vec::new();
+        let chunk = Bytes::from_static(b"data: {\"a\":\"\xff\"}\n\ndata: {}\n\n");
+        p.push(&chunk, &mut |e| {
+            seen.push((e.text().map(str::to_string), e.raw.clone()))
+        });
+        assert_eq!(seen[0].0, None);
+        assert_eq!(&seen[0].1[..], b"data: {\"a\":\"\xff\"}\n\n");
+        assert_eq!(seen[1].0.as_deref(), Some("{}"));
     }
 
     #[test]

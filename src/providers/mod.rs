@@ -290,11 +290,10 @@ pub trait Meter: Send {
     fn estimated_output_tokens(&self) -> u64;
 }
 
-/// Event data that is not UTF-8 is not JSON (RFC 8259): it is passed on but
-/// not read.
-fn observe_text(meter: &mut impl Meter, e: &crate::sse::SseEvent<'_>) {
-    if let Ok(data) = std::str::from_utf8(&e.data) {
-        meter.observe(data);
+/// Events whose data is not text are passed on unread ([`crate::sse::SseEvent::text`]).
+fn observe_event(meter: &mut impl Meter, e: &crate::sse::SseEvent<'_>) {
+    if let Some(text) = e.text() {
+        meter.observe(text);
     }
 }
 
@@ -322,7 +321,7 @@ impl<M: Meter> ResponseAdapter for PassThrough<M> {
     fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
         if self.stream {
             let meter = &mut self.meter;
-            self.sse.push(&chunk, &mut |e| observe_text(meter, &e));
+            self.sse.push(&chunk, &mut |e| observe_event(meter, &e));
         } else {
             self.tail.push(&chunk);
         }
@@ -332,7 +331,7 @@ impl<M: Meter> ResponseAdapter for PassThrough<M> {
     fn on_end(&mut self) -> Bytes {
         if self.stream {
             let meter = &mut self.meter;
-            self.sse.finish(&mut |e| observe_text(meter, &e));
+            self.sse.finish(&mut |e| observe_event(meter, &e));
         } else {
             self.meter.observe_tail(&self.tail);
         }

@@ -224,10 +224,7 @@ impl OpenAiAdapter {
 
     /// Reads one event; `true` if it must be kept from the client.
     fn observe(&mut self, e: &SseEvent<'_>) -> bool {
-        // Not UTF-8, not JSON (RFC 8259): passed on but not read.
-        let Ok(data) = std::str::from_utf8(&e.data) else {
-            return false;
-        };
+        let data = e.text().unwrap_or("");
         if data.is_empty() || data == "[DONE]" {
             return false;
         }

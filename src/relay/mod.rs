@@ -464,9 +464,9 @@ impl Gateway {
         let disposition =
             pipe_body(session, &mut upstream_session, adapter.as_mut(), dialect).await;
         if upstream_session.is_body_done() {
-            // Boxed, like the error answer above: Pingora's pool-release
-            // future (~3 KB) would otherwise be part of every request's
-            // future, held for a stream's whole life.
+            // Boxed, like the error answer above: the pool-release future
+            // (~2 KB, Pingora's session shutdown inside) would otherwise be
+            // part of every request's future, held for a stream's whole life.
             Box::pin(upstream::release(&self.connector, upstream_session, &peer)).await;
         }
         let usage = adapter.usage();
