@@ -24,3 +24,10 @@ pub mod server;
 pub mod sse;
 pub mod store;
 pub mod usage_cli;
+
+/// jemalloc instead of glibc malloc: ~9% fewer instructions per proxied
+/// request and ~4% per streamed event (callgrind), at ~1.5 MiB more idle
+/// RSS. Declared here, not in `main.rs`, so that tests and examples
+/// allocate the way the product does.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

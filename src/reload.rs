@@ -119,13 +119,13 @@ impl ConfigHandle {
     /// Re-reads the file; a bad file keeps the running config.
     ///
     /// Every reload runs on one thread, and the snapshots it replaces are
-    /// freed there too. glibc keeps freed memory in the malloc arena of the
-    /// thread that freed it: reloads on whichever thread asked (a blocking
-    /// pool thread, the watch) left the parser's temporaries and the old
-    /// snapshot, tens of MiB for a big config, in another arena each time
-    /// (RSS grew with every reload, 695 MiB after ten of a 10,000-key
-    /// config under load). On one thread, all of it can go back to the
-    /// kernel once the old snapshot is freed, after the reload answered.
+    /// freed there too: reloads on whichever thread asked (a blocking pool
+    /// thread, the watch) left the parser's temporaries and the old
+    /// snapshot, tens of MiB for a big config, in that thread's malloc
+    /// arena each time (RSS grew with every reload, 695 MiB after ten of a
+    /// 10,000-key config under load, with glibc malloc). On one thread, all
+    /// of it goes back to the kernel once the old snapshot is freed, after
+    /// the reload answered.
     pub fn reload(self: &Arc<Self>) -> Result<u64, ConfigError> {
         self.on_reload_thread(|handle| {
             let mut loaded_version = handle.lock_reloads();
@@ -393,20 +393,27 @@ fn spawn_reload_thread(handle: Weak<ConfigHandle>) -> mpsc::Sender<Job> {
     tx
 }
 
-/// Returns the free memory of every malloc arena to the kernel: after the
-/// first load (on the main thread) and after each reload, the parser's
-/// temporaries and the freed snapshot (tens of MiB for a big config).
-/// Takes a few milliseconds; the next reload faults its pages in again.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// Returns the free memory of every allocator arena to the kernel: after
+/// the first load (on the main thread) and after each reload, the parser's
+/// temporaries and the freed snapshot (tens of MiB for a big config), which
+/// jemalloc would otherwise keep for its decay time or until the next
+/// allocation wakes its purging. Takes a few milliseconds.
 fn release_freed_memory() {
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    // MALLCTL_ARENAS_ALL in jemalloc's headers: the purge applies to all
+    // arenas.
+    const PURGE_ALL_ARENAS: &std::ffi::CStr = c"arena.4096.purge";
+    // SAFETY: a purge takes no argument and returns nothing; it only hands
+    // unused pages back to the kernel.
     unsafe {
-        libc::malloc_trim(0);
+        tikv_jemalloc_sys::mallctl(
+            PURGE_ALL_ARENAS.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
     }
 }
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn release_freed_memory() {}
 
 /// The admin listener stays on the address it was started on until a
 /// restart, so a reload must not drop the token that guards it there, even
