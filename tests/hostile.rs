@@ -213,6 +213,29 @@ async fn malformed_and_oversized_json_get_clean_errors() {
     still_serves(&tg).await;
 }
 
+/// A client still sending when its request is refused reads the refusal:
+/// the connection is not reset under it (lingering close). Without it the
+/// second write fails, and an SDK would report a broken connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_still_sending_a_refused_body_reads_the_refusal() {
+    let up = upstream().await;
+    let tg = start(&up.base_url());
+    let request = post(&vec![b' '; 1048577], "");
+    let (first, rest) = request.split_at(request.len() / 2);
+    let mut conn = TcpStream::connect(("127.0.0.1", tg.port)).await.unwrap();
+    conn.write_all(first).await.unwrap();
+    // Meanwhile the 413 is sent, before the body is read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.write_all(rest)
+        .await
+        .expect("the refused body is still read");
+    let (resp, closed) = read_until_close(&mut conn, Duration::from_secs(5)).await;
+    assert_eq!(statuses(&resp), [413]);
+    assert_eq!(error_code(&resp), "request_too_large");
+    assert!(closed, "the connection is closed after the refusal");
+    assert_eq!(up.count(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deep_nesting_is_refused_without_overflowing_the_stack() {
     let up = upstream().await;

@@ -1,7 +1,8 @@
 //! Limits on the client side of a connection: how long a client may take
 //! to send its request, and to take its answer. Pingora's own defaults are
 //! a per-read timeout and unbounded keep-alive, which let a slowloris
-//! client or an idle connection hold a socket forever.
+//! client or an idle connection hold a socket forever. And the lingering
+//! close that lets a refused client read why it was refused.
 
 use std::time::Duration;
 
@@ -27,6 +28,32 @@ pub async fn read_head(session: &mut ServerSession, server: &ServerSection) -> b
     session.set_read_timeout(Some(deadline));
     session.set_write_timeout(Some(seconds(server.client_write_timeout_seconds)));
     true
+}
+
+/// Most of a refused request's body read and thrown away before closing.
+const LINGER_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Longest wait for the rest of a refused request's body.
+const LINGER_MAX_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and discards the rest of a request body that was refused unread
+/// (413 on a declared length, 408, bad framing), within bounds, before the
+/// connection is closed. Closing a socket with unread data resets it, and
+/// the reset can reach a client that is still sending: the SDKs (which
+/// send the whole body before reading) then report a broken connection,
+/// and retry the upload, instead of the error answer already sent (RFC
+/// 9112 §9.6; nginx's `lingering_close`). Returns at once when the body
+/// was read whole.
+pub async fn linger(session: &mut ServerSession) {
+    let discard = async {
+        let mut left = LINGER_MAX_BYTES;
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            match left.checked_sub(chunk.len()) {
+                Some(rest) => left = rest,
+                None => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_MAX_TIME, discard).await;
 }
 
 /// The whole time allowed for reading a request body.

@@ -8,6 +8,7 @@
 //! `max_body_bytes`) is one `Bytes` that every attempt re-sends as is.
 
 mod client;
+mod pool;
 mod upstream;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::providers::{self, Endpoint, GeminiMethod, ResponseAdapter};
 use crate::reload::ConfigHandle;
 use crate::routing::{self, now_ms, RouteError};
+use pool::IdlePool;
 use upstream::{DnsCache, FailReason, Failure};
 
 pub struct Gateway {
@@ -41,6 +43,7 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     metering: Arc<Metering>,
     connector: TransportConnector,
+    pool: IdlePool,
     dns: DnsCache,
 }
 
@@ -144,6 +147,7 @@ impl Gateway {
             metrics,
             metering,
             connector: TransportConnector::new(None),
+            pool: IdlePool::default(),
             dns: DnsCache::default(),
         }
     }
@@ -442,8 +446,15 @@ impl Gateway {
             answer: None,
         })?;
         let header_timeout = Duration::from_secs(snap.server.upstream_header_timeout_seconds);
-        let opened =
-            upstream::exchange(&self.connector, &peer, &header, &body, header_timeout).await?;
+        let opened = upstream::exchange(
+            &self.connector,
+            &self.pool,
+            &peer,
+            &header,
+            &body,
+            header_timeout,
+        )
+        .await?;
         // The upstream has the request. A rewritten body is a second copy
         // of the prompt, which a stream would otherwise hold for minutes
         // (the client's own body stays, for failover and billing estimates).
@@ -467,7 +478,7 @@ impl Gateway {
             // Boxed, like the error answer above: the pool-release future
             // (~2 KB, Pingora's session shutdown inside) would otherwise be
             // part of every request's future, held for a stream's whole life.
-            Box::pin(upstream::release(&self.connector, upstream_session, &peer)).await;
+            Box::pin(upstream::release(&self.pool, upstream_session, &peer)).await;
         }
         let usage = adapter.usage();
         Ok(Relayed {
@@ -738,7 +749,10 @@ impl HttpServerApp for Gateway {
         }
         match self.serve(&mut session).await {
             Disposition::Abort => return None,
-            Disposition::Close => session.set_keepalive(None),
+            Disposition::Close => {
+                session.set_keepalive(None);
+                client::linger(&mut session).await;
+            }
             Disposition::Reuse => {}
         }
         let settings = HttpPersistentSettings::for_session(&session);

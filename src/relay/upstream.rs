@@ -1,7 +1,7 @@
 //! Reaching a channel: asynchronous DNS with a small cache (Pingora's
 //! `HttpPeer::new` would resolve with blocking std DNS and panic on failure),
 //! peer options with real timeouts, and one request/response head exchange
-//! over Pingora's connection pool.
+//! over a pooled or new connection.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -18,6 +18,7 @@ use pingora_error::{Error, ErrorType, OrErr};
 use pingora_http::{RequestHeader, ResponseHeader};
 use tokio::io::AsyncWriteExt;
 
+use super::pool::IdlePool;
 use crate::config::{ServerSection, Upstream};
 
 const DNS_TTL: Duration = Duration::from_secs(60);
@@ -176,6 +177,7 @@ pub struct Opened {
 /// and relayed requests are POSTs whose `connection` header is dropped.
 pub async fn exchange(
     connector: &TransportConnector,
+    pool: &IdlePool,
     peer: &HttpPeer,
     request: &RequestHeader,
     body: &Bytes,
@@ -185,7 +187,7 @@ pub async fn exchange(
         .ok_or_else(|| Failure::io(FailReason::Io, "the request line cannot be sent"))?;
     let mut stale_retries = 0;
     loop {
-        let (mut stream, reused) = connect(connector, peer)
+        let (mut stream, reused) = connect(connector, pool, peer)
             .await
             .map_err(|e| Failure::io(connect_reason(&e), e))?;
         let sent = Instant::now();
@@ -263,20 +265,21 @@ async fn send(
 /// opened instead of being part of every request's future.
 async fn connect(
     connector: &TransportConnector,
+    pool: &IdlePool,
     peer: &HttpPeer,
 ) -> pingora_error::Result<(Stream, bool)> {
-    if let Some(stream) = connector.reused_stream(peer).await {
+    if let Some(stream) = pool.take(peer.reuse_hash()) {
         return Ok((stream, true));
     }
     Ok((Box::pin(connector.new_stream(peer)).await?, false))
 }
 
-/// Returns a finished upstream session's connection to the pool, as
-/// Pingora's HTTP/1 connector does.
-pub async fn release(connector: &TransportConnector, mut session: HttpSession, peer: &HttpPeer) {
+/// Returns a finished upstream session's connection to the pool unless
+/// the upstream asked to close it, as Pingora's HTTP/1 connector does.
+pub async fn release(pool: &IdlePool, mut session: HttpSession, peer: &HttpPeer) {
     session.respect_keepalive();
     if let Some(stream) = session.reuse().await {
-        connector.release_stream(stream, peer.reuse_hash(), peer.options.idle_timeout);
+        pool.put(peer.reuse_hash(), stream, peer.options.idle_timeout);
     }
 }
 
