@@ -518,9 +518,14 @@ fn log_chunks(batch: &[Charge]) -> Vec<(u64, Vec<u8>)> {
         {
             Some((_, chunk)) => {
                 chunk.push(b'\n');
-                chunk.extend_from_slice(&log_entry(c));
+                write_log_entry(c, chunk);
             }
-            None => chunks.push((minute, log_entry(c))),
+            None => {
+                // Sized for the whole chunk: entries are written in place.
+                let mut chunk = Vec::with_capacity(LOG_CHUNK_BYTES + 512);
+                write_log_entry(c, &mut chunk);
+                chunks.push((minute, chunk));
+            }
         }
     }
     chunks
@@ -545,7 +550,7 @@ struct LogEntry<'a> {
     estimated: bool,
 }
 
-fn log_entry(c: &Charge) -> Vec<u8> {
+fn write_log_entry(c: &Charge, out: &mut Vec<u8>) {
     let entry = LogEntry {
         at_ms: c.at_ms,
         key: &c.key,
@@ -560,7 +565,7 @@ fn log_entry(c: &Charge) -> Vec<u8> {
         cost_nanos: c.cost_nanos,
         estimated: c.estimated,
     };
-    serde_json::to_vec(&entry).expect("plain fields serialize")
+    serde_json::to_writer(out, &entry).expect("plain fields serialize")
 }
 
 fn be_u64(bytes: &[u8]) -> u64 {
@@ -808,7 +813,9 @@ mod tests {
         let t = 1_000 * MINUTE_MS;
         let mut batch: Vec<Charge> = (0..20).map(|i| charge(t + i, "k", "g", 1)).collect();
         batch.push(charge(t + MINUTE_MS, "k", "g", 1));
-        let one = log_entry(&batch[0]).len();
+        let mut one = Vec::new();
+        write_log_entry(&batch[0], &mut one);
+        let one = one.len();
         let chunks = log_chunks(&batch);
         let per_chunk = LOG_CHUNK_BYTES.div_ceil(one + 1);
         assert_eq!(chunks.len(), 20usize.div_ceil(per_chunk) + 1);
