@@ -232,6 +232,8 @@ async fn a_client_still_sending_a_refused_body_reads_the_refusal() {
     let (resp, closed) = read_until_close(&mut conn, Duration::from_secs(5)).await;
     assert_eq!(statuses(&resp), [413]);
     assert_eq!(error_code(&resp), "request_too_large");
+    let head = String::from_utf8_lossy(&resp).to_ascii_lowercase();
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
     assert!(closed, "the connection is closed after the refusal");
     assert_eq!(up.count(), 0);
 }
