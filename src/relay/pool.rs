@@ -50,7 +50,7 @@ impl IdlePool {
         let now = Instant::now();
         let mut closed = Vec::new();
         let found = {
-            let mut peers = self.lock();
+            let mut peers = lock(&self.peers);
             let list = peers.get_mut(&peer)?;
             let mut found = None;
             while let Some(mut idle) = list.pop_back() {
@@ -81,7 +81,7 @@ impl IdlePool {
             expires: idle_timeout.map(|t| Instant::now() + t),
         };
         let dropped = {
-            let mut peers = self.lock();
+            let mut peers = lock(&self.peers);
             let list = peers.entry(peer).or_default();
             list.push_back(idle);
             (list.len() > MAX_IDLE_PER_PEER).then(|| list.pop_front())
@@ -89,10 +89,6 @@ impl IdlePool {
         drop(dropped);
         self.sweeping
             .get_or_init(|| spawn_sweep(Arc::downgrade(&self.peers)));
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Peers> {
-        lock(&self.peers)
     }
 }
 
@@ -256,6 +252,6 @@ mod tests {
             upstream_sides.push(s);
             pool.put(1, stream, None);
         }
-        assert_eq!(pool.lock()[&1].len(), MAX_IDLE_PER_PEER);
+        assert_eq!(lock(&pool.peers)[&1].len(), MAX_IDLE_PER_PEER);
     }
 }
