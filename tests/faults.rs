@@ -299,6 +299,94 @@ async fn a_kept_alive_connection_the_upstream_dropped_is_retried_on_a_fresh_one(
 }
 
 /// The text of the error event the client gets when a stream breaks off.
+/// Answers, in order, over as few connections as the gateway reuses:
+/// a Content-Length body, a chunked stream with chunk extensions and
+/// trailers, a chunked body that asks to close, a body delimited by the
+/// close, and one more Content-Length body.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_upstream_body_framing_is_relayed_whole_and_reused_only_when_allowed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (c, r) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = r.clone();
+            tokio::spawn(async move {
+                while read_request(&mut stream).await.is_some() {
+                    let json = |text: &str| chat_completion("gpt-4o", text, 10, 2).to_string();
+                    let answer: Vec<u8> = match r.fetch_add(1, Ordering::SeqCst) {
+                        0 | 4 => {
+                            let body = json("by length");
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                 content-length: {}\r\n\r\n",
+                                body.len()
+                            );
+                            [head.into_bytes(), body.into_bytes()].concat()
+                        }
+                        1 => [
+                            SSE_HEAD.to_vec(),
+                            b"16;ext=1\r\ndata: {\"choices\":[]}\n\n\r\n".to_vec(),
+                            chunk("data: [DONE]\n\n"),
+                            b"0\r\nx-trailer: t\r\n\r\n".to_vec(),
+                        ]
+                        .concat(),
+                        2 => {
+                            let body = json("chunked, then close");
+                            let (a, b) = body.split_at(body.len() / 2);
+                            [
+                                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                  transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                                    .to_vec(),
+                                chunk(a),
+                                chunk(b),
+                                b"0\r\n\r\n".to_vec(),
+                            ]
+                            .concat()
+                        }
+                        _ => {
+                            let body = json("until close");
+                            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n";
+                            let _ = stream.write_all(head.as_bytes()).await;
+                            let _ = stream.write_all(body.as_bytes()).await;
+                            return;
+                        }
+                    };
+                    if stream.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let tg = Tollgate::start(&config(&[(
+        "only",
+        format!("http://127.0.0.1:{port}"),
+        0,
+        "",
+    )]));
+    let content = |body: Value| body["choices"][0]["message"]["content"].clone();
+    let resp = chat(&tg, false).await;
+    assert_eq!(content(resp.json().await.unwrap()), "by length");
+    let (text, clean) = stream_text(chat(&tg, true).await).await;
+    assert!(clean);
+    assert_eq!(text, "data: {\"choices\":[]}\n\ndata: [DONE]\n\n");
+    let resp = chat(&tg, false).await;
+    assert_eq!(content(resp.json().await.unwrap()), "chunked, then close");
+    let resp = chat(&tg, false).await;
+    assert_eq!(content(resp.json().await.unwrap()), "until close");
+    let resp = chat(&tg, false).await;
+    assert_eq!(content(resp.json().await.unwrap()), "by length");
+    // Answers 1-3 shared a connection; the close-delimited one needed a
+    // new one, and so did the last answer.
+    assert_eq!(requests.load(Ordering::SeqCst), 5);
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
+    assert_no_panic(&tg);
+}
+
 fn broken_stream_event(message: &str) -> String {
     let body = json!({"error": {"message": message, "type": "server_error",
         "param": null, "code": "upstream_stream_broken"}});

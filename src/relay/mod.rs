@@ -9,6 +9,7 @@
 
 mod client;
 mod pool;
+mod response;
 mod upstream;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use crate::providers::{self, Endpoint, GeminiMethod, ResponseAdapter};
 use crate::reload::ConfigHandle;
 use crate::routing::{self, now_ms, RouteError};
 use pool::IdlePool;
+use response::UpstreamBody;
 use upstream::{DnsCache, FailReason, Failure};
 
 pub struct Gateway {
@@ -463,22 +465,15 @@ impl Gateway {
             .upstream_ttfb_seconds
             .with_label_values(&[&channel.name])
             .observe(opened.ttfb.as_secs_f64());
-        let status = opened
-            .session
-            .resp_header()
-            .map_or(502, |h| h.status.as_u16());
+        let status = opened.head.status.as_u16();
         if let Some(reason) = FailReason::from_status(status) {
             return Err(Box::pin(upstream::error_answer(opened, reason)).await);
         }
         channel.health.record_success();
-        let mut upstream_session = opened.session;
-        let disposition =
-            pipe_body(session, &mut upstream_session, adapter.as_mut(), dialect).await;
-        if upstream_session.is_body_done() {
-            // Boxed, like the error answer above: the pool-release future
-            // (~2 KB, Pingora's session shutdown inside) would otherwise be
-            // part of every request's future, held for a stream's whole life.
-            Box::pin(upstream::release(&self.pool, upstream_session, &peer)).await;
+        let upstream::Opened { head, mut body, .. } = opened;
+        let disposition = pipe_body(session, head, &mut body, adapter.as_mut(), dialect).await;
+        if body.is_body_done() {
+            upstream::release(&self.pool, body, &peer);
         }
         let usage = adapter.usage();
         Ok(Relayed {
@@ -624,14 +619,11 @@ fn with_path_model(mut probe: BodyProbe, endpoint: Endpoint, path: &str) -> Body
 /// If an event stream breaks off, the client gets a last error event.
 async fn pipe_body(
     session: &mut ServerSession,
-    upstream: &mut pingora_core::protocols::http::v1::client::HttpSession,
+    mut head: ResponseHeader,
+    upstream: &mut UpstreamBody,
     adapter: &mut dyn ResponseAdapter,
     dialect: Dialect,
 ) -> Disposition {
-    let mut head = upstream
-        .resp_header()
-        .cloned()
-        .unwrap_or_else(|| ResponseHeader::build(502, None).expect("valid status"));
     head.remove_header("connection");
     head.remove_header("keep-alive");
     adapter.response_head(&mut head);

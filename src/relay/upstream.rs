@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use pingora_core::connectors::TransportConnector;
-use pingora_core::protocols::http::v1::client::{http_req_header_to_wire, HttpSession};
+use pingora_core::protocols::http::v1::client::http_req_header_to_wire;
 use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
-use pingora_error::{Error, ErrorType, OrErr};
+use pingora_error::{ErrorType, OrErr};
 use pingora_http::{RequestHeader, ResponseHeader};
 use tokio::io::AsyncWriteExt;
 
 use super::pool::IdlePool;
+use super::response::{self, UpstreamBody};
 use crate::config::{ServerSection, Upstream};
 
 const DNS_TTL: Duration = Duration::from_secs(60);
@@ -163,18 +164,15 @@ impl Failure {
     }
 }
 
-/// A response head received from a channel, with the session to read the
-/// body from.
+/// A response head received from a channel, with the body still to read.
 pub struct Opened {
-    pub session: HttpSession,
+    pub head: ResponseHeader,
+    pub body: UpstreamBody,
     pub ttfb: Duration,
 }
 
 /// Sends one request and waits for its response head. Stale pooled
 /// connections are retried on a fresh one without counting as a failure.
-/// Pingora's session reads the answer without having seen the request:
-/// it would look at it only for HEAD, upgrades and `connection: close`,
-/// and relayed requests are POSTs whose `connection` header is dropped.
 pub async fn exchange(
     connector: &TransportConnector,
     pool: &IdlePool,
@@ -193,17 +191,15 @@ pub async fn exchange(
         let sent = Instant::now();
         let result = async {
             send(&mut stream, &head, body, peer.options.write_timeout).await?;
-            let mut session = HttpSession::new_with_options(stream, peer);
-            session.read_timeout = Some(header_timeout);
-            session.read_response().await?;
-            Ok::<_, Box<Error>>(session)
+            response::read_head(stream, Some(header_timeout)).await
         }
         .await;
         match result {
-            Ok(mut session) => {
-                session.read_timeout = peer.options.read_timeout;
+            Ok((head, mut body)) => {
+                body.read_timeout = peer.options.read_timeout;
                 return Ok(Opened {
-                    session,
+                    head,
+                    body,
                     ttfb: sent.elapsed(),
                 });
             }
@@ -274,11 +270,10 @@ async fn connect(
     Ok((Box::pin(connector.new_stream(peer)).await?, false))
 }
 
-/// Returns a finished upstream session's connection to the pool unless
-/// the upstream asked to close it, as Pingora's HTTP/1 connector does.
-pub async fn release(pool: &IdlePool, mut session: HttpSession, peer: &HttpPeer) {
-    session.respect_keepalive();
-    if let Some(stream) = session.reuse().await {
+/// Returns a finished answer's connection to the pool unless the upstream
+/// asked to close it.
+pub fn release(pool: &IdlePool, body: UpstreamBody, peer: &HttpPeer) {
+    if let Some(stream) = body.into_reusable() {
         pool.put(peer.reuse_hash(), stream, peer.options.idle_timeout);
     }
 }
@@ -293,11 +288,7 @@ fn connect_reason(e: &pingora_error::Error) -> FailReason {
 
 /// Reads the (bounded) body of an upstream error answer.
 pub async fn error_answer(mut opened: Opened, reason: FailReason) -> Failure {
-    let head = opened
-        .session
-        .resp_header()
-        .cloned()
-        .unwrap_or_else(|| ResponseHeader::build(502, None).expect("valid status"));
+    let head = opened.head;
     let status = head.status.as_u16();
     let retry_after = head
         .headers
@@ -307,7 +298,7 @@ pub async fn error_answer(mut opened: Opened, reason: FailReason) -> Failure {
         .map(Duration::from_secs);
     let mut body = BytesMut::new();
     let read = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Ok(Some(chunk)) = opened.session.read_body_bytes().await {
+        while let Ok(Some(chunk)) = opened.body.read_body_bytes().await {
             if body.len() + chunk.len() > MAX_ERROR_BODY {
                 break;
             }

@@ -1,0 +1,467 @@
+//! Reading a channel's HTTP/1.1 answer: its head, parsed straight into the
+//! head the client gets, then its body by length, by chunks or until close.
+//!
+//! This replaces Pingora's client session, which parsed the head into a
+//! case-preserving header (that the relay then cloned), and gave every
+//! answer a 64 KiB body buffer that a stream held for its whole life. Here
+//! one buffer, grown by 16 KiB reads, carries head and body, and body
+//! bytes leave it without a copy.
+
+use std::mem::MaybeUninit;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderName, HeaderValue, Version};
+use pingora_core::protocols::Stream;
+use pingora_error::{Error, ErrorType, OrErr, Result};
+use pingora_http::ResponseHeader;
+use tokio::io::AsyncReadExt;
+
+/// Longest head accepted (Pingora's limit too).
+const MAX_HEAD_BYTES: usize = 1024 * 1024;
+const MAX_HEADERS: usize = 256;
+/// Longest chunk-size line or trailer section accepted.
+const MAX_CHUNK_FRAMING_BYTES: usize = 8 * 1024;
+/// Room made in the buffer before a read.
+const READ_SIZE: usize = 16 * 1024;
+/// Headers the client's head may gain after parsing (date, connection, and
+/// an adapter's content-type / transfer-encoding), so that adding them
+/// never regrows the header map.
+const HEADERS_ADDED_LATER: usize = 4;
+
+/// The body of an upstream answer, read piece by piece.
+pub struct UpstreamBody {
+    stream: Stream,
+    /// Bytes read and not yet handed out.
+    buf: BytesMut,
+    framing: Framing,
+    keepalive: bool,
+    pub read_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// Bytes still to come.
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    SizeLine,
+    /// Data bytes left in the current chunk.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    Trailers,
+}
+
+/// Reads the answer's head (skipping interim 1xx answers) within
+/// `timeout` per read.
+pub async fn read_head(
+    mut stream: Stream,
+    timeout: Option<Duration>,
+) -> Result<(ResponseHeader, UpstreamBody)> {
+    let mut buf = BytesMut::new();
+    loop {
+        if let Some((len, head)) = parse_head(&buf)? {
+            buf.advance(len);
+            if head.status.is_informational() {
+                if head.status == 101 {
+                    return Error::e_explain(ErrorType::InvalidHTTPHeader, "unasked-for upgrade");
+                }
+                continue;
+            }
+            let (head, framing, keepalive) = framing(head)?;
+            let body = UpstreamBody {
+                stream,
+                buf,
+                framing,
+                keepalive,
+                read_timeout: timeout,
+            };
+            return Ok((head, body));
+        }
+        if buf.len() > MAX_HEAD_BYTES {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                format!("response head larger than {MAX_HEAD_BYTES} bytes"),
+            );
+        }
+        if fill(&mut stream, &mut buf, timeout).await? == 0 {
+            return Error::e_explain(
+                ErrorType::ConnectionClosed,
+                "the upstream closed the connection before a response head",
+            );
+        }
+    }
+}
+
+/// A complete head at the start of `buf`: its length and the head.
+fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHeader)>> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut headers = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let mut config = httparse::ParserConfig::default();
+    config.allow_spaces_after_header_name_in_responses(true);
+    let len = match config.parse_response_with_uninit_headers(&mut response, buf, &mut headers) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                format!("unreadable response head: {e}"),
+            )
+        }
+    };
+    let status = response.code.unwrap_or_default();
+    let mut head =
+        ResponseHeader::build_no_case(status, Some(response.headers.len() + HEADERS_ADDED_LATER))?;
+    head.set_version(match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    });
+    for header in response.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes())
+            .or_err(ErrorType::InvalidHTTPHeader, "invalid response header name")?;
+        let value = HeaderValue::from_bytes(header.value).or_err(
+            ErrorType::InvalidHTTPHeader,
+            "invalid response header value",
+        )?;
+        head.append_header(name, value)?;
+    }
+    Ok(Some((len, head)))
+}
+
+/// How the body is delimited (RFC 9112 §6.3) and whether the connection
+/// may carry another request afterwards. A content length next to a
+/// transfer coding is dropped: the coding decides, for the client too.
+fn framing(mut head: ResponseHeader) -> Result<(ResponseHeader, Framing, bool)> {
+    let headers = &head.headers;
+    let has_token = |name, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
+    };
+    let mut keepalive = match head.version {
+        Version::HTTP_10 => has_token(CONNECTION, "keep-alive"),
+        _ => !has_token(CONNECTION, "close"),
+    };
+    let status = head.status.as_u16();
+    let framing = if status == 204 || status == 304 {
+        Framing::Done
+    } else if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+        let chunked = last
+            .as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        head.remove_header(&CONTENT_LENGTH);
+        if chunked {
+            Framing::Chunked(Chunk::SizeLine)
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        let mut lengths = headers.get_all(CONTENT_LENGTH).iter().map(|v| {
+            std::str::from_utf8(v.as_bytes())
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        });
+        match lengths.next() {
+            None => Framing::UntilClose,
+            Some(Some(first)) if lengths.all(|l| l == Some(first)) => match first {
+                0 => Framing::Done,
+                n => Framing::Length(n),
+            },
+            Some(_) => {
+                return Error::e_explain(ErrorType::InvalidHTTPHeader, "invalid content-length")
+            }
+        }
+    };
+    keepalive &= framing != Framing::UntilClose;
+    Ok((head, framing, keepalive))
+}
+
+impl UpstreamBody {
+    /// The next piece of the body, `None` at its end.
+    pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            match self.framing {
+                Framing::Done => return Ok(None),
+                Framing::Length(left) => {
+                    if self.buf.is_empty() && self.fill().await? == 0 {
+                        return Error::e_explain(
+                            ErrorType::ConnectionClosed,
+                            format!("the upstream closed the connection {left} bytes before the end of the body"),
+                        );
+                    }
+                    let take = left.min(self.buf.len() as u64);
+                    self.framing = match left - take {
+                        0 => Framing::Done,
+                        rest => Framing::Length(rest),
+                    };
+                    return Ok(Some(self.buf.split_to(take as usize).freeze()));
+                }
+                Framing::UntilClose => {
+                    if self.buf.is_empty() && self.fill().await? == 0 {
+                        self.framing = Framing::Done;
+                        return Ok(None);
+                    }
+                    return Ok(Some(self.buf.split().freeze()));
+                }
+                Framing::Chunked(chunk) => match decode_chunked(&mut self.buf, chunk)? {
+                    Decoded::Data(data, next) => {
+                        self.framing = next;
+                        return Ok(Some(data));
+                    }
+                    Decoded::Step(next) => self.framing = next,
+                    Decoded::NeedMore => {
+                        if self.fill().await? == 0 {
+                            return Error::e_explain(
+                                ErrorType::ConnectionClosed,
+                                "the upstream closed the connection inside a chunked body",
+                            );
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    pub fn is_body_done(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    /// The connection, if it may carry another request: the body was read
+    /// to its end, nothing followed it, and the upstream did not ask to
+    /// close.
+    pub fn into_reusable(self) -> Option<Stream> {
+        (self.keepalive && self.is_body_done() && self.buf.is_empty()).then_some(self.stream)
+    }
+
+    async fn fill(&mut self) -> Result<usize> {
+        fill(&mut self.stream, &mut self.buf, self.read_timeout).await
+    }
+}
+
+/// Reads what the stream has into `buf`: 0 when the upstream closed.
+async fn fill(stream: &mut Stream, buf: &mut BytesMut, timeout: Option<Duration>) -> Result<usize> {
+    // Once the pieces handed out are dropped, reads start again at the
+    // front of the same allocation: a stream of small events keeps
+    // touching the same page instead of walking through the whole buffer.
+    if buf.is_empty() {
+        let _ = buf.try_reclaim(READ_SIZE);
+    }
+    if buf.capacity() - buf.len() < READ_SIZE / 4 {
+        buf.reserve(READ_SIZE);
+    }
+    let read = stream.read_buf(buf);
+    let n = match timeout {
+        Some(t) => tokio::time::timeout(t, read).await.or_err(
+            ErrorType::ReadTimedout,
+            "while reading the upstream response",
+        )?,
+        None => read.await,
+    };
+    n.or_err(ErrorType::ReadError, "while reading the upstream response")
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Decoded {
+    Data(Bytes, Framing),
+    /// Framing consumed, nothing to hand out yet.
+    Step(Framing),
+    /// The bytes at hand end inside framing.
+    NeedMore,
+}
+
+/// One step of chunked decoding (RFC 9112 §7.1) at the start of `buf`.
+fn decode_chunked(buf: &mut BytesMut, chunk: Chunk) -> Result<Decoded> {
+    let invalid = |why: &str| {
+        Error::e_explain(
+            ErrorType::InvalidHTTPHeader,
+            format!("invalid chunked body: {why}"),
+        )
+    };
+    match chunk {
+        Chunk::SizeLine => match httparse::parse_chunk_size(buf) {
+            Ok(httparse::Status::Complete((used, size))) => {
+                buf.advance(used);
+                Ok(Decoded::Step(Framing::Chunked(match size {
+                    0 => Chunk::Trailers,
+                    n => Chunk::Data(n),
+                })))
+            }
+            Ok(httparse::Status::Partial) if buf.len() <= MAX_CHUNK_FRAMING_BYTES => {
+                Ok(Decoded::NeedMore)
+            }
+            Ok(httparse::Status::Partial) => invalid("chunk size line too long"),
+            Err(_) => invalid("bad chunk size"),
+        },
+        Chunk::Data(left) => {
+            if buf.is_empty() {
+                return Ok(Decoded::NeedMore);
+            }
+            let take = left.min(buf.len() as u64);
+            let next = match left - take {
+                0 => Chunk::DataEnd,
+                rest => Chunk::Data(rest),
+            };
+            let data = buf.split_to(take as usize).freeze();
+            Ok(Decoded::Data(data, Framing::Chunked(next)))
+        }
+        Chunk::DataEnd => match &buf[..] {
+            [b'\r', b'\n', ..] | [b'\n', ..] => {
+                buf.advance(if buf[0] == b'\r' { 2 } else { 1 });
+                Ok(Decoded::Step(Framing::Chunked(Chunk::SizeLine)))
+            }
+            [] | [b'\r'] => Ok(Decoded::NeedMore),
+            _ => invalid("chunk data longer than its size"),
+        },
+        Chunk::Trailers => {
+            // Trailer fields end with an empty line; they are dropped.
+            let mut at = 0;
+            while let Some(nl) = memchr::memchr(b'\n', &buf[at..]) {
+                let line = &buf[at..at + nl];
+                at += nl + 1;
+                if line.is_empty() || line == b"\r" {
+                    buf.advance(at);
+                    return Ok(Decoded::Step(Framing::Done));
+                }
+            }
+            if buf.len() > MAX_CHUNK_FRAMING_BYTES {
+                return invalid("trailers too long");
+            }
+            Ok(Decoded::NeedMore)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<(ResponseHeader, Framing, bool)> {
+        let (len, head) = parse_head(text.as_bytes())?.expect("a complete head");
+        assert_eq!(len, text.len());
+        framing(head)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let (_, f, keep) = head("HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n").unwrap();
+        assert_eq!((f, keep), (Framing::Length(12), true));
+        let (_, f, keep) = head("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap();
+        assert_eq!((f, keep), (Framing::Done, true));
+        let (_, f, keep) = head("HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        assert_eq!((f, keep), (Framing::Done, true));
+        let (_, f, keep) = head("HTTP/1.1 200 OK\r\nconnection: Close\r\n\r\n").unwrap();
+        assert_eq!((f, keep), (Framing::UntilClose, false));
+        // HTTP/1.0 keeps the connection only when asked to.
+        let (_, f, keep) = head("HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n").unwrap();
+        assert_eq!((f, keep), (Framing::Length(2), false));
+        let (_, _, keep) =
+            head("HTTP/1.0 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n").unwrap();
+        assert!(keep);
+        let (_, _, keep) =
+            head("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: te, close\r\n\r\n").unwrap();
+        assert!(!keep);
+    }
+
+    #[test]
+    fn a_transfer_coding_overrides_and_removes_the_content_length() {
+        let (h, f, keep) = head(
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!((f, keep), (Framing::Chunked(Chunk::SizeLine), true));
+        assert!(h.headers.get("content-length").is_none());
+        // Not ending in chunked: the body runs to the close.
+        let (_, f, keep) = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n").unwrap();
+        assert_eq!((f, keep), (Framing::UntilClose, false));
+    }
+
+    #[test]
+    fn conflicting_or_bad_content_lengths_are_refused() {
+        assert!(head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\n").is_ok());
+        for bad in ["3\r\ncontent-length: 4", "-1", "abc", "1 2"] {
+            let text = format!("HTTP/1.1 200 OK\r\ncontent-length: {bad}\r\n\r\n");
+            let e = head(&text).expect_err(bad);
+            assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_head_keeps_status_and_headers_and_stops_at_its_end() {
+        let text = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nX-A: 1\r\nx-a: 2\r\n\r\n{\"e\":1}";
+        assert!(parse_head(&text[..20]).unwrap().is_none());
+        let (len, h) = parse_head(text).unwrap().unwrap();
+        assert_eq!(&text[len..], b"{\"e\":1}");
+        assert_eq!(h.status.as_u16(), 429);
+        assert_eq!(h.headers.get("retry-after").unwrap(), "7");
+        assert_eq!(h.headers.get_all("x-a").iter().count(), 2);
+        let e = parse_head(b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n").unwrap_err();
+        assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader);
+    }
+
+    /// Decodes `wire` fed in the given pieces, as reads would deliver it.
+    fn decode_in_pieces(pieces: &[&[u8]]) -> Result<(Vec<u8>, Framing, BytesMut)> {
+        let mut buf = BytesMut::new();
+        let mut framing = Framing::Chunked(Chunk::SizeLine);
+        let mut out = Vec::new();
+        let mut pieces = pieces.iter();
+        while let Framing::Chunked(chunk) = framing {
+            match decode_chunked(&mut buf, chunk)? {
+                Decoded::Data(data, next) => {
+                    out.extend_from_slice(&data);
+                    framing = next;
+                }
+                Decoded::Step(next) => framing = next,
+                Decoded::NeedMore => match pieces.next() {
+                    Some(p) => buf.extend_from_slice(p),
+                    None => break,
+                },
+            }
+        }
+        // What the last reads brought past the body.
+        pieces.for_each(|p| buf.extend_from_slice(p));
+        Ok((out, framing, buf))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_read_boundaries() {
+        let wire: &[u8] =
+            b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-trailer: t\r\n\r\nNEXT";
+        let want = b"helloabcdefghijklmnopqrstuvwxyz";
+        for i in 0..=wire.len() {
+            for j in i..=wire.len() {
+                let (out, framing, rest) =
+                    decode_in_pieces(&[&wire[..i], &wire[i..j], &wire[j..]]).unwrap();
+                assert_eq!(out, want, "cut at {i}, {j}");
+                assert_eq!(framing, Framing::Done, "cut at {i}, {j}");
+                assert_eq!(&rest[..], b"NEXT", "cut at {i}, {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn broken_chunk_framing_is_an_error_and_a_short_body_is_not_done() {
+        for bad in [&b"zz\r\n"[..], b"3\r\nabcd\r\n", b"FFFFFFFFFFFFFFFFF\r\n"] {
+            let e = decode_in_pieces(&[bad]).unwrap_err();
+            assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader);
+        }
+        let (out, framing, _) = decode_in_pieces(&[b"5\r\nhel"]).unwrap();
+        assert_eq!(out, b"hel");
+        assert_eq!(framing, Framing::Chunked(Chunk::Data(2)));
+        let long_line = vec![b'1'; MAX_CHUNK_FRAMING_BYTES + 1];
+        assert!(decode_in_pieces(&[&long_line]).is_err());
+    }
+}
