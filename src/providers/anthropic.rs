@@ -32,8 +32,7 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
     }
     let path_and_query = req.header.uri.path_and_query().map_or("/", |p| p.as_str());
     let path = format!("{}{}", upstream.base_path, path_and_query);
-    let mut header = RequestHeader::build_no_case("POST", path.as_bytes(), None)?;
-    super::forwarded_headers(req.header, &mut header);
+    let mut header = super::upstream_request("POST", &path, req.header)?;
     header.insert_header("host", upstream.authority())?;
     header.insert_header("x-api-key", channel.api_key.as_str())?;
     if !req.header.headers.contains_key("anthropic-version") {

@@ -7,7 +7,6 @@
 //! Usage is read exactly as for OpenAI (same adapter).
 
 use pingora_error::Result;
-use pingora_http::RequestHeader;
 
 use super::{bad_setting, ClientRequest, Prepared, SettingError};
 use crate::config::{Channel, ChannelDef, Upstream};
@@ -96,8 +95,7 @@ pub fn prepare(
         .map(|v| ("api-version".to_string(), v.clone()))
         .collect();
     let target = super::target(upstream, &path, &query);
-    let mut header = RequestHeader::build_no_case("POST", target.as_bytes(), None)?;
-    super::forwarded_headers(req.header, &mut header);
+    let mut header = super::upstream_request("POST", &target, req.header)?;
     header.insert_header("host", upstream.authority())?;
     header.insert_header("api-key", channel.api_key.as_str())?;
     header.insert_header("content-length", body.len().to_string())?;

@@ -31,8 +31,7 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
     let path = format!("/v1beta/models/{model}:{}", method.as_str());
     let query = upstream_query(req.header);
     let target = super::target(upstream, &path, &query);
-    let mut header = RequestHeader::build_no_case("POST", target.as_bytes(), None)?;
-    super::forwarded_headers(req.header, &mut header);
+    let mut header = super::upstream_request("POST", &target, req.header)?;
     header.insert_header("host", upstream.authority())?;
     header.insert_header("x-goog-api-key", channel.api_key.as_str())?;
     header.insert_header("content-length", req.body.len().to_string())?;

@@ -54,14 +54,25 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "x-forwarded-for",
 ];
 
-/// Copies the client's forwardable headers into a new upstream request.
-pub fn forwarded_headers(client: &RequestHeader, upstream: &mut RequestHeader) {
+/// Headers a provider adds to the client's (host, credentials, length,
+/// a version), so that adding them never regrows the header map.
+const PROVIDER_HEADERS: usize = 6;
+
+/// A new upstream request with the client's forwardable headers.
+pub fn upstream_request(
+    method: impl TryInto<http::Method>,
+    target: &str,
+    client: &RequestHeader,
+) -> Result<RequestHeader> {
+    let hint = client.headers.len() + PROVIDER_HEADERS;
+    let mut upstream = RequestHeader::build_no_case(method, target.as_bytes(), Some(hint))?;
     for (name, value) in client.headers.iter() {
         if !DROPPED_REQUEST_HEADERS.contains(&name.as_str()) {
             // Names and values come from a parsed request: always valid.
             let _ = upstream.append_header(name.clone(), value.clone());
         }
     }
+    Ok(upstream)
 }
 
 /// A Gemini method, the part after `:` in `/v1beta/models/{model}:{method}`.

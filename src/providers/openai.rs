@@ -80,8 +80,7 @@ pub fn request_header(
 ) -> Result<RequestHeader> {
     let path_and_query = client.uri.path_and_query().map_or("/", |p| p.as_str());
     let path = format!("{}{}", upstream.base_path, path_and_query);
-    let mut req = RequestHeader::build_no_case(client.method.clone(), path.as_bytes(), None)?;
-    super::forwarded_headers(client, &mut req);
+    let mut req = super::upstream_request(client.method.clone(), &path, client)?;
     req.insert_header("host", upstream.authority())?;
     req.insert_header("authorization", format!("Bearer {}", channel.api_key))?;
     req.insert_header("content-length", body_len.to_string())?;

@@ -206,8 +206,7 @@ pub async fn prepare(
         }
     };
     let target = super::target(upstream, &path, &query);
-    let mut header = RequestHeader::build_no_case("POST", target.as_bytes(), None)?;
-    super::forwarded_headers(req.header, &mut header);
+    let mut header = super::upstream_request("POST", &target, req.header)?;
     if matches!(req.endpoint, Endpoint::Gemini(_)) {
         header.remove_header("anthropic-version");
     }
