@@ -436,31 +436,35 @@ impl Gateway {
                 retry_after: None,
                 answer: None,
             })?;
-        let peer = upstream::peer(addr, up, &snap.server);
-        let providers::Prepared {
-            header,
-            body,
-            mut adapter,
-        } = prepared.map_err(|e| Failure {
-            reason: FailReason::Io,
-            detail: format!("cannot build the upstream request: {e}"),
-            retry_after: None,
-            answer: None,
-        })?;
         let header_timeout = Duration::from_secs(snap.server.upstream_header_timeout_seconds);
-        let opened = upstream::exchange(
-            &self.connector,
-            &self.pool,
-            &peer,
-            &header,
-            &body,
-            header_timeout,
-        )
-        .await?;
-        // The upstream has the request. A rewritten body is a second copy
-        // of the prompt, which a stream would otherwise hold for minutes
-        // (the client's own body stays, for failover and billing estimates).
-        drop((header, body));
+        // The peer and the upstream request are needed only until the
+        // answer's head: scoped, they are not part of a stream's future for
+        // its whole life. A rewritten body is also a second copy of the
+        // prompt (the client's own body stays, for failover and billing
+        // estimates).
+        let (opened, slot, mut adapter) = {
+            let providers::Prepared {
+                header,
+                body,
+                adapter,
+            } = prepared.map_err(|e| Failure {
+                reason: FailReason::Io,
+                detail: format!("cannot build the upstream request: {e}"),
+                retry_after: None,
+                answer: None,
+            })?;
+            let peer = upstream::peer(addr, up, &snap.server);
+            let opened = upstream::exchange(
+                &self.connector,
+                &self.pool,
+                &peer,
+                &header,
+                &body,
+                header_timeout,
+            )
+            .await?;
+            (opened, upstream::PoolSlot::of(&peer), adapter)
+        };
         self.metrics
             .upstream_ttfb_seconds
             .with_label_values(&[&channel.name])
@@ -473,7 +477,7 @@ impl Gateway {
         let upstream::Opened { head, mut body, .. } = opened;
         let disposition = pipe_body(session, head, &mut body, adapter.as_mut(), dialect).await;
         if body.is_body_done() {
-            upstream::release(&self.pool, body, &peer);
+            upstream::release(&self.pool, body, slot);
         }
         let usage = adapter.usage();
         Ok(Relayed {
