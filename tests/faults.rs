@@ -298,11 +298,55 @@ async fn a_kept_alive_connection_the_upstream_dropped_is_retried_on_a_fresh_one(
     assert_no_panic(&tg);
 }
 
-/// The text of the error event the client gets when a stream breaks off.
-/// Answers, in order, over as few connections as the gateway reuses:
-/// a Content-Length body, a chunked stream with chunk extensions and
-/// trailers, a chunked body that asks to close, a body delimited by the
-/// close, and one more Content-Length body.
+/// A pooled connection that breaks off after part of an answer's head:
+/// the upstream may have acted on the request, so it is not sent again
+/// (it could be billed twice); the channel fails instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pooled_connection_cut_inside_the_answer_head_is_not_sent_again() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let r = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let r = r.clone();
+            tokio::spawn(async move {
+                while read_request(&mut stream).await.is_some() {
+                    if r.fetch_add(1, Ordering::SeqCst) == 1 {
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-ty").await;
+                        return;
+                    }
+                    let body = chat_completion("gpt-4o", "fine", 10, 2).to_string();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all([head, body].concat().as_bytes()).await;
+                }
+            });
+        }
+    });
+    let tg = Tollgate::start(&config(&[(
+        "only",
+        format!("http://127.0.0.1:{port}"),
+        0,
+        "",
+    )]));
+    assert_eq!(chat(&tg, false).await.status(), 200);
+    let resp = chat(&tg, false).await;
+    assert_eq!(resp.status(), 502);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_unreachable", "{body}");
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+    assert_no_panic(&tg);
+}
+
+/// Answers, in order, over as few connections as the gateway reuses: a
+/// Content-Length body after interim 1xx answers, a chunked stream with
+/// chunk extensions and trailers, a chunked body that asks to close, a
+/// body delimited by the close, a Content-Length body followed by stray
+/// bytes, and one more Content-Length body.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_upstream_body_framing_is_relayed_whole_and_reused_only_when_allowed() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -318,14 +362,24 @@ async fn every_upstream_body_framing_is_relayed_whole_and_reused_only_when_allow
                 while read_request(&mut stream).await.is_some() {
                     let json = |text: &str| chat_completion("gpt-4o", text, 10, 2).to_string();
                     let answer: Vec<u8> = match r.fetch_add(1, Ordering::SeqCst) {
-                        0 | 4 => {
+                        n @ (0 | 4 | 5) => {
+                            // The first one after two interim answers.
+                            let interim = if n == 0 {
+                                "HTTP/1.1 100 Continue\r\n\r\n\
+                                 HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n"
+                            } else {
+                                ""
+                            };
                             let body = json("by length");
                             let head = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                "{interim}HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
                                  content-length: {}\r\n\r\n",
                                 body.len()
                             );
-                            [head.into_bytes(), body.into_bytes()].concat()
+                            // Past the body: not a next answer, and the
+                            // connection cannot be trusted with one.
+                            let stray: &[u8] = if n == 4 { b"HTTP/1.1 200 OK\r\n" } else { b"" };
+                            [head.as_bytes(), body.as_bytes(), stray].concat()
                         }
                         1 => [
                             SSE_HEAD.to_vec(),
@@ -378,15 +432,19 @@ async fn every_upstream_body_framing_is_relayed_whole_and_reused_only_when_allow
     assert_eq!(content(resp.json().await.unwrap()), "chunked, then close");
     let resp = chat(&tg, false).await;
     assert_eq!(content(resp.json().await.unwrap()), "until close");
-    let resp = chat(&tg, false).await;
-    assert_eq!(content(resp.json().await.unwrap()), "by length");
-    // Answers 1-3 shared a connection; the close-delimited one needed a
-    // new one, and so did the last answer.
-    assert_eq!(requests.load(Ordering::SeqCst), 5);
-    assert_eq!(connections.load(Ordering::SeqCst), 3);
+    for _ in 0..2 {
+        let resp = chat(&tg, false).await;
+        assert_eq!(content(resp.json().await.unwrap()), "by length");
+    }
+    // Answers 0-2 shared a connection; the close-delimited one needed a
+    // new one, and so did the next answer and the one after the stray
+    // bytes.
+    assert_eq!(requests.load(Ordering::SeqCst), 6);
+    assert_eq!(connections.load(Ordering::SeqCst), 4);
     assert_no_panic(&tg);
 }
 
+/// The text of the error event the client gets when a stream breaks off.
 fn broken_stream_event(message: &str) -> String {
     let body = json!({"error": {"message": message, "type": "server_error",
         "param": null, "code": "upstream_stream_broken"}});

@@ -25,6 +25,9 @@ const MAX_HEADERS: usize = 256;
 const MAX_CHUNK_FRAMING_BYTES: usize = 8 * 1024;
 /// Room made in the buffer before a read.
 const READ_SIZE: usize = 16 * 1024;
+/// Interim 1xx answers skipped before the final one: more would let an
+/// upstream hold a request past its header timeout, which is per read.
+const MAX_INTERIM_ANSWERS: usize = 8;
 /// Headers the client's head may gain after parsing (date, connection, and
 /// an adapter's content-type / transfer-encoding), so that adding them
 /// never regrows the header map.
@@ -60,18 +63,25 @@ enum Chunk {
 }
 
 /// Reads the answer's head (skipping interim 1xx answers) within
-/// `timeout` per read.
+/// `timeout` per read. A connection closed or reset before any byte of an
+/// answer is `ConnectionClosed`: the upstream did not take the request up
+/// (a pooled connection it had closed), so it may be sent again.
 pub async fn read_head(
     mut stream: Stream,
     timeout: Option<Duration>,
 ) -> Result<(ResponseHeader, UpstreamBody)> {
     let mut buf = BytesMut::new();
+    let mut interim = 0;
     loop {
         if let Some((len, head)) = parse_head(&buf)? {
             buf.advance(len);
             if head.status.is_informational() {
-                if head.status == 101 {
-                    return Error::e_explain(ErrorType::InvalidHTTPHeader, "unasked-for upgrade");
+                interim += 1;
+                if head.status == 101 || interim > MAX_INTERIM_ANSWERS {
+                    return Error::e_explain(
+                        ErrorType::InvalidHTTPHeader,
+                        format!("unexpected interim answer {}", head.status.as_u16()),
+                    );
                 }
                 continue;
             }
@@ -91,11 +101,29 @@ pub async fn read_head(
                 format!("response head larger than {MAX_HEAD_BYTES} bytes"),
             );
         }
-        if fill(&mut stream, &mut buf, timeout).await? == 0 {
-            return Error::e_explain(
-                ErrorType::ConnectionClosed,
-                "the upstream closed the connection before a response head",
-            );
+        let answered = interim > 0 || !buf.is_empty();
+        match fill(&mut stream, &mut buf, timeout).await {
+            Ok(0) if answered => {
+                return Error::e_explain(
+                    ErrorType::ReadError,
+                    "the upstream closed the connection inside the response head",
+                )
+            }
+            Ok(0) => {
+                return Error::e_explain(
+                    ErrorType::ConnectionClosed,
+                    "the upstream closed the connection without answering",
+                )
+            }
+            Err(e) if !answered && e.etype() == &ErrorType::ReadError => {
+                return Err(Error::because(
+                    ErrorType::ConnectionClosed,
+                    "the upstream reset the connection without answering",
+                    e,
+                ))
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
         }
     }
 }
@@ -126,6 +154,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHeader)>> {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     });
+    head.set_reason_phrase(response.reason)?;
     for header in response.headers.iter() {
         let name = HeaderName::from_bytes(header.name.as_bytes())
             .or_err(ErrorType::InvalidHTTPHeader, "invalid response header name")?;
@@ -140,7 +169,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHeader)>> {
 
 /// How the body is delimited (RFC 9112 §6.3) and whether the connection
 /// may carry another request afterwards. A content length next to a
-/// transfer coding is dropped: the coding decides, for the client too.
+/// transfer coding is dropped: the coding decides, for the client too;
+/// such an answer, and a transfer coding in HTTP/1.0, close the connection
+/// (§6.1, §6.3).
 fn framing(mut head: ResponseHeader) -> Result<(ResponseHeader, Framing, bool)> {
     let headers = &head.headers;
     let has_token = |name, token: &str| {
@@ -163,6 +194,7 @@ fn framing(mut head: ResponseHeader) -> Result<(ResponseHeader, Framing, bool)> 
             .rsplit(|&b| b == b',')
             .next()
             .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        keepalive &= head.version != Version::HTTP_10 && !headers.contains_key(CONTENT_LENGTH);
         head.remove_header(&CONTENT_LENGTH);
         if chunked {
             Framing::Chunked(Chunk::SizeLine)
@@ -170,24 +202,36 @@ fn framing(mut head: ResponseHeader) -> Result<(ResponseHeader, Framing, bool)> 
             Framing::UntilClose
         }
     } else {
-        let mut lengths = headers.get_all(CONTENT_LENGTH).iter().map(|v| {
-            std::str::from_utf8(v.as_bytes())
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        });
-        match lengths.next() {
+        match content_length(headers.get_all(CONTENT_LENGTH))? {
             None => Framing::UntilClose,
-            Some(Some(first)) if lengths.all(|l| l == Some(first)) => match first {
-                0 => Framing::Done,
-                n => Framing::Length(n),
-            },
-            Some(_) => {
-                return Error::e_explain(ErrorType::InvalidHTTPHeader, "invalid content-length")
-            }
+            Some(0) => Framing::Done,
+            Some(n) => Framing::Length(n),
         }
     };
     keepalive &= framing != Framing::UntilClose;
     Ok((head, framing, keepalive))
+}
+
+/// The length that every Content-Length value (a list of equal decimal
+/// numbers each) agrees on; anything else is an error (§6.3).
+fn content_length(values: http::header::GetAll<'_, HeaderValue>) -> Result<Option<u64>> {
+    let mut length = None;
+    for value in values {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            let n = (!item.is_empty() && item.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
+                .flatten();
+            match (n, length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(l)) if n == l => {}
+                _ => {
+                    return Error::e_explain(ErrorType::InvalidHTTPHeader, "invalid content-length")
+                }
+            }
+        }
+    }
+    Ok(length)
 }
 
 impl UpstreamBody {
@@ -292,6 +336,11 @@ fn decode_chunked(buf: &mut BytesMut, chunk: Chunk) -> Result<Decoded> {
         )
     };
     match chunk {
+        // httparse reads an empty size line as 0, the last chunk: a stray
+        // line break would end the body early without an error.
+        Chunk::SizeLine if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
+            invalid("bad chunk size")
+        }
         Chunk::SizeLine => match httparse::parse_chunk_size(buf) {
             Ok(httparse::Status::Complete((used, size))) => {
                 buf.advance(used);
@@ -363,6 +412,8 @@ mod tests {
         assert_eq!((f, keep), (Framing::Done, true));
         let (_, f, keep) = head("HTTP/1.1 204 No Content\r\n\r\n").unwrap();
         assert_eq!((f, keep), (Framing::Done, true));
+        let (_, f, keep) = head("HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n").unwrap();
+        assert_eq!((f, keep), (Framing::Done, true));
         let (_, f, keep) = head("HTTP/1.1 200 OK\r\nconnection: Close\r\n\r\n").unwrap();
         assert_eq!((f, keep), (Framing::UntilClose, false));
         // HTTP/1.0 keeps the connection only when asked to.
@@ -382,8 +433,16 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
         )
         .unwrap();
-        assert_eq!((f, keep), (Framing::Chunked(Chunk::SizeLine), true));
+        assert_eq!(f, Framing::Chunked(Chunk::SizeLine));
         assert!(h.headers.get("content-length").is_none());
+        // The content length went, and so does the connection.
+        assert!(!keep);
+        let (_, f, keep) = head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").unwrap();
+        assert_eq!((f, keep), (Framing::Chunked(Chunk::SizeLine), true));
+        let (_, f, keep) =
+            head("HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n")
+                .unwrap();
+        assert_eq!((f, keep), (Framing::Chunked(Chunk::SizeLine), false));
         // Not ending in chunked: the body runs to the close.
         let (_, f, keep) = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n").unwrap();
         assert_eq!((f, keep), (Framing::UntilClose, false));
@@ -391,8 +450,20 @@ mod tests {
 
     #[test]
     fn conflicting_or_bad_content_lengths_are_refused() {
-        assert!(head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\n").is_ok());
-        for bad in ["3\r\ncontent-length: 4", "-1", "abc", "1 2"] {
+        for same in ["3\r\ncontent-length: 3", "3, 3", " 3 "] {
+            let text = format!("HTTP/1.1 200 OK\r\ncontent-length: {same}\r\n\r\n");
+            assert_eq!(head(&text).unwrap().1, Framing::Length(3), "{same}");
+        }
+        for bad in [
+            "3\r\ncontent-length: 4",
+            "3, 4",
+            "-1",
+            "+3",
+            "abc",
+            "1 2",
+            "",
+            "3,",
+        ] {
             let text = format!("HTTP/1.1 200 OK\r\ncontent-length: {bad}\r\n\r\n");
             let e = head(&text).expect_err(bad);
             assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader, "{bad}");
@@ -406,8 +477,13 @@ mod tests {
         let (len, h) = parse_head(text).unwrap().unwrap();
         assert_eq!(&text[len..], b"{\"e\":1}");
         assert_eq!(h.status.as_u16(), 429);
+        assert_eq!(h.get_reason_phrase(), Some("Too Many Requests"));
         assert_eq!(h.headers.get("retry-after").unwrap(), "7");
         assert_eq!(h.headers.get_all("x-a").iter().count(), 2);
+        let (_, h) = parse_head(b"HTTP/1.1 529 Overloaded\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.get_reason_phrase(), Some("Overloaded"));
         let e = parse_head(b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n").unwrap_err();
         assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader);
     }
@@ -454,7 +530,18 @@ mod tests {
 
     #[test]
     fn broken_chunk_framing_is_an_error_and_a_short_body_is_not_done() {
-        for bad in [&b"zz\r\n"[..], b"3\r\nabcd\r\n", b"FFFFFFFFFFFFFFFFF\r\n"] {
+        // A stray line break where a size belongs would otherwise read as
+        // the last chunk and end the body early without an error.
+        let bad_sizes = [
+            &b"zz\r\n"[..],
+            b"\r\n",
+            b";ext\r\n",
+            b"5\r\nhello\r\n\r\n3\r\n",
+        ];
+        for bad in bad_sizes
+            .into_iter()
+            .chain([&b"3\r\nabcd\r\n"[..], b"FFFFFFFFFFFFFFFFF\r\n"])
+        {
             let e = decode_in_pieces(&[bad]).unwrap_err();
             assert_eq!(e.etype(), &ErrorType::InvalidHTTPHeader);
         }

@@ -204,14 +204,21 @@ pub async fn exchange(
                 });
             }
             Err(e) => {
+                // Sent again only when the upstream cannot have acted on
+                // it: a pooled connection it had closed, which failed the
+                // write or ended before any byte of an answer.
+                let not_taken_up = matches!(
+                    e.etype(),
+                    ErrorType::ConnectionClosed | ErrorType::WriteError
+                );
+                if reused && not_taken_up && stale_retries < 2 {
+                    stale_retries += 1;
+                    continue;
+                }
                 let timed_out = matches!(
                     e.etype(),
                     ErrorType::ReadTimedout | ErrorType::WriteTimedout
                 );
-                if reused && !timed_out && stale_retries < 2 {
-                    stale_retries += 1;
-                    continue;
-                }
                 let reason = if timed_out {
                     FailReason::Timeout
                 } else {
