@@ -342,6 +342,53 @@ async fn a_pooled_connection_cut_inside_the_answer_head_is_not_sent_again() {
     assert_no_panic(&tg);
 }
 
+/// An upstream that says it keeps idle connections for 2 s
+/// (`keep-alive: timeout=2`) gets a pooled connection back within a second,
+/// and a new one after that, even though it never closes the old one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pooled_connection_is_not_kept_past_the_upstreams_keep_alive_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let c = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                while read_request(&mut stream).await.is_some() {
+                    let body = chat_completion("gpt-4o", "fine", 10, 2).to_string();
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         keep-alive: timeout=2\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if stream
+                        .write_all([head, body].concat().as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let tg = Tollgate::start(&config(&[(
+        "only",
+        format!("http://127.0.0.1:{port}"),
+        0,
+        "",
+    )]));
+    assert_eq!(chat(&tg, false).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(chat(&tg, false).await.status(), 200);
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(chat(&tg, false).await.status(), 200);
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    assert_no_panic(&tg);
+}
+
 /// Answers, in order, over as few connections as the gateway reuses: a
 /// Content-Length body after interim 1xx answers, a chunked stream with
 /// chunk extensions and trailers, a chunked body that asks to close, a

@@ -40,6 +40,8 @@ pub struct UpstreamBody {
     buf: BytesMut,
     framing: Framing,
     keepalive: bool,
+    /// How long the upstream keeps the connection open while idle.
+    kept_open_for: Option<Duration>,
     pub read_timeout: Option<Duration>,
 }
 
@@ -91,6 +93,7 @@ pub async fn read_head(
                 buf,
                 framing,
                 keepalive,
+                kept_open_for: kept_open_for(&head.headers),
                 read_timeout: timeout,
             };
             return Ok((head, body));
@@ -234,6 +237,21 @@ fn content_length(values: http::header::GetAll<'_, HeaderValue>) -> Result<Optio
     Ok(length)
 }
 
+/// How long the upstream keeps an idle connection open (`Keep-Alive:
+/// timeout=N`, sent by nginx, uvicorn, Node and others), less a second, so
+/// that a pooled connection is not taken just as the upstream closes it.
+fn kept_open_for(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("keep-alive")?.to_str().ok()?;
+    let seconds: u64 = value.split(',').find_map(|param| {
+        let (name, n) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("timeout")
+            .then(|| n.trim().parse().ok())
+            .flatten()
+    })?;
+    Some(Duration::from_secs(seconds.saturating_sub(1)))
+}
+
 impl UpstreamBody {
     /// The next piece of the body, `None` at its end.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
@@ -286,9 +304,13 @@ impl UpstreamBody {
 
     /// The connection, if it may carry another request: the body was read
     /// to its end, nothing followed it, and the upstream did not ask to
-    /// close.
-    pub fn into_reusable(self) -> Option<Stream> {
-        (self.keepalive && self.is_body_done() && self.buf.is_empty()).then_some(self.stream)
+    /// close; with how long the upstream keeps it open, if it said.
+    pub fn into_reusable(self) -> Option<(Stream, Option<Duration>)> {
+        let reusable = self.keepalive
+            && self.is_body_done()
+            && self.buf.is_empty()
+            && self.kept_open_for != Some(Duration::ZERO);
+        reusable.then_some((self.stream, self.kept_open_for))
     }
 
     async fn fill(&mut self) -> Result<usize> {
@@ -425,6 +447,22 @@ mod tests {
         let (_, _, keep) =
             head("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: te, close\r\n\r\n").unwrap();
         assert!(!keep);
+    }
+
+    #[test]
+    fn the_upstreams_keep_alive_timeout_is_kept_with_a_second_to_spare() {
+        let kept = |value: &str| {
+            let (h, _, _) = head(&format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nkeep-alive: {value}\r\n\r\n"
+            ))
+            .unwrap();
+            kept_open_for(&h.headers)
+        };
+        assert_eq!(kept("timeout=5"), Some(Duration::from_secs(4)));
+        assert_eq!(kept("max=100, Timeout = 75"), Some(Duration::from_secs(74)));
+        assert_eq!(kept("timeout=1"), Some(Duration::ZERO));
+        assert_eq!(kept("max=100"), None);
+        assert_eq!(kept("timeout=soon"), None);
     }
 
     #[test]

@@ -296,10 +296,14 @@ impl PoolSlot {
 }
 
 /// Returns a finished answer's connection to the pool unless the upstream
-/// asked to close it.
+/// asked to close it; it is kept no longer than the upstream keeps it.
 pub fn release(pool: &IdlePool, body: UpstreamBody, slot: PoolSlot) {
-    if let Some(stream) = body.into_reusable() {
-        pool.put(slot.hash, stream, slot.idle_timeout);
+    if let Some((stream, kept_open_for)) = body.into_reusable() {
+        let idle_timeout = match (slot.idle_timeout, kept_open_for) {
+            (Some(ours), Some(theirs)) => Some(ours.min(theirs)),
+            (ours, theirs) => ours.or(theirs),
+        };
+        pool.put(slot.hash, stream, idle_timeout);
     }
 }
 
