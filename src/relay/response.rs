@@ -42,7 +42,7 @@ pub struct UpstreamBody {
     keepalive: bool,
     /// How long the upstream keeps the connection open while idle.
     kept_open_for: Option<Duration>,
-    pub read_timeout: Option<Duration>,
+    read_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,12 +65,14 @@ enum Chunk {
 }
 
 /// Reads the answer's head (skipping interim 1xx answers) within
-/// `timeout` per read. A connection closed or reset before any byte of an
+/// `timeout` per read; its body is then read within `body_timeout` per
+/// read. A connection closed or reset before any byte of an
 /// answer is `ConnectionClosed`: the upstream did not take the request up
 /// (a pooled connection it had closed), so it may be sent again.
 pub async fn read_head(
     mut stream: Stream,
     timeout: Option<Duration>,
+    body_timeout: Option<Duration>,
 ) -> Result<(ResponseHeader, UpstreamBody)> {
     let mut buf = BytesMut::new();
     let mut interim = 0;
@@ -94,7 +96,7 @@ pub async fn read_head(
                 framing,
                 keepalive,
                 kept_open_for: kept_open_for(&head.headers),
-                read_timeout: timeout,
+                read_timeout: body_timeout,
             };
             return Ok((head, body));
         }
@@ -241,7 +243,8 @@ fn content_length(values: http::header::GetAll<'_, HeaderValue>) -> Result<Optio
 /// timeout=N`, sent by nginx, uvicorn, Node and others), less a second, so
 /// that a pooled connection is not taken just as the upstream closes it.
 fn kept_open_for(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers.get("keep-alive")?.to_str().ok()?;
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    let value = headers.get(KEEP_ALIVE)?.to_str().ok()?;
     let seconds: u64 = value.split(',').find_map(|param| {
         let (name, n) = param.split_once('=')?;
         name.trim()

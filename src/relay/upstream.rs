@@ -191,12 +191,11 @@ pub async fn exchange(
         let sent = Instant::now();
         let result = async {
             send(&mut stream, &head, body, peer.options.write_timeout).await?;
-            response::read_head(stream, Some(header_timeout)).await
+            response::read_head(stream, Some(header_timeout), peer.options.read_timeout).await
         }
         .await;
         match result {
-            Ok((head, mut body)) => {
-                body.read_timeout = peer.options.read_timeout;
+            Ok((head, body)) => {
                 return Ok(Opened {
                     head,
                     body,
