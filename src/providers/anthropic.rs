@@ -31,14 +31,14 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
         out_body = body::replace_string(&out_body, span, upstream_model);
     }
     let path_and_query = req.header.uri.path_and_query().map_or("/", |p| p.as_str());
-    let path = format!("{}{}", upstream.base_path, path_and_query);
-    let mut header = super::upstream_request("POST", &path, req.header)?;
+    let target = super::target(upstream, path_and_query, &[]);
+    let mut header = super::upstream_request("POST", &target, req.header)?;
     header.insert_header("host", upstream.authority())?;
     header.insert_header("x-api-key", channel.api_key.as_str())?;
     if !req.header.headers.contains_key("anthropic-version") {
         header.insert_header("anthropic-version", DEFAULT_VERSION)?;
     }
-    header.insert_header("content-length", out_body.len().to_string())?;
+    header.insert_header("content-length", out_body.len())?;
     Ok(Prepared {
         header,
         body: out_body,

@@ -98,7 +98,7 @@ pub fn prepare(
     let mut header = super::upstream_request("POST", &target, req.header)?;
     header.insert_header("host", upstream.authority())?;
     header.insert_header("api-key", channel.api_key.as_str())?;
-    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("content-length", body.len())?;
     Ok(Prepared {
         header,
         body,

@@ -184,7 +184,7 @@ pub fn prepare(
     header.insert_header("accept", accept)?;
     match &settings.auth {
         Auth::ApiKey => {
-            header.insert_header("authorization", format!("Bearer {}", channel.api_key))?;
+            header.insert_header("authorization", super::bearer(&channel.api_key)?)?;
         }
         auth => {
             let scheme = if upstream.tls { "https" } else { "http" };
@@ -208,7 +208,7 @@ pub fn prepare(
             }
         }
     }
-    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("content-length", body.len())?;
     let adapter: Box<dyn ResponseAdapter> = if counting {
         Box::new(CountTokensAdapter::default())
     } else if stream {

@@ -34,7 +34,7 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
     let mut header = super::upstream_request("POST", &target, req.header)?;
     header.insert_header("host", upstream.authority())?;
     header.insert_header("x-goog-api-key", channel.api_key.as_str())?;
-    header.insert_header("content-length", req.body.len().to_string())?;
+    header.insert_header("content-length", req.body.len())?;
     Ok(Prepared {
         header,
         body: req.body.clone(),

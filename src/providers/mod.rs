@@ -19,7 +19,8 @@ pub mod openai;
 pub mod vertex;
 
 use bytes::Bytes;
-use pingora_error::Result;
+use http::HeaderValue;
+use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::body::BodyProbe;
@@ -416,9 +417,13 @@ pub async fn prepare(
     }
 }
 
-/// `base_path` + `path` + `query` as a request target.
+/// `base_path` + `path` + `query` as a request target. Built by pushes, not
+/// `format!`: the formatting machinery costs ~800 instructions a call, and
+/// this runs for every request.
 pub fn target(upstream: &Upstream, path: &str, query: &[(String, String)]) -> String {
-    let mut out = format!("{}{}", upstream.base_path, path);
+    let mut out = String::with_capacity(upstream.base_path.len() + path.len() + 64);
+    out.push_str(&upstream.base_path);
+    out.push_str(path);
     for (i, (k, v)) in query.iter().enumerate() {
         out.push(if i == 0 { '?' } else { '&' });
         out.push_str(k);
@@ -426,6 +431,19 @@ pub fn target(upstream: &Upstream, path: &str, query: &[(String, String)]) -> St
         out.push_str(v);
     }
     out
+}
+
+/// `Authorization: Bearer <token>`'s value, marked sensitive so that no
+/// `Debug` print of a request head shows the token.
+pub fn bearer(token: &str) -> Result<HeaderValue> {
+    let mut text = String::with_capacity("Bearer ".len() + token.len());
+    text.push_str("Bearer ");
+    text.push_str(token);
+    let mut value = HeaderValue::try_from(text).explain_err(InvalidHTTPHeader, |_| {
+        "the channel's credential is not a valid header value"
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// Percent-encodes one path segment. Bedrock model ids hold `:` (the AWS

@@ -79,11 +79,11 @@ pub fn request_header(
     body_len: usize,
 ) -> Result<RequestHeader> {
     let path_and_query = client.uri.path_and_query().map_or("/", |p| p.as_str());
-    let path = format!("{}{}", upstream.base_path, path_and_query);
-    let mut req = super::upstream_request(client.method.clone(), &path, client)?;
+    let target = super::target(upstream, path_and_query, &[]);
+    let mut req = super::upstream_request(client.method.clone(), &target, client)?;
     req.insert_header("host", upstream.authority())?;
-    req.insert_header("authorization", format!("Bearer {}", channel.api_key))?;
-    req.insert_header("content-length", body_len.to_string())?;
+    req.insert_header("authorization", super::bearer(&channel.api_key)?)?;
+    req.insert_header("content-length", body_len)?;
     Ok(req)
 }
 
@@ -175,12 +175,18 @@ impl Tail {
 
     /// Parses the value of the last `"key":` in the kept bytes. Inside JSON
     /// strings a quote is escaped, so `"key"` followed by `:` is a real key.
+    /// Found by walking the quotes backwards: no needle to format and no
+    /// substring searcher to build for a search that runs once per answer.
     pub fn last_value<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
-        let needle = format!("\"{key}\"");
         let buf = &self.buf[..];
         let mut end = buf.len();
-        while let Some(pos) = find_last(&buf[..end], needle.as_bytes()) {
-            let after = &buf[pos + needle.len()..];
+        while let Some(close) = memchr::memrchr(b'"', &buf[..end]) {
+            end = close;
+            let open = close.checked_sub(key.len() + 1)?;
+            if buf[open] != b'"' || &buf[open + 1..close] != key.as_bytes() {
+                continue;
+            }
+            let after = &buf[close + 1..];
             let colon = after.iter().position(|b| !b.is_ascii_whitespace());
             if let Some(c) = colon.filter(|&c| after[c] == b':') {
                 let mut values =
@@ -189,14 +195,10 @@ impl Tail {
                     return Some(v);
                 }
             }
-            end = pos;
+            end = open;
         }
         None
     }
-}
-
-fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::rfind(hay, needle)
 }
 
 pub struct OpenAiAdapter {
@@ -387,6 +389,25 @@ mod tests {
                 ..Default::default()
             })
         );
+    }
+
+    #[test]
+    fn tail_finds_the_last_real_key() {
+        let value = |text: &str| {
+            let mut tail = Tail::default();
+            tail.push(text.as_bytes());
+            tail.last_value::<u64>("usage")
+        };
+        assert_eq!(value(r#"{"usage":1,"x":{"usage" : 2}}"#), Some(2));
+        // A value, a longer key, an escaped quote and an unparsable value
+        // are passed over for the key before them.
+        assert_eq!(value(r#"{"usage":3,"k":"usage"}"#), Some(3));
+        assert_eq!(value(r#"{"usage":4,"xusage":5}"#), Some(4));
+        assert_eq!(value(r#"{"usage":6,"t":"\"usage\": 7"}"#), Some(6));
+        assert_eq!(value(r#"{"usage":8,"usage":{}}"#), Some(8));
+        assert_eq!(value(r#"{"use":1}"#), None);
+        assert_eq!(value(r#"usage":1"#), None);
+        assert_eq!(value(""), None);
     }
 
     #[test]

@@ -211,8 +211,8 @@ pub async fn prepare(
         header.remove_header("anthropic-version");
     }
     header.insert_header("host", upstream.authority())?;
-    header.insert_header("authorization", format!("Bearer {token}"))?;
-    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("authorization", super::bearer(&token)?)?;
+    header.insert_header("content-length", body.len())?;
     Ok(Prepared {
         header,
         body,

@@ -509,7 +509,7 @@ impl Gateway {
             let _ = head.insert_header("transfer-encoding", "chunked");
         } else {
             let len: usize = answer.events.iter().map(Bytes::len).sum();
-            let _ = head.insert_header("content-length", len.to_string());
+            let _ = head.insert_header("content-length", len);
         }
         let relayed = |disposition| Relayed {
             status: answer.status,
@@ -823,7 +823,7 @@ async fn write_raw(
 ) -> Disposition {
     head.remove_header("transfer-encoding");
     head.remove_header("connection");
-    let _ = head.insert_header("content-length", body.len().to_string());
+    let _ = head.insert_header("content-length", body.len());
     if session.write_response_header(Box::new(head)).await.is_err() {
         return Disposition::Close;
     }
