@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use http::header::{HeaderName, AUTHORIZATION};
 use pingora_http::RequestHeader;
 
 use crate::config::{sha256, Key, Snapshot};
@@ -14,22 +15,26 @@ use crate::errors::ApiError;
 /// `Authorization: Bearer`, `x-api-key`, `x-goog-api-key`, then `?key=` on
 /// Gemini paths.
 pub fn presented_secret(req: &RequestHeader) -> Option<&str> {
-    let header = |name: &str| {
+    // Names as constants: looked up by a `&str`, each would be parsed again
+    // for every request.
+    const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+    const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
+    let header = |name: HeaderName| {
         req.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
-    if let Some(auth) = header("authorization") {
+    if let Some(auth) = header(AUTHORIZATION) {
         let (scheme, token) = auth.split_once(' ')?;
         return scheme
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim())
             .filter(|t| !t.is_empty());
     }
-    header("x-api-key")
-        .or_else(|| header("x-goog-api-key"))
+    header(X_API_KEY)
+        .or_else(|| header(X_GOOG_API_KEY))
         .or_else(|| {
             if !req.uri.path().starts_with("/v1beta/") {
                 return None;
