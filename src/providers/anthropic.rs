@@ -34,7 +34,7 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
     let target = super::target(upstream, path_and_query, &[]);
     let mut header = super::upstream_request("POST", &target, req.header)?;
     header.insert_header("host", upstream.authority())?;
-    header.insert_header("x-api-key", channel.api_key.as_str())?;
+    header.insert_header("x-api-key", super::credential(channel.api_key.clone())?)?;
     if !req.header.headers.contains_key("anthropic-version") {
         header.insert_header("anthropic-version", DEFAULT_VERSION)?;
     }

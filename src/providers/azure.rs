@@ -97,7 +97,7 @@ pub fn prepare(
     let target = super::target(upstream, &path, &query);
     let mut header = super::upstream_request("POST", &target, req.header)?;
     header.insert_header("host", upstream.authority())?;
-    header.insert_header("api-key", channel.api_key.as_str())?;
+    header.insert_header("api-key", super::credential(channel.api_key.clone())?)?;
     header.insert_header("content-length", body.len())?;
     Ok(Prepared {
         header,

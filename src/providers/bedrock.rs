@@ -203,8 +203,9 @@ pub fn prepare(
                 SystemTime::now(),
             )
             .map_err(super::internal)?;
+            // The signature and the session token are credentials too.
             for (k, v) in signed {
-                header.insert_header(k, v)?;
+                header.insert_header(k, super::credential(v)?)?;
             }
         }
     }

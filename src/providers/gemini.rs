@@ -33,7 +33,10 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
     let target = super::target(upstream, &path, &query);
     let mut header = super::upstream_request("POST", &target, req.header)?;
     header.insert_header("host", upstream.authority())?;
-    header.insert_header("x-goog-api-key", channel.api_key.as_str())?;
+    header.insert_header(
+        "x-goog-api-key",
+        super::credential(channel.api_key.clone())?,
+    )?;
     header.insert_header("content-length", req.body.len())?;
     Ok(Prepared {
         header,

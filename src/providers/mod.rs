@@ -433,13 +433,18 @@ pub fn target(upstream: &Upstream, path: &str, query: &[(String, String)]) -> St
     out
 }
 
-/// `Authorization: Bearer <token>`'s value, marked sensitive so that no
-/// `Debug` print of a request head shows the token.
+/// `Authorization: Bearer <token>`'s value, as a [`credential`].
 pub fn bearer(token: &str) -> Result<HeaderValue> {
     let mut text = String::with_capacity("Bearer ".len() + token.len());
     text.push_str("Bearer ");
     text.push_str(token);
-    let mut value = HeaderValue::try_from(text).explain_err(InvalidHTTPHeader, |_| {
+    credential(text)
+}
+
+/// A header value that carries a secret, marked sensitive so that no
+/// `Debug` print of a request head shows it.
+pub fn credential(secret: String) -> Result<HeaderValue> {
+    let mut value = HeaderValue::try_from(secret).explain_err(InvalidHTTPHeader, |_| {
         "the channel's credential is not a valid header value"
     })?;
     value.set_sensitive(true);
