@@ -57,6 +57,7 @@ output = 1
         &|_| None,
         &HealthRegistry::default(),
         1,
+        &mut Default::default(),
     )
     .expect("bench config loads")
     .snapshot

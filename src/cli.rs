@@ -106,13 +106,14 @@ fn init_logging() {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    let loaded = match config::load_file(path, &HealthRegistry::default(), 1) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let loaded =
+        match config::load_file(path, &HealthRegistry::default(), 1, &mut Default::default()) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     for w in &loaded.warnings {
         println!("warning: {w}");
     }

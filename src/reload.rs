@@ -26,10 +26,8 @@ pub struct ConfigHandle {
     store: Store,
     health: Arc<HealthRegistry>,
     metrics: Arc<Metrics>,
-    /// Serializes reloads (readers never take it) and holds the version of
-    /// the file that the last reload read, whatever triggered it, so that
-    /// the file watch does not reload a version that is already loaded.
-    reload_lock: Mutex<Option<FileVersion>>,
+    /// Serializes reloads (readers never take it).
+    reload_lock: Mutex<ReloadState>,
     /// The admin address bound at start; reloads cannot move it.
     admin_bound: String,
     /// Replaced snapshots that requests may still run on.
@@ -41,13 +39,25 @@ pub struct ConfigHandle {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// What one reload leaves for the next.
+struct ReloadState {
+    /// The version of the file that the last reload read, whatever
+    /// triggered it, so that the file watch does not reload a version that
+    /// is already loaded.
+    version: Option<FileVersion>,
+    /// The items the last load parsed, so that a reload parses only what
+    /// changed.
+    parser: config::ParseCache,
+}
+
 impl ConfigHandle {
     /// Loads the config file at start. A broken file falls back, loudly, to
     /// the last good config in the store; with none, start fails.
     pub fn open(path: &Path, health: Arc<HealthRegistry>, metrics: Arc<Metrics>) -> Result<Self> {
         // Taken before the read: an edit racing with it is then seen as new.
         let version = FileVersion::of(path);
-        let first = config::load_file(path, &health, 1);
+        let mut parser = config::ParseCache::default();
+        let first = config::load_file(path, &health, 1, &mut parser);
         let data_dir = match &first {
             Ok(loaded) => PathBuf::from(&loaded.snapshot.server.data_dir),
             Err(_) => fallback_data_dir(path),
@@ -81,6 +91,7 @@ impl ConfigHandle {
                     &|name| std::env::var(name).ok(),
                     &health,
                     1,
+                    &mut parser,
                 )?
             }
         };
@@ -97,7 +108,7 @@ impl ConfigHandle {
             store,
             health,
             metrics,
-            reload_lock: Mutex::new(version),
+            reload_lock: Mutex::new(ReloadState { version, parser }),
             admin_bound,
             retired: Mutex::new(Vec::new()),
             reload_thread: OnceLock::new(),
@@ -127,10 +138,7 @@ impl ConfigHandle {
     /// of it goes back to the kernel once the old snapshot is freed, after
     /// the reload answered.
     pub fn reload(self: &Arc<Self>) -> Result<u64, ConfigError> {
-        self.on_reload_thread(|handle| {
-            let mut loaded_version = handle.lock_reloads();
-            handle.reload_locked(&mut loaded_version)
-        })
+        self.on_reload_thread(|handle| handle.reload_locked(&mut handle.lock_reloads()))
     }
 
     /// Reloads unless the file is still the version the last reload read
@@ -138,9 +146,9 @@ impl ConfigHandle {
     /// every reload makes, and edits already loaded by SIGHUP or the API).
     fn reload_if_changed(self: &Arc<Self>) {
         self.on_reload_thread(|handle| {
-            let mut loaded_version = handle.lock_reloads();
-            if FileVersion::of(&handle.path) != *loaded_version {
-                let _ = handle.reload_locked(&mut loaded_version);
+            let mut state = handle.lock_reloads();
+            if FileVersion::of(&handle.path) != state.version {
+                let _ = handle.reload_locked(&mut state);
             }
         });
     }
@@ -175,25 +183,27 @@ impl ConfigHandle {
         retired.is_empty()
     }
 
-    fn lock_reloads(&self) -> MutexGuard<'_, Option<FileVersion>> {
+    fn lock_reloads(&self) -> MutexGuard<'_, ReloadState> {
         self.reload_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn reload_locked(&self, loaded_version: &mut Option<FileVersion>) -> Result<u64, ConfigError> {
+    fn reload_locked(&self, state: &mut ReloadState) -> Result<u64, ConfigError> {
         let started = Instant::now();
         let old = self.current.load_full();
         let next_generation = old.generation + 1;
-        *loaded_version = FileVersion::of(&self.path);
-        let loaded = config::load_file(&self.path, &self.health, next_generation).and_then(|l| {
-            admin_stays_guarded(&self.admin_bound, &l.snapshot.server).map_err(|message| {
-                ConfigError {
-                    file: self.path.display().to_string(),
-                    line: None,
-                    message,
-                }
-            })?;
-            Ok(l)
-        });
+        state.version = FileVersion::of(&self.path);
+        let loaded =
+            config::load_file(&self.path, &self.health, next_generation, &mut state.parser)
+                .and_then(|l| {
+                    admin_stays_guarded(&self.admin_bound, &l.snapshot.server).map_err(
+                        |message| ConfigError {
+                            file: self.path.display().to_string(),
+                            line: None,
+                            message,
+                        },
+                    )?;
+                    Ok(l)
+                });
         let result = match loaded {
             Ok(loaded) => {
                 let new = &loaded.snapshot;

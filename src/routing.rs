@@ -310,9 +310,16 @@ mod tests {
              [[models]]\nname = \"m\"\ninput = 1\n\n{channels}"
         );
         let env = |_: &str| None;
-        crate::config::load_text("t.toml", &text, &env, &HealthRegistry::default(), 1)
-            .unwrap()
-            .snapshot
+        crate::config::load_text(
+            "t.toml",
+            &text,
+            &env,
+            &HealthRegistry::default(),
+            1,
+            &mut Default::default(),
+        )
+        .unwrap()
+        .snapshot
     }
 
     #[test]

@@ -17,8 +17,13 @@ pub fn run(config_path: &Path, by: &str, since: &str) -> Result<String> {
     if parse_age(since).is_none() {
         bail!("--since {since:?} is not an age like 90s, 30m, 24h or 7d");
     }
-    let loaded = config::load_file(config_path, &HealthRegistry::default(), 1)
-        .map_err(|e| anyhow!("{e}"))?;
+    let loaded = config::load_file(
+        config_path,
+        &HealthRegistry::default(),
+        1,
+        &mut Default::default(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     let server = &loaded.snapshot.server;
     let mut addr: SocketAddr = server.admin_listen.parse()?;
     if addr.ip().is_unspecified() {

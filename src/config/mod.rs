@@ -4,12 +4,14 @@
 //! Loading is all-or-nothing: parse, expand `${VAR}`, validate every item and
 //! build the routing tables; only a complete [`Snapshot`] is ever swapped in.
 
+mod parse;
 mod schema;
 mod snapshot;
 
 use std::fmt;
 use std::path::Path;
 
+pub use parse::ParseCache;
 pub use schema::*;
 pub use snapshot::*;
 
@@ -94,13 +96,15 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
-/// Parses, expands, validates and compiles one config text.
+/// Parses, expands, validates and compiles one config text. `parser` holds
+/// the items parsed by the previous load; a reload passes the same one.
 pub fn load_text(
     file: &str,
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     health: &crate::routing::HealthRegistry,
     generation: u64,
+    parser: &mut ParseCache,
 ) -> Result<Loaded, ConfigError> {
     let source = Source { file, text };
     // Valid TOML, but never meant: an editor that truncated the file and
@@ -108,7 +112,7 @@ pub fn load_text(
     if text.trim().is_empty() {
         return Err(source.error(None, "the file is empty"));
     }
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+    let raw = parser.parse(text).map_err(|e| {
         let line = e.span().map(|s| line_at(text, s.start));
         source.error(line, e.message().trim().to_string())
     })?;
@@ -120,6 +124,7 @@ pub fn load_file(
     path: &Path,
     health: &crate::routing::HealthRegistry,
     generation: u64,
+    parser: &mut ParseCache,
 ) -> Result<Loaded, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -133,6 +138,7 @@ pub fn load_file(
         &|name| std::env::var(name).ok(),
         health,
         generation,
+        parser,
     )
 }
 
@@ -209,6 +215,7 @@ mod tests {
             &|_| None,
             &crate::routing::HealthRegistry::default(),
             1,
+            &mut ParseCache::default(),
         )
         .err()
         .expect("unknown field");

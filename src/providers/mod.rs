@@ -515,6 +515,7 @@ mod tests {
             &env,
             &crate::routing::HealthRegistry::default(),
             1,
+            &mut Default::default(),
         )
     }
 
