@@ -507,6 +507,10 @@ budget_usd = 5
         assert_eq!(cached(&mut cache, &edited), full(&edited));
         assert!(cached(&mut cache, &edited).contains("k1-renamed"));
         assert_eq!(cache.items.len(), 6, "the replaced item is dropped");
+
+        let twice = format!("{TRICKY}[[users]]\nname = \"u\"\nbudget_usd = 5\n");
+        assert_eq!(cached(&mut cache, &twice), full(&twice));
+        assert_eq!(cached(&mut ParseCache::default(), &twice), full(&twice));
     }
 
     #[test]
