@@ -34,7 +34,7 @@ type Items = HashMap<Box<str>, Item, foldhash::fast::RandomState>;
 
 /// Boxed: a `ChannelDef` is hundreds of bytes, and items are moved in and
 /// out of maps for every reload.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Item {
     Group(Box<GroupDef>),
     Model(Box<ModelDef>),
@@ -45,7 +45,8 @@ enum Item {
 
 impl ParseCache {
     /// Parses a config text, with the result and errors of
-    /// `toml::from_str::<RawConfig>(text)`.
+    /// `toml::from_str::<RawConfig>(text)`. Afterwards the cache holds the
+    /// items of this text (after an error, those it held before too).
     pub fn parse(&mut self, text: &str) -> Result<RawConfig, toml::de::Error> {
         let layout = layout(text);
         let mut parsed = Items::with_capacity_and_hasher(
