@@ -353,20 +353,20 @@ reload >/dev/null # the first switch to the big config (file watch may also fire
 wrk_run tollgate 16 $D_RELOAD >"$W/reload-wrk" &
 WRK_BG=$!
 sleep 1
-for i in $(seq $RELOADS); do
-  cp "$W/big$((i % 2)).toml" "$ETC/tollgate.toml.new" && mv "$ETC/tollgate.toml.new" "$ETC/tollgate.toml"
+# switch_to FILE METRIC: replace the config by FILE, reload, record the time.
+switch_to() {
+  cp "$1" "$ETC/tollgate.toml.new" && mv "$ETC/tollgate.toml.new" "$ETC/tollgate.toml"
   s=$(reload)
   grep -q '"generation"' "$W/reload.out" || echo "reload failed: $(cat "$W/reload.out")" >&2
-  put tollgate reload_ms "$(awk -v s="$s" 'BEGIN{printf "%.1f", s*1000}')"
+  put tollgate "$2" "$(awk -v s="$s" 'BEGIN{printf "%.1f", s*1000}')"
   sleep 0.5
+}
+for i in $(seq $RELOADS); do
+  switch_to "$W/big$((i % 2)).toml" reload_ms
 done
 # big0 is loaded now; big2 and big0 in turn differ in every item.
 for i in $(seq $RELOADS_ALL); do
-  cp "$W/big$((i % 2 * 2)).toml" "$ETC/tollgate.toml.new" && mv "$ETC/tollgate.toml.new" "$ETC/tollgate.toml"
-  s=$(reload)
-  grep -q '"generation"' "$W/reload.out" || echo "reload failed: $(cat "$W/reload.out")" >&2
-  put tollgate reload_all_ms "$(awk -v s="$s" 'BEGIN{printf "%.1f", s*1000}')"
-  sleep 0.5
+  switch_to "$W/big$((i % 2 * 2)).toml" reload_all_ms
 done
 wait $WRK_BG
 line=$(cat "$W/reload-wrk")
