@@ -160,13 +160,19 @@ impl Layout {
 /// Cuts a config text into items and the rest; `None` when the text is not
 /// laid out plainly enough to be sure of the cut.
 fn layout(text: &str) -> Option<Layout> {
+    let sections = sections(text)?;
+    // What comes before the first table (blank lines and comments) goes
+    // with the rest, whose parse checks it like the whole text's would
+    // (a lone `\r`, a control character in a comment).
+    let first_table = sections.first().map_or(text.len(), |(start, _)| *start);
     let mut layout = Layout {
         items: Vec::new(),
         rest: Vec::new(),
     };
+    layout.rest.push(0..first_table);
     // The item table that sub-table headers may still extend.
     let mut open_item: Option<&str> = None;
-    let mut sections = sections(text)?.into_iter().peekable();
+    let mut sections = sections.into_iter().peekable();
     while let Some((start, header)) = sections.next() {
         let end = sections.peek().map_or(text.len(), |(next, _)| *next);
         let first = header.first;
@@ -448,11 +454,41 @@ budget_usd = 5
         assert!(items[2].ends_with("\"m\" = \"upstream-m\""), "{}", items[2]);
         assert!(items[3].ends_with("\"10.0.0.0/8\"]"), "{}", items[3]);
         let rest = layout.rest(TRICKY);
-        assert!(rest.starts_with("[server]\nlisten"), "{rest}");
+        assert!(rest.starts_with("# leading comment"), "{rest}");
         assert!(rest.contains("name = \"not a key\"\n\"\"\"\n\n"));
         assert!(
             rest.ends_with("[routing]\nauto_groups = [\"g\"]\n\n"),
             "{rest}"
+        );
+    }
+
+    /// Found by review: the text before the first table was dropped
+    /// unchecked, and the check for content there skipped lines that start
+    /// with a lone `\r`.
+    #[test]
+    fn the_text_before_the_first_table_is_checked_too() {
+        for text in [
+            "\r",
+            "\rx = 1\n",
+            "\r[server]\n",
+            " \r garbage = = [ ] \n[[keys]]\nname = \"k\"\n",
+            "# a\rb = 1\n[server]\n",
+            "#\u{1}\n[server]\n",
+            "#\u{7f}\n",
+            "#\u{1}",
+        ] {
+            let expected = full(text);
+            assert!(expected.starts_with("error"), "{text:?}: {expected}");
+            assert_eq!(
+                cached(&mut ParseCache::default(), text),
+                expected,
+                "{text:?}"
+            );
+        }
+        let commented = "# comment\n\n[[keys]]\nname = \"k\"\n";
+        assert_eq!(
+            cached(&mut ParseCache::default(), commented),
+            full(commented)
         );
     }
 
@@ -561,6 +597,8 @@ budget_usd = 5
             "\n[server]\n",
             " # \"[x]\n",
             "\"[[keys]]\"",
+            "\r",
+            "\u{1}",
         ];
         let mut warm = ParseCache::default();
         let (mut cut, mut cut_and_parsed) = (0, 0);
