@@ -99,6 +99,13 @@ pub fn run(config_path: &Path) -> Result<()> {
         threads,
         grace_period_seconds: Some(snap.server.shutdown_grace_seconds),
         graceful_shutdown_timeout_seconds: Some(5),
+        // One single-threaded tokio runtime per thread, each connection on
+        // one of them (Pingora's no-steal flavour): a request's tasks never
+        // move between threads, so the scheduler skips the work-stealing
+        // queues and their atomics. ~15% less CPU per request here (A/B in
+        // the README); a busy connection cannot be taken over by an idle
+        // thread, which matters little with many connections.
+        work_stealing: false,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
