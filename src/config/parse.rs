@@ -7,6 +7,9 @@
 //! `[[keys]]` items (each with its `[keys.x]` sub-tables) and everything
 //! else; an item whose exact text was parsed by the previous load is taken
 //! from [`ParseCache`], and only new or edited items and the rest are parsed.
+//! A new item in the plainest TOML (`key = value` lines of simple strings,
+//! integers, booleans and one-line arrays) is read by [`plain`] without
+//! building a `toml` document; any other goes to `toml`.
 //!
 //! The result is what `toml::from_str` gives for the whole text: the cut
 //! follows TOML's own rules for strings, comments and multi-line values,
@@ -21,6 +24,8 @@ use std::ops::Range;
 use serde::Deserialize;
 
 use super::{ChannelDef, GroupDef, KeyDef, ModelDef, RawConfig, UserDef};
+
+mod plain;
 
 /// The items parsed by the last load, by their exact text.
 #[derive(Default)]
@@ -82,7 +87,11 @@ impl ParseCache {
                 None => {
                     let (piece, item) = match self.items.remove_entry(piece) {
                         Some(entry) => entry,
-                        None => (piece.into(), single_item(toml::from_str(piece).ok()?)?),
+                        None => {
+                            let item = plain::item(piece)
+                                .or_else(|| single_item(toml::from_str(piece).ok()?))?;
+                            (piece.into(), item)
+                        }
                     };
                     parsed.insert(piece, item.clone());
                     item
