@@ -162,6 +162,7 @@ impl ConfigHandle {
         let handle = Arc::clone(self);
         let job: Job = Box::new(move || {
             let _ = tx.send(work(&handle));
+            handle.lock_reloads().parser.free_replaced();
         });
         let thread = self
             .reload_thread

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer};
@@ -19,16 +20,18 @@ pub struct RawConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub routing: RoutingSection,
+    // Shared with the parse cache, which keeps every item for the next
+    // reload: handing one out is a reference count, not a deep copy.
     #[serde(default)]
-    pub groups: Vec<GroupDef>,
+    pub groups: Vec<Arc<GroupDef>>,
     #[serde(default)]
-    pub models: Vec<ModelDef>,
+    pub models: Vec<Arc<ModelDef>>,
     #[serde(default)]
-    pub channels: Vec<ChannelDef>,
+    pub channels: Vec<Arc<ChannelDef>>,
     #[serde(default)]
-    pub users: Vec<UserDef>,
+    pub users: Vec<Arc<UserDef>>,
     #[serde(default)]
-    pub keys: Vec<KeyDef>,
+    pub keys: Vec<Arc<KeyDef>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

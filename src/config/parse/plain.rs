@@ -16,6 +16,8 @@
 //! `None`, and the item is parsed by `toml` as before. So what is accepted
 //! here means the same as it means to `toml`.
 
+use std::sync::Arc;
+
 use serde::de::value::{BorrowedStrDeserializer, Error, MapDeserializer, SeqDeserializer};
 use serde::de::{Deserialize, Deserializer, IntoDeserializer, Visitor};
 
@@ -27,11 +29,11 @@ pub(super) fn item(text: &str) -> Option<Item> {
     let (table, body) = header(text)?;
     let map: MapDeserializer<'_, _, Error> = MapDeserializer::new(fields(body)?.into_iter());
     Some(match table {
-        "groups" => Item::Group(Box::new(Deserialize::deserialize(map).ok()?)),
-        "models" => Item::Model(Box::new(Deserialize::deserialize(map).ok()?)),
-        "channels" => Item::Channel(Box::new(Deserialize::deserialize(map).ok()?)),
-        "users" => Item::User(Box::new(Deserialize::deserialize(map).ok()?)),
-        "keys" => Item::Key(Box::new(Deserialize::deserialize(map).ok()?)),
+        "groups" => Item::Group(Arc::new(Deserialize::deserialize(map).ok()?)),
+        "models" => Item::Model(Arc::new(Deserialize::deserialize(map).ok()?)),
+        "channels" => Item::Channel(Arc::new(Deserialize::deserialize(map).ok()?)),
+        "users" => Item::User(Arc::new(Deserialize::deserialize(map).ok()?)),
+        "keys" => Item::Key(Arc::new(Deserialize::deserialize(map).ok()?)),
         _ => return None,
     })
 }
