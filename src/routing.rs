@@ -4,7 +4,7 @@
 //! Channel health lives outside the config snapshot, keyed by channel name,
 //! so cooldowns survive reloads.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -7,7 +7,7 @@
 //! does one hash lookup per account and takes that account's own small
 //! lock: O(1), no scans.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 

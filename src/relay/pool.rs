@@ -11,7 +11,9 @@
 //! connections that the upstream closed or that stayed idle past their
 //! timeout, so no socket lingers while the gateway is quiet.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -221,7 +223,7 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_closes_expired_and_closed_connections() {
         let l = listener().await;
-        let mut peers = Peers::new();
+        let mut peers = Peers::default();
         let now = Instant::now();
         let (expired, _s1) = pair(&l).await;
         let (closed, s2) = pair(&l).await;

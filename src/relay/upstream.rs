@@ -3,7 +3,7 @@
 //! peer options with real timeouts, and one request/response head exchange
 //! over a pooled or new connection.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
