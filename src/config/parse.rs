@@ -414,6 +414,35 @@ name = "u"
 budget_usd = 5
 "#;
 
+    /// Numbers below a bound, the same for the same seed (xorshift).
+    pub(super) fn random(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |below| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        }
+    }
+
+    /// One or two random edits of `text`: a mark inserted, or up to four
+    /// bytes removed.
+    pub(super) fn edit(text: &mut String, marks: &[&str], next: &mut impl FnMut(usize) -> usize) {
+        for _ in 0..1 + next(2) {
+            let mut at = next(text.len());
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            if next(4) == 0 {
+                let end = (at + 1 + next(4)).min(text.len());
+                if text.is_char_boundary(end) {
+                    text.replace_range(at..end, "");
+                }
+            } else {
+                text.insert_str(at, marks[next(marks.len())]);
+            }
+        }
+    }
+
     fn full(text: &str) -> String {
         match toml::from_str::<RawConfig>(text) {
             Ok(raw) => format!("{raw:?}"),
@@ -594,13 +623,7 @@ budget_usd = 5
     /// cut: the result, or the error, is always the whole text's.
     #[test]
     fn edited_texts_parse_as_the_whole_text_parses() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut next = move |below: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % below as u64) as usize
-        };
+        let mut next = random(0x9E37_79B9_7F4A_7C15);
         let marks = [
             "\"",
             "'",
@@ -626,20 +649,7 @@ budget_usd = 5
         let (mut cut, mut cut_and_parsed) = (0, 0);
         for _ in 0..3000 {
             let mut text = TRICKY.to_string();
-            for _ in 0..1 + next(2) {
-                let mut at = next(text.len());
-                while !text.is_char_boundary(at) {
-                    at -= 1;
-                }
-                if next(4) == 0 {
-                    let end = (at + 1 + next(4)).min(text.len());
-                    if text.is_char_boundary(end) {
-                        text.replace_range(at..end, "");
-                    }
-                } else {
-                    text.insert_str(at, marks[next(marks.len())]);
-                }
-            }
+            edit(&mut text, &marks, &mut next);
             let expected = full(&text);
             assert_eq!(cached(&mut warm, &text), expected, "{text}");
             assert_eq!(

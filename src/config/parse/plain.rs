@@ -232,6 +232,7 @@ impl<'de> Deserializer<'de> for Value<'de> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{edit, random};
     use super::super::{single_item, Piece};
     use super::*;
 
@@ -363,13 +364,7 @@ mod tests {
     /// line is: whatever is read here is what `toml` reads.
     #[test]
     fn edited_items_read_as_toml_reads_them_or_not_at_all() {
-        let mut seed = 0x2545_F491_4F6C_DD1D_u64;
-        let mut next = move |below: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % below as u64) as usize
-        };
+        let mut next = random(0x2545_F491_4F6C_DD1D);
         let marks = [
             "\"",
             "\\",
@@ -410,20 +405,7 @@ mod tests {
         let mut by_toml_count = 0;
         for round in 0..30_000 {
             let mut text = ITEMS[round % ITEMS.len()].to_string();
-            for _ in 0..1 + next(2) {
-                let mut at = next(text.len());
-                while !text.is_char_boundary(at) {
-                    at -= 1;
-                }
-                if next(4) == 0 {
-                    let end = (at + 1 + next(3)).min(text.len());
-                    if text.is_char_boundary(end) {
-                        text.replace_range(at..end, "");
-                    }
-                } else {
-                    text.insert_str(at, marks[next(marks.len())]);
-                }
-            }
+            edit(&mut text, &marks, &mut next);
             accepted += check(&text) as usize;
             by_toml_count += by_toml(&text).is_some() as usize;
         }
