@@ -112,7 +112,9 @@ upstream_connect_timeout_ms = 1000
 upstream_header_timeout_seconds = 10
 upstream_idle_timeout_seconds = 10
 shutdown_grace_seconds = 0
-threads = 2
+# One thread: these tests run on the single-threaded runtime, the Rust
+# integration tests (two threads) on the work-stealing one.
+threads = 1
 """
 
 
