@@ -18,10 +18,10 @@
 //! part fails to parse, the whole text is parsed instead, which also gives
 //! errors their usual message and line.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashMapExt};
 use serde::Deserialize;
 
 use super::{ChannelDef, GroupDef, KeyDef, ModelDef, RawConfig, UserDef};
@@ -38,7 +38,7 @@ pub struct ParseCache {
 
 /// Keys are whole items' text, hashed with foldhash: SipHash over the
 /// ~1.4 MB of a 10,000-key file took a few milliseconds per reload.
-type Items = HashMap<Box<str>, Item, foldhash::fast::RandomState>;
+type Items = HashMap<Box<str>, Item>;
 
 /// Shared with the configs built from it: a reload hands out the items it
 /// keeps by reference count instead of copying each one.
@@ -57,10 +57,7 @@ impl ParseCache {
     /// items of this text (after an error, those it held before too).
     pub fn parse(&mut self, text: &str) -> Result<RawConfig, toml::de::Error> {
         let layout = layout(text);
-        let mut parsed = Items::with_capacity_and_hasher(
-            layout.as_ref().map_or(0, |l| l.items.len()),
-            Default::default(),
-        );
+        let mut parsed = Items::with_capacity(layout.as_ref().map_or(0, |l| l.items.len()));
         match layout.and_then(|layout| self.parse_by_items(text, &layout, &mut parsed)) {
             Some(raw) => {
                 self.replaced = std::mem::replace(&mut self.items, parsed);
