@@ -39,6 +39,8 @@ MOCK_PORT=${BENCH_MOCK_PORT:-18701}
 NGINX_PORT=${BENCH_NGINX_PORT:-18702}
 TG_PORT=${BENCH_TG_PORT:-18703}
 TG_ADMIN=${BENCH_TG_ADMIN_PORT:-18704}
+PINGORA_PORT=${BENCH_PINGORA_PORT:-18705}
+RAW_PORT=${BENCH_RAW_PORT:-18706}
 KEY=sk-bench-0000
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -50,7 +52,8 @@ ulimit -n "$(ulimit -Hn)"
 LOAD_BEFORE=$(cut -d" " -f1-3 /proc/loadavg)
 
 echo "building release binaries..." >&2
-(cd "$ROOT" && cargo build --release --quiet --bin tollgate --example bench_upstream --example bench_client)
+(cd "$ROOT" && cargo build --release --quiet --bin tollgate --example bench_upstream --example bench_client \
+  --example bench_pingora)
 BIN=$ROOT/target/release
 W=$(mktemp -d /tmp/tollgate-bench.XXXXXX)
 PIDS=()
@@ -163,10 +166,26 @@ start_tollgate() {
   PIDS+=("$TG_PID")
 }
 start_tollgate
+# The framework floors (examples/bench_pingora.rs): a bare pingora-proxy, and
+# Pingora's listener with a minimal HTTP/1 exchange of our own (non-stream
+# requests only: it reads content-length bodies, not event streams).
+start_pingora() {
+  taskset -c 0 "$BIN/examples/bench_pingora" --listen "127.0.0.1:$PINGORA_PORT" \
+    --upstream "127.0.0.1:$MOCK_PORT" 2>>"$W/pingora.log" &
+  PINGORA_PID=$!
+  PIDS+=("$PINGORA_PID")
+}
+start_pingora
+taskset -c 0 "$BIN/examples/bench_pingora" --raw --listen "127.0.0.1:$RAW_PORT" \
+  --upstream "127.0.0.1:$MOCK_PORT" 2>>"$W/raw.log" &
+RAW_PID=$!
+PIDS+=("$RAW_PID")
 
 wait_port "$MOCK_PORT"
 wait_port "$NGINX_PORT"
 wait_port "$TG_PORT"
+wait_port "$PINGORA_PORT"
+wait_port "$RAW_PORT"
 sleep 1
 NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1)
 
@@ -181,6 +200,9 @@ restart_proxy() {
     tollgate)
       kill "$TG_PID"; wait "$TG_PID" 2>/dev/null || true
       start_tollgate; wait_port "$TG_PORT" ;;
+    pingora)
+      kill "$PINGORA_PID"; wait "$PINGORA_PID" 2>/dev/null || true
+      start_pingora; wait_port "$PINGORA_PORT" ;;
     *) return 0 ;;
   esac
   taskset -c 1 "$BIN/examples/bench_client" streams --url "$(url_of "$1")/v1/chat/completions" \
@@ -193,6 +215,8 @@ url_of() {
     direct) echo "http://127.0.0.1:$MOCK_PORT" ;;
     nginx) echo "http://127.0.0.1:$NGINX_PORT" ;;
     tollgate) echo "http://127.0.0.1:$TG_PORT" ;;
+    pingora) echo "http://127.0.0.1:$PINGORA_PORT" ;;
+    raw) echo "http://127.0.0.1:$RAW_PORT" ;;
   esac
 }
 pids_of() {
@@ -200,6 +224,8 @@ pids_of() {
     direct) echo "$MOCK_PID" ;;
     nginx) echo "$NGINX_PID $NGINX_WORKER" ;;
     tollgate) echo "$TG_PID" ;;
+    pingora) echo "$PINGORA_PID" ;;
+    raw) echo "$RAW_PID" ;;
   esac
 }
 # utime + stime of the processes, in clock ticks
@@ -239,15 +265,15 @@ wrk_run() { # target conns seconds [body file] -> WRK line
 head -c $((1024 * 1024 - 120)) /dev/zero | tr '\0' 'a' >"$W/filler"
 printf '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"%s"}]}' "$(cat "$W/filler")" >"$W/body-1mib.json"
 
-put nginx rss_idle_kb "$(rss_kb "$(pids_of nginx)")"
-put tollgate rss_idle_kb "$(rss_kb "$(pids_of tollgate)")"
+PROXIES="nginx raw pingora tollgate"
+for t in $PROXIES; do put $t rss_idle_kb "$(rss_kb "$(pids_of $t)")"; done
 # Warm-up: pooled upstream connections, lazy statics, page faults.
-for t in direct nginx tollgate; do wrk_run $t 16 1 >/dev/null; done
+for t in direct $PROXIES; do wrk_run $t 16 1 >/dev/null; done
 
 for round in $(seq "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
   declare -A P50 P99 TTFE GAP99
-  for t in direct nginx tollgate; do
+  for t in direct $PROXIES; do
     line=$(wrk_run $t 1 $D_LAT)
     P50[$t]=$(field p50_us "$line")
     P99[$t]=$(field p99_us "$line")
@@ -285,6 +311,7 @@ for round in $(seq "$ROUNDS"); do
     put $t cpu_us_per_1mib_req $(((after - before) * 1000000 / CLK_TCK / (reqs > 0 ? reqs : 1)))
     [ "$(field errors "$line")$(field non2xx "$line")" = 00 ] || put $t errors_1mib "$line"
 
+    [ $t = raw ] && continue
     out=$(taskset -c 1 "$BIN/examples/bench_client" streams --url "$(url_of $t)/v1/chat/completions" \
       --key $KEY --streams $SMALL_STREAMS --events $EVENTS --gap-ms $GAP_MS --ramp-ms 500)
     TTFE[$t]=$(field ttfe_p50_us "$out")
@@ -293,16 +320,16 @@ for round in $(seq "$ROUNDS"); do
     put $t gap_p99_us "${GAP99[$t]}"
     put $t small_streams_ok "$(field streams_ok "$out")"
   done
-  for t in nginx tollgate; do
+  for t in $PROXIES; do
     put $t added_p50_us $((P50[$t] - P50[direct]))
     put $t added_p99_us $((P99[$t] - P99[direct]))
+    [ $t = raw ] && continue
     put $t added_ttfe_p50_us $((TTFE[$t] - TTFE[direct]))
     put $t added_gap_p99_us $((GAP99[$t] - GAP99[direct]))
   done
 done
 sleep 2
-put nginx rss_after_kb "$(rss_kb "$(pids_of nginx)")"
-put tollgate rss_after_kb "$(rss_kb "$(pids_of tollgate)")"
+for t in $PROXIES; do put $t rss_after_kb "$(rss_kb "$(pids_of $t)")"; done
 
 # ---- many concurrent streams (once per count:gap) ----------------------------
 # Each proxied stream holds two sockets in the proxy; RLIMIT_NOFILE's hard
@@ -315,7 +342,7 @@ put tollgate rss_after_kb "$(rss_kb "$(pids_of tollgate)")"
 for step in $STREAM_LADDER; do
   IFS=: read -r n gap prompt <<<"$step"
   prompt=${prompt:-0}
-  for t in direct nginx tollgate; do
+  for t in direct nginx pingora tollgate; do
     echo "streams: $n, $gap ms apart, ${prompt}-byte prompts, via $t" >&2
     restart_proxy $t
     idle=$(rss_kb "$(pids_of $t)")
@@ -382,17 +409,19 @@ med() { # target metric -> median of the recorded values, or "-"
 maxof() { awk -v t="$1" -v m="$2" '$1==t && $2==m {print $3}' "$RES" | sort -n | tail -1; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a=="-"||b=="-"||b==0) print "-"; else printf "%.2f", a/b }'; }
 row() { # label metric
-  local d n g
-  d=$(med direct "$2"); n=$(med nginx "$2"); g=$(med tollgate "$2")
-  echo "| $1 | $d | $n | $g | $(ratio "$g" "$n") |"
+  local d n r p g
+  d=$(med direct "$2"); n=$(med nginx "$2"); r=$(med raw "$2"); p=$(med pingora "$2"); g=$(med tollgate "$2")
+  echo "| $1 | $d | $n | $r | $p | $g | $(ratio "$g" "$n") | $(ratio "$g" "$p") |"
 }
 TABLE=$(
   echo "tollgate load benchmark — $(date -u '+%Y-%m-%d %H:%M UTC'), $(git -C "$ROOT" rev-parse --short HEAD)"
   echo "machine: $(nproc) CPUs, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(uname -r); load average before: $LOAD_BEFORE"
   echo "rounds: $ROUNDS (medians), quick=$QUICK; proxies on CPU 0, mock + load generator on CPU 1; nginx $(nginx -v 2>&1 | sed 's/.*\///'), wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
   echo
-  echo "| metric | direct | nginx | tollgate | tollgate/nginx |"
-  echo "|---|---|---|---|---|"
+  echo "raw: Pingora's listener + a minimal HTTP/1 relay (non-stream only); pingora: a bare pingora-proxy (examples/bench_pingora.rs)"
+  echo
+  echo "| metric | direct | nginx | raw | pingora | tollgate | tollgate/nginx | tollgate/pingora |"
+  echo "|---|---|---|---|---|---|---|---|"
   row "c=1 latency p50 (µs)" lat_p50_us
   row "c=1 latency p99 (µs)" lat_p99_us
   row "added p50 at c=1 (µs)" added_p50_us
@@ -411,10 +440,12 @@ TABLE=$(
   echo
   echo "Throughput sweep (median req/s / p99 µs per concurrency):"
   echo
-  echo "| c | direct | nginx | tollgate |"
-  echo "|---|---|---|---|"
+  echo "| c | direct | nginx | raw | pingora | tollgate |"
+  echo "|---|---|---|---|---|---|"
   for c in $CONCS; do
-    echo "| $c | $(med direct rps_c$c) / $(med direct p99_us_c$c) | $(med nginx rps_c$c) / $(med nginx p99_us_c$c) | $(med tollgate rps_c$c) / $(med tollgate p99_us_c$c) |"
+    echo -n "| $c |"
+    for t in direct $PROXIES; do echo -n " $(med $t rps_c$c) / $(med $t p99_us_c$c) |"; done
+    echo
   done
   echo
   echo "Concurrent streams ($EVENTS events each, started over 1 s; stall = gap > 1 s):"
@@ -423,7 +454,7 @@ TABLE=$(
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   for step in $STREAM_LADDER; do
     IFS=: read -r n gap prompt <<<"$step"
-    for t in direct nginx tollgate; do
+    for t in direct nginx pingora tollgate; do
       s=s$step
       echo "| $n | $gap | ${prompt:-0} | $t | $(med $t ${s}_streams_ok) / $(med $t ${s}_streams_failed) / $(med $t ${s}_streams_short) | $(med $t ${s}_peak_concurrent) | $(med $t ${s}_stalled_gaps) | $(med $t ${s}_ttfe_p99_us) | $(med $t ${s}_gap_p99_us) | $(med $t ${s}_gap_max_us) | $(med $t ${s}_rss_growth_per_stream_b) | $(med $t ${s}_cpu_ms) |"
     done
