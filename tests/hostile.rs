@@ -238,6 +238,90 @@ async fn a_client_still_sending_a_refused_body_reads_the_refusal() {
     assert_eq!(up.count(), 0);
 }
 
+/// What HTTP/1.1 clients rely on from the client connection (tollgate's
+/// own, since Pingora's server session was replaced): pipelined requests
+/// answered in order, chunked request bodies, `100 Continue`, HTTP/1.0
+/// clients, and HEAD answers without a body.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_connection_speaks_http_1_1() {
+    let up = upstream().await;
+    let tg = start(&up.base_url());
+    let wait = Duration::from_secs(5);
+    let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
+
+    // Three requests in one write; the last asks to close.
+    let mut pipelined = post(body, "");
+    pipelined.extend(post(body, ""));
+    pipelined.extend(post(body, "connection: close\r\n"));
+    let resp = raw(tg.port, &pipelined, wait).await;
+    assert_eq!(statuses(&resp), [200, 200, 200]);
+    assert_eq!(up.count(), 3);
+
+    // A chunked body, in pieces, reaches the provider whole.
+    let mut chunked = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    for piece in body.chunks(10) {
+        chunked.extend_from_slice(format!("{:X}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let resp = raw(tg.port, &chunked, wait).await;
+    assert_eq!(statuses(&resp), [200]);
+    assert_eq!(up.requests()[3].json()["messages"][0]["content"], "hi");
+
+    // Expect: 100-continue: the body is asked for, not waited on.
+    let request = post(body, "expect: 100-continue\r\nconnection: close\r\n");
+    let head_len = request.len() - body.len();
+    let mut conn = TcpStream::connect(("127.0.0.1", tg.port)).await.unwrap();
+    conn.write_all(&request[..head_len]).await.unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(Duration::from_millis(500), conn.read_exact(&mut interim))
+        .await
+        .expect("100 Continue before the body")
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    conn.write_all(body).await.unwrap();
+    let (resp, closed) = read_until_close(&mut conn, wait).await;
+    assert_eq!((statuses(&resp), closed), (vec![200], true));
+
+    // HTTP/1.0: an answer with a length, then the connection closes.
+    let request = String::from_utf8(post(body, ""))
+        .unwrap()
+        .replacen("HTTP/1.1", "HTTP/1.0", 1);
+    let mut conn = TcpStream::connect(("127.0.0.1", tg.port)).await.unwrap();
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let (resp, closed) = read_until_close(&mut conn, wait).await;
+    let text = String::from_utf8_lossy(&resp).to_ascii_lowercase();
+    assert!(
+        text.starts_with("http/1.1 200 ") && text.contains("\r\ncontent-length: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("\r\nconnection: close\r\n") && closed,
+        "{text}"
+    );
+
+    // HEAD: the head of the answer only; the connection goes on.
+    let request = format!(
+        "HEAD /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\r\n\
+         GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         connection: close\r\n\r\n"
+    );
+    let resp = raw(tg.port, request.as_bytes(), wait).await;
+    let text = String::from_utf8_lossy(&resp);
+    assert_eq!(statuses(&resp), [404, 200], "{text}");
+    let second = text.find("HTTP/1.1 200").unwrap();
+    assert!(
+        text[..second].ends_with("\r\n\r\n"),
+        "no body after HEAD: {text}"
+    );
+    assert_eq!(up.count(), 6);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deep_nesting_is_refused_without_overflowing_the_stack() {
     let up = upstream().await;

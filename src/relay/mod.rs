@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::Method;
-use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora_core::apps::ServerApp;
 use pingora_core::connectors::TransportConnector;
-use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::ResponseHeader;
 use tracing::warn;
@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::providers::{self, Endpoint, GeminiMethod, ResponseAdapter};
 use crate::reload::ConfigHandle;
 use crate::routing::{self, now_ms, RouteError};
+use client::ClientSession;
 use pool::IdlePool;
 use response::UpstreamBody;
 use upstream::{DnsCache, FailReason, Failure};
@@ -154,7 +155,7 @@ impl Gateway {
         }
     }
 
-    async fn serve(&self, session: &mut ServerSession) -> Disposition {
+    async fn serve(&self, session: &mut ClientSession) -> Disposition {
         let started = Instant::now();
         let snap = self.config.load();
         let route = classify(
@@ -169,10 +170,7 @@ impl Gateway {
                 return self.reject(session, dialect, e, started).await;
             }
             Route::Models | Route::GeminiModels | Route::Relay(_) | Route::Usage(_) => {
-                let ip = session
-                    .client_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip());
+                let ip = session.client_ip();
                 let now = (now_ms() / 1000) as i64;
                 match auth::authenticate(&snap, session.req_header(), ip, now) {
                     Ok(key) => key,
@@ -206,7 +204,7 @@ impl Gateway {
 
     async fn relay(
         &self,
-        session: &mut ServerSession,
+        session: &mut ClientSession,
         snap: &Snapshot,
         key: &Key,
         endpoint: Endpoint,
@@ -419,7 +417,7 @@ impl Gateway {
     /// once the response head reached the client there is no way back.
     async fn attempt(
         &self,
-        session: &mut ServerSession,
+        session: &mut ClientSession,
         snap: &Snapshot,
         channel: &Channel,
         up: &Upstream,
@@ -494,7 +492,7 @@ impl Gateway {
 
     async fn answer_from_mock(
         &self,
-        session: &mut ServerSession,
+        session: &mut ClientSession,
         channel: &Channel,
         endpoint: Endpoint,
         probe: &BodyProbe,
@@ -557,7 +555,7 @@ impl Gateway {
     /// Answers with a gateway error before any upstream answer was relayed.
     async fn reject(
         &self,
-        session: &mut ServerSession,
+        session: &mut ClientSession,
         dialect: Dialect,
         error: ApiError,
         started: Instant,
@@ -624,7 +622,7 @@ fn with_path_model(mut probe: BodyProbe, endpoint: Endpoint, path: &str) -> Body
 /// away, the upstream is still read to its end (bounded) for its usage.
 /// If an event stream breaks off, the client gets a last error event.
 async fn pipe_body(
-    session: &mut ServerSession,
+    session: &mut ClientSession,
     mut head: ResponseHeader,
     upstream: &mut UpstreamBody,
     adapter: &mut dyn ResponseAdapter,
@@ -716,7 +714,7 @@ fn error_event(cause: &pingora_error::Error, dialect: Dialect, at_event_boundary
 /// left unterminated, so that plain HTTP clients see the truncation too. An
 /// incomplete event the adapter still holds back is dropped.
 async fn end_stream_with_error(
-    session: &mut ServerSession,
+    session: &mut ClientSession,
     adapter: &mut dyn ResponseAdapter,
     error_event: Bytes,
 ) -> Disposition {
@@ -733,30 +731,30 @@ async fn end_stream_with_error(
 }
 
 #[async_trait]
-impl HttpServerApp for Gateway {
-    async fn process_new_http(
+impl ServerApp for Gateway {
+    async fn process_new(
         self: &Arc<Self>,
-        mut session: ServerSession,
+        stream: Stream,
         shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        if !client::read_head(&mut session, &self.config.load().server).await {
-            return None;
-        }
-        if *shutdown.borrow() {
-            session.set_keepalive(None);
-        }
-        match self.serve(&mut session).await {
-            Disposition::Abort => return None,
-            Disposition::Close => {
-                session.set_keepalive(None);
-                client::linger(&mut session).await;
+    ) -> Option<Stream> {
+        let mut session = ClientSession::new(stream);
+        loop {
+            if !session.read_request(&self.config.load().server).await {
+                return None;
             }
-            Disposition::Reuse => {}
-        }
-        let settings = HttpPersistentSettings::for_session(&session);
-        match session.finish().await {
-            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
-            _ => None,
+            if *shutdown.borrow() {
+                session.close_after_answer();
+            }
+            match self.serve(&mut session).await {
+                Disposition::Abort => return None,
+                Disposition::Close => {
+                    session.close_after_answer();
+                    client::linger(&mut session).await;
+                    return None;
+                }
+                Disposition::Reuse if session.reusable() => {}
+                Disposition::Reuse => return None,
+            }
         }
     }
 }
@@ -770,7 +768,7 @@ fn body_timed_out() -> ApiError {
 }
 
 /// Reads the whole request body, refusing more than `max` bytes early.
-async fn read_body(session: &mut ServerSession, max: usize) -> Result<Bytes, ApiError> {
+async fn read_body(session: &mut ClientSession, max: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             413,
@@ -809,7 +807,7 @@ async fn read_body(session: &mut ServerSession, max: usize) -> Result<Bytes, Api
 }
 
 async fn write_json(
-    session: &mut ServerSession,
+    session: &mut ClientSession,
     status: u16,
     value: &serde_json::Value,
 ) -> Disposition {
@@ -819,7 +817,7 @@ async fn write_json(
 }
 
 async fn write_raw(
-    session: &mut ServerSession,
+    session: &mut ClientSession,
     mut head: ResponseHeader,
     body: Bytes,
 ) -> Disposition {

@@ -19,12 +19,12 @@ use pingora_http::ResponseHeader;
 use tokio::io::AsyncReadExt;
 
 /// Longest head accepted (Pingora's limit too).
-const MAX_HEAD_BYTES: usize = 1024 * 1024;
-const MAX_HEADERS: usize = 256;
+pub(super) const MAX_HEAD_BYTES: usize = 1024 * 1024;
+pub(super) const MAX_HEADERS: usize = 256;
 /// Longest chunk-size line or trailer section accepted.
 const MAX_CHUNK_FRAMING_BYTES: usize = 8 * 1024;
 /// Room made in the buffer before a read.
-const READ_SIZE: usize = 16 * 1024;
+pub(super) const READ_SIZE: usize = 16 * 1024;
 /// Interim 1xx answers skipped before the final one: more would let an
 /// upstream hold a request past its header timeout, which is per read.
 const MAX_INTERIM_ANSWERS: usize = 8;
@@ -46,7 +46,7 @@ pub struct UpstreamBody {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(super) enum Framing {
     /// Bytes still to come.
     Length(u64),
     Chunked(Chunk),
@@ -55,7 +55,7 @@ enum Framing {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(super) enum Chunk {
     SizeLine,
     /// Data bytes left in the current chunk.
     Data(u64),
@@ -219,7 +219,7 @@ fn framing(mut head: ResponseHeader) -> Result<(ResponseHeader, Framing, bool)> 
 
 /// The length that every Content-Length value (a list of equal decimal
 /// numbers each) agrees on; anything else is an error (§6.3).
-fn content_length(values: http::header::GetAll<'_, HeaderValue>) -> Result<Option<u64>> {
+pub(super) fn content_length(values: http::header::GetAll<'_, HeaderValue>) -> Result<Option<u64>> {
     let mut length = None;
     for value in values {
         for item in value.as_bytes().split(|&b| b == b',') {
@@ -259,44 +259,28 @@ impl UpstreamBody {
     /// The next piece of the body, `None` at its end.
     pub async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
         loop {
-            match self.framing {
-                Framing::Done => return Ok(None),
-                Framing::Length(left) => {
-                    if self.buf.is_empty() && self.fill().await? == 0 {
-                        return Error::e_explain(
+            match take_piece(&mut self.buf, &mut self.framing)? {
+                Piece::Data(data) => return Ok(Some(data)),
+                Piece::End => return Ok(None),
+                Piece::NeedMore => {
+                    if self.fill().await? > 0 {
+                        continue;
+                    }
+                    return match self.framing {
+                        Framing::UntilClose => {
+                            self.framing = Framing::Done;
+                            Ok(None)
+                        }
+                        Framing::Length(left) => Error::e_explain(
                             ErrorType::ConnectionClosed,
                             format!("the upstream closed the connection {left} bytes before the end of the body"),
-                        );
-                    }
-                    let take = left.min(self.buf.len() as u64);
-                    self.framing = match left - take {
-                        0 => Framing::Done,
-                        rest => Framing::Length(rest),
+                        ),
+                        _ => Error::e_explain(
+                            ErrorType::ConnectionClosed,
+                            "the upstream closed the connection inside a chunked body",
+                        ),
                     };
-                    return Ok(Some(self.buf.split_to(take as usize).freeze()));
                 }
-                Framing::UntilClose => {
-                    if self.buf.is_empty() && self.fill().await? == 0 {
-                        self.framing = Framing::Done;
-                        return Ok(None);
-                    }
-                    return Ok(Some(self.buf.split().freeze()));
-                }
-                Framing::Chunked(chunk) => match decode_chunked(&mut self.buf, chunk)? {
-                    Decoded::Data(data, next) => {
-                        self.framing = next;
-                        return Ok(Some(data));
-                    }
-                    Decoded::Step(next) => self.framing = next,
-                    Decoded::NeedMore => {
-                        if self.fill().await? == 0 {
-                            return Error::e_explain(
-                                ErrorType::ConnectionClosed,
-                                "the upstream closed the connection inside a chunked body",
-                            );
-                        }
-                    }
-                },
             }
         }
     }
@@ -341,6 +325,45 @@ async fn fill(stream: &mut Stream, buf: &mut BytesMut, timeout: Option<Duration>
         None => read.await,
     };
     n.or_err(ErrorType::ReadError, "while reading the upstream response")
+}
+
+/// What the bytes at hand give of a framed body.
+pub(super) enum Piece {
+    Data(Bytes),
+    /// The body ends inside bytes not read yet (or, until close, at the close).
+    NeedMore,
+    End,
+}
+
+/// The next piece of a body framed by `framing` out of `buf`, without
+/// reading; used for answers and for request bodies alike.
+pub(super) fn take_piece(buf: &mut BytesMut, framing: &mut Framing) -> Result<Piece> {
+    loop {
+        match *framing {
+            Framing::Done => return Ok(Piece::End),
+            Framing::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(Piece::NeedMore);
+                }
+                let take = left.min(buf.len() as u64);
+                *framing = match left - take {
+                    0 => Framing::Done,
+                    rest => Framing::Length(rest),
+                };
+                return Ok(Piece::Data(buf.split_to(take as usize).freeze()));
+            }
+            Framing::UntilClose if buf.is_empty() => return Ok(Piece::NeedMore),
+            Framing::UntilClose => return Ok(Piece::Data(buf.split().freeze())),
+            Framing::Chunked(chunk) => match decode_chunked(buf, chunk)? {
+                Decoded::Data(data, next) => {
+                    *framing = next;
+                    return Ok(Piece::Data(data));
+                }
+                Decoded::Step(next) => *framing = next,
+                Decoded::NeedMore => return Ok(Piece::NeedMore),
+            },
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
