@@ -235,6 +235,21 @@ async fn a_client_still_sending_a_refused_body_reads_the_refusal() {
     let head = String::from_utf8_lossy(&resp).to_ascii_lowercase();
     assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
     assert!(closed, "the connection is closed after the refusal");
+
+    // The same for a refusal that is not about the body: a wrong key.
+    let request = String::from_utf8(post(&vec![b' '; 900_000], ""))
+        .unwrap()
+        .replacen(CLIENT_KEY, "sk-not-a-key", 1);
+    let (first, rest) = request.as_bytes().split_at(request.len() / 2);
+    let mut conn = TcpStream::connect(("127.0.0.1", tg.port)).await.unwrap();
+    conn.write_all(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.write_all(rest)
+        .await
+        .expect("the refused body is still read");
+    let (resp, closed) = read_until_close(&mut conn, Duration::from_secs(5)).await;
+    assert_eq!(statuses(&resp), [401]);
+    assert!(closed, "the connection is closed after the refusal");
     assert_eq!(up.count(), 0);
 }
 

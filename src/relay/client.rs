@@ -103,11 +103,18 @@ impl ClientSession {
     }
 
     async fn read_head(&mut self) -> Result<bool> {
+        let mut scanned = 0;
         loop {
-            if let Some(len) = self.parse_head()? {
-                let _ = self.buf.split_to(len);
-                return Ok(true);
+            // Parsed only once the bytes hold a head's end: a head sent a
+            // few bytes at a time is not parsed again from its start after
+            // every read.
+            if ends_a_head(&self.buf, scanned) {
+                if let Some(len) = self.parse_head()? {
+                    let _ = self.buf.split_to(len);
+                    return Ok(true);
+                }
             }
+            scanned = self.buf.len();
             if self.buf.len() > MAX_HEAD_BYTES {
                 return Error::e_explain(ErrorType::InvalidHTTPHeader, "request head too large");
             }
@@ -386,6 +393,14 @@ impl ClientSession {
     }
 }
 
+/// Whether `buf` holds an empty line (the end of a head: `\n\n` or
+/// `\n\r\n`) that ends after its first `scanned` bytes.
+fn ends_a_head(buf: &[u8], scanned: usize) -> bool {
+    let from = scanned.saturating_sub(2);
+    memchr::memchr_iter(b'\n', &buf[from..])
+        .any(|i| matches!(&buf[from + i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
+}
+
 /// How a request body is delimited (RFC 9112 §6.3) and whether the
 /// connection may carry another request. A request with a transfer coding
 /// other than a final `chunked` has no knowable length, and one with a
@@ -411,13 +426,14 @@ fn request_framing(req: &RequestHeader) -> Result<(Framing, bool)> {
             .rsplit(|&b| b == b',')
             .next()
             .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        if !chunked {
+        // HTTP/1.0 has no transfer codings: such framing is faulty (§6.1).
+        if !chunked || req.version == Version::HTTP_10 {
             return Error::e_explain(
                 ErrorType::InvalidHTTPHeader,
-                "a request's transfer coding must end in chunked",
+                "a request's transfer coding must end in chunked, in HTTP/1.1",
             );
         }
-        keepalive &= req.version != Version::HTTP_10 && !headers.contains_key(CONTENT_LENGTH);
+        keepalive &= !headers.contains_key(CONTENT_LENGTH);
         Framing::Chunked(Chunk::SizeLine)
     } else {
         match content_length(headers.get_all(CONTENT_LENGTH))? {
@@ -530,6 +546,21 @@ mod tests {
             http10("connection: keep-alive\r\n").unwrap(),
             (Framing::Done, true)
         );
+        assert!(http10("transfer-encoding: chunked\r\n").is_err());
+    }
+
+    #[test]
+    fn a_head_is_parsed_once_its_end_arrived() {
+        let head = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+        // Whatever was scanned before, the end is found in the new bytes.
+        for cut in 0..head.len() {
+            assert!(ends_a_head(head, cut), "scanned {cut}");
+        }
+        for end in 0..head.len() - 1 {
+            assert!(!ends_a_head(&head[..end], 0), "{end} bytes");
+        }
+        assert!(ends_a_head(b"GET / HTTP/1.1\nhost: x\n\n", 20));
+        assert!(!ends_a_head(b"GET / HTTP/1.1\r\nhost: x\r\n\r", 0));
     }
 
     #[test]

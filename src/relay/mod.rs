@@ -753,7 +753,12 @@ impl ServerApp for Gateway {
                     return None;
                 }
                 Disposition::Reuse if session.reusable() => {}
-                Disposition::Reuse => return None,
+                Disposition::Reuse => {
+                    // E.g. a refusal before the body was read: the client
+                    // may still be sending it.
+                    client::linger(&mut session).await;
+                    return None;
+                }
             }
         }
     }

@@ -390,6 +390,15 @@ fn decode_chunked(buf: &mut BytesMut, chunk: Chunk) -> Result<Decoded> {
             invalid("bad chunk size")
         }
         Chunk::SizeLine => match httparse::parse_chunk_size(buf) {
+            // Lines end in CRLF only, and an extension holds no line break
+            // (httparse lets a LF pass there): a front proxy that reads a
+            // bare LF differently would get out of step with us (request
+            // smuggling). Pingora's body reader was as strict.
+            Ok(httparse::Status::Complete((used, _)))
+                if memchr::memchr2(b'\r', b'\n', &buf[..used]) != Some(used - 2) =>
+            {
+                invalid("bad line break in a chunk size line")
+            }
             Ok(httparse::Status::Complete((used, size))) => {
                 buf.advance(used);
                 Ok(Decoded::Step(Framing::Chunked(match size {
@@ -416,8 +425,8 @@ fn decode_chunked(buf: &mut BytesMut, chunk: Chunk) -> Result<Decoded> {
             Ok(Decoded::Data(data, Framing::Chunked(next)))
         }
         Chunk::DataEnd => match &buf[..] {
-            [b'\r', b'\n', ..] | [b'\n', ..] => {
-                buf.advance(if buf[0] == b'\r' { 2 } else { 1 });
+            [b'\r', b'\n', ..] => {
+                buf.advance(2);
                 Ok(Decoded::Step(Framing::Chunked(Chunk::SizeLine)))
             }
             [] | [b'\r'] => Ok(Decoded::NeedMore),
@@ -429,7 +438,10 @@ fn decode_chunked(buf: &mut BytesMut, chunk: Chunk) -> Result<Decoded> {
             while let Some(nl) = memchr::memchr(b'\n', &buf[at..]) {
                 let line = &buf[at..at + nl];
                 at += nl + 1;
-                if line.is_empty() || line == b"\r" {
+                if !line.ends_with(b"\r") {
+                    return invalid("bad line break in trailers");
+                }
+                if line == b"\r" {
                     buf.advance(at);
                     return Ok(Decoded::Step(Framing::Done));
                 }
@@ -601,6 +613,14 @@ mod tests {
             b"\r\n",
             b";ext\r\n",
             b"5\r\nhello\r\n\r\n3\r\n",
+            // Bare LFs: after a size, after data, inside an extension,
+            // in trailers.
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5;\nAAAAA\r\nhello\r\n0\r\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+            b"0\r\nx-trailer: t\n\r\n",
+            b"0\r\n\n",
         ];
         for bad in bad_sizes
             .into_iter()
