@@ -220,37 +220,36 @@ async fn malformed_and_oversized_json_get_clean_errors() {
 async fn a_client_still_sending_a_refused_body_reads_the_refusal() {
     let up = upstream().await;
     let tg = start(&up.base_url());
-    let request = post(&vec![b' '; 1048577], "");
-    let (first, rest) = request.split_at(request.len() / 2);
-    let mut conn = TcpStream::connect(("127.0.0.1", tg.port)).await.unwrap();
-    conn.write_all(first).await.unwrap();
-    // Meanwhile the 413 is sent, before the body is read.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    conn.write_all(rest)
-        .await
-        .expect("the refused body is still read");
-    let (resp, closed) = read_until_close(&mut conn, Duration::from_secs(5)).await;
+    // Refused for its declared length, before the body is read.
+    let resp = send_in_two_halves(tg.port, &post(&vec![b' '; 1048577], "")).await;
     assert_eq!(statuses(&resp), [413]);
     assert_eq!(error_code(&resp), "request_too_large");
     let head = String::from_utf8_lossy(&resp).to_ascii_lowercase();
     assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
-    assert!(closed, "the connection is closed after the refusal");
 
     // The same for a refusal that is not about the body: a wrong key.
     let request = String::from_utf8(post(&vec![b' '; 900_000], ""))
         .unwrap()
         .replacen(CLIENT_KEY, "sk-not-a-key", 1);
-    let (first, rest) = request.as_bytes().split_at(request.len() / 2);
-    let mut conn = TcpStream::connect(("127.0.0.1", tg.port)).await.unwrap();
+    let resp = send_in_two_halves(tg.port, request.as_bytes()).await;
+    assert_eq!(statuses(&resp), [401]);
+    assert_eq!(up.count(), 0);
+}
+
+/// Sends half of `request`, waits while the refusal is sent, sends the
+/// rest (which must not fail: no reset), and reads the answer until the
+/// connection closes (which it must).
+async fn send_in_two_halves(port: u16, request: &[u8]) -> Vec<u8> {
+    let (first, rest) = request.split_at(request.len() / 2);
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     conn.write_all(first).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     conn.write_all(rest)
         .await
         .expect("the refused body is still read");
     let (resp, closed) = read_until_close(&mut conn, Duration::from_secs(5)).await;
-    assert_eq!(statuses(&resp), [401]);
     assert!(closed, "the connection is closed after the refusal");
-    assert_eq!(up.count(), 0);
+    resp
 }
 
 /// What HTTP/1.1 clients rely on from the client connection (tollgate's
