@@ -334,6 +334,19 @@ async fn the_client_connection_speaks_http_1_1() {
         "no body after HEAD: {text}"
     );
     assert_eq!(up.count(), 6);
+
+    // Not HTTP, or a broken header line: a 400 in OpenAI's error shape
+    // (the dialect is unknown), then the connection closes.
+    for garbage in [
+        &b"HELLO WORLD\r\n\r\n"[..],
+        b"GET /v1/models HTTP/1.1\r\nbad header: x\r\n\r\n",
+    ] {
+        let mut conn = TcpStream::connect(("127.0.0.1", tg.port)).await.unwrap();
+        conn.write_all(garbage).await.unwrap();
+        let (resp, closed) = read_until_close(&mut conn, wait).await;
+        assert_eq!((statuses(&resp), closed), (vec![400], true));
+        assert_eq!(error_code(&resp), "invalid_request");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -477,7 +490,7 @@ async fn smuggling_attempts_do_not_desync_the_connection() {
     let seen = answered_once_then_closed(tg.port, attempt.as_bytes(), "CL+TE").await;
     assert_eq!(seen, [400]);
 
-    // Two different Content-Lengths: refused outright.
+    // Two different Content-Lengths: refused outright (400, then closed).
     let attempt = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
          content-length: {}\r\ncontent-length: {}\r\n\r\n{body}{smuggled}",
@@ -485,7 +498,7 @@ async fn smuggling_attempts_do_not_desync_the_connection() {
         body.len() + smuggled.len()
     );
     let seen = answered_once_then_closed(tg.port, attempt.as_bytes(), "CL+CL").await;
-    assert_eq!(seen, [] as [u16; 0]);
+    assert_eq!(seen, [400]);
 
     // Obfuscated Transfer-Encoding values.
     for te in [

@@ -31,6 +31,9 @@ use super::response::{
     content_length, take_piece, Chunk, Framing, Piece, MAX_HEADERS, MAX_HEAD_BYTES, READ_SIZE,
 };
 use crate::config::ServerSection;
+use crate::errors::{ApiError, Dialect};
+
+const HEAD_TOO_LARGE: &str = "the request head is larger than 1 MiB";
 
 fn seconds(n: u64) -> Duration {
     // A zero timeout would fail every request: treat it as the minimum.
@@ -90,16 +93,52 @@ impl ClientSession {
     /// Reads the next request head within `client_header_timeout_seconds`
     /// (counted from when the connection became ready for a request, so the
     /// same bound applies to idle kept-alive connections). `false`: no
-    /// request (closed, timed out, or not HTTP/1.x): close the connection.
+    /// request (closed, timed out, or a head that is not valid HTTP/1.x,
+    /// which gets a 400 or 431 first): close the connection.
     pub async fn read_request(&mut self, server: &ServerSection) -> bool {
         let deadline = seconds(server.client_header_timeout_seconds);
-        match tokio::time::timeout(deadline, self.read_head()).await {
-            Ok(Ok(true)) => {}
-            _ => return false,
-        }
         self.read_timeout = Some(deadline);
         self.write_timeout = Some(seconds(server.client_write_timeout_seconds));
-        true
+        match tokio::time::timeout(deadline, self.read_head()).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) if e.etype() == &ErrorType::InvalidHTTPHeader => {
+                let refusal = match e.context.as_ref().map(|c| c.as_str()) {
+                    Some(HEAD_TOO_LARGE) => {
+                        ApiError::new(431, "request_header_too_large", HEAD_TOO_LARGE)
+                    }
+                    _ => ApiError::new(
+                        400,
+                        "invalid_request",
+                        "the request is not valid HTTP/1.1 (head or body framing)",
+                    ),
+                };
+                let _ = self.refuse(&refusal).await;
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Answers a request that could not be read, in OpenAI's error shape
+    /// (its API dialect is not known), and closes.
+    async fn refuse(&mut self, error: &ApiError) -> Result<()> {
+        let body = error.body(Dialect::OpenAi);
+        let mut out = BytesMut::with_capacity(256 + body.len());
+        out.extend_from_slice(b"HTTP/1.1 ");
+        let status =
+            http::StatusCode::from_u16(error.status).unwrap_or(http::StatusCode::BAD_REQUEST);
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\ndate: ");
+        out.extend_from_slice(get_cached_date().as_bytes());
+        out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
+        out.extend_from_slice(&body);
+        self.keepalive = false;
+        self.write(&out).await?;
+        self.flush().await
     }
 
     async fn read_head(&mut self) -> Result<bool> {
@@ -108,7 +147,9 @@ impl ClientSession {
             // Parsed only once the bytes hold a head's end: a head sent a
             // few bytes at a time is not parsed again from its start after
             // every read.
-            if ends_a_head(&self.buf, scanned) {
+            // The first read is parsed whatever it holds, so that a client
+            // that does not speak HTTP is refused at once.
+            if scanned == 0 || ends_a_head(&self.buf, scanned) {
                 if let Some(len) = self.parse_head()? {
                     let _ = self.buf.split_to(len);
                     return Ok(true);
@@ -116,7 +157,7 @@ impl ClientSession {
             }
             scanned = self.buf.len();
             if self.buf.len() > MAX_HEAD_BYTES {
-                return Error::e_explain(ErrorType::InvalidHTTPHeader, "request head too large");
+                return Error::e_explain(ErrorType::InvalidHTTPHeader, HEAD_TOO_LARGE);
             }
             if self.fill(None).await? == 0 {
                 return Ok(false);
