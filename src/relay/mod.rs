@@ -636,6 +636,9 @@ async fn pipe_body(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
+    if event_stream {
+        session.release_read_buffer();
+    }
     let mut client_gone = session.write_response_header(Box::new(head)).await.is_err();
     let drain_deadline = tokio::time::Instant::now() + DRAIN_AFTER_DISCONNECT;
     // Whether the client's last bytes ended an event (see end_stream_with_error).
