@@ -2,13 +2,14 @@
 //! stream, request by request, with the limits on how long a client may
 //! take to send its request and to take its answer.
 //!
-//! This replaces Pingora's HTTP/1 server session, which was a fifth of the
-//! instructions of a proxied request (request head ~10k, response head
-//! ~4k): it kept a case-preserving copy of every header name, a 4 KiB head
-//! buffer and a body buffer per connection. Here one buffer carries the
-//! request heads and bodies of a connection, the head is parsed with
-//! `httparse` into a `RequestHeader` without a name map, and bodies are
-//! framed by the rules the upstream side uses (`response::take_piece`).
+//! This replaces Pingora's HTTP/1 server session, which was a quarter of
+//! the instructions of a proxied request (~19k of 73.7k: request head
+//! ~10k, answer head ~4k): it kept a case-preserving copy of every header
+//! name, a 4 KiB head buffer and a body buffer per connection. Here one
+//! buffer carries the request heads and bodies of a connection, the head
+//! is parsed with `httparse` into a `RequestHeader` without a name map,
+//! and bodies are framed by the rules the upstream side uses
+//! (`response::take_piece`).
 //! Pingora's own defaults were a per-read timeout and unbounded keep-alive,
 //! which let a slowloris client or an idle connection hold a socket
 //! forever; here the whole head, and the whole body, have deadlines.
