@@ -26,10 +26,11 @@ use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_timeout::fast_timeout::fast_timeout;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::response::{
-    content_length, take_piece, Chunk, Framing, Piece, MAX_HEADERS, MAX_HEAD_BYTES, READ_SIZE,
+    chunked_last, content_length, fill, keeps_alive, take_piece, Chunk, Framing, Piece,
+    MAX_HEADERS, MAX_HEAD_BYTES,
 };
 use crate::config::ServerSection;
 use crate::errors::{ApiError, Dialect};
@@ -145,11 +146,10 @@ impl ClientSession {
     async fn read_head(&mut self) -> Result<bool> {
         let mut scanned = 0;
         loop {
-            // Parsed only once the bytes hold a head's end: a head sent a
-            // few bytes at a time is not parsed again from its start after
-            // every read.
-            // The first read is parsed whatever it holds, so that a client
-            // that does not speak HTTP is refused at once.
+            // Parsed once the bytes hold a head's end, so that a head sent a
+            // few bytes at a time is not parsed again after every read; and
+            // the first read whatever it holds, so that a client that does
+            // not speak HTTP is refused at once.
             if scanned == 0 || ends_a_head(&self.buf, scanned) {
                 if let Some(len) = self.parse_head()? {
                     let _ = self.buf.split_to(len);
@@ -335,7 +335,7 @@ impl ClientSession {
 
     /// Sends a piece of the answer's body; pieces of chunked and
     /// close-delimited answers are flushed at once.
-    pub async fn write_response_body(&mut self, data: Bytes, _end: bool) -> Result<()> {
+    pub async fn write_response_body(&mut self, data: Bytes) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -397,52 +397,38 @@ impl ClientSession {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        let write = self.stream.write_all(bytes);
-        let written = match self.write_timeout {
-            Some(t) => fast_timeout(t, write).await.or_err(
-                ErrorType::WriteTimedout,
-                "while writing the answer to the client",
-            )?,
-            None => write.await,
-        };
-        written.or_err(
-            ErrorType::WriteError,
-            "while writing the answer to the client",
-        )
+        within(self.write_timeout, self.stream.write_all(bytes)).await
     }
 
     async fn flush(&mut self) -> Result<()> {
-        let flush = self.stream.flush();
-        let flushed = match self.write_timeout {
-            Some(t) => fast_timeout(t, flush).await.or_err(
-                ErrorType::WriteTimedout,
-                "while writing the answer to the client",
-            )?,
-            None => flush.await,
-        };
-        flushed.or_err(
-            ErrorType::WriteError,
-            "while writing the answer to the client",
-        )
+        within(self.write_timeout, self.stream.flush()).await
     }
 
     /// Reads what the client sent into the buffer: 0 when it closed.
     async fn fill(&mut self, timeout: Option<Duration>) -> Result<usize> {
-        if self.buf.is_empty() {
-            let _ = self.buf.try_reclaim(READ_SIZE);
-        }
-        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
-            self.buf.reserve(READ_SIZE);
-        }
-        let read = self.stream.read_buf(&mut self.buf);
-        let n = match timeout {
-            Some(t) => fast_timeout(t, read)
-                .await
-                .or_err(ErrorType::ReadTimedout, "while reading the request")?,
-            None => read.await,
-        };
-        n.or_err(ErrorType::ReadError, "while reading the request")
+        fill(
+            &mut self.stream,
+            &mut self.buf,
+            timeout,
+            "while reading the request",
+        )
+        .await
     }
+}
+
+/// A write to the client, within the write timeout if there is one.
+async fn within(
+    timeout: Option<Duration>,
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> Result<()> {
+    const DOING: &str = "while writing the answer to the client";
+    let written = match timeout {
+        Some(t) => fast_timeout(t, write)
+            .await
+            .or_err(ErrorType::WriteTimedout, DOING)?,
+        None => write.await,
+    };
+    written.or_err(ErrorType::WriteError, DOING)
 }
 
 /// Whether `buf` holds an empty line (the end of a head: `\n\n` or
@@ -461,23 +447,8 @@ fn ends_a_head(buf: &[u8], scanned: usize) -> bool {
 /// its answer (§6.1). No length and no coding: no body.
 fn request_framing(req: &RequestHeader) -> Result<(Framing, bool)> {
     let headers = &req.headers;
-    let has_token = |name, token: &[u8]| {
-        headers.get_all(name).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
-    let mut keepalive = match req.version {
-        Version::HTTP_10 => has_token(CONNECTION, b"keep-alive"),
-        _ => !has_token(CONNECTION, b"close"),
-    };
-    let framing = if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
-        let chunked = last
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    let mut keepalive = keeps_alive(req.version, headers);
+    let framing = if let Some(chunked) = chunked_last(headers) {
         // HTTP/1.0 has no transfer codings: such framing is faulty (§6.1).
         if !chunked || req.version == Version::HTTP_10 {
             return Error::e_explain(

@@ -522,7 +522,7 @@ impl Gateway {
             if channel.delay_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(channel.delay_ms)).await;
             }
-            if session.write_response_body(event, false).await.is_err() {
+            if session.write_response_body(event).await.is_err() {
                 return relayed(Disposition::Close);
             }
         }
@@ -660,7 +660,7 @@ async fn pipe_body(
                 }
                 if !client_gone
                     && !out.is_empty()
-                    && session.write_response_body(out, false).await.is_err()
+                    && session.write_response_body(out).await.is_err()
                 {
                     client_gone = true;
                 }
@@ -683,7 +683,7 @@ async fn pipe_body(
     if client_gone {
         return Disposition::Close;
     }
-    if !rest.is_empty() && session.write_response_body(rest, false).await.is_err() {
+    if !rest.is_empty() && session.write_response_body(rest).await.is_err() {
         return Disposition::Close;
     }
     match session.finish_body().await {
@@ -723,11 +723,7 @@ async fn end_stream_with_error(
 ) -> Disposition {
     // Read for its usage side effects only: what it returns is a fragment.
     let _ = adapter.on_end();
-    if session
-        .write_response_body(error_event, false)
-        .await
-        .is_err()
-    {
+    if session.write_response_body(error_event).await.is_err() {
         return Disposition::Close;
     }
     Disposition::Abort
@@ -835,7 +831,7 @@ async fn write_raw(
     if session.write_response_header(Box::new(head)).await.is_err() {
         return Disposition::Close;
     }
-    if !body.is_empty() && session.write_response_body(body, true).await.is_err() {
+    if !body.is_empty() && session.write_response_body(body).await.is_err() {
         return Disposition::Close;
     }
     match session.finish_body().await {

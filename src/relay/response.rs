@@ -107,7 +107,7 @@ pub async fn read_head(
             );
         }
         let answered = interim > 0 || !buf.is_empty();
-        match fill(&mut stream, &mut buf, timeout).await {
+        match fill(&mut stream, &mut buf, timeout, READING_ANSWER).await {
             Ok(0) if answered => {
                 return Error::e_explain(
                     ErrorType::ReadError,
@@ -179,26 +179,11 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHeader)>> {
 /// (§6.1, §6.3).
 fn framing(mut head: ResponseHeader) -> Result<(ResponseHeader, Framing, bool)> {
     let headers = &head.headers;
-    let has_token = |name, token: &str| {
-        headers.get_all(name).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
-    };
-    let mut keepalive = match head.version {
-        Version::HTTP_10 => has_token(CONNECTION, "keep-alive"),
-        _ => !has_token(CONNECTION, "close"),
-    };
+    let mut keepalive = keeps_alive(head.version, headers);
     let status = head.status.as_u16();
     let framing = if status == 204 || status == 304 {
         Framing::Done
-    } else if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
-        let chunked = last
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    } else if let Some(chunked) = chunked_last(headers) {
         keepalive &= head.version != Version::HTTP_10 && !headers.contains_key(CONTENT_LENGTH);
         head.remove_header(&CONTENT_LENGTH);
         if chunked {
@@ -215,6 +200,34 @@ fn framing(mut head: ResponseHeader) -> Result<(ResponseHeader, Framing, bool)> 
     };
     keepalive &= framing != Framing::UntilClose;
     Ok((head, framing, keepalive))
+}
+
+/// Whether a message lets its connection carry another one: HTTP/1.1
+/// unless `connection: close`, HTTP/1.0 only with `connection: keep-alive`.
+pub(super) fn keeps_alive(version: Version, headers: &http::HeaderMap) -> bool {
+    let connection_has = |token: &[u8]| {
+        headers.get_all(CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    match version {
+        Version::HTTP_10 => connection_has(b"keep-alive"),
+        _ => !connection_has(b"close"),
+    }
+}
+
+/// Whether the last transfer coding is `chunked`; `None` without a
+/// Transfer-Encoding header.
+pub(super) fn chunked_last(headers: &http::HeaderMap) -> Option<bool> {
+    let last = headers.get_all(TRANSFER_ENCODING).iter().next_back()?;
+    Some(
+        last.as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked")),
+    )
 }
 
 /// The length that every Content-Length value (a list of equal decimal
@@ -301,12 +314,26 @@ impl UpstreamBody {
     }
 
     async fn fill(&mut self) -> Result<usize> {
-        fill(&mut self.stream, &mut self.buf, self.read_timeout).await
+        fill(
+            &mut self.stream,
+            &mut self.buf,
+            self.read_timeout,
+            READING_ANSWER,
+        )
+        .await
     }
 }
 
-/// Reads what the stream has into `buf`: 0 when the upstream closed.
-async fn fill(stream: &mut Stream, buf: &mut BytesMut, timeout: Option<Duration>) -> Result<usize> {
+const READING_ANSWER: &str = "while reading the upstream response";
+
+/// Reads what the stream has into `buf`: 0 when the peer closed. `doing`
+/// names the read in errors.
+pub(super) async fn fill(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    timeout: Option<Duration>,
+    doing: &'static str,
+) -> Result<usize> {
     // Once the pieces handed out are dropped, reads start again at the
     // front of the same allocation: a stream of small events keeps
     // touching the same page instead of walking through the whole buffer.
@@ -318,13 +345,12 @@ async fn fill(stream: &mut Stream, buf: &mut BytesMut, timeout: Option<Duration>
     }
     let read = stream.read_buf(buf);
     let n = match timeout {
-        Some(t) => tokio::time::timeout(t, read).await.or_err(
-            ErrorType::ReadTimedout,
-            "while reading the upstream response",
-        )?,
+        Some(t) => tokio::time::timeout(t, read)
+            .await
+            .or_err(ErrorType::ReadTimedout, doing)?,
         None => read.await,
     };
-    n.or_err(ErrorType::ReadError, "while reading the upstream response")
+    n.or_err(ErrorType::ReadError, doing)
 }
 
 /// What the bytes at hand give of a framed body.
