@@ -731,32 +731,46 @@ async fn end_stream_with_error(
 
 #[async_trait]
 impl ServerApp for Gateway {
+    /// Hands the connection to a task of its own and returns at once, so
+    /// that Pingora's per-connection task (sized for its TLS handshake too,
+    /// ~9 KB) ends instead of living as long as the connection: an open
+    /// stream then holds only our future. Nothing is lost by leaving
+    /// Pingora's task: it does nothing after `process_new` but call it again
+    /// with a stream we return, and shutdown is seen through `shutdown`.
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        tokio::spawn(Arc::clone(self).serve_connection(stream, shutdown.clone()));
+        None
+    }
+}
+
+impl Gateway {
+    /// Serves the requests of one client connection until it closes.
+    async fn serve_connection(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
         let mut session = ClientSession::new(stream);
         loop {
             if !session.read_request(&self.config.load().server).await {
-                return None;
+                return;
             }
             if *shutdown.borrow() {
                 session.close_after_answer();
             }
             match self.serve(&mut session).await {
-                Disposition::Abort => return None,
+                Disposition::Abort => return,
                 Disposition::Close => {
                     session.close_after_answer();
                     client::linger(&mut session).await;
-                    return None;
+                    return;
                 }
                 Disposition::Reuse if session.reusable() => {}
                 Disposition::Reuse => {
                     // E.g. a refusal before the body was read: the client
                     // may still be sending it.
                     client::linger(&mut session).await;
-                    return None;
+                    return;
                 }
             }
         }
