@@ -638,6 +638,7 @@ async fn pipe_body(
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if event_stream {
         session.release_read_buffer();
+        upstream.read_through_shared_buffer();
     }
     let mut client_gone = session.write_response_header(Box::new(head)).await.is_err();
     let drain_deadline = tokio::time::Instant::now() + DRAIN_AFTER_DISCONNECT;

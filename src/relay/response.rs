@@ -7,7 +7,11 @@
 //! one buffer, grown by 16 KiB reads, carries head and body, and body
 //! bytes leave it without a copy.
 
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
 use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -16,7 +20,7 @@ use http::{HeaderName, HeaderValue, Version};
 use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType, OrErr, Result};
 use pingora_http::ResponseHeader;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 /// Longest head accepted (Pingora's limit too).
 pub(super) const MAX_HEAD_BYTES: usize = 1024 * 1024;
@@ -43,6 +47,8 @@ pub struct UpstreamBody {
     /// How long the upstream keeps the connection open while idle.
     kept_open_for: Option<Duration>,
     read_timeout: Option<Duration>,
+    /// Reads land in the thread's shared buffer (see `read_through_shared`).
+    reads_through_shared: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +103,7 @@ pub async fn read_head(
                 keepalive,
                 kept_open_for: kept_open_for(&head.headers),
                 read_timeout: body_timeout,
+                reads_through_shared: false,
             };
             return Ok((head, body));
         }
@@ -313,14 +320,32 @@ impl UpstreamBody {
         reusable.then_some((self.stream, self.kept_open_for))
     }
 
+    /// For answers that trickle in and spend most of their life waiting (event
+    /// streams): hold no read buffer of their own while waiting. Each read
+    /// lands in the thread's shared buffer and only the bytes that came are
+    /// kept: a few hundred per event, instead of a 16 KiB buffer (one or two
+    /// touched pages) per open stream.
+    pub fn read_through_shared_buffer(&mut self) {
+        self.reads_through_shared = true;
+    }
+
     async fn fill(&mut self) -> Result<usize> {
-        fill(
-            &mut self.stream,
-            &mut self.buf,
-            self.read_timeout,
-            READING_ANSWER,
-        )
-        .await
+        if !self.reads_through_shared {
+            return fill(
+                &mut self.stream,
+                &mut self.buf,
+                self.read_timeout,
+                READING_ANSWER,
+            )
+            .await;
+        }
+        if self.buf.is_empty() {
+            // Drops this body's share of an allocation whose bytes were
+            // handed out, so it is freed once they are.
+            self.buf = BytesMut::new();
+        }
+        let read = read_through_shared(&mut self.stream, &mut self.buf);
+        timed(read, self.read_timeout, READING_ANSWER).await
     }
 }
 
@@ -343,7 +368,14 @@ pub(super) async fn fill(
     if buf.capacity() - buf.len() < READ_SIZE / 4 {
         buf.reserve(READ_SIZE);
     }
-    let read = stream.read_buf(buf);
+    timed(stream.read_buf(buf), timeout, doing).await
+}
+
+async fn timed(
+    read: impl Future<Output = std::io::Result<usize>>,
+    timeout: Option<Duration>,
+    doing: &'static str,
+) -> Result<usize> {
     let n = match timeout {
         Some(t) => tokio::time::timeout(t, read)
             .await
@@ -351,6 +383,28 @@ pub(super) async fn fill(
         None => read.await,
     };
     n.or_err(ErrorType::ReadError, doing)
+}
+
+thread_local! {
+    /// Where reads through `read_through_shared` land: one buffer per
+    /// thread instead of one per open stream. It is borrowed only inside a
+    /// single poll, never across an await.
+    static SHARED_READ_BUFFER: RefCell<Box<[u8]>> =
+        RefCell::new(vec![0; READ_SIZE].into_boxed_slice());
+}
+
+/// Reads what the stream has into the thread's shared buffer and appends it
+/// to `buf`: 0 when the peer closed.
+async fn read_through_shared(stream: &mut Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    poll_fn(|cx| {
+        SHARED_READ_BUFFER.with_borrow_mut(|shared| {
+            let mut read = ReadBuf::new(shared);
+            ready!(Pin::new(&mut *stream).poll_read(cx, &mut read))?;
+            buf.extend_from_slice(read.filled());
+            Poll::Ready(Ok(read.filled().len()))
+        })
+    })
+    .await
 }
 
 /// What the bytes at hand give of a framed body.
@@ -628,6 +682,47 @@ mod tests {
                 assert_eq!(&rest[..], b"NEXT", "cut at {i}, {j}");
             }
         }
+    }
+
+    /// An event stream read through the thread's shared buffer, its chunks
+    /// arriving cut at every kind of place and with pauses between: the
+    /// body comes out whole and the connection stays reusable.
+    #[tokio::test]
+    async fn event_streams_read_through_the_shared_buffer_come_out_whole() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let events: Vec<String> = (0..40)
+            .map(|i| format!("data: {{\"n\":{i}}}\n\n"))
+            .collect();
+        let mut wire = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                         transfer-encoding: chunked\r\n\r\n"
+            .to_vec();
+        for e in &events {
+            wire.extend_from_slice(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes());
+        }
+        wire.extend_from_slice(b"0\r\n\r\n");
+        let upstream = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            // Cuts inside heads, size lines, data and CRLFs alike.
+            for piece in wire.chunks(7) {
+                socket.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            socket
+        });
+        let stream: Stream = Box::new(pingora_core::protocols::l4::stream::Stream::from(
+            tokio::net::TcpStream::connect(addr).await.unwrap(),
+        ));
+        let (_, mut body) = read_head(stream, None, None).await.unwrap();
+        body.read_through_shared_buffer();
+        let mut got = Vec::new();
+        while let Some(piece) = body.read_body_bytes().await.unwrap() {
+            got.extend_from_slice(&piece);
+        }
+        assert_eq!(String::from_utf8(got).unwrap(), events.concat());
+        assert!(body.into_reusable().is_some());
+        drop(upstream.await.unwrap());
     }
 
     #[test]
