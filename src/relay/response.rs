@@ -5,7 +5,8 @@
 //! case-preserving header (that the relay then cloned), and gave every
 //! answer a 64 KiB body buffer that a stream held for its whole life. Here
 //! one buffer, grown by 16 KiB reads, carries head and body, and body
-//! bytes leave it without a copy.
+//! bytes leave it without a copy; event streams, which mostly wait, read
+//! through a buffer shared by the thread instead (`read_through_shared`).
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
@@ -321,10 +322,11 @@ impl UpstreamBody {
     }
 
     /// For answers that trickle in and spend most of their life waiting (event
-    /// streams): hold no read buffer of their own while waiting. Each read
-    /// lands in the thread's shared buffer and only the bytes that came are
-    /// kept: a few hundred per event, instead of a 16 KiB buffer (one or two
-    /// touched pages) per open stream.
+    /// streams): while waiting, hold only the bytes of an unfinished piece,
+    /// not a read buffer. Each read lands in the thread's shared buffer and
+    /// only the bytes that came are kept: a few hundred per event, instead
+    /// of a 16 KiB buffer (one or two touched pages) per open stream. Bytes
+    /// that came with the head stay in the head's buffer until handed out.
     pub fn read_through_shared_buffer(&mut self) {
         self.reads_through_shared = true;
     }
