@@ -9,6 +9,8 @@
 //! also reads Claude answers relayed by Bedrock and Vertex.
 
 use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, HOST};
+use http::{HeaderName, HeaderValue};
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
@@ -23,6 +25,7 @@ use crate::metering::{OutputEstimate, Usage};
 
 /// Sent when the client did not name an API version.
 pub const DEFAULT_VERSION: &str = "2023-06-01";
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -> Result<Prepared> {
     let mut out_body = req.body.clone();
@@ -32,13 +35,19 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
     }
     let path_and_query = req.header.uri.path_and_query().map_or("/", |p| p.as_str());
     let target = super::target(upstream, path_and_query, &[]);
-    let mut header = super::upstream_request("POST", &target, req.header)?;
-    header.insert_header("host", upstream.authority())?;
-    header.insert_header("x-api-key", super::credential(channel.api_key.clone())?)?;
+    let mut header = super::upstream_request(
+        "POST",
+        &target,
+        req.header,
+        [
+            (HOST, super::host(upstream)?),
+            (X_API_KEY, super::credential(channel.api_key.clone())?),
+            (CONTENT_LENGTH, HeaderValue::from(out_body.len())),
+        ],
+    )?;
     if !req.header.headers.contains_key("anthropic-version") {
         header.insert_header("anthropic-version", DEFAULT_VERSION)?;
     }
-    header.insert_header("content-length", out_body.len())?;
     Ok(Prepared {
         header,
         body: out_body,

@@ -6,6 +6,8 @@
 //!
 //! Usage is read exactly as for OpenAI (same adapter).
 
+use http::header::{CONTENT_LENGTH, HOST};
+use http::{HeaderName, HeaderValue};
 use pingora_error::Result;
 
 use super::{bad_setting, ClientRequest, Prepared, SettingError};
@@ -13,6 +15,7 @@ use crate::config::{Channel, ChannelDef, Upstream};
 
 /// The GA data-plane version used when a channel sets none.
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
+const API_KEY: HeaderName = HeaderName::from_static("api-key");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
@@ -95,10 +98,16 @@ pub fn prepare(
         .map(|v| ("api-version".to_string(), v.clone()))
         .collect();
     let target = super::target(upstream, &path, &query);
-    let mut header = super::upstream_request("POST", &target, req.header)?;
-    header.insert_header("host", upstream.authority())?;
-    header.insert_header("api-key", super::credential(channel.api_key.clone())?)?;
-    header.insert_header("content-length", body.len())?;
+    let header = super::upstream_request(
+        "POST",
+        &target,
+        req.header,
+        [
+            (HOST, super::host(upstream)?),
+            (API_KEY, super::credential(channel.api_key.clone())?),
+            (CONTENT_LENGTH, HeaderValue::from(body.len())),
+        ],
+    )?;
     Ok(Prepared {
         header,
         body,

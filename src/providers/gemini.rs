@@ -9,6 +9,8 @@
 //! with running totals; the last one counts. The adapter also reads Gemini
 //! answers relayed by Vertex.
 
+use http::header::{CONTENT_LENGTH, HOST};
+use http::{HeaderName, HeaderValue};
 use pingora_error::Result;
 use pingora_http::RequestHeader;
 use serde::Deserialize;
@@ -21,6 +23,8 @@ use super::{
 use crate::config::{Channel, Upstream};
 use crate::metering::{OutputEstimate, Usage};
 
+const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
+
 pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -> Result<Prepared> {
     let Endpoint::Gemini(method) = req.endpoint else {
         return Err(super::internal(
@@ -31,13 +35,16 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
     let path = format!("/v1beta/models/{model}:{}", method.as_str());
     let query = upstream_query(req.header);
     let target = super::target(upstream, &path, &query);
-    let mut header = super::upstream_request("POST", &target, req.header)?;
-    header.insert_header("host", upstream.authority())?;
-    header.insert_header(
-        "x-goog-api-key",
-        super::credential(channel.api_key.clone())?,
+    let header = super::upstream_request(
+        "POST",
+        &target,
+        req.header,
+        [
+            (HOST, super::host(upstream)?),
+            (X_GOOG_API_KEY, super::credential(channel.api_key.clone())?),
+            (CONTENT_LENGTH, HeaderValue::from(req.body.len())),
+        ],
     )?;
-    header.insert_header("content-length", req.body.len())?;
     Ok(Prepared {
         header,
         body: req.body.clone(),

@@ -19,7 +19,7 @@ pub mod openai;
 pub mod vertex;
 
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 
@@ -55,25 +55,36 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "x-forwarded-for",
 ];
 
-/// Headers a provider adds to the client's (host, credentials, length,
-/// a version), so that adding them never regrows the header map.
-const PROVIDER_HEADERS: usize = 6;
-
-/// A new upstream request with the client's forwardable headers.
-pub fn upstream_request(
+/// A new upstream request: the client's forwardable headers, then the
+/// provider's own (host, credentials, length, a version), which replace any
+/// the client sent under the same name.
+pub fn upstream_request<const N: usize>(
     method: impl TryInto<http::Method>,
     target: &str,
     client: &RequestHeader,
+    provider_headers: [(HeaderName, HeaderValue); N],
 ) -> Result<RequestHeader> {
-    let hint = client.headers.len() + PROVIDER_HEADERS;
-    let mut upstream = RequestHeader::build_no_case(method, target.as_bytes(), Some(hint))?;
+    let hint = client.headers.len() + N;
+    let upstream = RequestHeader::build_no_case(method, target.as_bytes(), Some(hint))?;
+    // Into the map directly: Pingora's `append_header` and `insert_header`
+    // would copy every name into its title case and parse it back.
+    let mut parts = http::request::Parts::from(upstream);
     for (name, value) in client.headers.iter() {
         if !DROPPED_REQUEST_HEADERS.contains(&name.as_str()) {
-            // Names and values come from a parsed request: always valid.
-            let _ = upstream.append_header(name.clone(), value.clone());
+            parts.headers.append(name.clone(), value.clone());
         }
     }
-    Ok(upstream)
+    for (name, value) in provider_headers {
+        parts.headers.insert(name, value);
+    }
+    Ok(RequestHeader::from(parts))
+}
+
+/// A `host` header value: the channel's authority.
+pub fn host(upstream: &Upstream) -> Result<HeaderValue> {
+    HeaderValue::try_from(upstream.authority()).explain_err(InvalidHTTPHeader, |_| {
+        "the channel's host is not a valid header value"
+    })
 }
 
 /// A Gemini method, the part after `:` in `/v1beta/models/{model}:{method}`.

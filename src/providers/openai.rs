@@ -8,6 +8,8 @@
 //! chunk again, so the client sees exactly what upstream would have sent.
 
 use bytes::{Bytes, BytesMut};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST};
+use http::HeaderValue;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
@@ -80,11 +82,16 @@ pub fn request_header(
 ) -> Result<RequestHeader> {
     let path_and_query = client.uri.path_and_query().map_or("/", |p| p.as_str());
     let target = super::target(upstream, path_and_query, &[]);
-    let mut req = super::upstream_request(client.method.clone(), &target, client)?;
-    req.insert_header("host", upstream.authority())?;
-    req.insert_header("authorization", super::bearer(&channel.api_key)?)?;
-    req.insert_header("content-length", body_len)?;
-    Ok(req)
+    super::upstream_request(
+        client.method.clone(),
+        &target,
+        client,
+        [
+            (HOST, super::host(upstream)?),
+            (AUTHORIZATION, super::bearer(&channel.api_key)?),
+            (CONTENT_LENGTH, HeaderValue::from(body_len)),
+        ],
+    )
 }
 
 /// The `usage` object of chat/completions/embeddings (`prompt_tokens`...)

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST};
+use http::HeaderValue;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use pingora_core::connectors::http::Connector;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -206,13 +208,19 @@ pub async fn prepare(
         }
     };
     let target = super::target(upstream, &path, &query);
-    let mut header = super::upstream_request("POST", &target, req.header)?;
+    let mut header = super::upstream_request(
+        "POST",
+        &target,
+        req.header,
+        [
+            (HOST, super::host(upstream)?),
+            (AUTHORIZATION, super::bearer(&token)?),
+            (CONTENT_LENGTH, HeaderValue::from(body.len())),
+        ],
+    )?;
     if matches!(req.endpoint, Endpoint::Gemini(_)) {
         header.remove_header("anthropic-version");
     }
-    header.insert_header("host", upstream.authority())?;
-    header.insert_header("authorization", super::bearer(&token)?)?;
-    header.insert_header("content-length", body.len())?;
     Ok(Prepared {
         header,
         body,

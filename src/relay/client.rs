@@ -186,18 +186,25 @@ impl ClientSession {
         };
         let method = parsed.method.unwrap_or_default();
         let path = parsed.path.unwrap_or_default().as_bytes();
-        let mut req = RequestHeader::build_no_case(method, path, Some(parsed.headers.len()))?;
-        req.set_version(match parsed.version {
+        let req = RequestHeader::build_no_case(method, path, Some(parsed.headers.len()))?;
+        // Headers go into the map directly: Pingora's `append_header` would
+        // copy every name into its title case and parse it back. (The
+        // request-target bytes it keeps for absolute-form targets are not
+        // needed: this head is never sent on as is.)
+        let mut parts = http::request::Parts::from(req);
+        parts.version = match parsed.version {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
-        });
+        };
         for header in parsed.headers.iter() {
             let name = HeaderName::from_bytes(header.name.as_bytes())
                 .or_err(ErrorType::InvalidHTTPHeader, "invalid request header name")?;
             let value = HeaderValue::from_bytes(header.value)
                 .or_err(ErrorType::InvalidHTTPHeader, "invalid request header value")?;
-            req.append_header(name, value)?;
+            // At most MAX_HEADERS: far below the map's size limit.
+            parts.headers.append(name, value);
         }
+        let req = RequestHeader::from(parts);
         let (body, keepalive) = request_framing(&req)?;
         self.expect_continue = req.version == Version::HTTP_11
             && body != Framing::Done
