@@ -161,13 +161,15 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHeader)>> {
         }
     };
     let status = response.code.unwrap_or_default();
-    let mut head =
+    let head =
         ResponseHeader::build_no_case(status, Some(response.headers.len() + HEADERS_ADDED_LATER))?;
-    head.set_version(match response.version {
+    // Headers go into the map directly: Pingora's `append_header` would
+    // copy every name into its title case and parse it back.
+    let mut parts = http::response::Parts::from(head);
+    parts.version = match response.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
-    });
-    head.set_reason_phrase(response.reason)?;
+    };
     for header in response.headers.iter() {
         let name = HeaderName::from_bytes(header.name.as_bytes())
             .or_err(ErrorType::InvalidHTTPHeader, "invalid response header name")?;
@@ -175,8 +177,11 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, ResponseHeader)>> {
             ErrorType::InvalidHTTPHeader,
             "invalid response header value",
         )?;
-        head.append_header(name, value)?;
+        // At most MAX_HEADERS: far below the map's size limit.
+        parts.headers.append(name, value);
     }
+    let mut head = ResponseHeader::from(parts);
+    head.set_reason_phrase(response.reason)?;
     Ok(Some((len, head)))
 }
 
