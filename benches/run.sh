@@ -241,7 +241,7 @@ cpu_ticks() {
 # cpu_ticks, which the metric uses: both are reported.
 cpu_ns() {
   local p
-  for p in $1; do cat /proc/"$p"/task/*/schedstat; done | awk '{s += $1} END {printf "%d", s}'
+  for p in $1; do cat /proc/"$p"/task/*/schedstat; done | awk '{s += $1} END {printf "%.0f", s}'
 }
 rss_kb() {
   local t=0 p
