@@ -237,8 +237,8 @@ cpu_ticks() {
   echo "$t"
 }
 # Time on a CPU (ns) of all threads of $1, from the scheduler's own clock
-# (schedstat). On this VM it is far below the tick-sampled user + sys of
-# cpu_ticks, which the metric uses: both are reported.
+# (schedstat): a cross-check of the tick-sampled user + sys of cpu_ticks,
+# which the metric uses.
 cpu_ns() {
   local p
   for p in $1; do cat /proc/"$p"/task/*/schedstat; done | awk '{s += $1} END {printf "%.0f", s}'
