@@ -736,9 +736,10 @@ impl ServerApp for Gateway {
     /// that Pingora's per-connection task ends instead of living as long as
     /// the connection: its future is sized for a listener's TLS handshake
     /// as well (ours is plain TCP), and an open stream held ~9.8 KB more
-    /// with it. An open stream now holds only our future (3.9 KB). Nothing is lost by leaving
-    /// Pingora's task: it does nothing after `process_new` but call it again
-    /// with a stream we return, and shutdown is seen through `shutdown`.
+    /// with it. An open stream now holds only our future (3.9 KB). Nothing
+    /// is lost by leaving Pingora's task: it does nothing after
+    /// `process_new` but call it again with a stream we return, and
+    /// shutdown is seen through `shutdown`.
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
