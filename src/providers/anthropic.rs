@@ -9,8 +9,7 @@
 //! also reads Claude answers relayed by Bedrock and Vertex.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, HOST};
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
@@ -35,15 +34,14 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
     }
     let path_and_query = req.header.uri.path_and_query().map_or("/", |p| p.as_str());
     let target = super::target(upstream, path_and_query, &[]);
+    let credential = (X_API_KEY, super::credential(channel.api_key.clone())?);
     let mut header = super::upstream_request(
         "POST",
         &target,
         req.header,
-        [
-            (HOST, super::host(upstream)?),
-            (X_API_KEY, super::credential(channel.api_key.clone())?),
-            (CONTENT_LENGTH, HeaderValue::from(out_body.len())),
-        ],
+        upstream,
+        credential,
+        out_body.len(),
     )?;
     if !req.header.headers.contains_key("anthropic-version") {
         header.insert_header("anthropic-version", DEFAULT_VERSION)?;

@@ -6,8 +6,7 @@
 //!
 //! Usage is read exactly as for OpenAI (same adapter).
 
-use http::header::{CONTENT_LENGTH, HOST};
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 use pingora_error::Result;
 
 use super::{bad_setting, ClientRequest, Prepared, SettingError};
@@ -98,15 +97,14 @@ pub fn prepare(
         .map(|v| ("api-version".to_string(), v.clone()))
         .collect();
     let target = super::target(upstream, &path, &query);
+    let credential = (API_KEY, super::credential(channel.api_key.clone())?);
     let header = super::upstream_request(
         "POST",
         &target,
         req.header,
-        [
-            (HOST, super::host(upstream)?),
-            (API_KEY, super::credential(channel.api_key.clone())?),
-            (CONTENT_LENGTH, HeaderValue::from(body.len())),
-        ],
+        upstream,
+        credential,
+        body.len(),
     )?;
     Ok(Prepared {
         header,

@@ -9,8 +9,7 @@
 //! with running totals; the last one counts. The adapter also reads Gemini
 //! answers relayed by Vertex.
 
-use http::header::{CONTENT_LENGTH, HOST};
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 use pingora_error::Result;
 use pingora_http::RequestHeader;
 use serde::Deserialize;
@@ -35,16 +34,10 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
     let path = format!("/v1beta/models/{model}:{}", method.as_str());
     let query = upstream_query(req.header);
     let target = super::target(upstream, &path, &query);
-    let header = super::upstream_request(
-        "POST",
-        &target,
-        req.header,
-        [
-            (HOST, super::host(upstream)?),
-            (X_GOOG_API_KEY, super::credential(channel.api_key.clone())?),
-            (CONTENT_LENGTH, HeaderValue::from(req.body.len())),
-        ],
-    )?;
+    let credential = (X_GOOG_API_KEY, super::credential(channel.api_key.clone())?);
+    let body_len = req.body.len();
+    let header =
+        super::upstream_request("POST", &target, req.header, upstream, credential, body_len)?;
     Ok(Prepared {
         header,
         body: req.body.clone(),

@@ -19,6 +19,7 @@ pub mod openai;
 pub mod vertex;
 
 use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderName, HeaderValue};
 use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -55,36 +56,41 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "x-forwarded-for",
 ];
 
-/// A new upstream request: the client's forwardable headers, then the
-/// provider's own (host, credentials, length, a version), which replace any
-/// the client sent under the same name.
-pub fn upstream_request<const N: usize>(
+/// Headers a provider may add after `upstream_request` (a version), so
+/// that adding them never regrows the header map.
+const HEADERS_ADDED_LATER: usize = 2;
+
+/// A new upstream request to `upstream`: the client's forwardable headers,
+/// then `host`, the channel's credential header and `content-length`.
+pub fn upstream_request(
     method: impl TryInto<http::Method>,
     target: &str,
     client: &RequestHeader,
-    provider_headers: [(HeaderName, HeaderValue); N],
+    upstream: &Upstream,
+    credential: (HeaderName, HeaderValue),
+    body_len: usize,
 ) -> Result<RequestHeader> {
-    let hint = client.headers.len() + N;
-    let upstream = RequestHeader::build_no_case(method, target.as_bytes(), Some(hint))?;
+    let host = HeaderValue::try_from(upstream.authority())
+        .explain_err(InvalidHTTPHeader, |_| {
+            "the channel's host is not a valid header value"
+        })?;
+    let hint = client.headers.len() + 3 + HEADERS_ADDED_LATER;
+    let head = RequestHeader::build_no_case(method, target.as_bytes(), Some(hint))?;
     // Into the map directly: Pingora's `append_header` and `insert_header`
     // would copy every name into its title case and parse it back.
-    let mut parts = http::request::Parts::from(upstream);
+    let mut parts = http::request::Parts::from(head);
     for (name, value) in client.headers.iter() {
         if !DROPPED_REQUEST_HEADERS.contains(&name.as_str()) {
             parts.headers.append(name.clone(), value.clone());
         }
     }
-    for (name, value) in provider_headers {
-        parts.headers.insert(name, value);
-    }
+    // The client's own `host`, credentials and length were dropped above.
+    parts.headers.insert(HOST, host);
+    parts.headers.insert(credential.0, credential.1);
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(body_len));
     Ok(RequestHeader::from(parts))
-}
-
-/// A `host` header value: the channel's authority.
-pub fn host(upstream: &Upstream) -> Result<HeaderValue> {
-    HeaderValue::try_from(upstream.authority()).explain_err(InvalidHTTPHeader, |_| {
-        "the channel's host is not a valid header value"
-    })
 }
 
 /// A Gemini method, the part after `:` in `/v1beta/models/{model}:{method}`.

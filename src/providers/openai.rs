@@ -8,8 +8,7 @@
 //! chunk again, so the client sees exactly what upstream would have sent.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST};
-use http::HeaderValue;
+use http::header::AUTHORIZATION;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
@@ -82,15 +81,14 @@ pub fn request_header(
 ) -> Result<RequestHeader> {
     let path_and_query = client.uri.path_and_query().map_or("/", |p| p.as_str());
     let target = super::target(upstream, path_and_query, &[]);
+    let credential = (AUTHORIZATION, super::bearer(&channel.api_key)?);
     super::upstream_request(
         client.method.clone(),
         &target,
         client,
-        [
-            (HOST, super::host(upstream)?),
-            (AUTHORIZATION, super::bearer(&channel.api_key)?),
-            (CONTENT_LENGTH, HeaderValue::from(body_len)),
-        ],
+        upstream,
+        credential,
+        body_len,
     )
 }
 

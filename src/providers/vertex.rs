@@ -16,8 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST};
-use http::HeaderValue;
+use http::header::AUTHORIZATION;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use pingora_core::connectors::http::Connector;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -208,15 +207,14 @@ pub async fn prepare(
         }
     };
     let target = super::target(upstream, &path, &query);
+    let credential = (AUTHORIZATION, super::bearer(&token)?);
     let mut header = super::upstream_request(
         "POST",
         &target,
         req.header,
-        [
-            (HOST, super::host(upstream)?),
-            (AUTHORIZATION, super::bearer(&token)?),
-            (CONTENT_LENGTH, HeaderValue::from(body.len())),
-        ],
+        upstream,
+        credential,
+        body.len(),
     )?;
     if matches!(req.endpoint, Endpoint::Gemini(_)) {
         header.remove_header("anthropic-version");
