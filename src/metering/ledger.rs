@@ -9,10 +9,10 @@
 //! costs ~6k instructions, too much to pay per request. The aggregates and
 //! totals of the whole batch go in one transaction: sled writes out its IO
 //! buffer twice for every transaction (and wakes all 7 of its IO threads
-//! each time), which at one transaction per 128 charges cost ~2 µs of CPU
-//! per request. A crash loses at most the queue of the last window; a
-//! clean shutdown drains it ([`Ledger::write_pending`] after the server
-//! stops).
+//! each time), which at one transaction per 128 charges cost ~1.7 µs of CPU
+//! per request. A crash loses at most the queue of the last window (whose
+//! log entries may have reached the disk without its aggregates); a clean
+//! shutdown drains it ([`Ledger::write_pending`] after the server stops).
 //!
 //! sled refuses most damaged logs, but opens without an error on files
 //! that lost acknowledged writes (storage that rolled back, an older copy).
@@ -57,7 +57,9 @@ const CHARGES_PER_SLICE: usize = 128;
 /// whatever the cache bound, so the chunk size sets a floor under the
 /// store's resident memory: one chunk per batch (~4 KB at 80 requests/s)
 /// passed 20 MiB and still grew after 100,000 requests; with 1 KiB chunks it
-/// settles near 8 MiB after ~45,000 (measured: examples/ledger_memory.rs).
+/// settled near 8 MiB after ~45,000 (measured: examples/ledger_memory.rs;
+/// with the log written outside the transactions, after ~60,000 and ~3 MiB
+/// higher).
 const LOG_CHUNK_BYTES: usize = 1024;
 const HOUR_MS: u64 = 60 * MINUTE_MS;
 const DAY_MS: u64 = 24 * HOUR_MS;
