@@ -9,12 +9,12 @@
 //! also reads Claude answers relayed by Bedrock and Vertex.
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderName;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::head::UpstreamHead;
 use super::openai::Tail;
 use super::{ClientRequest, CountAdapter, Endpoint, Meter, PassThrough, Prepared, ResponseAdapter};
 use crate::body;
@@ -24,7 +24,6 @@ use crate::metering::{OutputEstimate, Usage};
 
 /// Sent when the client did not name an API version.
 pub const DEFAULT_VERSION: &str = "2023-06-01";
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -> Result<Prepared> {
     let mut out_body = req.body.clone();
@@ -34,20 +33,20 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
     }
     let path_and_query = req.header.uri.path_and_query().map_or("/", |p| p.as_str());
     let target = super::target(upstream, path_and_query, &[]);
-    let credential = (X_API_KEY, super::credential(channel.api_key.clone())?);
-    let mut header = super::upstream_request(
+    let mut head = UpstreamHead::forwarding(
         "POST",
         &target,
         req.header,
+        &[],
         upstream,
-        credential,
+        ("x-api-key", &[channel.api_key.as_bytes()]),
         out_body.len(),
     )?;
     if !req.header.headers.contains_key("anthropic-version") {
-        header.insert_header("anthropic-version", DEFAULT_VERSION)?;
+        head.header("anthropic-version", &[DEFAULT_VERSION.as_bytes()])?;
     }
     Ok(Prepared {
-        header,
+        head: head.finish(),
         body: out_body,
         adapter: adapter_for(req),
     })

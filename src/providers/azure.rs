@@ -6,15 +6,14 @@
 //!
 //! Usage is read exactly as for OpenAI (same adapter).
 
-use http::HeaderName;
 use pingora_error::Result;
 
+use super::head::UpstreamHead;
 use super::{bad_setting, ClientRequest, Prepared, SettingError};
 use crate::config::{Channel, ChannelDef, Upstream};
 
 /// The GA data-plane version used when a channel sets none.
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
-const API_KEY: HeaderName = HeaderName::from_static("api-key");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
@@ -97,17 +96,17 @@ pub fn prepare(
         .map(|v| ("api-version".to_string(), v.clone()))
         .collect();
     let target = super::target(upstream, &path, &query);
-    let credential = (API_KEY, super::credential(channel.api_key.clone())?);
-    let header = super::upstream_request(
+    let head = UpstreamHead::forwarding(
         "POST",
         &target,
         req.header,
+        &[],
         upstream,
-        credential,
+        ("api-key", &[channel.api_key.as_bytes()]),
         body.len(),
     )?;
     Ok(Prepared {
-        header,
+        head: head.finish(),
         body,
         adapter,
     })

@@ -21,11 +21,12 @@ use aws_smithy_types::event_stream::{HeaderValue, Message};
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use pingora_error::Result;
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::ResponseHeader;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::anthropic::{self, AnthropicAdapter, AnthropicMeter};
+use super::head::UpstreamHead;
 use super::{bad_setting, ClientRequest, Endpoint, Meter, Prepared, ResponseAdapter, SettingError};
 use crate::config::{Channel, ChannelDef, Upstream};
 use crate::metering::Usage;
@@ -172,22 +173,22 @@ pub fn prepare(
     if counting {
         body = count_tokens_body(&body);
     }
-    let host = upstream.authority();
     let accept = if stream {
         "application/vnd.amazon.eventstream"
     } else {
         "application/json"
     };
-    let mut header = RequestHeader::build_no_case("POST", path.as_bytes(), None)?;
-    header.insert_header("host", &host)?;
-    header.insert_header("content-type", "application/json")?;
-    header.insert_header("accept", accept)?;
+    let mut head = UpstreamHead::new("POST", &path)?;
+    head.host(upstream);
+    head.header("content-type", &[b"application/json"])?;
+    head.header("accept", &[accept.as_bytes()])?;
     match &settings.auth {
         Auth::ApiKey => {
-            header.insert_header("authorization", super::bearer(&channel.api_key)?)?;
+            head.header("authorization", &[b"Bearer ", channel.api_key.as_bytes()])?;
         }
         auth => {
             let scheme = if upstream.tls { "https" } else { "http" };
+            let host = &upstream.authority;
             let url = format!("{scheme}://{host}{path}");
             let signed = sigv4_headers(
                 auth,
@@ -195,7 +196,7 @@ pub fn prepare(
                 "POST",
                 &url,
                 &[
-                    ("host", &host),
+                    ("host", host),
                     ("content-type", "application/json"),
                     ("accept", accept),
                 ],
@@ -203,13 +204,13 @@ pub fn prepare(
                 SystemTime::now(),
             )
             .map_err(super::internal)?;
-            // The signature and the session token are credentials too.
-            for (k, v) in signed {
-                header.insert_header(k, super::credential(v)?)?;
+            // The signature, its date and any session token.
+            for (name, value) in signed {
+                head.header(&name, &[value.as_bytes()])?;
             }
         }
     }
-    header.insert_header("content-length", body.len())?;
+    head.content_length(body.len());
     let adapter: Box<dyn ResponseAdapter> = if counting {
         Box::new(CountTokensAdapter::default())
     } else if stream {
@@ -219,7 +220,7 @@ pub fn prepare(
     };
     let adapter = anthropic::CloudErrors::wrap(adapter);
     Ok(Prepared {
-        header,
+        head: head.finish(),
         body,
         adapter,
     })

@@ -9,11 +9,11 @@
 //! with running totals; the last one counts. The adapter also reads Gemini
 //! answers relayed by Vertex.
 
-use http::HeaderName;
 use pingora_error::Result;
 use pingora_http::RequestHeader;
 use serde::Deserialize;
 
+use super::head::UpstreamHead;
 use super::openai::Tail;
 use super::{
     ClientRequest, CountAdapter, Endpoint, GeminiMethod, Meter, PassThrough, Prepared,
@@ -21,8 +21,6 @@ use super::{
 };
 use crate::config::{Channel, Upstream};
 use crate::metering::{OutputEstimate, Usage};
-
-const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
 
 pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -> Result<Prepared> {
     let Endpoint::Gemini(method) = req.endpoint else {
@@ -34,12 +32,17 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
     let path = format!("/v1beta/models/{model}:{}", method.as_str());
     let query = upstream_query(req.header);
     let target = super::target(upstream, &path, &query);
-    let credential = (X_GOOG_API_KEY, super::credential(channel.api_key.clone())?);
-    let body_len = req.body.len();
-    let header =
-        super::upstream_request("POST", &target, req.header, upstream, credential, body_len)?;
+    let head = UpstreamHead::forwarding(
+        "POST",
+        &target,
+        req.header,
+        &[],
+        upstream,
+        ("x-goog-api-key", &[channel.api_key.as_bytes()]),
+        req.body.len(),
+    )?;
     Ok(Prepared {
-        header,
+        head: head.finish(),
         body: req.body.clone(),
         adapter: adapter_for(method, req.header),
     })

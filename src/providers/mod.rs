@@ -14,84 +14,19 @@ pub mod anthropic;
 pub mod azure;
 pub mod bedrock;
 pub mod gemini;
+pub mod head;
 pub mod mock;
 pub mod openai;
 pub mod vertex;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST};
-use http::{HeaderName, HeaderValue};
-use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
+use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::body::BodyProbe;
 use crate::config::{Channel, ChannelDef, ChannelType, Upstream};
 use crate::errors::Dialect;
 use crate::metering::Usage;
-
-/// Client request headers never forwarded upstream: hop-by-hop headers,
-/// the client's own credentials (replaced by the channel's), framing that
-/// the gateway sets itself, and `accept-encoding` so that answers arrive
-/// uncompressed and their usage can be read.
-const DROPPED_REQUEST_HEADERS: &[&str] = &[
-    "host",
-    "authorization",
-    "x-api-key",
-    "x-goog-api-key",
-    "api-key",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-    "accept-encoding",
-    "cookie",
-    "openai-organization",
-    "openai-project",
-    "x-forwarded-for",
-];
-
-/// Headers a provider may add after `upstream_request` (a version), so
-/// that adding them never regrows the header map.
-const HEADERS_ADDED_LATER: usize = 2;
-
-/// A new upstream request to `upstream`: the client's forwardable headers,
-/// then `host`, the channel's credential header and `content-length`.
-pub fn upstream_request(
-    method: impl TryInto<http::Method>,
-    target: &str,
-    client: &RequestHeader,
-    upstream: &Upstream,
-    credential: (HeaderName, HeaderValue),
-    body_len: usize,
-) -> Result<RequestHeader> {
-    let host = HeaderValue::try_from(upstream.authority())
-        .explain_err(InvalidHTTPHeader, |_| {
-            "the channel's host is not a valid header value"
-        })?;
-    let hint = client.headers.len() + 3 + HEADERS_ADDED_LATER;
-    let head = RequestHeader::build_no_case(method, target.as_bytes(), Some(hint))?;
-    // Into the map directly: Pingora's `append_header` and `insert_header`
-    // would copy every name into its title case and parse it back.
-    let mut parts = http::request::Parts::from(head);
-    for (name, value) in client.headers.iter() {
-        if !DROPPED_REQUEST_HEADERS.contains(&name.as_str()) {
-            parts.headers.append(name.clone(), value.clone());
-        }
-    }
-    // The client's own `host`, credentials and length were dropped above.
-    parts.headers.insert(HOST, host);
-    parts.headers.insert(credential.0, credential.1);
-    parts
-        .headers
-        .insert(CONTENT_LENGTH, HeaderValue::from(body_len));
-    Ok(RequestHeader::from(parts))
-}
 
 /// A Gemini method, the part after `:` in `/v1beta/models/{model}:{method}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,7 +317,8 @@ impl<M: Meter> ResponseAdapter for PassThrough<M> {
 
 /// An upstream request ready to send, and the adapter for its answer.
 pub struct Prepared {
-    pub header: RequestHeader,
+    /// The request head in its wire form ([`head::UpstreamHead`]).
+    pub head: Bytes,
     pub body: Bytes,
     pub adapter: Box<dyn ResponseAdapter>,
 }
@@ -448,24 +384,6 @@ pub fn target(upstream: &Upstream, path: &str, query: &[(String, String)]) -> St
         out.push_str(v);
     }
     out
-}
-
-/// `Authorization: Bearer <token>`'s value, as a [`credential`].
-pub fn bearer(token: &str) -> Result<HeaderValue> {
-    let mut text = String::with_capacity("Bearer ".len() + token.len());
-    text.push_str("Bearer ");
-    text.push_str(token);
-    credential(text)
-}
-
-/// A header value that carries a secret, marked sensitive so that no
-/// `Debug` print of a request head shows it.
-pub fn credential(secret: String) -> Result<HeaderValue> {
-    let mut value = HeaderValue::try_from(secret).explain_err(InvalidHTTPHeader, |_| {
-        "the channel's credential is not a valid header value"
-    })?;
-    value.set_sensitive(true);
-    Ok(value)
 }
 
 /// Percent-encodes one path segment. Bedrock model ids hold `:` (the AWS

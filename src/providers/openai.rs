@@ -8,11 +8,11 @@
 //! chunk again, so the client sees exactly what upstream would have sent.
 
 use bytes::{Bytes, BytesMut};
-use http::header::AUTHORIZATION;
 use pingora_error::Result;
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::ResponseHeader;
 use serde::Deserialize;
 
+use super::head::UpstreamHead;
 use super::{ClientRequest, Prepared, ResponseAdapter};
 use crate::body::{self, BodyProbe};
 use crate::config::{Channel, Upstream};
@@ -26,9 +26,19 @@ fn takes_include_usage(path: &str) -> bool {
 
 pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -> Result<Prepared> {
     let (body, adapter) = shape(channel, req);
-    let header = request_header(channel, upstream, req.header, body.len())?;
+    let path_and_query = req.header.uri.path_and_query().map_or("/", |p| p.as_str());
+    let target = super::target(upstream, path_and_query, &[]);
+    let head = UpstreamHead::forwarding(
+        req.header.method.as_str(),
+        &target,
+        req.header,
+        &[],
+        upstream,
+        ("authorization", &[b"Bearer ", channel.api_key.as_bytes()]),
+        body.len(),
+    )?;
     Ok(Prepared {
-        header,
+        head: head.finish(),
         body,
         adapter,
     })
@@ -71,25 +81,6 @@ fn with_include_usage(body: &Bytes, probe: &BodyProbe) -> Bytes {
         opts.insert("include_usage".into(), serde_json::Value::Bool(true));
     }
     Bytes::from(doc.to_string())
-}
-
-pub fn request_header(
-    channel: &Channel,
-    upstream: &Upstream,
-    client: &RequestHeader,
-    body_len: usize,
-) -> Result<RequestHeader> {
-    let path_and_query = client.uri.path_and_query().map_or("/", |p| p.as_str());
-    let target = super::target(upstream, path_and_query, &[]);
-    let credential = (AUTHORIZATION, super::bearer(&channel.api_key)?);
-    super::upstream_request(
-        client.method.clone(),
-        &target,
-        client,
-        upstream,
-        credential,
-        body_len,
-    )
 }
 
 /// The `usage` object of chat/completions/embeddings (`prompt_tokens`...)

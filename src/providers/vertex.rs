@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use http::header::AUTHORIZATION;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use pingora_core::connectors::http::Connector;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -25,6 +24,7 @@ use pingora_http::RequestHeader;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use super::head::UpstreamHead;
 use super::{anthropic, bad_setting, gemini, ClientRequest, Endpoint, Prepared, SettingError};
 use crate::config::{Channel, ChannelDef, Upstream};
 
@@ -207,20 +207,21 @@ pub async fn prepare(
         }
     };
     let target = super::target(upstream, &path, &query);
-    let credential = (AUTHORIZATION, super::bearer(&token)?);
-    let mut header = super::upstream_request(
+    let also_dropped: &[&str] = match req.endpoint {
+        Endpoint::Gemini(_) => &["anthropic-version"],
+        _ => &[],
+    };
+    let head = UpstreamHead::forwarding(
         "POST",
         &target,
         req.header,
+        also_dropped,
         upstream,
-        credential,
+        ("authorization", &[b"Bearer ", token.as_bytes()]),
         body.len(),
     )?;
-    if matches!(req.endpoint, Endpoint::Gemini(_)) {
-        header.remove_header("anthropic-version");
-    }
     Ok(Prepared {
-        header,
+        head: head.finish(),
         body,
         adapter,
     })

@@ -442,7 +442,7 @@ impl Gateway {
         // estimates).
         let (opened, slot, mut adapter) = {
             let providers::Prepared {
-                header,
+                head,
                 body,
                 adapter,
             } = prepared.map_err(|e| Failure {
@@ -456,7 +456,7 @@ impl Gateway {
                 &self.connector,
                 &self.pool,
                 &peer,
-                &header,
+                &head,
                 &body,
                 header_timeout,
             )

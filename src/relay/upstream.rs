@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use pingora_core::connectors::TransportConnector;
-use pingora_core::protocols::http::v1::client::http_req_header_to_wire;
 use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{ErrorType, OrErr};
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::ResponseHeader;
 use tokio::io::AsyncWriteExt;
 
 use super::pool::IdlePool;
@@ -177,12 +176,10 @@ pub async fn exchange(
     connector: &TransportConnector,
     pool: &IdlePool,
     peer: &HttpPeer,
-    request: &RequestHeader,
+    head: &Bytes,
     body: &Bytes,
     header_timeout: Duration,
 ) -> Result<Opened, Failure> {
-    let head = http_req_header_to_wire(request)
-        .ok_or_else(|| Failure::io(FailReason::Io, "the request line cannot be sent"))?;
     let mut stale_retries = 0;
     loop {
         let (mut stream, reused) = connect(connector, pool, peer)
@@ -190,7 +187,7 @@ pub async fn exchange(
             .map_err(|e| Failure::io(connect_reason(&e), e))?;
         let sent = Instant::now();
         let result = async {
-            send(&mut stream, &head, body, peer.options.write_timeout).await?;
+            send(&mut stream, head, body, peer.options.write_timeout).await?;
             response::read_head(stream, Some(header_timeout), peer.options.read_timeout).await
         }
         .await;
