@@ -253,7 +253,7 @@ impl OpenAiAdapter {
 impl ResponseAdapter for OpenAiAdapter {
     fn response_head(&mut self, head: &mut ResponseHeader) {
         if self.rewrites_body() {
-            head.remove_header("content-length");
+            head.remove_header(&http::header::CONTENT_LENGTH);
         }
     }
 

@@ -23,9 +23,8 @@ use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderName, HeaderValue, Method, Version};
 use pingora_core::protocols::http::date::get_cached_date;
 use pingora_core::protocols::Stream;
-use pingora_error::{Error, ErrorType, OrErr, Result};
+use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_timeout::fast_timeout::fast_timeout;
 use tokio::io::AsyncWriteExt;
 
 use super::response::{
@@ -429,13 +428,10 @@ async fn within(
     write: impl std::future::Future<Output = std::io::Result<()>>,
 ) -> Result<()> {
     const DOING: &str = "while writing the answer to the client";
-    let written = match timeout {
-        Some(t) => fast_timeout(t, write)
-            .await
-            .or_err(ErrorType::WriteTimedout, DOING)?,
-        None => write.await,
-    };
-    written.or_err(ErrorType::WriteError, DOING)
+    super::deadline::within(timeout, write)
+        .await
+        .or_err(ErrorType::WriteTimedout, DOING)?
+        .or_err(ErrorType::WriteError, DOING)
 }
 
 /// Whether `buf` holds an empty line (the end of a head: `\n\n` or

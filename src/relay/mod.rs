@@ -8,6 +8,7 @@
 //! `max_body_bytes`) is one `Bytes` that every attempt re-sends as is.
 
 mod client;
+mod deadline;
 mod pool;
 mod response;
 mod upstream;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::Method;
 use pingora_core::apps::ServerApp;
 use pingora_core::connectors::TransportConnector;
@@ -38,7 +40,7 @@ use crate::reload::ConfigHandle;
 use crate::routing::{self, now_ms, RouteError};
 use client::ClientSession;
 use pool::IdlePool;
-use response::UpstreamBody;
+use response::{UpstreamBody, KEEP_ALIVE};
 use upstream::{DnsCache, FailReason, Failure};
 
 pub struct Gateway {
@@ -212,8 +214,11 @@ impl Gateway {
     ) -> Disposition {
         let dialect = endpoint.dialect();
         let deadline = client::body_deadline(&snap.server);
-        let read = tokio::time::timeout(deadline, read_body(session, snap.server.max_body_bytes));
-        let body = match read.await.unwrap_or_else(|_| Err(body_timed_out())) {
+        let read = deadline::within(
+            Some(deadline),
+            read_body(session, snap.server.max_body_bytes),
+        );
+        let body = match read.await.unwrap_or_else(|| Err(body_timed_out())) {
             Ok(body) => body,
             Err(e) => {
                 self.reject(session, dialect, e, started).await;
@@ -628,12 +633,13 @@ async fn pipe_body(
     adapter: &mut dyn ResponseAdapter,
     dialect: Dialect,
 ) -> Disposition {
-    head.remove_header("connection");
-    head.remove_header("keep-alive");
+    // Names as constants: a `&str` name is parsed again on every lookup.
+    head.remove_header(&CONNECTION);
+    head.remove_header(&KEEP_ALIVE);
     adapter.response_head(&mut head);
     let event_stream = head
         .headers
-        .get("content-type")
+        .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if event_stream {
@@ -800,7 +806,7 @@ async fn read_body(session: &mut ClientSession, max: usize) -> Result<Bytes, Api
     let declared = session
         .req_header()
         .headers
-        .get("content-length")
+        .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > max) {
@@ -842,8 +848,8 @@ async fn write_raw(
     mut head: ResponseHeader,
     body: Bytes,
 ) -> Disposition {
-    head.remove_header("transfer-encoding");
-    head.remove_header("connection");
+    head.remove_header(&TRANSFER_ENCODING);
+    head.remove_header(&CONNECTION);
     let _ = head.insert_header("content-length", body.len());
     if session.write_response_header(Box::new(head)).await.is_err() {
         return Disposition::Close;

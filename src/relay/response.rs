@@ -265,11 +265,12 @@ pub(super) fn content_length(values: http::header::GetAll<'_, HeaderValue>) -> R
     Ok(length)
 }
 
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
 /// How long the upstream keeps an idle connection open (`Keep-Alive:
 /// timeout=N`, sent by nginx, uvicorn, Node and others), less a second, so
 /// that a pooled connection is not taken just as the upstream closes it.
 fn kept_open_for(headers: &http::HeaderMap) -> Option<Duration> {
-    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
     let value = headers.get(KEEP_ALIVE)?.to_str().ok()?;
     let seconds: u64 = value.split(',').find_map(|param| {
         let (name, n) = param.split_once('=')?;
@@ -383,6 +384,8 @@ async fn timed(
     timeout: Option<Duration>,
     doing: &'static str,
 ) -> Result<usize> {
+    // Not `deadline::within`: reads of an upstream answer mostly wait (for
+    // the head, for the next event), so polling first would only add a poll.
     let n = match timeout {
         Some(t) => tokio::time::timeout(t, read)
             .await

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::Stream;
 use pingora_core::upstreams::peer::{HttpPeer, Peer};
-use pingora_error::{ErrorType, OrErr};
+use pingora_error::{ErrorType, OkOrErr, OrErr};
 use pingora_http::ResponseHeader;
 use tokio::io::AsyncWriteExt;
 
@@ -249,13 +249,10 @@ async fn send(
         }
         stream.flush().await
     };
-    match timeout {
-        Some(t) => tokio::time::timeout(t, write)
-            .await
-            .or_err(ErrorType::WriteTimedout, "while writing the request")?,
-        None => write.await,
-    }
-    .or_err(ErrorType::WriteError, "while writing the request")
+    super::deadline::within(timeout, write)
+        .await
+        .or_err(ErrorType::WriteTimedout, "while writing the request")?
+        .or_err(ErrorType::WriteError, "while writing the request")
 }
 
 /// A pooled connection to the peer, else a new one. Channels speak
