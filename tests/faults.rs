@@ -783,6 +783,93 @@ async fn a_slow_client_pauses_the_upstream_and_memory_stays_bounded() {
     assert_no_panic(&tg);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout_and_still_billed() {
+    // 16 MiB of events: far more than the socket buffers between tollgate
+    // and a client that reads nothing (~4 MiB here).
+    const EVENTS: usize = 1024;
+    let content = "the quick brown fox jumps over the lazy dog. ".repeat(16 * 1024 / 45);
+    let event = format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {"content": content}}]})
+    );
+    let port = raw_upstream(move |mut s| {
+        let event = event.clone();
+        async move {
+            if s.write_all(SSE_HEAD).await.is_err() {
+                return;
+            }
+            let framed = chunk(&event);
+            for _ in 0..EVENTS {
+                if s.write_all(&framed).await.is_err() {
+                    return;
+                }
+            }
+            let mut end = chunk(&chat_stream(&[], Some((5, 3))).concat());
+            end.extend_from_slice(b"0\r\n\r\n");
+            let _ = s.write_all(&end).await;
+        }
+    })
+    .await;
+    let rest = config(&[("up", format!("http://127.0.0.1:{port}"), 0, "")]);
+    let tg = Tollgate::start_with(|port, admin, dir| {
+        let server = server_section(port, admin, dir).replacen(
+            "[server]\n",
+            "[server]\nclient_write_timeout_seconds = 1\n",
+            1,
+        );
+        format!("{server}\n{rest}")
+    });
+    let mut conn = TcpStream::connect(("127.0.0.1", tg.port)).await.unwrap();
+    let body = json!({"model": "gpt-4o", "stream": true,
+        "stream_options": {"include_usage": true}, "messages": []})
+    .to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let sent = Instant::now();
+    // The client reads nothing. Once a write has waited a second, tollgate
+    // gives up on it and closes its side (after reading the upstream to its
+    // end for the usage).
+    while established_on(tg.port) > 0 {
+        assert!(
+            sent.elapsed() < Duration::from_secs(60),
+            "the connection to a client that reads nothing is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let closed_after = sent.elapsed();
+    assert!(
+        closed_after >= Duration::from_secs(1),
+        "closed after {closed_after:?}, before the write timeout"
+    );
+    // What the client gets is the start of the answer, then the end of the
+    // connection, never the whole of it.
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => received += n,
+            Err(_) => panic!("no end of the connection after {received} bytes"),
+        }
+    }
+    assert!(
+        received < EVENTS * 16 * 1024 / 2,
+        "received {received} bytes: the answer was not cut off"
+    );
+    let line = &wait_request_lines(&tg, 1).await[0];
+    assert!(
+        line.contains("output=3") && line.contains("estimated=false"),
+        "billed from the upstream's usage: {line}"
+    );
+    eprintln!("stopped reader: closed after {closed_after:?}, {received} bytes received");
+    assert_no_panic(&tg);
+}
+
 /// Established TCP connections whose local port is `port` (IPv4 loopback).
 fn established_on(port: u16) -> usize {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap();

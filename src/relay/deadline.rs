@@ -3,7 +3,7 @@
 //! Most socket operations of a request finish on their first poll: a write
 //! into the socket's buffer, a read of bytes that are already there. Yet a
 //! timeout wrapped around them reads the clock (and sets up a timer) on
-//! every call, a dozen times per request. So the work is polled once
+//! every call, several times per request. So the work is polled once
 //! first, and only if it has to wait does its timeout start, counted from
 //! that moment: microseconds later than the call, for bounds of seconds.
 
