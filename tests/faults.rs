@@ -677,38 +677,61 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_slow_client_pauses_the_upstream_and_memory_stays_bounded() {
-    const EVENTS: usize = 4096;
-    // Prose, as models write it (one 16 KiB word would test the
-    // tokenizer's worst case instead, which the fuzz target covers).
+/// A ~16 KiB chat stream event of prose, as models write it (one 16 KiB
+/// word would test the tokenizer's worst case instead, which the fuzz
+/// target covers).
+fn prose_event() -> String {
     let content = "the quick brown fox jumps over the lazy dog. ".repeat(16 * 1024 / 45);
-    let event = format!(
+    format!(
         "data: {}\n\n",
         json!({"choices": [{"index": 0, "delta": {"content": content}}]})
-    );
-    let total = EVENTS * event.len();
-    let written = Arc::new(AtomicUsize::new(0));
-    let counter = written.clone();
-    let port = raw_upstream(move |mut s| {
-        let (event, counter) = (event.clone(), counter.clone());
+    )
+}
+
+/// An upstream that streams `events` prose events as fast as it may, then
+/// usage (5 in, 3 out); `sent` counts the event bytes it has written.
+async fn flooding_upstream(events: usize, sent: Arc<AtomicUsize>) -> u16 {
+    let event = prose_event();
+    raw_upstream(move |mut s| {
+        let (event, sent) = (event.clone(), sent.clone());
         async move {
             if s.write_all(SSE_HEAD).await.is_err() {
                 return;
             }
             let framed = chunk(&event);
-            for _ in 0..EVENTS {
+            for _ in 0..events {
                 if s.write_all(&framed).await.is_err() {
                     return;
                 }
-                counter.fetch_add(event.len(), Ordering::SeqCst);
+                sent.fetch_add(event.len(), Ordering::SeqCst);
             }
             let mut end = chunk(&chat_stream(&[], Some((5, 3))).concat());
             end.extend_from_slice(b"0\r\n\r\n");
             let _ = s.write_all(&end).await;
         }
     })
-    .await;
+    .await
+}
+
+/// A streamed chat request with usage asked for, as raw bytes, with
+/// `extra` header lines.
+fn raw_stream_request(extra: &str) -> String {
+    let body = json!({"model": "gpt-4o", "stream": true,
+        "stream_options": {"include_usage": true}, "messages": []})
+    .to_string();
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
+         content-length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_client_pauses_the_upstream_and_memory_stays_bounded() {
+    const EVENTS: usize = 4096;
+    let total = EVENTS * prose_event().len();
+    let written = Arc::new(AtomicUsize::new(0));
+    let port = flooding_upstream(EVENTS, written.clone()).await;
     let tg = Tollgate::start(&config(&[(
         "up",
         format!("http://127.0.0.1:{port}"),
@@ -728,15 +751,9 @@ async fn a_slow_client_pauses_the_upstream_and_memory_stays_bounded() {
     let baseline = rss_kib(tg.pid());
 
     let mut conn = TcpStream::connect(("127.0.0.1", tg.port)).await.unwrap();
-    let body = json!({"model": "gpt-4o", "stream": true,
-        "stream_options": {"include_usage": true}, "messages": []})
-    .to_string();
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(request.as_bytes()).await.unwrap();
+    conn.write_all(raw_stream_request("connection: close\r\n").as_bytes())
+        .await
+        .unwrap();
     // The client reads nothing for a while.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let during_pause = written.load(Ordering::SeqCst);
@@ -788,29 +805,7 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout_and_stil
     // 16 MiB of events: far more than the socket buffers between tollgate
     // and a client that reads nothing (~4 MiB here).
     const EVENTS: usize = 1024;
-    let content = "the quick brown fox jumps over the lazy dog. ".repeat(16 * 1024 / 45);
-    let event = format!(
-        "data: {}\n\n",
-        json!({"choices": [{"index": 0, "delta": {"content": content}}]})
-    );
-    let port = raw_upstream(move |mut s| {
-        let event = event.clone();
-        async move {
-            if s.write_all(SSE_HEAD).await.is_err() {
-                return;
-            }
-            let framed = chunk(&event);
-            for _ in 0..EVENTS {
-                if s.write_all(&framed).await.is_err() {
-                    return;
-                }
-            }
-            let mut end = chunk(&chat_stream(&[], Some((5, 3))).concat());
-            end.extend_from_slice(b"0\r\n\r\n");
-            let _ = s.write_all(&end).await;
-        }
-    })
-    .await;
+    let port = flooding_upstream(EVENTS, Arc::default()).await;
     let rest = config(&[("up", format!("http://127.0.0.1:{port}"), 0, "")]);
     let tg = Tollgate::start_with(|port, admin, dir| {
         let server = server_section(port, admin, dir).replacen(
@@ -821,15 +816,9 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout_and_stil
         format!("{server}\n{rest}")
     });
     let mut conn = TcpStream::connect(("127.0.0.1", tg.port)).await.unwrap();
-    let body = json!({"model": "gpt-4o", "stream": true,
-        "stream_options": {"include_usage": true}, "messages": []})
-    .to_string();
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n\
-         content-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(request.as_bytes()).await.unwrap();
+    conn.write_all(raw_stream_request("").as_bytes())
+        .await
+        .unwrap();
     let sent = Instant::now();
     // The client reads nothing. Once a write has waited a second, tollgate
     // gives up on it and closes its side (after reading the upstream to its
