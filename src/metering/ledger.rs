@@ -5,7 +5,7 @@
 //! Requests never touch sled: a settled charge goes into a bounded queue,
 //! and every `[store] flush_ms` a background writer folds the queue into
 //! sled, then flushes sled to disk. The per-request log is stored in
-//! chunks, one sled value per minute of a batch (JSON lines): a sled insert
+//! chunks of ~1 KiB, one sled value each (`request_log`): a sled insert
 //! costs ~6k instructions, too much to pay per request. The aggregates and
 //! totals of the whole batch go in one transaction: sled writes out its IO
 //! buffer twice for every transaction (and wakes all 7 of its IO threads
@@ -35,6 +35,7 @@ use sled::Transactional;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
+use super::request_log;
 use super::Usage;
 use crate::store::Store;
 
@@ -52,15 +53,6 @@ const MARK_FILE: &str = "ledger-mark";
 /// slice (~0.3 ms with the per-request log) at most, not for a whole batch
 /// (~5 ms at 8,000 requests/s).
 const CHARGES_PER_SLICE: usize = 128;
-/// A log chunk closes once it is this long. sled keeps up to 16 values per
-/// page and each of its 256 cache shards holds on to its newest page
-/// whatever the cache bound, so the chunk size sets a floor under the
-/// store's resident memory: one chunk per batch (~4 KB at 80 requests/s)
-/// passed 20 MiB and still grew after 100,000 requests; with 1 KiB chunks it
-/// settled near 8 MiB after ~45,000 (measured: examples/ledger_memory.rs;
-/// with the log written outside the transactions, after ~60,000 and ~3 MiB
-/// higher).
-const LOG_CHUNK_BYTES: usize = 1024;
 const HOUR_MS: u64 = 60 * MINUTE_MS;
 const DAY_MS: u64 = 24 * HOUR_MS;
 const HOURLY_TREE: &str = "usage_hourly";
@@ -347,7 +339,7 @@ impl Ledger {
     /// flush).
     fn write_log(&self, slice: &[Charge]) -> Result<()> {
         let log = self.store.tree(REQUEST_LOG_TREE)?;
-        for (minute, entries) in log_chunks(slice) {
+        for (minute, entries) in request_log::chunks(slice) {
             let mut k = minute.to_be_bytes().to_vec();
             k.extend_from_slice(&self.store.generate_id()?.to_be_bytes());
             log.insert(k, entries)?;
@@ -401,7 +393,7 @@ impl Ledger {
             match item {
                 Ok((k, v)) => {
                     batch.remove(k);
-                    removed += v.split(|&b| b == b'\n').count();
+                    removed += request_log::count(&v);
                 }
                 Err(e) => {
                     error!("cannot read the request log: {e}");
@@ -428,12 +420,7 @@ impl Ledger {
         requests
             .range(first_minute.to_be_bytes().to_vec()..to_ms.to_be_bytes().to_vec())
             .filter_map(|r| r.ok())
-            .flat_map(|(_, chunk)| {
-                chunk
-                    .split(|&b| b == b'\n')
-                    .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|(_, chunk)| request_log::read(&chunk))
             .filter(|entry| {
                 entry["at_ms"]
                     .as_u64()
@@ -511,84 +498,6 @@ impl Sums {
                     .add(&counts);
             }
         }
-    }
-}
-
-/// The batch's log entries as JSON lines, in chunks of one minute (keyed by
-/// the minute's start) and at most about `LOG_CHUNK_BYTES`, in queue order.
-fn log_chunks(batch: &[Charge]) -> Vec<(u64, Vec<u8>)> {
-    let mut chunks: Vec<(u64, Vec<u8>)> = Vec::new();
-    for c in batch {
-        let minute = c.at_ms - c.at_ms % MINUTE_MS;
-        match chunks
-            .iter_mut()
-            .rev()
-            .find(|(m, chunk)| *m == minute && chunk.len() < LOG_CHUNK_BYTES)
-        {
-            Some((_, chunk)) => {
-                chunk.push(b'\n');
-                write_log_entry(c, chunk);
-            }
-            None => {
-                // Sized for the whole chunk: entries are written in place.
-                let mut chunk = Vec::with_capacity(LOG_CHUNK_BYTES + 512);
-                write_log_entry(c, &mut chunk);
-                chunks.push((minute, chunk));
-            }
-        }
-    }
-    chunks
-}
-
-/// Writes one per-request log record, as stored: a JSON object read back
-/// by `/admin/requests`. Written by hand, the way serde_json writes it
-/// (same fields, order and escapes): its derived serializer took ~3.2k
-/// instructions per entry on the writer thread, most of them escaping
-/// strings byte by byte, which names and keys seldom need.
-fn write_log_entry(c: &Charge, out: &mut Vec<u8>) {
-    let mut number = itoa::Buffer::new();
-    out.extend_from_slice(b"{\"at_ms\":");
-    out.extend_from_slice(number.format(c.at_ms).as_bytes());
-    for (name, text) in [
-        ("key", &c.key),
-        ("user", &c.user),
-        ("group", &c.group),
-        ("model", &c.model),
-        ("channel", &c.channel),
-    ] {
-        write_field_name(out, name);
-        write_json_string(out, text);
-    }
-    for (name, count) in [
-        ("input", c.usage.input),
-        ("output", c.usage.output),
-        ("cached_input", c.usage.cached_input),
-        ("cache_write", c.usage.cache_write),
-    ] {
-        write_field_name(out, name);
-        out.extend_from_slice(number.format(count).as_bytes());
-    }
-    write_field_name(out, "cost_nanos");
-    out.extend_from_slice(number.format(c.cost_nanos).as_bytes());
-    write_field_name(out, "estimated");
-    out.extend_from_slice(if c.estimated { b"true}" } else { b"false}" });
-}
-
-/// `,"name":`
-fn write_field_name(out: &mut Vec<u8>, name: &str) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
-}
-
-/// A JSON string; copied as is unless it holds a byte that JSON escapes.
-fn write_json_string(out: &mut Vec<u8>, text: &str) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-    } else {
-        serde_json::to_writer(out, text).expect("a string serializes");
     }
 }
 
@@ -851,78 +760,41 @@ mod tests {
     }
 
     #[test]
-    fn log_entries_are_written_as_serde_json_writes_them() {
-        #[derive(Serialize)]
-        struct Reference<'a> {
-            at_ms: u64,
-            key: &'a str,
-            user: &'a str,
-            group: &'a str,
-            model: &'a str,
-            channel: &'a str,
-            input: u64,
-            output: u64,
-            cached_input: u64,
-            cache_write: u64,
-            cost_nanos: i64,
-            estimated: bool,
-        }
-        // Each escape class alone in its own field: a quote, a backslash,
-        // control characters; and what JSON leaves as is.
-        let mut odd = charge(u64::MAX, "back\\slash", "g\u{1}\n\t", -42);
-        odd.channel = "say \"hi\"".into();
-        odd.user = String::new();
-        odd.model = "modèle-\u{7f}-😀".into();
-        odd.usage.cache_write = u64::MAX;
-        odd.estimated = true;
-        for c in [charge(1_700_000_000_123, "key-1", "default", 1_234), odd] {
-            let mut ours = Vec::new();
-            write_log_entry(&c, &mut ours);
-            let reference = serde_json::to_vec(&Reference {
-                at_ms: c.at_ms,
-                key: &c.key,
-                user: &c.user,
-                group: &c.group,
-                model: &c.model,
-                channel: &c.channel,
-                input: c.usage.input,
-                output: c.usage.output,
-                cached_input: c.usage.cached_input,
-                cache_write: c.usage.cache_write,
-                cost_nanos: c.cost_nanos,
-                estimated: c.estimated,
-            })
-            .unwrap();
-            assert_eq!(
-                String::from_utf8(ours).unwrap(),
-                String::from_utf8(reference).unwrap()
-            );
-        }
-    }
-
-    #[test]
-    fn log_chunks_close_at_their_size_and_minute() {
+    fn a_store_with_json_chunks_of_an_earlier_version_reads_and_prunes_them_with_new_ones() {
+        let (_dir, l) = ledger();
         let t = 1_000 * MINUTE_MS;
-        let mut batch: Vec<Charge> = (0..20).map(|i| charge(t + i, "k", "g", 1)).collect();
-        batch.push(charge(t + MINUTE_MS, "k", "g", 1));
-        let mut one = Vec::new();
-        write_log_entry(&batch[0], &mut one);
-        let one = one.len();
-        let chunks = log_chunks(&batch);
-        let per_chunk = LOG_CHUNK_BYTES.div_ceil(one + 1);
-        assert_eq!(chunks.len(), 20usize.div_ceil(per_chunk) + 1);
-        let mut at = Vec::new();
-        for (minute, chunk) in &chunks {
-            assert!(chunk.len() < LOG_CHUNK_BYTES + one + 1, "{}", chunk.len());
-            for line in chunk.split(|&b| b == b'\n') {
-                let entry: serde_json::Value = serde_json::from_slice(line).unwrap();
-                let entry_at = entry["at_ms"].as_u64().unwrap();
-                assert_eq!(*minute, entry_at - entry_at % MINUTE_MS);
-                at.push(entry_at);
-            }
-        }
-        let sent: Vec<u64> = batch.iter().map(|c| c.at_ms).collect();
-        assert_eq!(at, sent, "every entry once, in queue order");
+        let old = format!(
+            "{{\"at_ms\":{},\"key\":\"old\",\"user\":\"\",\"group\":\"g\",\"model\":\"m\",\"channel\":\"c\",\"input\":1,\"output\":2,\"cached_input\":0,\"cache_write\":0,\"cost_nanos\":3,\"estimated\":false}}\n{{\"at_ms\":{},\"key\":\"old\",\"user\":\"\",\"group\":\"g\",\"model\":\"m\",\"channel\":\"c\",\"input\":1,\"output\":2,\"cached_input\":0,\"cache_write\":0,\"cost_nanos\":3,\"estimated\":false}}",
+            t + 1_000,
+            t + 2_000
+        );
+        let mut k = t.to_be_bytes().to_vec();
+        k.extend_from_slice(&l.store.generate_id().unwrap().to_be_bytes());
+        l.store
+            .tree(REQUEST_LOG_TREE)
+            .unwrap()
+            .insert(k, old.as_bytes())
+            .unwrap();
+        l.record(charge(t + 3_000, "new", "g", 7));
+        l.record(charge(t + MINUTE_MS, "new", "g", 7));
+        l.write_pending(7);
+        let log = l.request_log(0, u64::MAX, 10);
+        let seen: Vec<(u64, &str)> = log
+            .iter()
+            .map(|e| (e["at_ms"].as_u64().unwrap(), e["key"].as_str().unwrap()))
+            .collect();
+        let want = [
+            (t + 1_000, "old"),
+            (t + 2_000, "old"),
+            (t + 3_000, "new"),
+            (t + MINUTE_MS, "new"),
+        ];
+        assert_eq!(seen, want);
+        assert_eq!(log[0]["cost_nanos"], 3);
+        assert_eq!(log[2]["cost_nanos"], 7);
+        // The first minute holds two old entries and one new one.
+        assert_eq!(l.prune(7, t + MINUTE_MS + 7 * DAY_MS), 3);
+        assert_eq!(l.request_log(0, u64::MAX, 10).len(), 1);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod cost;
 pub mod ledger;
 pub mod limits;
 pub mod report;
+mod request_log;
 pub mod tokenizer;
 
 use std::sync::{Arc, LazyLock};

@@ -1,0 +1,322 @@
+//! The per-request log's stored form: chunks of entries, one sled value per
+//! chunk, each chunk one minute's entries (keyed by the minute's start).
+//!
+//! A chunk is binary: a format byte, then its entries, each a run of
+//! LEB128 varints and length-prefixed UTF-8 strings (~50 bytes, where the
+//! same entry as JSON took ~200). sled's cost is per insert, not per byte,
+//! so four times the entries per chunk cut the writer's work per request
+//! by about half. Chunks written before 2026-12-03 are JSON lines; they
+//! start with `{`, and are still read and pruned.
+
+use serde_json::{json, Value};
+
+use super::ledger::Charge;
+use super::Usage;
+
+/// The first byte of a binary chunk (a JSON chunk starts with `{`).
+const BINARY_V1: u8 = 1;
+const MINUTE_MS: u64 = 60_000;
+/// A chunk closes once it is this long. sled keeps up to 16 values per
+/// page and each of its 256 cache shards holds on to its newest page
+/// whatever the cache bound, so the chunk size sets a floor under the
+/// store's resident memory: one chunk per batch (~4 KB at 80 requests/s)
+/// passed 20 MiB and still grew after 100,000 requests; with 1 KiB chunks it
+/// settled near 8 MiB after ~45,000 (measured: examples/ledger_memory.rs).
+pub(super) const CHUNK_BYTES: usize = 1024;
+
+/// The batch's log entries in chunks of one minute (keyed by the minute's
+/// start) and at most about `CHUNK_BYTES`, in queue order.
+pub(super) fn chunks(batch: &[Charge]) -> Vec<(u64, Vec<u8>)> {
+    let mut chunks: Vec<(u64, Vec<u8>)> = Vec::new();
+    for c in batch {
+        let minute = c.at_ms - c.at_ms % MINUTE_MS;
+        let open = chunks
+            .iter_mut()
+            .rev()
+            .find(|(m, chunk)| *m == minute && chunk.len() < CHUNK_BYTES);
+        let chunk = match open {
+            Some((_, chunk)) => chunk,
+            None => {
+                // Sized for the whole chunk: entries are written in place.
+                let mut chunk = Vec::with_capacity(CHUNK_BYTES + 256);
+                chunk.push(BINARY_V1);
+                chunks.push((minute, chunk));
+                &mut chunks.last_mut().expect("just pushed").1
+            }
+        };
+        write_entry(c, chunk);
+    }
+    chunks
+}
+
+/// A stored chunk's entries, as `/admin/requests` shows them. A damaged
+/// entry ends the chunk: what precedes it is still shown.
+pub(super) fn read(chunk: &[u8]) -> Vec<Value> {
+    match chunk.split_first() {
+        Some((&BINARY_V1, entries)) => Entries(entries).map(|e| e.to_json()).collect(),
+        _ => json_lines(chunk)
+            .filter_map(|line| serde_json::from_slice(line).ok())
+            .collect(),
+    }
+}
+
+/// How many entries a stored chunk holds.
+pub(super) fn count(chunk: &[u8]) -> usize {
+    match chunk.split_first() {
+        Some((&BINARY_V1, entries)) => Entries(entries).count(),
+        _ => json_lines(chunk).count(),
+    }
+}
+
+fn json_lines(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
+    chunk.split(|&b| b == b'\n').filter(|line| !line.is_empty())
+}
+
+fn write_entry(c: &Charge, out: &mut Vec<u8>) {
+    put_varint(out, c.at_ms);
+    for text in [&c.key, &c.user, &c.group, &c.model, &c.channel] {
+        put_varint(out, text.len() as u64);
+        out.extend_from_slice(text.as_bytes());
+    }
+    let u = &c.usage;
+    for count in [u.input, u.output, u.cached_input, u.cache_write] {
+        put_varint(out, count);
+    }
+    // Zigzag: a refund's negative cost stays short.
+    put_varint(out, ((c.cost_nanos << 1) ^ (c.cost_nanos >> 63)) as u64);
+    out.push(u8::from(c.estimated));
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// One stored entry, borrowing its strings from the chunk.
+#[derive(Debug, PartialEq)]
+struct Entry<'a> {
+    at_ms: u64,
+    /// key, user, group, model, channel
+    names: [&'a str; 5],
+    usage: Usage,
+    cost_nanos: i64,
+    estimated: bool,
+}
+
+impl Entry<'_> {
+    /// The fields and names the JSON chunks had.
+    fn to_json(&self) -> Value {
+        let [key, user, group, model, channel] = self.names;
+        json!({
+            "at_ms": self.at_ms,
+            "key": key,
+            "user": user,
+            "group": group,
+            "model": model,
+            "channel": channel,
+            "input": self.usage.input,
+            "output": self.usage.output,
+            "cached_input": self.usage.cached_input,
+            "cache_write": self.usage.cache_write,
+            "cost_nanos": self.cost_nanos,
+            "estimated": self.estimated,
+        })
+    }
+}
+
+/// Decodes a binary chunk's entries (after its format byte).
+struct Entries<'a>(&'a [u8]);
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = Entry<'a>;
+
+    fn next(&mut self) -> Option<Entry<'a>> {
+        let entry = take_entry(&mut self.0);
+        if entry.is_none() {
+            self.0 = &[];
+        }
+        entry
+    }
+}
+
+fn take_entry<'a>(rest: &mut &'a [u8]) -> Option<Entry<'a>> {
+    let at_ms = take_varint(rest)?;
+    let mut names = [""; 5];
+    for name in &mut names {
+        *name = take_str(rest)?;
+    }
+    let usage = Usage {
+        input: take_varint(rest)?,
+        output: take_varint(rest)?,
+        cached_input: take_varint(rest)?,
+        cache_write: take_varint(rest)?,
+    };
+    let zigzag = take_varint(rest)?;
+    let cost_nanos = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
+    let (&estimated, tail) = rest.split_first()?;
+    *rest = tail;
+    Some(Entry {
+        at_ms,
+        names,
+        usage,
+        cost_nanos,
+        estimated: estimated == 1,
+    })
+}
+
+fn take_varint(rest: &mut &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, tail) = rest.split_first()?;
+        *rest = tail;
+        n |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(n);
+        }
+    }
+    None
+}
+
+fn take_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
+    let len = usize::try_from(take_varint(rest)?).ok()?;
+    if len > rest.len() {
+        return None;
+    }
+    let (text, tail) = rest.split_at(len);
+    *rest = tail;
+    std::str::from_utf8(text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn charge(at_ms: u64, key: &str) -> Charge {
+        Charge {
+            at_ms,
+            key: key.into(),
+            user: "alice".into(),
+            group: "default".into(),
+            model: "gpt-4o".into(),
+            channel: "up".into(),
+            usage: Usage {
+                input: 10,
+                output: 5,
+                cached_input: 2,
+                cache_write: 0,
+            },
+            cost_nanos: 1_234,
+            estimated: false,
+        }
+    }
+
+    /// What the JSON chunks held for `c` (the serializer they used).
+    fn as_json_chunks_had_it(c: &Charge) -> Value {
+        json!({
+            "at_ms": c.at_ms, "key": c.key, "user": c.user, "group": c.group,
+            "model": c.model, "channel": c.channel, "input": c.usage.input,
+            "output": c.usage.output, "cached_input": c.usage.cached_input,
+            "cache_write": c.usage.cache_write, "cost_nanos": c.cost_nanos,
+            "estimated": c.estimated,
+        })
+    }
+
+    #[test]
+    fn entries_read_back_exactly_whatever_their_text_and_numbers() {
+        let mut odd = charge(u64::MAX, "back\\slash \"quoted\"");
+        odd.user = String::new();
+        odd.group = "g\u{1}\n\t".into();
+        odd.model = "modèle-\u{7f}-😀".into();
+        odd.channel = "c".repeat(300);
+        odd.usage = Usage {
+            input: 0,
+            output: 127,
+            cached_input: 128,
+            cache_write: u64::MAX,
+        };
+        odd.estimated = true;
+        for cost in [i64::MIN, -42, -1, 0, 63, 64, i64::MAX] {
+            odd.cost_nanos = cost;
+            let batch = [charge(1_700_000_000_123, "key-1"), odd.clone()];
+            let read: Vec<Value> = chunks(&batch).iter().flat_map(|(_, c)| read(c)).collect();
+            let want: Vec<Value> = batch.iter().map(as_json_chunks_had_it).collect();
+            assert_eq!(read, want);
+        }
+    }
+
+    #[test]
+    fn chunks_close_at_their_size_and_minute() {
+        let t = 1_000 * MINUTE_MS;
+        let mut batch: Vec<Charge> = (0..100).map(|i| charge(t + i, "k")).collect();
+        batch.push(charge(t + MINUTE_MS, "k"));
+        let mut one = Vec::new();
+        write_entry(&batch[0], &mut one);
+        let one = one.len();
+        assert!(one < 50, "an entry takes {one} bytes");
+        let chunks = chunks(&batch);
+        let per_chunk = (CHUNK_BYTES - 1).div_ceil(one);
+        assert_eq!(chunks.len(), 100usize.div_ceil(per_chunk) + 1);
+        let mut at = Vec::new();
+        for (minute, chunk) in &chunks {
+            assert!(chunk.len() < CHUNK_BYTES + one, "{}", chunk.len());
+            assert_eq!(count(chunk), read(chunk).len());
+            for entry in read(chunk) {
+                let entry_at = entry["at_ms"].as_u64().unwrap();
+                assert_eq!(*minute, entry_at - entry_at % MINUTE_MS);
+                at.push(entry_at);
+            }
+        }
+        let sent: Vec<u64> = batch.iter().map(|c| c.at_ms).collect();
+        assert_eq!(at, sent, "every entry once, in queue order");
+    }
+
+    #[test]
+    fn json_chunks_of_earlier_versions_are_read_and_counted() {
+        // As tollgate wrote them before binary chunks (serde_json's output).
+        let stored = concat!(
+            r#"{"at_ms":1764745200123,"key":"bench","user":"","group":"default","model":"gpt-4o-mini","channel":"bench","input":12,"output":64,"cached_input":0,"cache_write":0,"cost_nanos":40200,"estimated":false}"#,
+            "\n",
+            r#"{"at_ms":1764745201000,"key":"k\"2","user":"bob","group":"vip","model":"m","channel":"c","input":1,"output":2,"cached_input":3,"cache_write":4,"cost_nanos":-5,"estimated":true}"#
+        );
+        assert_eq!(count(stored.as_bytes()), 2);
+        let mut second = charge(1_764_745_201_000, "k\"2");
+        second.user = "bob".into();
+        second.group = "vip".into();
+        second.model = "m".into();
+        second.channel = "c".into();
+        second.usage = Usage {
+            input: 1,
+            output: 2,
+            cached_input: 3,
+            cache_write: 4,
+        };
+        second.cost_nanos = -5;
+        second.estimated = true;
+        let read = read(stored.as_bytes());
+        assert_eq!(read[1], as_json_chunks_had_it(&second));
+        assert_eq!(read[0]["model"], "gpt-4o-mini");
+        assert_eq!(read[0]["cost_nanos"], 40_200);
+    }
+
+    #[test]
+    fn a_damaged_chunk_shows_the_entries_before_the_damage() {
+        let batch = [charge(1, "a"), charge(2, "b"), charge(3, "c")];
+        let (_, chunk) = &chunks(&batch)[0];
+        let mut second_end = vec![BINARY_V1];
+        write_entry(&batch[0], &mut second_end);
+        write_entry(&batch[1], &mut second_end);
+        let cut = &chunk[..second_end.len() + 3];
+        assert_eq!(count(cut), 2);
+        assert_eq!(read(cut).len(), 2);
+        // A string length past the end, and a varint that never ends.
+        assert_eq!(count(&[BINARY_V1, 5, 200, 1]), 0);
+        assert_eq!(
+            count(&[BINARY_V1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            0
+        );
+        assert_eq!(count(&[]), 0, "an empty value is no entry");
+    }
+}
