@@ -2,10 +2,12 @@
 //! admin listener). Label values never carry secrets: only group, model,
 //! channel and user names from the config.
 
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -27,6 +29,65 @@ pub struct Metrics {
     pub budget_remaining_usd: GaugeVec,
     pub ledger_pending: IntGauge,
     pub ledger_dropped_total: IntCounter,
+    /// By group, then model.
+    model_series: RwLock<foldhash::HashMap<String, foldhash::HashMap<String, Arc<ModelSeries>>>>,
+}
+
+/// The series of one (group, model) pair, looked up once and kept:
+/// `with_label_values` hashes every label byte and takes a lock (~230
+/// instructions), and every request used it for four of these. Each
+/// series is made when first counted, as `with_label_values` would, so
+/// /metrics shows the same series as without this cache.
+pub struct ModelSeries {
+    group: String,
+    model: String,
+    spend_nano_usd: OnceLock<IntCounter>,
+    duration_seconds: OnceLock<Histogram>,
+    /// By [`TokenKind`].
+    tokens: [OnceLock<IntCounter>; 4],
+}
+
+/// The `kind` label of `tollgate_tokens_total`.
+#[derive(Clone, Copy)]
+pub enum TokenKind {
+    Input,
+    Output,
+    CachedInput,
+    CacheWrite,
+}
+
+impl TokenKind {
+    fn label(self) -> &'static str {
+        match self {
+            TokenKind::Input => "input",
+            TokenKind::Output => "output",
+            TokenKind::CachedInput => "cached_input",
+            TokenKind::CacheWrite => "cache_write",
+        }
+    }
+}
+
+impl ModelSeries {
+    pub fn spend_nano_usd(&self, m: &Metrics) -> &IntCounter {
+        self.spend_nano_usd.get_or_init(|| {
+            m.spend_nano_usd_total
+                .with_label_values(&[&self.group, &self.model])
+        })
+    }
+
+    pub fn duration_seconds(&self, m: &Metrics) -> &Histogram {
+        self.duration_seconds.get_or_init(|| {
+            m.request_duration_seconds
+                .with_label_values(&[&self.group, &self.model])
+        })
+    }
+
+    pub fn tokens(&self, m: &Metrics, kind: TokenKind) -> &IntCounter {
+        self.tokens[kind as usize].get_or_init(|| {
+            m.tokens_total
+                .with_label_values(&[&self.group, &self.model, kind.label()])
+        })
+    }
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -174,7 +235,40 @@ impl Metrics {
             channel_up,
             config_reloads_total,
             config_generation,
+            model_series: RwLock::default(),
         }
+    }
+
+    /// The series of `group` and `model`, from the cache.
+    pub fn model_series(&self, group: &str, model: &str) -> Arc<ModelSeries> {
+        let cached = self
+            .model_series
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(group)
+            .and_then(|models| models.get(model))
+            .cloned();
+        if let Some(series) = cached {
+            return series;
+        }
+        let mut all = self
+            .model_series
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let series = all
+            .entry(group.to_string())
+            .or_default()
+            .entry(model.to_string())
+            .or_insert_with(|| {
+                Arc::new(ModelSeries {
+                    group: group.to_string(),
+                    model: model.to_string(),
+                    spend_nano_usd: OnceLock::new(),
+                    duration_seconds: OnceLock::new(),
+                    tokens: Default::default(),
+                })
+            });
+        Arc::clone(series)
     }
 
     pub fn render(&self) -> Vec<u8> {
@@ -233,5 +327,56 @@ impl Collector for NanosAsUsd {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(m: &Metrics) -> String {
+        String::from_utf8(m.render()).unwrap()
+    }
+
+    #[test]
+    fn cached_series_count_where_label_lookups_would_and_appear_when_first_counted() {
+        let m = Metrics::new();
+        let a = m.model_series("vip", "gpt-4o");
+        assert!(Arc::ptr_eq(&a, &m.model_series("vip", "gpt-4o")));
+        assert!(!Arc::ptr_eq(&a, &m.model_series("vip", "gpt-4o-mini")));
+        assert!(!Arc::ptr_eq(&a, &m.model_series("default", "gpt-4o")));
+        assert!(
+            !rendered(&m).contains("tollgate_tokens_total{"),
+            "no series before one is counted"
+        );
+
+        a.spend_nano_usd(&m).inc_by(1_500);
+        m.model_series("vip", "gpt-4o")
+            .spend_nano_usd(&m)
+            .inc_by(500);
+        a.tokens(&m, TokenKind::Output).inc_by(7);
+        a.duration_seconds(&m).observe(0.002);
+        let spend = m.spend_nano_usd_total.with_label_values(&["vip", "gpt-4o"]);
+        assert_eq!(spend.get(), 2_000);
+        let output = m
+            .tokens_total
+            .with_label_values(&["vip", "gpt-4o", "output"]);
+        assert_eq!(output.get(), 7);
+        let duration = m
+            .request_duration_seconds
+            .with_label_values(&["vip", "gpt-4o"]);
+        assert_eq!(duration.get_sample_count(), 1);
+
+        let text = rendered(&m);
+        assert!(
+            text.contains(r#"tollgate_tokens_total{group="vip",kind="output",model="gpt-4o"} 7"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"kind="input""#), "{text}");
+        assert!(!text.contains(r#"model="gpt-4o-mini""#), "{text}");
+        assert!(
+            text.contains(r#"tollgate_spend_usd_total{group="vip",model="gpt-4o"} 0.000002"#),
+            "{text}"
+        );
     }
 }

@@ -31,7 +31,7 @@ use tracing::info;
 
 use crate::config::{Key, Price, Snapshot};
 use crate::errors::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ModelSeries, TokenKind};
 use crate::reload::ConfigHandle;
 use crate::routing::now_ms;
 use crate::store::Store;
@@ -210,6 +210,8 @@ pub struct Outcome<'a> {
     pub group: usize,
     pub channel: &'a str,
     pub model: &'a str,
+    /// The metric series of the group and model.
+    pub series: &'a ModelSeries,
     pub status: u16,
     pub usage: Usage,
     pub estimated: bool,
@@ -413,17 +415,15 @@ impl Metering {
         if let Some(tpm) = key.tpm {
             lock_rates(&admission.key).spend_tokens(tpm, o.usage.total(), self.now_ns());
         }
-        self.count(&charge);
+        self.count(&charge, o.series);
         self.ledger.record(charge);
         cost
     }
 
-    fn count(&self, c: &Charge) {
+    fn count(&self, c: &Charge, series: &ModelSeries) {
         let m = &self.metrics;
         let cost = u64::try_from(c.cost_nanos).unwrap_or(0);
-        m.spend_nano_usd_total
-            .with_label_values(&[&c.group, &c.model])
-            .inc_by(cost);
+        series.spend_nano_usd(m).inc_by(cost);
         if !c.user.is_empty() {
             m.user_spend_nano_usd_total
                 .with_label_values(&[&c.user])
@@ -431,15 +431,13 @@ impl Metering {
         }
         let u = &c.usage;
         for (kind, n) in [
-            ("input", u.input),
-            ("output", u.output),
-            ("cached_input", u.cached_input),
-            ("cache_write", u.cache_write),
+            (TokenKind::Input, u.input),
+            (TokenKind::Output, u.output),
+            (TokenKind::CachedInput, u.cached_input),
+            (TokenKind::CacheWrite, u.cache_write),
         ] {
             if n > 0 {
-                m.tokens_total
-                    .with_label_values(&[&c.group, &c.model, kind])
-                    .inc_by(n);
+                series.tokens(m, kind).inc_by(n);
             }
         }
     }

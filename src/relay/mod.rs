@@ -34,7 +34,7 @@ use crate::body::{self, BodyProbe};
 use crate::config::{Channel, Key, Snapshot, Upstream};
 use crate::errors::{ApiError, Dialect};
 use crate::metering::{self, Metering, Outcome, Usage};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ModelSeries};
 use crate::providers::{self, Endpoint, GeminiMethod, ResponseAdapter};
 use crate::reload::ConfigHandle;
 use crate::routing::{self, now_ms, RouteError};
@@ -138,6 +138,8 @@ struct Relayed {
 struct Served<'a> {
     group: &'a str,
     model: &'a str,
+    /// The (group, model) series, when already looked up.
+    series: Option<&'a ModelSeries>,
     channel: &'a str,
     status: u16,
     /// Tokens as reported, or estimated when the answer carried no report.
@@ -330,9 +332,11 @@ impl Gateway {
                 Ok(relayed) => {
                     let (usage, estimated) =
                         metering::final_usage(relayed.usage, relayed.estimated_output, &body);
+                    let series = self.metrics.model_series(&group.name, &model);
                     let served = Served {
                         group: &group.name,
                         model: &model,
+                        series: Some(&series),
                         channel: &channel.name,
                         status: relayed.status,
                         usage,
@@ -342,6 +346,7 @@ impl Gateway {
                         group: pick.group,
                         channel: &channel.name,
                         model: &model,
+                        series: &series,
                         status: relayed.status,
                         usage,
                         estimated,
@@ -376,6 +381,7 @@ impl Gateway {
                 let served = Served {
                     group,
                     model: &model,
+                    series: None,
                     channel: &channel.name,
                     status,
                     usage: Usage::default(),
@@ -568,6 +574,7 @@ impl Gateway {
         let served = Served {
             group: "",
             model: "",
+            series: None,
             channel: "",
             status: error.status,
             usage: Usage::default(),
@@ -592,9 +599,16 @@ impl Gateway {
             .with_label_values(&[s.group, s.model, s.channel, code.format(s.status)])
             .inc();
         if !s.model.is_empty() {
-            self.metrics
-                .request_duration_seconds
-                .with_label_values(&[s.group, s.model])
+            let looked_up;
+            let series = match s.series {
+                Some(series) => series,
+                None => {
+                    looked_up = self.metrics.model_series(s.group, s.model);
+                    &looked_up
+                }
+            };
+            series
+                .duration_seconds(&self.metrics)
                 .observe(elapsed.as_secs_f64());
         }
         access_log::write(&access_log::Entry {
