@@ -560,7 +560,7 @@ fn write_mark(file: &File, written: u64) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
@@ -577,7 +577,7 @@ mod tests {
         (dir, l)
     }
 
-    fn charge(at_ms: u64, key: &str, group: &str, cost: i64) -> Charge {
+    pub(crate) fn charge(at_ms: u64, key: &str, group: &str, cost: i64) -> Charge {
         Charge {
             at_ms,
             key: key.into(),

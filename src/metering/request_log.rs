@@ -195,22 +195,7 @@ mod tests {
     use super::*;
 
     fn charge(at_ms: u64, key: &str) -> Charge {
-        Charge {
-            at_ms,
-            key: key.into(),
-            user: "alice".into(),
-            group: "default".into(),
-            model: "gpt-4o".into(),
-            channel: "up".into(),
-            usage: Usage {
-                input: 10,
-                output: 5,
-                cached_input: 2,
-                cache_write: 0,
-            },
-            cost_nanos: 1_234,
-            estimated: false,
-        }
+        super::super::ledger::tests::charge(at_ms, key, "default", 1_234)
     }
 
     /// What the JSON chunks held for `c` (the serializer they used).
