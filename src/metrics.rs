@@ -29,7 +29,8 @@ pub struct Metrics {
     pub budget_remaining_usd: GaugeVec,
     pub ledger_pending: IntGauge,
     pub ledger_dropped_total: IntCounter,
-    /// By group, then model.
+    /// By group, then model: grows with the pairs served, as the series
+    /// themselves do (a model must be routable to be served).
     model_series: RwLock<foldhash::HashMap<String, foldhash::HashMap<String, Arc<ModelSeries>>>>,
 }
 

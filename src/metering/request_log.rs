@@ -2,11 +2,11 @@
 //! chunk, each chunk one minute's entries (keyed by the minute's start).
 //!
 //! A chunk is binary: a format byte, then its entries, each a run of
-//! LEB128 varints and length-prefixed UTF-8 strings (~50 bytes, where the
+//! LEB128 varints and length-prefixed UTF-8 strings (~46 bytes, where the
 //! same entry as JSON took ~200). sled's cost is per insert, not per byte,
-//! so four times the entries per chunk cut the writer's work per request
-//! by about half. Chunks written before 2026-12-03 are JSON lines; they
-//! start with `{`, and are still read and pruned.
+//! so four times the entries per chunk cut the writer's CPU per request
+//! by more than half. Chunks written before 2026-12-03 are JSON lines;
+//! they start with `{`, and are still read and pruned.
 
 use serde_json::{json, Value};
 
@@ -21,7 +21,9 @@ const MINUTE_MS: u64 = 60_000;
 /// whatever the cache bound, so the chunk size sets a floor under the
 /// store's resident memory: one chunk per batch (~4 KB at 80 requests/s)
 /// passed 20 MiB and still grew after 100,000 requests; with 1 KiB chunks it
-/// settled near 8 MiB after ~45,000 (measured: examples/ledger_memory.rs).
+/// settled near 8 MiB after ~45,000 (JSON entries; measured:
+/// examples/ledger_memory.rs). With binary entries the store fills over
+/// ~250,000 requests, and lower (README, `[store]`).
 pub(super) const CHUNK_BYTES: usize = 1024;
 
 /// The batch's log entries in chunks of one minute (keyed by the minute's
