@@ -42,7 +42,7 @@ use crate::store::Store;
 /// Charges that may wait for the writer; beyond that they are dropped
 /// (and counted) rather than slowing requests down.
 const QUEUE_CAPACITY: usize = 100_000;
-const MINUTE_MS: u64 = 60_000;
+pub(super) const MINUTE_MS: u64 = 60_000;
 /// Batches written, in the totals tree (whose other keys start with `k` or
 /// `u`).
 const BATCHES_KEY: &[u8] = b"#batches";

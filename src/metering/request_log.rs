@@ -10,12 +10,11 @@
 
 use serde_json::{json, Value};
 
-use super::ledger::Charge;
+use super::ledger::{Charge, MINUTE_MS};
 use super::Usage;
 
 /// The first byte of a binary chunk (a JSON chunk starts with `{`).
 const BINARY_V1: u8 = 1;
-const MINUTE_MS: u64 = 60_000;
 /// A chunk closes once it is this long. sled keeps up to 16 values per
 /// page and each of its 256 cache shards holds on to its newest page
 /// whatever the cache bound, so the chunk size sets a floor under the
