@@ -290,6 +290,36 @@ async fn a_broken_file_at_start_uses_the_last_good_config_loudly() {
     assert_eq!(reloads(&tg, "error").await, 1.0);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reloaded_config_becomes_the_last_good_one() {
+    let one = marked_upstream("one").await;
+    let two = marked_upstream("two").await;
+    let mut tg = Tollgate::start(&config(&one.base_url()));
+    let moved = current_config(&tg).replace(&one.base_url(), &two.base_url());
+    tg.write_config_by_rename(&moved);
+    let resp = client()
+        .post(tg.admin_url("/admin/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(served_by(&tg).await, "two");
+    // Saved right after the reload answered, not before: allow for that,
+    // then crash and come back on a broken file.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::write(&tg.config_path, moved.replace("[[keys]]", "[[keys]\n")).unwrap();
+    tg.kill_and_restart();
+    std::thread::sleep(Duration::from_millis(300));
+    tg.assert_running();
+    assert!(
+        tg.log()
+            .contains("CONFIG FILE IS BROKEN, STARTING ON THE LAST GOOD CONFIG"),
+        "{}",
+        tg.log()
+    );
+    assert_eq!(served_by(&tg).await, "two");
+}
+
 #[test]
 fn a_broken_file_at_start_without_a_last_good_config_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
