@@ -27,10 +27,12 @@ done
 
 if [ "$QUICK" = 1 ]; then
   ROUNDS=${ROUNDS:-1}; D_LAT=2; D_SWEEP=1; CONCS="1 16 64"; D_BIG=2
-  SMALL_STREAMS=50; STREAM_LADDER="500:20 2000:20 500:200:32768"; D_RELOAD=6; RELOADS=3; RELOADS_ALL=2
+  SMALL_STREAMS=50; STREAM_LADDER="500:20 2000:20 500:200:32768"; D_RELOAD=20; RELOADS=3; RELOADS_ALL=2
+  CPU_TRIPLES=2; D_CPU=2
 else
   ROUNDS=${ROUNDS:-3}; D_LAT=5; D_SWEEP=3; CONCS="1 4 16 32 64 128"; D_BIG=5
-  SMALL_STREAMS=100; STREAM_LADDER="1000:20 2500:20 5000:20 9900:20 9900:200 1000:200:32768"; D_RELOAD=15; RELOADS=10; RELOADS_ALL=4
+  SMALL_STREAMS=100; STREAM_LADDER="1000:20 2500:20 5000:20 9900:20 9900:200 1000:200:32768"; D_RELOAD=30; RELOADS=10; RELOADS_ALL=4
+  CPU_TRIPLES=7; D_CPU=5
 fi
 EVENTS=64
 GAP_MS=20
@@ -261,6 +263,7 @@ rss_peak() {
   echo "$peak"
 }
 put() { echo "$1 $2 $3" >>"$RES"; } # target metric value
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a=="-"||b=="-"||b==0) print "-"; else printf "%.2f", a/b }'; }
 field() { sed -n "s/.*\\b$1=\\([0-9.]*\\).*/\\1/p" <<<"$2" | head -1; }
 
 wrk_run() { # target conns seconds [body file] -> WRK line
@@ -338,6 +341,29 @@ for round in $(seq "$ROUNDS"); do
     put $t added_gap_p99_us $((GAP99[$t] - GAP99[direct]))
   done
 done
+
+# ---- CPU per request, interleaved triples -----------------------------------
+# The rounds above measure each target minutes apart; a busy host drifts in
+# between. Here nginx, raw and tollgate run back to back, and the ratio is
+# taken within each triple, so drift that hits all three cancels.
+cpu_run() { # target -> CPU µs per request over one D_CPU-second run
+  local before after line
+  before=$(cpu_ticks "$(pids_of "$1")")
+  line=$(wrk_run "$1" $CPU_CONC $D_CPU)
+  after=$(cpu_ticks "$(pids_of "$1")")
+  awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$(field requests "$line")" \
+    'BEGIN{printf "%.2f", t * 1000000 / hz / n}'
+}
+for i in $(seq "$CPU_TRIPLES"); do
+  echo "CPU triple $i/$CPU_TRIPLES" >&2
+  n=$(cpu_run nginx); r=$(cpu_run raw); g=$(cpu_run tollgate)
+  put nginx cpu_triple_us "$n"
+  put raw cpu_triple_us "$r"
+  put tollgate cpu_triple_us "$g"
+  put tollgate cpu_triple_vs_nginx "$(ratio "$g" "$n")"
+  put tollgate cpu_triple_vs_raw "$(ratio "$g" "$r")"
+done
+
 sleep 2
 for t in $PROXIES; do put $t rss_after_kb "$(rss_kb "$(pids_of $t)")"; done
 
@@ -405,6 +431,13 @@ done
 for i in $(seq $RELOADS_ALL); do
   switch_to "$W/big$((i % 2 * 2)).toml" reload_all_ms
 done
+# tollgate hands a reload's freed memory back to the kernel once reloads
+# have paused for 5 s; a reload after such a pause takes its memory afresh
+# (page faults), as a lone reload in production does.
+for i in 1 2; do
+  sleep 7
+  switch_to "$W/big$((i % 2 * 2)).toml" reload_cold_ms
+done
 wait $WRK_BG
 line=$(cat "$W/reload-wrk")
 put tollgate reload_wrk_requests "$(field requests "$line")"
@@ -417,7 +450,7 @@ med() { # target metric -> median of the recorded values, or "-"
     awk '{v[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'
 }
 maxof() { awk -v t="$1" -v m="$2" '$1==t && $2==m {print $3}' "$RES" | sort -n | tail -1; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a=="-"||b=="-"||b==0) print "-"; else printf "%.2f", a/b }'; }
+minof() { awk -v t="$1" -v m="$2" '$1==t && $2==m {print $3}' "$RES" | sort -n | head -1; }
 row() { # label metric
   local d n r p g
   d=$(med direct "$2"); n=$(med nginx "$2"); r=$(med raw "$2"); p=$(med pingora "$2"); g=$(med tollgate "$2")
@@ -439,6 +472,7 @@ TABLE=$(
   row "max req/s with p99 ≤ 5 ms" max_rps_p99_5ms
   row "CPU per request at c=$CPU_CONC (µs)" cpu_us_per_req
   row "on-CPU time per request at c=$CPU_CONC, schedstat (ns)" sched_ns_per_req
+  echo "| CPU per request at c=$CPU_CONC, $CPU_TRIPLES interleaved triples (µs) | - | $(med nginx cpu_triple_us) | $(med raw cpu_triple_us) | - | $(med tollgate cpu_triple_us) | $(med tollgate cpu_triple_vs_nginx) (median of the triples' ratios, $(minof tollgate cpu_triple_vs_nginx)–$(maxof tollgate cpu_triple_vs_nginx); tollgate/raw $(med tollgate cpu_triple_vs_raw)) | - |"
   row "CPU per 1 MiB-body request (µs)" cpu_us_per_1mib_req
   row "1 MiB-body req/s at c=4" rps_1mib
   row "RSS idle (KiB)" rss_idle_kb
@@ -471,9 +505,10 @@ TABLE=$(
     done
   done
   echo
-  echo "Reload under load (tollgate, 10,000 keys / 500 channels, $RELOADS + $RELOADS_ALL reloads during wrk -c16 ${D_RELOAD}s):"
+  echo "Reload under load (tollgate, 10,000 keys / 500 channels, $RELOADS + $RELOADS_ALL + 2 reloads during wrk -c16 ${D_RELOAD}s):"
   echo "POST /admin/reload (parse + validate + compile + swap) median $(med tollgate reload_ms) ms, max $(maxof tollgate reload_ms) ms (every channel's weight edited: 500 of 10,532 items parsed);"
   echo "every item edited: median $(med tollgate reload_all_ms) ms, max $(maxof tollgate reload_all_ms) ms;"
+  echo "every item edited, each after 7 s without a reload: $(awk '$1=="tollgate" && $2=="reload_cold_ms" {printf "%s%s ms", sep, $3; sep=" and "}' "$RES");"
   echo "requests during reloads: $(med tollgate reload_wrk_requests), failed (socket errors + non-2xx): $(med tollgate reload_wrk_failed); RSS with the big config: $(med tollgate rss_big_config_kb) KiB"
   if grep -q ' errors' "$RES"; then
     echo
