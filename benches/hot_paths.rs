@@ -53,7 +53,7 @@ output = 1
     }
     config::load_text(
         "bench.toml",
-        &text,
+        text,
         &|_| None,
         &HealthRegistry::default(),
         1,

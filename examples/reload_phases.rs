@@ -36,7 +36,7 @@ fn main() {
     let other = std::fs::read_to_string(&other).expect("read OTHER");
     let env = |name: &str| std::env::var(name).ok();
     let load = |text: &str, parser: &mut ParseCache| {
-        config::load_text(&path, text, &env, &health, 1, parser).expect("valid config")
+        config::load_text(&path, text.to_owned(), &env, &health, 1, parser).expect("valid config")
     };
 
     let mut times: [Vec<Duration>; 5] = Default::default();

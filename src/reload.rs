@@ -90,7 +90,7 @@ impl ConfigHandle {
                 );
                 config::load_text(
                     "<last good config>",
-                    &text,
+                    text,
                     &|name| std::env::var(name).ok(),
                     &health,
                     1,

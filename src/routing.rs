@@ -312,7 +312,7 @@ mod tests {
         let env = |_: &str| None;
         crate::config::load_text(
             "t.toml",
-            &text,
+            text,
             &env,
             &HealthRegistry::default(),
             1,

@@ -650,7 +650,8 @@ pub(super) fn compile(
     Ok(Loaded {
         snapshot: Snapshot {
             generation,
-            source_text: src.text.to_string(),
+            // Set by `load_text`, which owns the text.
+            source_text: String::new(),
             server: raw.server,
             store: raw.store,
             max_attempts: raw.routing.max_attempts,

@@ -446,7 +446,7 @@ mod tests {
         let env = |name: &str| (name == "SET").then(|| "value".to_string());
         crate::config::load_text(
             "t.toml",
-            &text,
+            text,
             &env,
             &crate::routing::HealthRegistry::default(),
             1,
