@@ -27,7 +27,7 @@ done
 
 if [ "$QUICK" = 1 ]; then
   ROUNDS=${ROUNDS:-1}; D_LAT=2; D_SWEEP=1; CONCS="1 16 64"; D_BIG=2
-  SMALL_STREAMS=50; STREAM_LADDER="500:20 2000:20 500:200:32768"; D_RELOAD=20; RELOADS=3; RELOADS_ALL=2
+  SMALL_STREAMS=50; STREAM_LADDER="500:20 2000:20 500:200:32768"; D_RELOAD=25; RELOADS=3; RELOADS_ALL=2
   CPU_TRIPLES=2; D_CPU=2
 else
   ROUNDS=${ROUNDS:-3}; D_LAT=5; D_SWEEP=3; CONCS="1 4 16 32 64 128"; D_BIG=5
@@ -344,19 +344,26 @@ done
 
 # ---- CPU per request, interleaved triples -----------------------------------
 # The rounds above measure each target minutes apart; a busy host drifts in
-# between. Here nginx, raw and tollgate run back to back, and the ratio is
-# taken within each triple, so drift that hits all three cancels.
-cpu_run() { # target -> CPU µs per request over one D_CPU-second run
+# between. Here nginx, raw and tollgate run back to back, in an order that
+# rotates from triple to triple, and the ratio is taken within each
+# triple, so drift that hits all three cancels.
+cpu_run() { # target -> CPU µs per request over one D_CPU-second run, or "-"
   local before after line
   before=$(cpu_ticks "$(pids_of "$1")")
   line=$(wrk_run "$1" $CPU_CONC $D_CPU)
   after=$(cpu_ticks "$(pids_of "$1")")
   awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$(field requests "$line")" \
-    'BEGIN{printf "%.2f", t * 1000000 / hz / n}'
+    'BEGIN{ if (n > 0) printf "%.2f", t * 1000000 / hz / n; else print "-" }'
 }
 for i in $(seq "$CPU_TRIPLES"); do
   echo "CPU triple $i/$CPU_TRIPLES" >&2
-  n=$(cpu_run nginx); r=$(cpu_run raw); g=$(cpu_run tollgate)
+  for t in $(echo nginx raw tollgate nginx raw | cut -d' ' -f$((1 + (i - 1) % 3))-$((3 + (i - 1) % 3))); do
+    case $t in
+      nginx) n=$(cpu_run nginx) ;;
+      raw) r=$(cpu_run raw) ;;
+      tollgate) g=$(cpu_run tollgate) ;;
+    esac
+  done
   put nginx cpu_triple_us "$n"
   put raw cpu_triple_us "$r"
   put tollgate cpu_triple_us "$g"
@@ -446,11 +453,11 @@ put tollgate rss_big_config_kb "$(rss_kb "$(pids_of tollgate)")"
 
 # ---- table -----------------------------------------------------------------
 med() { # target metric -> median of the recorded values, or "-"
-  awk -v t="$1" -v m="$2" '$1==t && $2==m {print $3}' "$RES" | sort -n |
+  awk -v t="$1" -v m="$2" '$1==t && $2==m && $3!="-" {print $3}' "$RES" | sort -n |
     awk '{v[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'
 }
-maxof() { awk -v t="$1" -v m="$2" '$1==t && $2==m {print $3}' "$RES" | sort -n | tail -1; }
-minof() { awk -v t="$1" -v m="$2" '$1==t && $2==m {print $3}' "$RES" | sort -n | head -1; }
+maxof() { awk -v t="$1" -v m="$2" '$1==t && $2==m && $3!="-" {print $3}' "$RES" | sort -n | tail -1; }
+minof() { awk -v t="$1" -v m="$2" '$1==t && $2==m && $3!="-" {print $3}' "$RES" | sort -n | head -1; }
 row() { # label metric
   local d n r p g
   d=$(med direct "$2"); n=$(med nginx "$2"); r=$(med raw "$2"); p=$(med pingora "$2"); g=$(med tollgate "$2")

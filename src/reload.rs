@@ -51,6 +51,9 @@ struct ReloadState {
     /// A loaded config not yet saved as the last good one: saving waits
     /// until the reload has answered (see [`ConfigHandle::after_reload`]).
     unsaved: Option<Arc<Snapshot>>,
+    /// When a reload last parsed a file whose memory has not been handed
+    /// back to the kernel yet (see [`RELEASE_AFTER`]).
+    unreleased_since: Option<Instant>,
 }
 
 impl ConfigHandle {
@@ -115,6 +118,7 @@ impl ConfigHandle {
                 version,
                 parser,
                 unsaved: None,
+                unreleased_since: None,
             }),
             admin_bound,
             retired: Mutex::new(Vec::new()),
@@ -175,10 +179,32 @@ impl ConfigHandle {
             .reload_thread
             .get_or_init(|| spawn_reload_thread(Arc::downgrade(self)));
         if let Err(mpsc::SendError(job)) = thread.send(job) {
-            // The thread could not be started: reload on this one.
+            // The thread could not be started: reload on this one, and
+            // free what no request runs on any more here too.
             job();
+            self.free_retired();
         }
         rx.recv().expect("a reload panicked")
+    }
+
+    /// Saves a config that a reload has switched to but not saved yet; at
+    /// shutdown, so that a reload that has answered is the last good
+    /// config after a restart. Waits for a save in progress.
+    pub fn finish_reloads(&self) {
+        self.after_reload();
+    }
+
+    /// Whether the memory that reloads freed is due to go back to the
+    /// kernel: a reload has run, and none for [`RELEASE_AFTER`]. Clears it.
+    fn release_due(&self) -> bool {
+        let mut state = self.lock_reloads();
+        let due = state
+            .unreleased_since
+            .is_some_and(|at| at.elapsed() >= RELEASE_AFTER);
+        if due {
+            state.unreleased_since = None;
+        }
+        due
     }
 
     /// The work a reload leaves until it has answered: the new config is
@@ -215,6 +241,7 @@ impl ConfigHandle {
 
     fn reload_locked(&self, state: &mut ReloadState) -> Result<u64, ConfigError> {
         let started = Instant::now();
+        state.unreleased_since = Some(started);
         let old = self.current.load_full();
         let next_generation = old.generation + 1;
         state.version = FileVersion::of(&self.path);
@@ -397,7 +424,9 @@ impl FileVersion {
 /// config: taken fresh from the kernel, their page faults doubled the time
 /// of a 10,000-key reload (13 -> 26 ms), so a burst of reloads (an editor's
 /// saves, a script provisioning keys) reuses what the one before freed, and
-/// only a reload after a quiet spell pays the faults.
+/// only a reload after a quiet spell pays the faults. The reload thread
+/// looks once a second, so the memory goes back 5–6 s after the last
+/// reload started (later while a request still runs on a replaced config).
 const RELEASE_AFTER: Duration = Duration::from_secs(5);
 
 /// The reload thread: runs reloads, frees replaced snapshots once the
@@ -410,26 +439,17 @@ fn spawn_reload_thread(handle: Weak<ConfigHandle>) -> mpsc::Sender<Job> {
     // On failure `rx` is dropped with the closure and jobs run on the caller.
     let _ = std::thread::Builder::new()
         .name("config-reload".into())
-        .spawn(move || {
-            let mut last_unreleased: Option<Instant> = None;
-            loop {
-                match rx.recv_timeout(Duration::from_secs(1)) {
-                    Ok(job) => {
-                        job();
-                        last_unreleased = Some(Instant::now());
-                    }
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                }
-                let Some(handle) = handle.upgrade() else {
-                    return;
-                };
-                if handle.free_retired()
-                    && last_unreleased.is_some_and(|at| at.elapsed() >= RELEASE_AFTER)
-                {
-                    release_freed_memory();
-                    last_unreleased = None;
-                }
+        .spawn(move || loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(job) => job(),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            let Some(handle) = handle.upgrade() else {
+                return;
+            };
+            if handle.free_retired() && handle.release_due() {
+                release_freed_memory();
             }
         });
     tx

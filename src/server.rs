@@ -162,6 +162,7 @@ pub fn run(config_path: &Path) -> Result<()> {
 
     drop(snap);
     server.run(RunArgs::default());
+    config.finish_reloads();
     crate::access_log::flush();
     // Charges of requests that finished after the writer's last batch.
     metering
