@@ -49,7 +49,7 @@ struct ReloadState {
     /// changed.
     parser: config::ParseCache,
     /// A loaded config not yet saved as the last good one: saving waits
-    /// until the reload has answered (see [`ConfigHandle::after_reload`]).
+    /// until the reload has answered (see [`ConfigHandle::finish_reloads`]).
     unsaved: Option<Arc<Snapshot>>,
     /// When a reload last parsed a file whose memory has not been handed
     /// back to the kernel yet (see [`RELEASE_AFTER`]).
@@ -173,7 +173,7 @@ impl ConfigHandle {
         let handle = Arc::clone(self);
         let job: Job = Box::new(move || {
             let _ = tx.send(work(&handle));
-            handle.after_reload();
+            handle.finish_reloads();
         });
         let thread = self
             .reload_thread
@@ -185,13 +185,6 @@ impl ConfigHandle {
             self.free_retired();
         }
         rx.recv().expect("a reload panicked")
-    }
-
-    /// Saves a config that a reload has switched to but not saved yet; at
-    /// shutdown, so that a reload that has answered is the last good
-    /// config after a restart. Waits for a save in progress.
-    pub fn finish_reloads(&self) {
-        self.after_reload();
     }
 
     /// Whether the memory that reloads freed is due to go back to the
@@ -212,8 +205,9 @@ impl ConfigHandle {
     /// whole text (1.4 MB for 10,000 keys: a few ms, and tens when the disk
     /// is busy); freeing the items the parse replaced takes a few ms more.
     /// Later reloads wait for both (they take the same lock), so saves
-    /// happen in the order of the loads.
-    fn after_reload(&self) {
+    /// happen in the order of the loads. Also called at shutdown, so that a
+    /// reload that has answered is the last good config after a restart.
+    pub fn finish_reloads(&self) {
         let mut state = self.lock_reloads();
         if let Some(snapshot) = state.unsaved.take() {
             // Only validated text is ever saved, so a crash before this
