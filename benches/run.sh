@@ -266,6 +266,9 @@ put() { echo "$1 $2 $3" >>"$RES"; } # target metric value
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a=="-"||b=="-"||b<=0) print "-"; else printf "%.2f", a/b }'; }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a==""||b==""||a=="-"||b=="-") print "-"; else print a-b }'; }
 field() { sed -n "s/.*\\b$1=\\([0-9.]*\\).*/\\1/p" <<<"$2" | head -1; }
+put_errors() { # target metric WRK-line: records the line if it had failures
+  [ "$(field errors "$3")$(field non2xx "$3")" = 00 ] || put "$1" "$2" "$3"
+}
 
 wrk_run() { # target conns seconds [body file] -> WRK line
   BENCH_KEY=$KEY BENCH_BODY_FILE=${4:-} taskset -c 1 wrk -t1 -c"$2" -d"$3"s --latency \
@@ -290,7 +293,7 @@ for round in $(seq "$ROUNDS"); do
     P99[$t]=$(field p99_us "$line")
     put $t lat_p50_us "${P50[$t]}"
     put $t lat_p99_us "${P99[$t]}"
-    [ "$(field errors "$line")$(field non2xx "$line")" = 00 ] || put $t errors "$line"
+    put_errors $t errors "$line"
 
     best=0
     for c in $CONCS; do
@@ -323,7 +326,7 @@ for round in $(seq "$ROUNDS"); do
     reqs=$(field requests "$line")
     put $t rps_1mib "$(field rps "$line")"
     put $t cpu_us_per_1mib_req $(((after - before) * 1000000 / CLK_TCK / (reqs > 0 ? reqs : 1)))
-    [ "$(field errors "$line")$(field non2xx "$line")" = 00 ] || put $t errors_1mib "$line"
+    put_errors $t errors_1mib "$line"
 
     [ $t = raw ] && continue
     out=$(taskset -c 1 "$BIN/examples/bench_client" streams --url "$(url_of $t)/v1/chat/completions" \
@@ -389,7 +392,7 @@ for i in $(seq "$LAT_TRIPLES"); do
   for t in $(rotate3 "$i" direct nginx tollgate); do
     line=$(wrk_run $t 1 $D_LAT_TRIPLE)
     T99[$t]=$(field p99_us "$line")
-    [ "$(field errors "$line")$(field non2xx "$line")" = 00 ] || put $t errors "$line"
+    put_errors $t errors "$line"
   done
   for t in direct nginx tollgate; do put $t lat_triple_p99_us "${T99[$t]:--}"; done
   added_n=$(minus "${T99[nginx]}" "${T99[direct]}")
