@@ -8,12 +8,13 @@ use rand::SeedableRng;
 
 use tollgate::body;
 use tollgate::config;
+use tollgate::health::HealthRegistry;
 use tollgate::metering::cost::cost_nanos;
-use tollgate::metering::Usage;
 use tollgate::providers::openai::OpenAiAdapter;
 use tollgate::providers::{Endpoint, ResponseAdapter};
-use tollgate::routing::{self, HealthRegistry};
+use tollgate::routing;
 use tollgate::sse::SseParser;
+use tollgate::usage::Usage;
 
 /// Three groups; the model is served by two tiers of three channels each in
 /// the second group, so a pick walks a missing group and a weighted tier.

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use prometheus::{IntCounter, IntGauge};
 use tollgate::metering::ledger::{Charge, Ledger};
-use tollgate::metering::Usage;
 use tollgate::store::Store;
+use tollgate::usage::Usage;
 
 const BATCH: u64 = 20;
 

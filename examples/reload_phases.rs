@@ -21,7 +21,7 @@
 use std::time::{Duration, Instant};
 
 use tollgate::config::{self, ParseCache, RawConfig};
-use tollgate::routing::HealthRegistry;
+use tollgate::health::HealthRegistry;
 use tollgate::store::Store;
 
 fn main() {

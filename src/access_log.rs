@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
-use crate::metering::Usage;
+use crate::usage::Usage;
 
 /// What one access log line tells about a request.
 pub struct Entry<'a> {

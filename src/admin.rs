@@ -11,10 +11,11 @@ use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::clock::now_ms;
+use crate::health::Availability;
 use crate::metering::{report, Metering};
 use crate::metrics::Metrics;
 use crate::reload::ConfigHandle;
-use crate::routing::{now_ms, Availability};
 
 pub struct AdminApp {
     pub config: Arc<ConfigHandle>,
@@ -47,7 +48,7 @@ impl AdminApp {
         let snap = self.config.load();
         let now = now_ms();
         for ch in &snap.channels {
-            let up = ch.enabled && ch.health.availability(now) != Availability::Cooling;
+            let up = ch.enabled() && ch.health.availability(now) != Availability::Cooling;
             self.metrics
                 .channel_up
                 .with_label_values(&[&ch.name])
@@ -67,9 +68,9 @@ impl AdminApp {
                 json!({
                     "name": &*ch.name,
                     "type": ch.kind.as_str(),
-                    "enabled": ch.enabled,
-                    "up": ch.enabled && availability != Availability::Cooling,
-                    "state": if !ch.enabled { "disabled" } else {
+                    "enabled": ch.enabled(),
+                    "up": ch.enabled() && availability != Availability::Cooling,
+                    "state": if !ch.enabled() { "disabled" } else {
                         match availability {
                             Availability::Up => "up",
                             Availability::ProbeReady => "probe",

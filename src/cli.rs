@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use rand::RngCore;
 
 use crate::config::{self, sha256};
-use crate::routing::HealthRegistry;
+use crate::health::HealthRegistry;
 
 #[derive(Parser)]
 #[command(
@@ -134,7 +134,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             snap.models_of_group(i).join(", ")
         );
     }
-    let enabled = snap.channels.iter().filter(|c| c.enabled).count();
+    let enabled = snap.channels.iter().filter(|c| c.enabled()).count();
     println!("channels: {} ({enabled} enabled)", snap.channels.len());
     println!("models priced: {}", snap.prices.len());
     println!(

@@ -12,8 +12,10 @@ pub mod api;
 pub mod auth;
 pub mod body;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod errors;
+pub mod health;
 pub mod metering;
 pub mod metrics;
 pub mod providers;
@@ -23,6 +25,8 @@ pub mod routing;
 pub mod server;
 pub mod sse;
 pub mod store;
+pub mod tokenizer;
+pub mod usage;
 pub mod usage_cli;
 
 /// jemalloc instead of glibc malloc: ~9% fewer instructions per proxied

@@ -16,8 +16,8 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::{error, info, warn};
 
 use crate::config::{self, ConfigError, Snapshot};
+use crate::health::HealthRegistry;
 use crate::metrics::Metrics;
-use crate::routing::HealthRegistry;
 use crate::store::Store;
 
 pub struct ConfigHandle {

@@ -16,11 +16,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 
 use crate::admin::AdminApp;
+use crate::health::HealthRegistry;
 use crate::metering::{LedgerWriter, Metering};
 use crate::metrics::Metrics;
 use crate::relay::Gateway;
 use crate::reload::ConfigHandle;
-use crate::routing::HealthRegistry;
 
 /// Reloads the config on SIGHUP.
 struct SighupReload {
@@ -89,7 +89,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     ensure_can_listen("listen", &snap.server.listen)?;
     ensure_can_listen("admin_listen", &snap.server.admin_listen)?;
     let metering = Arc::new(Metering::open(config.store(), Arc::clone(&metrics))?);
-    crate::metering::load_tokenizer();
+    crate::tokenizer::load_tokenizer();
 
     let threads = match snap.server.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -156,7 +156,10 @@ pub fn run(config_path: &Path) -> Result<()> {
         "ledger writer",
         LedgerWriter {
             metering: Arc::clone(&metering),
-            config: Arc::clone(&config),
+            settings: {
+                let config = Arc::clone(&config);
+                Box::new(move || config.load().store.clone())
+            },
         },
     ));
 

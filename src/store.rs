@@ -148,7 +148,7 @@ fn check_marker(open: &Open, dir: &Path, had_data: bool) -> Result<()> {
     }
     open.meta.insert(
         STORE_MARKER,
-        crate::routing::now_ms().to_be_bytes().as_slice(),
+        crate::clock::now_ms().to_be_bytes().as_slice(),
     )?;
     open.db.flush()?;
     Ok(())

@@ -10,8 +10,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::config;
+use crate::health::HealthRegistry;
 use crate::metering::report::parse_age;
-use crate::routing::HealthRegistry;
 
 pub fn run(config_path: &Path, by: &str, since: &str) -> Result<String> {
     if parse_age(since).is_none() {

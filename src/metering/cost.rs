@@ -9,8 +9,8 @@
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use super::Usage;
 use crate::config::Price;
+use crate::usage::Usage;
 
 /// Nano-USD per USD.
 pub const NANOS_PER_USD: i64 = 1_000_000_000;

@@ -36,8 +36,8 @@ use tokio::sync::mpsc;
 use tracing::{error, warn};
 
 use super::request_log;
-use super::Usage;
 use crate::store::Store;
+use crate::usage::Usage;
 
 /// Charges that may wait for the writer; beyond that they are dropped
 /// (and counted) rather than slowing requests down.

@@ -17,9 +17,8 @@ pub mod ledger;
 pub mod limits;
 pub mod report;
 mod request_log;
-pub mod tokenizer;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -29,86 +28,18 @@ use pingora_core::services::background::BackgroundService;
 use rust_decimal::Decimal;
 use tracing::info;
 
-use crate::config::{Key, Price, Snapshot};
+use crate::clock::now_ms;
+use crate::config::{Key, Price, Snapshot, StoreSection};
 use crate::errors::ApiError;
 use crate::metrics::{Metrics, ModelSeries, TokenKind};
-use crate::reload::ConfigHandle;
-use crate::routing::now_ms;
 use crate::store::Store;
+use crate::tokenizer::estimate_tokens;
+use crate::usage::Usage;
 use cost::{cost_nanos, usd_to_nanos};
 use ledger::{Charge, Counts, Ledger};
 use limits::{
     lock_rates, lock_spend, Account, Accounts, BudgetRefusal, ConcurrencySlot, KeyAccount, Spend,
 };
-
-/// Tokens of one request, by how they are priced. `input` excludes cached
-/// reads and cache writes, so each token is billed exactly once.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    pub input: u64,
-    pub output: u64,
-    pub cached_input: u64,
-    pub cache_write: u64,
-}
-
-impl Usage {
-    pub fn total(&self) -> u64 {
-        self.input
-            .saturating_add(self.output)
-            .saturating_add(self.cached_input)
-            .saturating_add(self.cache_write)
-    }
-}
-
-/// Token count of a piece of text with the cl100k tokenizer (its
-/// vocabulary is compiled in, so this works offline). Used only for
-/// estimates: providers' own counts always win. cl100k rather than o200k:
-/// estimates are approximate for most providers' models anyway, and its
-/// tables are half the size.
-pub fn estimate_tokens(text: &str) -> u64 {
-    TOKENIZER.count(text)
-}
-
-static TOKENIZER: LazyLock<tokenizer::Cl100k> = LazyLock::new(tokenizer::Cl100k::load);
-
-/// Output tokens of a streamed answer, for when it ends without a usage
-/// report. Text is tokenized in batches of a few KiB rather than per delta:
-/// tokenizing each one- or two-token delta cost ~1.4 µs per event, nearly
-/// all of a stream's CPU in the gateway. The last batch is only tokenized
-/// if the estimate is asked for, which it rarely is (providers report
-/// usage). At most one batch of recent text is held, in memory only.
-#[derive(Default)]
-pub struct OutputEstimate {
-    counted: u64,
-    pending: String,
-}
-
-impl OutputEstimate {
-    const BATCH_BYTES: usize = 2048;
-
-    pub fn push(&mut self, text: &str) {
-        self.pending.push_str(text);
-        if self.pending.len() >= Self::BATCH_BYTES {
-            self.counted += estimate_tokens(&self.pending);
-            self.pending.clear();
-        }
-    }
-
-    pub fn tokens(&self) -> u64 {
-        self.counted + estimate_tokens(&self.pending)
-    }
-}
-
-/// Builds the tokenizer tables (~40 ms, ~2 MB). Called once before the
-/// listeners start, so that no request waits for it.
-pub fn load_tokenizer() {
-    let started = Instant::now();
-    LazyLock::force(&TOKENIZER);
-    info!(
-        ms = started.elapsed().as_millis() as u64,
-        "tokenizer loaded"
-    );
-}
 
 /// Estimated input tokens of a request body, for answers that ended
 /// without a usage report: the text of every `content`, `text`, `prompt`,
@@ -478,7 +409,9 @@ fn budget_error(refusal: BudgetRefusal, whose: &str) -> ApiError {
 /// are written after the server has stopped (see `server::run`).
 pub struct LedgerWriter {
     pub metering: Arc<Metering>,
-    pub config: Arc<ConfigHandle>,
+    /// The `[store]` settings in force, read again before every batch so
+    /// that a reload changes them (the writer knows nothing of reloads).
+    pub settings: Box<dyn Fn() -> StoreSection + Send + Sync>,
 }
 
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -488,7 +421,7 @@ impl BackgroundService for LedgerWriter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut last_prune: Option<Instant> = None;
         loop {
-            let store = self.config.load().store.clone();
+            let store = (self.settings)();
             let wait = Duration::from_millis(store.flush_ms.max(1));
             if *shutdown.borrow() {
                 // Keep writing through the grace period; the runtime ends
@@ -524,36 +457,6 @@ impl BackgroundService for LedgerWriter {
 mod tests {
     use super::*;
     use std::str::FromStr;
-
-    #[test]
-    fn output_estimate_in_batches_matches_the_whole_text() {
-        let deltas = ["Hello", " there", ",", " how", " are", " you", "?"];
-        let mut short = OutputEstimate::default();
-        deltas.iter().for_each(|d| short.push(d));
-        assert_eq!(short.tokens(), estimate_tokens(&deltas.concat()));
-        assert_eq!(short.tokens(), 7); // Hello| there|,| how| are| you|?
-                                       // Past a batch, words cut at a batch edge may count once more.
-        let mut long = OutputEstimate::default();
-        let mut whole = String::new();
-        for i in 0..3000 {
-            let d = deltas[i % deltas.len()];
-            long.push(d);
-            whole.push_str(d);
-        }
-        let exact = estimate_tokens(&whole);
-        assert!(
-            long.tokens() >= exact && long.tokens() <= exact + 5,
-            "{} vs {exact}",
-            long.tokens()
-        );
-    }
-
-    #[test]
-    fn tokenizer_counts_offline() {
-        assert_eq!(estimate_tokens(""), 0);
-        assert_eq!(estimate_tokens("Hello there"), 2);
-        assert_eq!(estimate_tokens("abcdefgh"), 1);
-    }
 
     #[test]
     fn input_estimate_reads_the_text_of_every_dialect() {

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use super::cost::{nanos_to_usd, usd_to_nanos};
 use super::ledger::{Counts, Query, DIMENSIONS};
 use super::Metering;
+use crate::clock::now_ms;
 use crate::config::{Key, Snapshot};
-use crate::routing::now_ms;
 
 /// What OpenAI-style clients are shown as the limit of a key without any
 /// budget (the convention of one-api/new-api).

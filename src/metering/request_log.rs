@@ -11,7 +11,7 @@
 use serde_json::{json, Value};
 
 use super::ledger::{Charge, MINUTE_MS};
-use super::Usage;
+use crate::usage::Usage;
 
 /// The first byte of a binary chunk (a JSON chunk starts with `{`).
 const BINARY_V1: u8 = 1;

@@ -16,16 +16,17 @@ use serde_json::{Map, Value};
 
 use super::head::UpstreamHead;
 use super::openai::Tail;
+use super::{BaseUrl, Upstream};
 use super::{ClientRequest, CountAdapter, Endpoint, Meter, PassThrough, Prepared, ResponseAdapter};
 use crate::body;
-use crate::config::{Channel, Upstream};
 use crate::errors::{ApiError, Dialect};
-use crate::metering::{OutputEstimate, Usage};
+use crate::tokenizer::OutputEstimate;
+use crate::usage::Usage;
 
 /// Sent when the client did not name an API version.
 pub const DEFAULT_VERSION: &str = "2023-06-01";
 
-pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -> Result<Prepared> {
+pub fn prepare(channel: &Upstream, upstream: &BaseUrl, req: ClientRequest<'_>) -> Result<Prepared> {
     let mut out_body = req.body.clone();
     let upstream_model = channel.upstream_model(req.model);
     if let Some(span) = req.probe.model_span.filter(|_| upstream_model != req.model) {

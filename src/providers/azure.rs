@@ -10,7 +10,8 @@ use pingora_error::Result;
 
 use super::head::UpstreamHead;
 use super::{bad_setting, ClientRequest, Prepared, SettingError};
-use crate::config::{Channel, ChannelDef, Upstream};
+use super::{BaseUrl, Upstream};
+use crate::config::schema::ChannelDef;
 
 /// The GA data-plane version used when a channel sets none.
 pub const DEFAULT_API_VERSION: &str = "2024-10-21";
@@ -81,9 +82,9 @@ fn upstream_path(style: Style, client_path: &str, deployment: &str) -> (String, 
 }
 
 pub fn prepare(
-    channel: &Channel,
+    channel: &Upstream,
     settings: &Settings,
-    upstream: &Upstream,
+    upstream: &BaseUrl,
     req: ClientRequest<'_>,
 ) -> Result<Prepared> {
     let (body, adapter) = super::openai::shape(channel, req);

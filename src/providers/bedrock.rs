@@ -28,8 +28,9 @@ use serde_json::json;
 use super::anthropic::{self, AnthropicAdapter, AnthropicMeter};
 use super::head::UpstreamHead;
 use super::{bad_setting, ClientRequest, Endpoint, Meter, Prepared, ResponseAdapter, SettingError};
-use crate::config::{Channel, ChannelDef, Upstream};
-use crate::metering::Usage;
+use super::{BaseUrl, Upstream};
+use crate::config::schema::ChannelDef;
+use crate::usage::Usage;
 
 pub const ANTHROPIC_VERSION: &str = "bedrock-2023-05-31";
 const SERVICE: &str = "bedrock";
@@ -153,9 +154,9 @@ pub fn sigv4_headers(
 }
 
 pub fn prepare(
-    channel: &Channel,
+    channel: &Upstream,
     settings: &Settings,
-    upstream: &Upstream,
+    upstream: &BaseUrl,
     req: ClientRequest<'_>,
 ) -> Result<Prepared> {
     let counting = req.endpoint == Endpoint::AnthropicCountTokens;

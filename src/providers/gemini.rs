@@ -15,14 +15,15 @@ use serde::Deserialize;
 
 use super::head::UpstreamHead;
 use super::openai::Tail;
+use super::{BaseUrl, Upstream};
 use super::{
     ClientRequest, CountAdapter, Endpoint, GeminiMethod, Meter, PassThrough, Prepared,
     ResponseAdapter,
 };
-use crate::config::{Channel, Upstream};
-use crate::metering::{OutputEstimate, Usage};
+use crate::tokenizer::OutputEstimate;
+use crate::usage::Usage;
 
-pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -> Result<Prepared> {
+pub fn prepare(channel: &Upstream, upstream: &BaseUrl, req: ClientRequest<'_>) -> Result<Prepared> {
     let Endpoint::Gemini(method) = req.endpoint else {
         return Err(super::internal(
             "gemini serves Gemini endpoints only".into(),

@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use pingora_error::{Error, ErrorType::InvalidHTTPHeader, Result};
 use pingora_http::RequestHeader;
 
-use crate::config::Upstream;
+use super::BaseUrl;
 
 /// Client request headers never forwarded upstream: hop-by-hop headers,
 /// the client's own credentials (replaced by the channel's), framing that
@@ -70,7 +70,7 @@ impl UpstreamHead {
         target: &str,
         client: &RequestHeader,
         also_dropped: &[&str],
-        upstream: &Upstream,
+        upstream: &BaseUrl,
         credential: (&str, &[&[u8]]),
         body_len: usize,
     ) -> Result<UpstreamHead> {
@@ -105,7 +105,7 @@ impl UpstreamHead {
     }
 
     /// `host`: the channel's host, with its port unless it is the scheme's.
-    pub fn host(&mut self, upstream: &Upstream) {
+    pub fn host(&mut self, upstream: &BaseUrl) {
         self.put("host", &[upstream.authority.as_bytes()]);
     }
 
@@ -136,8 +136,8 @@ impl UpstreamHead {
 mod tests {
     use super::*;
 
-    fn upstream(base_url: &str) -> Upstream {
-        crate::config::parse_base_url(base_url, false).unwrap()
+    fn upstream(base_url: &str) -> BaseUrl {
+        crate::providers::parse_base_url(base_url, false).unwrap()
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::{Endpoint, GeminiMethod};
 use crate::body::BodyProbe;
-use crate::metering::Usage;
+use crate::usage::Usage;
 
 const ANSWER: &str = "Hello from the tollgate mock channel. This answer is deterministic, \
                       so tests and demos can rely on it.";

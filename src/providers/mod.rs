@@ -12,6 +12,7 @@
 
 pub mod anthropic;
 pub mod azure;
+mod base_url;
 pub mod bedrock;
 pub mod gemini;
 pub mod head;
@@ -24,9 +25,13 @@ use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::body::BodyProbe;
-use crate::config::{Channel, ChannelDef, ChannelType, Upstream};
+use std::collections::BTreeMap;
+
+pub use base_url::{parse_base_url, BaseUrl};
+
+use crate::config::schema::{ChannelDef, ChannelType};
 use crate::errors::Dialect;
-use crate::metering::Usage;
+use crate::usage::Usage;
 
 /// A Gemini method, the part after `:` in `/v1beta/models/{model}:{method}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +115,116 @@ impl Endpoint {
     }
 }
 
+/// A config error in a channel's type-specific settings, with the field it
+/// is about (so the error can point at that line).
+#[derive(Debug)]
+pub struct SettingError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// A [`SettingError`] about `field`.
+pub fn bad_setting(field: &'static str, message: impl Into<String>) -> SettingError {
+    SettingError {
+        field,
+        message: message.into(),
+    }
+}
+
+/// A channel's provider, each type with the settings only it has (the
+/// TOML stays flat: [`Provider::from_def`] reads a `[[channels]]` item), so
+/// a type and settings of another type cannot be put together.
+pub enum Provider {
+    Openai,
+    Azure(azure::Settings),
+    Anthropic,
+    Gemini,
+    Vertex(vertex::Settings),
+    Bedrock(bedrock::Settings),
+    /// Answered in-process (`mock`), for demos and tests.
+    Mock,
+}
+
+impl Provider {
+    /// Builds a channel's provider from its definition. `expand(field,
+    /// value)` resolves `${VAR}`s; `None` means a variable is unset, which
+    /// disables the channel: then `Ok(None)`, and the type-specific settings
+    /// are left unchecked. `Err` is a config error about this channel.
+    pub fn from_def(
+        def: &ChannelDef,
+        expand: &mut dyn FnMut(&str, &str) -> Option<String>,
+    ) -> std::result::Result<Option<Provider>, SettingError> {
+        Ok(Some(match def.kind {
+            ChannelType::Azure => Provider::Azure(azure::Settings::from_def(def, expand)?),
+            ChannelType::Bedrock => Provider::Bedrock(bedrock::Settings::from_def(def, expand)?),
+            ChannelType::Vertex => match vertex::Settings::from_def(def, expand)? {
+                Some(settings) => Provider::Vertex(settings),
+                None => return Ok(None),
+            },
+            plain => {
+                refuse_foreign_settings(def)?;
+                match plain {
+                    ChannelType::Openai => Provider::Openai,
+                    ChannelType::Anthropic => Provider::Anthropic,
+                    ChannelType::Gemini => Provider::Gemini,
+                    _ => Provider::Mock,
+                }
+            }
+        }))
+    }
+
+    pub fn channel_type(&self) -> ChannelType {
+        match self {
+            Provider::Openai => ChannelType::Openai,
+            Provider::Azure(_) => ChannelType::Azure,
+            Provider::Anthropic => ChannelType::Anthropic,
+            Provider::Gemini => ChannelType::Gemini,
+            Provider::Vertex(_) => ChannelType::Vertex,
+            Provider::Bedrock(_) => ChannelType::Bedrock,
+            Provider::Mock => ChannelType::Mock,
+        }
+    }
+
+    /// The provider's public endpoint, for channels that leave `base_url`
+    /// out; `None` where there is none (`mock`, Azure's own resources).
+    pub fn default_base_url(&self) -> Option<String> {
+        match self {
+            Provider::Openai => Some("https://api.openai.com".into()),
+            Provider::Anthropic => Some("https://api.anthropic.com".into()),
+            Provider::Gemini => Some("https://generativelanguage.googleapis.com".into()),
+            Provider::Bedrock(s) => Some(s.default_base_url()),
+            Provider::Vertex(s) => Some(s.default_base_url()),
+            Provider::Azure(_) | Provider::Mock => None,
+        }
+    }
+}
+
+/// The types without settings of their own refuse every such setting, so
+/// that a typo'd type is not silently served without its settings.
+fn refuse_foreign_settings(def: &ChannelDef) -> std::result::Result<(), SettingError> {
+    for (field, set) in [
+        ("api_version", def.api_version.is_some()),
+        ("azure_style", def.azure_style.is_some()),
+        ("region", def.region.is_some()),
+        ("aws_access_key_id", def.aws_access_key_id.is_some()),
+        ("aws_secret_access_key", def.aws_secret_access_key.is_some()),
+        ("aws_session_token", def.aws_session_token.is_some()),
+        ("project", def.project.is_some()),
+        ("location", def.location.is_some()),
+        ("credentials_file", def.credentials_file.is_some()),
+        ("credentials_json", def.credentials_json.is_some()),
+        ("token_uri", def.token_uri.is_some()),
+    ] {
+        if set {
+            return Err(bad_setting(
+                field,
+                format!("`{field}` does not apply to type \"{}\"", def.kind.as_str()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a channel of type `kind` can serve `endpoint` natively.
 pub fn serves(kind: ChannelType, endpoint: Endpoint) -> bool {
     use ChannelType as T;
@@ -127,79 +242,20 @@ pub fn serves(kind: ChannelType, endpoint: Endpoint) -> bool {
     }
 }
 
-/// A config error in a channel's type-specific settings, with the field it
-/// is about (so the error can point at that line).
-#[derive(Debug)]
-pub struct SettingError {
-    pub field: &'static str,
-    pub message: String,
+/// What the adapters need of an enabled channel: its provider, where it
+/// is and its credentials.
+pub struct Upstream {
+    pub provider: Provider,
+    /// `None` for the in-process `mock`.
+    pub base_url: Option<BaseUrl>,
+    pub api_key: String,
+    pub model_map: BTreeMap<String, String>,
 }
 
-/// A [`SettingError`] about `field`.
-pub fn bad_setting(field: &'static str, message: impl Into<String>) -> SettingError {
-    SettingError {
-        field,
-        message: message.into(),
-    }
-}
-
-/// Settings only some channel types have, resolved at config load.
-pub enum Native {
-    None,
-    Azure(azure::Settings),
-    Bedrock(bedrock::Settings),
-    Vertex(vertex::Settings),
-}
-
-/// Builds a channel's type-specific settings from its definition.
-/// `expand(field, value)` resolves `${VAR}`s; `None` means a variable is
-/// unset, which disables the channel, so its settings are not checked and
-/// [`Native::None`] stands in. `Err` is a config error about this channel.
-pub fn native_settings(
-    def: &ChannelDef,
-    expand: &mut dyn FnMut(&str, &str) -> Option<String>,
-) -> std::result::Result<Native, SettingError> {
-    Ok(match def.kind {
-        ChannelType::Azure => Native::Azure(azure::Settings::from_def(def, expand)?),
-        ChannelType::Bedrock => Native::Bedrock(bedrock::Settings::from_def(def, expand)?),
-        ChannelType::Vertex => {
-            vertex::Settings::from_def(def, expand)?.map_or(Native::None, Native::Vertex)
-        }
-        _ => {
-            for (field, set) in [
-                ("api_version", def.api_version.is_some()),
-                ("azure_style", def.azure_style.is_some()),
-                ("region", def.region.is_some()),
-                ("aws_access_key_id", def.aws_access_key_id.is_some()),
-                ("aws_secret_access_key", def.aws_secret_access_key.is_some()),
-                ("aws_session_token", def.aws_session_token.is_some()),
-                ("project", def.project.is_some()),
-                ("location", def.location.is_some()),
-                ("credentials_file", def.credentials_file.is_some()),
-                ("credentials_json", def.credentials_json.is_some()),
-                ("token_uri", def.token_uri.is_some()),
-            ] {
-                if set {
-                    return Err(bad_setting(
-                        field,
-                        format!("`{field}` does not apply to type \"{}\"", def.kind.as_str()),
-                    ));
-                }
-            }
-            Native::None
-        }
-    })
-}
-
-/// The provider's public endpoint, for channels that leave `base_url` out.
-pub fn default_base_url(kind: ChannelType, native: &Native) -> Option<String> {
-    match (kind, native) {
-        (ChannelType::Openai, _) => Some("https://api.openai.com".into()),
-        (ChannelType::Anthropic, _) => Some("https://api.anthropic.com".into()),
-        (ChannelType::Gemini, _) => Some("https://generativelanguage.googleapis.com".into()),
-        (ChannelType::Bedrock, Native::Bedrock(s)) => Some(s.default_base_url()),
-        (ChannelType::Vertex, Native::Vertex(s)) => Some(s.default_base_url()),
-        _ => None,
+impl Upstream {
+    /// The model name to send upstream for a client-facing name.
+    pub fn upstream_model<'a>(&'a self, model: &'a str) -> &'a str {
+        self.model_map.get(model).map_or(model, String::as_str)
     }
 }
 
@@ -340,40 +396,35 @@ fn internal(msg: String) -> Box<pingora_error::Error> {
     pingora_error::Error::explain(pingora_error::ErrorType::InternalError, msg)
 }
 
-/// Shapes the client's request for `channel`.
+/// Shapes the client's request for a channel at `url`.
 pub async fn prepare(
-    channel: &Channel,
-    upstream: &Upstream,
+    channel: &Upstream,
+    url: &BaseUrl,
     req: ClientRequest<'_>,
 ) -> Result<Prepared> {
-    if !serves(channel.kind, req.endpoint) {
+    if !serves(channel.provider.channel_type(), req.endpoint) {
         // Routing never picks such a channel; this guards the invariant.
         return Err(internal(format!(
             "channel type {} cannot serve {:?}",
-            channel.kind.as_str(),
+            channel.provider.channel_type().as_str(),
             req.endpoint
         )));
     }
-    match (channel.kind, &channel.native) {
-        (ChannelType::Openai, _) => openai::prepare(channel, upstream, req),
-        (ChannelType::Anthropic, _) => anthropic::prepare(channel, upstream, req),
-        (ChannelType::Gemini, _) => gemini::prepare(channel, upstream, req),
-        (ChannelType::Azure, Native::Azure(s)) => azure::prepare(channel, s, upstream, req),
-        (ChannelType::Bedrock, Native::Bedrock(s)) => bedrock::prepare(channel, s, upstream, req),
-        (ChannelType::Vertex, Native::Vertex(s)) => {
-            vertex::prepare(channel, s, upstream, req).await
-        }
-        (other, _) => Err(internal(format!(
-            "channel type {} has no adapter",
-            other.as_str()
-        ))),
+    match &channel.provider {
+        Provider::Openai => openai::prepare(channel, url, req),
+        Provider::Anthropic => anthropic::prepare(channel, url, req),
+        Provider::Gemini => gemini::prepare(channel, url, req),
+        Provider::Azure(s) => azure::prepare(channel, s, url, req),
+        Provider::Bedrock(s) => bedrock::prepare(channel, s, url, req),
+        Provider::Vertex(s) => vertex::prepare(channel, s, url, req).await,
+        Provider::Mock => Err(internal("the mock channel is answered in-process".into())),
     }
 }
 
 /// `base_path` + `path` + `query` as a request target. Built by pushes, not
 /// `format!`: the formatting machinery costs ~800 instructions a call, and
 /// this runs for every request.
-pub fn target(upstream: &Upstream, path: &str, query: &[(String, String)]) -> String {
+pub fn target(upstream: &BaseUrl, path: &str, query: &[(String, String)]) -> String {
     let mut out = String::with_capacity(upstream.base_path.len() + path.len() + 64);
     out.push_str(&upstream.base_path);
     out.push_str(path);
@@ -448,7 +499,7 @@ mod tests {
             "t.toml",
             text,
             &env,
-            &crate::routing::HealthRegistry::default(),
+            &crate::health::HealthRegistry::default(),
             1,
             &mut Default::default(),
         )
@@ -478,7 +529,7 @@ mod tests {
              aws_secret_access_key = \"${SET}\"\n",
         )
         .unwrap();
-        assert!(!ok.snapshot.channels[0].enabled);
+        assert!(!ok.snapshot.channels[0].enabled());
         assert!(ok.warnings.iter().any(|w| w.contains("${UNSET}")));
         let ok = load(
             "type = \"bedrock\"\nregion = \"${SET}\"\naws_access_key_id = \"${SET}\"\n\
@@ -486,9 +537,15 @@ mod tests {
         )
         .unwrap();
         let ch = &ok.snapshot.channels[0];
-        assert!(ch.enabled);
+        assert!(ch.enabled());
         assert_eq!(
-            ch.upstream.as_ref().unwrap().host,
+            ch.upstream
+                .as_ref()
+                .unwrap()
+                .base_url
+                .as_ref()
+                .unwrap()
+                .host,
             "bedrock-runtime.value.amazonaws.com"
         );
     }

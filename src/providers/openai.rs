@@ -13,18 +13,19 @@ use pingora_http::ResponseHeader;
 use serde::Deserialize;
 
 use super::head::UpstreamHead;
+use super::{BaseUrl, Upstream};
 use super::{ClientRequest, Prepared, ResponseAdapter};
 use crate::body::{self, BodyProbe};
-use crate::config::{Channel, Upstream};
-use crate::metering::{OutputEstimate, Usage};
 use crate::sse::{SseEvent, SseParser};
+use crate::tokenizer::OutputEstimate;
+use crate::usage::Usage;
 
 /// Paths whose streams carry usage only when asked for.
 fn takes_include_usage(path: &str) -> bool {
     path.ends_with("/chat/completions") || path.ends_with("/completions")
 }
 
-pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -> Result<Prepared> {
+pub fn prepare(channel: &Upstream, upstream: &BaseUrl, req: ClientRequest<'_>) -> Result<Prepared> {
     let (body, adapter) = shape(channel, req);
     let path_and_query = req.header.uri.path_and_query().map_or("/", |p| p.as_str());
     let target = super::target(upstream, path_and_query, &[]);
@@ -46,7 +47,7 @@ pub fn prepare(channel: &Channel, upstream: &Upstream, req: ClientRequest<'_>) -
 
 /// The upstream body (mapped model, usage asked for on streams) and the
 /// adapter for its answer; shared with Azure.
-pub fn shape(channel: &Channel, req: ClientRequest<'_>) -> (Bytes, Box<dyn ResponseAdapter>) {
+pub fn shape(channel: &Upstream, req: ClientRequest<'_>) -> (Bytes, Box<dyn ResponseAdapter>) {
     let probe = req.probe;
     let mut out_body = req.body.clone();
     let upstream_model = channel.upstream_model(req.model);

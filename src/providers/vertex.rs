@@ -26,7 +26,8 @@ use tracing::warn;
 
 use super::head::UpstreamHead;
 use super::{anthropic, bad_setting, gemini, ClientRequest, Endpoint, Prepared, SettingError};
-use crate::config::{Channel, ChannelDef, Upstream};
+use super::{BaseUrl, Upstream};
+use crate::config::schema::ChannelDef;
 
 pub const ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
 const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
@@ -164,9 +165,9 @@ impl Settings {
 }
 
 pub async fn prepare(
-    channel: &Channel,
+    channel: &Upstream,
     settings: &Settings,
-    upstream: &Upstream,
+    upstream: &BaseUrl,
     req: ClientRequest<'_>,
 ) -> Result<Prepared> {
     let token = settings.tokens.token().await.map_err(super::internal)?;

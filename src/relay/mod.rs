@@ -31,13 +31,15 @@ use crate::access_log;
 use crate::api;
 use crate::auth;
 use crate::body::{self, BodyProbe};
-use crate::config::{Channel, Key, Snapshot, Upstream};
+use crate::clock::now_ms;
+use crate::config::{Channel, Key, Snapshot};
 use crate::errors::{ApiError, Dialect};
-use crate::metering::{self, Metering, Outcome, Usage};
+use crate::metering::{self, Metering, Outcome};
 use crate::metrics::{Metrics, ModelSeries};
-use crate::providers::{self, Endpoint, GeminiMethod, ResponseAdapter};
+use crate::providers::{self, BaseUrl, Endpoint, GeminiMethod, ResponseAdapter};
 use crate::reload::ConfigHandle;
-use crate::routing::{self, now_ms, RouteError};
+use crate::routing::{self, RouteError};
+use crate::usage::Usage;
 use client::ClientSession;
 use pool::IdlePool;
 use response::{UpstreamBody, KEEP_ALIVE};
@@ -311,7 +313,11 @@ impl Gateway {
                     .with_label_values(&[&snap.groups[from].name, &group.name])
                     .inc();
             }
-            let result = match &channel.upstream {
+            // Routes hold only enabled channels, which have an upstream.
+            let Some(upstream) = &channel.upstream else {
+                continue;
+            };
+            let result = match &upstream.base_url {
                 None => Ok(self
                     .answer_from_mock(session, channel, endpoint, &probe, body.len())
                     .await),
@@ -323,7 +329,7 @@ impl Gateway {
                         probe: &probe,
                         model: &model,
                     };
-                    let prepared = providers::prepare(channel, up, req).await;
+                    let prepared = providers::prepare(upstream, up, req).await;
                     self.attempt(session, snap, channel, up, prepared, dialect)
                         .await
                 }
@@ -431,7 +437,7 @@ impl Gateway {
         session: &mut ClientSession,
         snap: &Snapshot,
         channel: &Channel,
-        up: &Upstream,
+        up: &BaseUrl,
         prepared: pingora_error::Result<providers::Prepared>,
         dialect: Dialect,
     ) -> Result<Relayed, Failure> {

@@ -19,7 +19,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::pool::IdlePool;
 use super::response::{self, UpstreamBody};
-use crate::config::{ServerSection, Upstream};
+use crate::config::ServerSection;
+use crate::providers::BaseUrl;
 
 const DNS_TTL: Duration = Duration::from_secs(60);
 /// A resolver that does not answer must not hold a request (and its
@@ -61,7 +62,7 @@ impl DnsCache {
     }
 }
 
-pub fn peer(addr: SocketAddr, upstream: &Upstream, server: &ServerSection) -> HttpPeer {
+pub fn peer(addr: SocketAddr, upstream: &BaseUrl, server: &ServerSection) -> HttpPeer {
     let mut peer = HttpPeer::new(addr, upstream.tls, upstream.host.clone());
     let o = &mut peer.options;
     let connect = Duration::from_millis(server.upstream_connect_timeout_ms);
