@@ -29,7 +29,7 @@ use rust_decimal::Decimal;
 use tracing::info;
 
 use crate::clock::now_ms;
-use crate::config::{Key, Price, Snapshot, StoreSection};
+use crate::config::{Group, Key, Price, Snapshot, StoreSection};
 use crate::errors::ApiError;
 use crate::metrics::{Metrics, ModelSeries, TokenKind};
 use crate::store::Store;
@@ -135,17 +135,35 @@ pub fn reservation_nanos(
     cost_nanos(&bound, ratio, &usage)
 }
 
-/// How a relayed request ended, for [`Metering::settle`].
-pub struct Outcome<'a> {
-    /// Index of the group whose channel served the request.
-    pub group: usize,
+/// What a request came to: the group and channel that served it (none
+/// when no channel did) and what it used. Metering bills it, the relay
+/// records it in metrics and the access log.
+pub struct Served<'a> {
+    /// The group whose channel served the request.
+    pub group: Option<&'a Group>,
     pub channel: &'a str,
     pub model: &'a str,
-    /// The metric series of the group and model.
-    pub series: &'a ModelSeries,
+    /// The (group, model) metric series, when already looked up.
+    pub series: Option<&'a ModelSeries>,
     pub status: u16,
+    /// Tokens as reported, or estimated when the answer carried no report.
     pub usage: Usage,
     pub estimated: bool,
+}
+
+impl Served<'static> {
+    /// A request the gateway refused before any channel answered it.
+    pub fn refused(status: u16) -> Self {
+        Served {
+            group: None,
+            channel: "",
+            model: "",
+            series: None,
+            status,
+            usage: Usage::default(),
+            estimated: false,
+        }
+    }
 }
 
 /// A request let through by [`Metering::admit`]. Dropping it without
@@ -321,32 +339,39 @@ impl Metering {
         mut admission: Admission,
         snap: &Snapshot,
         key: &Key,
-        o: &Outcome<'_>,
+        served: &Served<'_>,
     ) -> i64 {
-        if o.status >= 400 {
+        let Some(group) = served.group.filter(|_| served.status < 400) else {
             return 0;
-        }
-        let group = &snap.groups[o.group];
+        };
         let cost = snap
             .prices
-            .get(o.model)
-            .map_or(0, |p| cost_nanos(p, group.ratio, &o.usage));
+            .get(served.model)
+            .map_or(0, |p| cost_nanos(p, group.ratio, &served.usage));
         let charge = Charge {
             at_ms: now_ms(),
             key: key.name.clone(),
             user: key.user.clone().unwrap_or_default(),
             group: group.name.clone(),
-            model: o.model.to_string(),
-            channel: o.channel.to_string(),
-            usage: o.usage,
+            model: served.model.to_string(),
+            channel: served.channel.to_string(),
+            usage: served.usage,
             cost_nanos: cost,
-            estimated: o.estimated,
+            estimated: served.estimated,
         };
         admission.close(&Counts::of(&charge));
         if let Some(tpm) = key.tpm {
-            lock_rates(&admission.key).spend_tokens(tpm, o.usage.total(), self.now_ns());
+            lock_rates(&admission.key).spend_tokens(tpm, served.usage.total(), self.now_ns());
         }
-        self.count(&charge, o.series);
+        let looked_up;
+        let series = match served.series {
+            Some(series) => series,
+            None => {
+                looked_up = self.metrics.model_series(&group.name, served.model);
+                &looked_up
+            }
+        };
+        self.count(&charge, series);
         self.ledger.record(charge);
         cost
     }

@@ -1,9 +1,11 @@
 //! The in-process `mock` channel: answers in the OpenAI, Anthropic Messages
 //! and Gemini wire formats without any network, so the example config works
-//! offline for all three SDKs and load tests have a zero-cost upstream. Text and usage are deterministic: the prompt counts
-//! one token per 4 bytes of request body, the answer one token per word.
+//! offline for all three SDKs and load tests have a zero-cost upstream.
+//! Text and usage are deterministic: the prompt counts one token per 4
+//! bytes of request body, the answer one token per word.
 
 use bytes::Bytes;
+use pingora_http::ResponseHeader;
 use serde_json::{json, Value};
 
 use super::{Endpoint, GeminiMethod};
@@ -21,6 +23,23 @@ pub struct MockAnswer {
     pub events: Vec<Bytes>,
     /// What the answer costs, whether or not the body reports it.
     pub usage: Usage,
+}
+
+impl MockAnswer {
+    /// The response head: chunked for a stream, so that each event is
+    /// written as it comes; with a length for a whole body.
+    pub fn head(&self, stream: bool) -> ResponseHeader {
+        let mut head = ResponseHeader::build(self.status, Some(4)).expect("valid status");
+        let _ = head.insert_header("content-type", self.content_type);
+        if stream {
+            let _ = head.insert_header("cache-control", "no-cache");
+            let _ = head.insert_header("transfer-encoding", "chunked");
+        } else {
+            let len: usize = self.events.iter().map(Bytes::len).sum();
+            let _ = head.insert_header("content-length", len);
+        }
+        head
+    }
 }
 
 /// Answers a request for `endpoint` (at `path`) whose body is `body_len`

@@ -29,6 +29,25 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most of an upstream error body we keep to hand back to the client.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
 
+/// What every attempt shares: the connector, idle upstream connections
+/// and resolved addresses.
+pub struct Outbound {
+    pub connector: TransportConnector,
+    pub pool: IdlePool,
+    pub dns: DnsCache,
+}
+
+impl Outbound {
+    pub fn new() -> Self {
+        Outbound {
+            connector: TransportConnector::new(None),
+            pool: IdlePool::default(),
+            dns: DnsCache::default(),
+        }
+    }
+}
+
+/// Resolved upstream addresses, refreshed after `DNS_TTL`.
 #[derive(Default)]
 pub struct DnsCache {
     entries: Mutex<HashMap<(String, u16), (SocketAddr, Instant)>>,
@@ -154,7 +173,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn io(reason: FailReason, detail: impl std::fmt::Display) -> Failure {
+    pub fn io(reason: FailReason, detail: impl std::fmt::Display) -> Failure {
         Failure {
             reason,
             detail: detail.to_string(),

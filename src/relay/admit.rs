@@ -1,0 +1,183 @@
+//! Phase 2: whether a request may go upstream at all. Reads the body,
+//! finds the model, checks it against the key and the routing tables, and
+//! takes the key's budget reservation and rate-limit slots. Every refusal
+//! here happens before any upstream work.
+
+use bytes::{Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
+
+use super::client::{self, ClientSession};
+use super::deadline;
+use crate::body::{self, BodyProbe};
+use crate::config::{Key, Snapshot};
+use crate::errors::ApiError;
+use crate::metering::{Admission, Metering};
+use crate::providers::{Endpoint, GeminiMethod};
+use crate::routing::{self, RouteError};
+
+/// A request let through, with everything the attempts need.
+pub(super) struct Admitted {
+    /// The whole body, re-sent as is by every attempt.
+    pub body: Bytes,
+    pub probe: BodyProbe,
+    pub model: String,
+    /// Held until the request is billed; dropped on any other path, which
+    /// gives its budget reservation and concurrency slot back.
+    pub admission: Admission,
+}
+
+/// A refusal, and whether the connection must close after it (the body
+/// may be left unread).
+pub(super) struct Refused {
+    pub error: ApiError,
+    pub close: bool,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        Refused {
+            error,
+            close: false,
+        }
+    }
+}
+
+pub(super) async fn admit(
+    session: &mut ClientSession,
+    snap: &Snapshot,
+    key: &Key,
+    endpoint: Endpoint,
+    metering: &Metering,
+) -> Result<Admitted, Refused> {
+    let deadline = client::body_deadline(&snap.server);
+    let read = deadline::within(
+        Some(deadline),
+        read_body(session, snap.server.max_body_bytes),
+    );
+    let body = read
+        .await
+        .unwrap_or_else(|| Err(body_timed_out()))
+        .map_err(|error| Refused { error, close: true })?;
+    let probe = body::probe(&body)
+        .map(|p| with_path_model(p, endpoint, session.req_header().uri.path()))
+        .map_err(|msg| ApiError::new(400, "invalid_json", msg))?;
+    let Some(model) = probe.model.clone() else {
+        let e = ApiError::new(400, "missing_model", "the request body has no `model`");
+        return Err(e.into());
+    };
+    check_model(snap, key, &model, endpoint)?;
+    let admission = metering.admit(snap, key, &model, probe.max_output_tokens, body.len())?;
+    Ok(Admitted {
+        body,
+        probe,
+        model,
+        admission,
+    })
+}
+
+/// The key may use the model, and some channel of its groups serves it in
+/// the request's format.
+fn check_model(
+    snap: &Snapshot,
+    key: &Key,
+    model: &str,
+    endpoint: Endpoint,
+) -> Result<(), ApiError> {
+    if !key.allows_model(model) {
+        return Err(ApiError::new(
+            403,
+            "model_not_allowed",
+            format!("this API key may not use model `{model}`"),
+        ));
+    }
+    match routing::check_model(snap, &key.groups, model) {
+        Err(RouteError::ModelNotFound) => {
+            return Err(ApiError::new(
+                404,
+                "model_not_found",
+                format!("model `{model}` does not exist"),
+            ))
+        }
+        Err(RouteError::ModelNotInGroup) => {
+            return Err(ApiError::new(
+                403,
+                "model_not_in_group",
+                format!(
+                    "model `{model}` is not available in this key's groups ({})",
+                    key.group_names.join(", ")
+                ),
+            ))
+        }
+        Ok(()) => {}
+    }
+    if !routing::format_served(snap, &key.groups, model, endpoint) {
+        return Err(ApiError::new(
+            400,
+            "unsupported_format",
+            format!(
+                "no channel of this key's groups serves model `{model}` in this API format \
+                 (channels serve only their provider's native format)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// For Gemini endpoints the model and streaming come from the path, not
+/// the body.
+fn with_path_model(mut probe: BodyProbe, endpoint: Endpoint, path: &str) -> BodyProbe {
+    if let (Endpoint::Gemini(method), Some((_, Some(model)))) = (endpoint, Endpoint::classify(path))
+    {
+        probe.model = Some(model.to_string());
+        probe.model_span = None;
+        probe.stream = method == GeminiMethod::StreamGenerate;
+    }
+    probe
+}
+
+fn body_timed_out() -> ApiError {
+    ApiError::new(
+        408,
+        "request_timeout",
+        "the request body did not arrive in time",
+    )
+}
+
+/// Reads the whole request body, refusing more than `max` bytes early.
+async fn read_body(session: &mut ClientSession, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            413,
+            "request_too_large",
+            format!("request body is larger than the {max} bytes allowed"),
+        )
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(8 * 1024));
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > max {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => {
+                return Err(ApiError::new(
+                    400,
+                    "invalid_body",
+                    format!("could not read the request body: {:?}", e.etype()),
+                ))
+            }
+        }
+    }
+}

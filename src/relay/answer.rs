@@ -1,0 +1,72 @@
+//! The gateway's own answers: JSON documents (model lists, pricing, usage)
+//! and refusals in the client's dialect.
+
+use bytes::Bytes;
+use http::header::{CONNECTION, TRANSFER_ENCODING};
+use pingora_http::ResponseHeader;
+
+use std::time::Instant;
+
+use super::client::ClientSession;
+use super::record::record;
+use super::stream::Disposition;
+use crate::errors::{ApiError, Dialect};
+use crate::metering::Served;
+use crate::metrics::Metrics;
+
+/// Answers with a gateway error, before any upstream answer was relayed.
+pub(super) async fn write_error(
+    session: &mut ClientSession,
+    dialect: Dialect,
+    error: &ApiError,
+) -> Disposition {
+    let mut head = ResponseHeader::build(error.status, Some(3)).expect("valid status");
+    if let Some(seconds) = error.retry_after {
+        let _ = head.insert_header("retry-after", seconds.to_string());
+    }
+    let _ = head.insert_header("content-type", "application/json");
+    write_raw(session, head, Bytes::from(error.body(dialect))).await
+}
+
+pub(super) async fn write_json(
+    session: &mut ClientSession,
+    status: u16,
+    value: &serde_json::Value,
+) -> Disposition {
+    let mut head = ResponseHeader::build(status, Some(2)).expect("valid status");
+    let _ = head.insert_header("content-type", "application/json");
+    write_raw(session, head, Bytes::from(value.to_string())).await
+}
+
+pub(super) async fn write_raw(
+    session: &mut ClientSession,
+    mut head: ResponseHeader,
+    body: Bytes,
+) -> Disposition {
+    head.remove_header(&TRANSFER_ENCODING);
+    head.remove_header(&CONNECTION);
+    let _ = head.insert_header("content-length", body.len());
+    if session.write_response_header(Box::new(head)).await.is_err() {
+        return Disposition::Close;
+    }
+    if !body.is_empty() && session.write_response_body(body).await.is_err() {
+        return Disposition::Close;
+    }
+    match session.finish_body().await {
+        Ok(()) => Disposition::Reuse,
+        Err(_) => Disposition::Close,
+    }
+}
+
+/// Refuses a request before any channel was tried: recorded, then answered
+/// with `error` in the client's dialect.
+pub(super) async fn refuse(
+    session: &mut ClientSession,
+    metrics: &Metrics,
+    dialect: Dialect,
+    error: &ApiError,
+    started: Instant,
+) -> Disposition {
+    record(metrics, &Served::refused(error.status), started, 0);
+    write_error(session, dialect, error).await
+}

@@ -1,0 +1,327 @@
+//! Phase 3: trying channels until one answers. Each failure before the
+//! answer's head reached the client (connect error, timeout, 429, 5xx, a
+//! refused channel key) cools the channel down and moves on to the next
+//! one; once a head is sent there is no way back. The request is billed
+//! exactly once, by the attempt that answered.
+
+use std::time::{Duration, Instant};
+
+use tracing::warn;
+
+use super::admit::Admitted;
+use super::answer::{refuse, write_raw};
+use super::client::ClientSession;
+use super::record::record;
+use super::stream::{pipe_body, write_events, Disposition};
+use super::upstream::{self, FailReason, Failure, Outbound};
+use crate::clock::now_ms;
+use crate::config::{Channel, Key, Snapshot};
+use crate::errors::ApiError;
+use crate::metering::{self, Metering, Served};
+use crate::metrics::Metrics;
+use crate::providers::{self, BaseUrl, Endpoint, Prepared};
+use crate::routing;
+use crate::usage::Usage;
+
+/// What the attempts of one request use.
+pub(super) struct Failover<'a> {
+    pub metrics: &'a Metrics,
+    pub metering: &'a Metering,
+    pub outbound: &'a Outbound,
+    pub snap: &'a Snapshot,
+    pub key: &'a Key,
+    pub endpoint: Endpoint,
+    pub started: Instant,
+}
+
+/// An answer relayed to the client.
+struct Relayed {
+    status: u16,
+    disposition: Disposition,
+    /// As reported by the provider; `None` if the answer ended without it.
+    usage: Option<Usage>,
+    /// Output tokens counted from the answer text; 0 if `usage` is known.
+    estimated_output: u64,
+}
+
+/// The attempts so far.
+#[derive(Default)]
+struct Tries {
+    /// Channel indexes, in order.
+    channels: Vec<usize>,
+    last_failure: Option<Failure>,
+    /// The group of the last channel tried.
+    last_group: Option<usize>,
+}
+
+impl Failover<'_> {
+    pub(super) async fn serve(&self, session: &mut ClientSession, req: Admitted) -> Disposition {
+        let snap = self.snap;
+        let mut tries = Tries::default();
+        while tries.channels.len() < snap.max_attempts as usize {
+            let now = now_ms();
+            let Some(pick) = routing::next_channel(
+                snap,
+                &self.key.groups,
+                &req.model,
+                self.endpoint,
+                &tries.channels,
+                &mut |c| snap.channels[c].health.try_acquire(now),
+                &mut rand::thread_rng(),
+            ) else {
+                break;
+            };
+            tries.channels.push(pick.channel);
+            if let Some(from) = tries.last_group {
+                self.metrics
+                    .failovers_total
+                    .with_label_values(&[&snap.groups[from].name, &snap.groups[pick.group].name])
+                    .inc();
+            }
+            tries.last_group = Some(pick.group);
+            let channel = &snap.channels[pick.channel];
+            match self.try_channel(session, channel, &req).await {
+                Ok(relayed) => {
+                    return self.settle(req, pick.group, channel, relayed, tries.channels.len())
+                }
+                Err(failure) => {
+                    self.channel_failed(channel, &failure);
+                    tries.last_failure = Some(failure);
+                }
+            }
+        }
+        self.exhausted(session, &req.model, tries).await
+    }
+
+    /// One attempt: in-process for the mock, over the network otherwise.
+    async fn try_channel(
+        &self,
+        session: &mut ClientSession,
+        channel: &Channel,
+        req: &Admitted,
+    ) -> Result<Relayed, Failure> {
+        // Routes hold only enabled channels, which have an upstream.
+        let Some(upstream) = &channel.upstream else {
+            return Err(Failure::io(FailReason::Io, "the channel is disabled"));
+        };
+        let Some(url) = &upstream.base_url else {
+            return Ok(answer_from_mock(session, channel, self.endpoint, req).await);
+        };
+        let client_request = providers::ClientRequest {
+            endpoint: self.endpoint,
+            header: session.req_header(),
+            body: &req.body,
+            probe: &req.probe,
+            model: &req.model,
+        };
+        let prepared = providers::prepare(upstream, url, client_request).await;
+        self.attempt(session, channel, url, prepared).await
+    }
+
+    /// One try on a network channel. `Err` means "try another channel";
+    /// once the response head reached the client there is no way back.
+    async fn attempt(
+        &self,
+        session: &mut ClientSession,
+        channel: &Channel,
+        url: &BaseUrl,
+        prepared: pingora_error::Result<Prepared>,
+    ) -> Result<Relayed, Failure> {
+        let server = &self.snap.server;
+        let addr = self
+            .outbound
+            .dns
+            .resolve(&url.host, url.port)
+            .await
+            .map_err(|e| {
+                Failure::io(FailReason::Dns, format!("cannot resolve {}: {e}", url.host))
+            })?;
+        let header_timeout = Duration::from_secs(server.upstream_header_timeout_seconds);
+        // The peer and the upstream request are needed only until the
+        // answer's head: scoped, they are not part of a stream's future for
+        // its whole life. A rewritten body is also a second copy of the
+        // prompt (the client's own body stays, for failover and billing
+        // estimates).
+        let (opened, slot, mut adapter) = {
+            let Prepared {
+                head,
+                body,
+                adapter,
+            } = prepared.map_err(|e| {
+                Failure::io(
+                    FailReason::Io,
+                    format!("cannot build the upstream request: {e}"),
+                )
+            })?;
+            let peer = upstream::peer(addr, url, server);
+            let out = self.outbound;
+            let opened = upstream::exchange(
+                &out.connector,
+                &out.pool,
+                &peer,
+                &head,
+                &body,
+                header_timeout,
+            )
+            .await?;
+            (opened, upstream::PoolSlot::of(&peer), adapter)
+        };
+        self.metrics
+            .upstream_ttfb_seconds
+            .with_label_values(&[&channel.name])
+            .observe(opened.ttfb.as_secs_f64());
+        let status = opened.head.status.as_u16();
+        if let Some(reason) = FailReason::from_status(status) {
+            return Err(Box::pin(upstream::error_answer(opened, reason)).await);
+        }
+        channel.health.record_success();
+        let upstream::Opened { head, mut body, .. } = opened;
+        let dialect = self.endpoint.dialect();
+        let disposition = pipe_body(session, head, &mut body, adapter.as_mut(), dialect).await;
+        if body.is_body_done() {
+            upstream::release(&self.outbound.pool, body, slot);
+        }
+        let usage = adapter.usage();
+        Ok(Relayed {
+            status,
+            disposition,
+            // Counting the answer's tokens is work only a missing report needs.
+            estimated_output: match usage {
+                Some(_) => 0,
+                None => adapter.estimated_output_tokens(),
+            },
+            usage,
+        })
+    }
+
+    /// Bills the answered request (counting endpoints are free) and
+    /// records it.
+    fn settle(
+        &self,
+        req: Admitted,
+        group: usize,
+        channel: &Channel,
+        relayed: Relayed,
+        attempts: usize,
+    ) -> Disposition {
+        let group = &self.snap.groups[group];
+        let (usage, estimated) =
+            metering::final_usage(relayed.usage, relayed.estimated_output, &req.body);
+        let series = self.metrics.model_series(&group.name, &req.model);
+        let served = Served {
+            group: Some(group),
+            channel: &channel.name,
+            model: &req.model,
+            series: Some(&series),
+            status: relayed.status,
+            usage,
+            estimated,
+        };
+        if self.endpoint.is_count() {
+            drop(req.admission);
+        } else {
+            self.metering
+                .settle(req.admission, self.snap, self.key, &served);
+        }
+        record(self.metrics, &served, self.started, attempts);
+        relayed.disposition
+    }
+
+    fn channel_failed(&self, channel: &Channel, failure: &Failure) {
+        warn!(
+            channel = &*channel.name,
+            reason = failure.reason.as_str(),
+            "upstream attempt failed: {}",
+            failure.detail
+        );
+        self.metrics
+            .upstream_failures_total
+            .with_label_values(&[&channel.name, failure.reason.as_str()])
+            .inc();
+        channel.health.record_failure(
+            now_ms(),
+            Duration::from_secs(self.snap.cooldown_seconds),
+            Duration::from_secs(self.snap.max_cooldown_seconds),
+            failure.retry_after,
+            format!("{}: {}", failure.reason.as_str(), failure.detail),
+        );
+    }
+
+    /// Every attempt failed, or none could be made: the last upstream
+    /// error as the provider sent it, else the gateway's own error.
+    async fn exhausted(
+        &self,
+        session: &mut ClientSession,
+        model: &str,
+        tries: Tries,
+    ) -> Disposition {
+        let dialect = self.endpoint.dialect();
+        let snap = self.snap;
+        let error = match tries.last_failure {
+            Some(Failure {
+                answer: Some(answer),
+                ..
+            }) => {
+                let answer = answer.for_client(dialect);
+                let status = answer.head.status.as_u16();
+                let disposition = write_raw(session, answer.head, answer.body).await;
+                let channel =
+                    &snap.channels[*tries.channels.last().expect("a failure means a try")];
+                let served = Served {
+                    group: tries.last_group.map(|g| &snap.groups[g]),
+                    channel: &channel.name,
+                    model,
+                    series: None,
+                    status,
+                    usage: Usage::default(),
+                    estimated: false,
+                };
+                record(self.metrics, &served, self.started, tries.channels.len());
+                return disposition;
+            }
+            Some(failure) if failure.reason == FailReason::StatusAuth => ApiError::new(
+                502,
+                "upstream_auth_error",
+                format!("the provider refused the channel's credentials for `{model}`"),
+            ),
+            Some(failure) => ApiError::new(
+                502,
+                "upstream_unreachable",
+                format!(
+                    "no channel could be reached for model `{model}` (last: {})",
+                    failure.reason.as_str()
+                ),
+            ),
+            None => ApiError::new(
+                503,
+                "no_available_channel",
+                format!("no channel is available for model `{model}` right now"),
+            )
+            .with_retry_after(
+                routing::retry_after_seconds(snap, &self.key.groups, model, now_ms())
+                    .unwrap_or(snap.cooldown_seconds.max(1)),
+            ),
+        };
+        refuse(session, self.metrics, dialect, &error, self.started).await
+    }
+}
+
+/// The `mock` channel's answer, made in-process and written like an
+/// upstream's.
+async fn answer_from_mock(
+    session: &mut ClientSession,
+    channel: &Channel,
+    endpoint: Endpoint,
+    req: &Admitted,
+) -> Relayed {
+    let path = session.req_header().uri.path().to_string();
+    let answer = providers::mock::answer(endpoint, &path, &req.probe, req.body.len());
+    let head = answer.head(req.probe.stream);
+    let delay = Duration::from_millis(channel.delay_ms);
+    Relayed {
+        status: answer.status,
+        disposition: write_events(session, head, &answer.events, delay).await,
+        usage: Some(answer.usage),
+        estimated_output: answer.usage.output,
+    }
+}
