@@ -9,7 +9,7 @@ use http::header::{HeaderName, AUTHORIZATION};
 use pingora_http::RequestHeader;
 
 use crate::config::{sha256, Key, Snapshot};
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorKind};
 
 /// The secret presented by the client, from the first place that has one:
 /// `Authorization: Bearer`, `x-api-key`, `x-goog-api-key`, then `?key=` on
@@ -55,22 +55,23 @@ pub fn authenticate(
 ) -> Result<Arc<Key>, ApiError> {
     let secret = presented_secret(req).ok_or_else(|| {
         ApiError::new(
-            401,
-            "missing_api_key",
+            ErrorKind::MissingApiKey,
             "missing API key: send it as `Authorization: Bearer <key>`",
         )
     })?;
     let key = snapshot
         .keys_by_hash
         .get(&sha256(secret))
-        .ok_or_else(|| ApiError::new(401, "invalid_api_key", "invalid API key"))?;
+        .ok_or_else(|| ApiError::new(ErrorKind::InvalidApiKey, "invalid API key"))?;
     if key.expires_unix.is_some_and(|t| now_unix >= t) {
-        return Err(ApiError::new(401, "expired_api_key", "API key has expired"));
+        return Err(ApiError::new(
+            ErrorKind::ExpiredApiKey,
+            "API key has expired",
+        ));
     }
     if !key.allow_ips.is_empty() && !client_ip.is_some_and(|ip| key.allows_ip(ip)) {
         return Err(ApiError::new(
-            403,
-            "ip_not_allowed",
+            ErrorKind::IpNotAllowed,
             "this API key may not be used from this address",
         ));
     }

@@ -10,23 +10,181 @@ pub enum Dialect {
     Gemini,
 }
 
+/// Every kind of answer the gateway refuses a request with. The status,
+/// the stable machine-readable code and the error type of each client
+/// dialect are read from one table, [`ErrorKind::shape`] (docs/api.md lists
+/// them for clients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A request head the gateway cannot read.
+    InvalidRequest,
+    HeaderTooLarge,
+    UnknownEndpoint,
+    MissingApiKey,
+    InvalidApiKey,
+    ExpiredApiKey,
+    IpNotAllowed,
+    RequestTimeout,
+    RequestTooLarge,
+    /// A body that could not be read to its end.
+    InvalidBody,
+    InvalidJson,
+    MissingModel,
+    ModelNotAllowed,
+    ModelNotFound,
+    ModelNotInGroup,
+    UnsupportedFormat,
+    /// A budget is used up.
+    InsufficientQuota,
+    /// A rate, concurrency or in-flight budget limit; retry later.
+    RateLimited,
+    UpstreamAuth,
+    UpstreamUnreachable,
+    NoAvailableChannel,
+    /// An event stream that broke off after its head was sent.
+    UpstreamStreamBroken,
+    /// An upstream's error whose body had to be rewritten; it keeps the
+    /// upstream's status (the table's is only a default).
+    Upstream,
+}
+
+/// How one kind of error reads: its HTTP status and code, and its error
+/// type in the OpenAI, Anthropic and Gemini dialects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub status: u16,
+    pub code: &'static str,
+    pub openai_type: &'static str,
+    pub anthropic_type: &'static str,
+    pub gemini_status: &'static str,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 23] = [
+        ErrorKind::InvalidRequest,
+        ErrorKind::HeaderTooLarge,
+        ErrorKind::UnknownEndpoint,
+        ErrorKind::MissingApiKey,
+        ErrorKind::InvalidApiKey,
+        ErrorKind::ExpiredApiKey,
+        ErrorKind::IpNotAllowed,
+        ErrorKind::RequestTimeout,
+        ErrorKind::RequestTooLarge,
+        ErrorKind::InvalidBody,
+        ErrorKind::InvalidJson,
+        ErrorKind::MissingModel,
+        ErrorKind::ModelNotAllowed,
+        ErrorKind::ModelNotFound,
+        ErrorKind::ModelNotInGroup,
+        ErrorKind::UnsupportedFormat,
+        ErrorKind::InsufficientQuota,
+        ErrorKind::RateLimited,
+        ErrorKind::UpstreamAuth,
+        ErrorKind::UpstreamUnreachable,
+        ErrorKind::NoAvailableChannel,
+        ErrorKind::UpstreamStreamBroken,
+        ErrorKind::Upstream,
+    ];
+
+    /// The table.
+    pub const fn shape(self) -> Shape {
+        use ErrorKind as K;
+        const fn row(status: u16, code: &'static str, types: [&'static str; 3]) -> Shape {
+            Shape {
+                status,
+                code,
+                openai_type: types[0],
+                anthropic_type: types[1],
+                gemini_status: types[2],
+            }
+        }
+        const BAD: [&str; 3] = [
+            "invalid_request_error",
+            "invalid_request_error",
+            "INVALID_ARGUMENT",
+        ];
+        const AUTH: [&str; 3] = [
+            "authentication_error",
+            "authentication_error",
+            "UNAUTHENTICATED",
+        ];
+        const DENIED: [&str; 3] = ["permission_error", "permission_error", "PERMISSION_DENIED"];
+        const LIMIT: [&str; 3] = ["rate_limit_error", "rate_limit_error", "RESOURCE_EXHAUSTED"];
+        const UPSTREAM: [&str; 3] = ["server_error", "api_error", "INTERNAL"];
+        match self {
+            K::InvalidRequest => row(400, "invalid_request", BAD),
+            K::HeaderTooLarge => row(431, "request_header_too_large", BAD),
+            K::UnknownEndpoint => row(
+                404,
+                "unknown_endpoint",
+                [BAD[0], "not_found_error", "NOT_FOUND"],
+            ),
+            K::MissingApiKey => row(401, "missing_api_key", AUTH),
+            K::InvalidApiKey => row(401, "invalid_api_key", AUTH),
+            K::ExpiredApiKey => row(401, "expired_api_key", AUTH),
+            K::IpNotAllowed => row(403, "ip_not_allowed", DENIED),
+            K::RequestTimeout => row(408, "request_timeout", BAD),
+            K::RequestTooLarge => row(
+                413,
+                "request_too_large",
+                [BAD[0], "request_too_large", BAD[2]],
+            ),
+            K::InvalidBody => row(400, "invalid_body", BAD),
+            K::InvalidJson => row(400, "invalid_json", BAD),
+            K::MissingModel => row(400, "missing_model", BAD),
+            K::ModelNotAllowed => row(403, "model_not_allowed", DENIED),
+            K::ModelNotFound => row(
+                404,
+                "model_not_found",
+                [BAD[0], "not_found_error", "NOT_FOUND"],
+            ),
+            K::ModelNotInGroup => row(403, "model_not_in_group", DENIED),
+            K::UnsupportedFormat => row(400, "unsupported_format", BAD),
+            K::InsufficientQuota => row(
+                429,
+                "insufficient_quota",
+                ["insufficient_quota", LIMIT[1], LIMIT[2]],
+            ),
+            K::RateLimited => row(429, "rate_limit_exceeded", LIMIT),
+            K::UpstreamAuth => row(502, "upstream_auth_error", UPSTREAM),
+            K::UpstreamUnreachable => row(502, "upstream_unreachable", UPSTREAM),
+            K::NoAvailableChannel => row(
+                503,
+                "no_available_channel",
+                ["server_error", "overloaded_error", "UNAVAILABLE"],
+            ),
+            K::UpstreamStreamBroken => row(502, "upstream_stream_broken", UPSTREAM),
+            K::Upstream => row(502, "upstream_error", UPSTREAM),
+        }
+    }
+}
+
+/// An error the gateway answers itself, in the caller's dialect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
+    pub kind: ErrorKind,
+    /// The kind's status; an upstream's own for [`ErrorKind::Upstream`].
     pub status: u16,
-    /// Stable machine-readable code, e.g. `model_not_found`.
-    pub code: &'static str,
     pub message: String,
     /// Seconds, sent as `Retry-After`.
     pub retry_after: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         ApiError {
-            status,
-            code,
+            kind,
+            status: kind.shape().status,
             message: message.into(),
             retry_after: None,
+        }
+    }
+
+    /// An upstream's error with its own status, rewritten for the client.
+    pub fn upstream(status: u16, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            ..ApiError::new(ErrorKind::Upstream, message)
         }
     }
 
@@ -35,13 +193,17 @@ impl ApiError {
         self
     }
 
+    pub fn code(&self) -> &'static str {
+        self.kind.shape().code
+    }
+
     pub fn body(&self, dialect: Dialect) -> Vec<u8> {
         let value = match dialect {
             Dialect::OpenAi => json!({"error": {
                 "message": self.message,
                 "type": self.openai_type(),
                 "param": null,
-                "code": self.code,
+                "code": self.code(),
             }}),
             Dialect::Anthropic => json!({
                 "type": "error",
@@ -69,18 +231,40 @@ impl ApiError {
     }
 
     fn openai_type(&self) -> &'static str {
-        match (self.status, self.code) {
-            (_, "insufficient_quota") => "insufficient_quota",
-            (401, _) => "authentication_error",
-            (403, _) => "permission_error",
-            (429, _) => "rate_limit_error",
-            (s, _) if s >= 500 => "server_error",
-            _ => "invalid_request_error",
+        match self.kind {
+            ErrorKind::Upstream => by_status(self.status).openai_type,
+            kind => kind.shape().openai_type,
         }
     }
 
     fn anthropic_type(&self) -> &'static str {
-        match self.status {
+        match self.kind {
+            ErrorKind::Upstream => by_status(self.status).anthropic_type,
+            kind => kind.shape().anthropic_type,
+        }
+    }
+
+    fn gemini_status(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::Upstream => by_status(self.status).gemini_status,
+            kind => kind.shape().gemini_status,
+        }
+    }
+}
+
+/// The dialects' error types for an upstream's status, which can be any.
+fn by_status(status: u16) -> Shape {
+    Shape {
+        status,
+        code: ErrorKind::Upstream.shape().code,
+        openai_type: match status {
+            401 => "authentication_error",
+            403 => "permission_error",
+            429 => "rate_limit_error",
+            s if s >= 500 => "server_error",
+            _ => "invalid_request_error",
+        },
+        anthropic_type: match status {
             401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",
@@ -89,11 +273,8 @@ impl ApiError {
             503 | 529 => "overloaded_error",
             s if s >= 500 => "api_error",
             _ => "invalid_request_error",
-        }
-    }
-
-    fn gemini_status(&self) -> &'static str {
-        match self.status {
+        },
+        gemini_status: match status {
             401 => "UNAUTHENTICATED",
             403 => "PERMISSION_DENIED",
             404 => "NOT_FOUND",
@@ -101,7 +282,7 @@ impl ApiError {
             503 => "UNAVAILABLE",
             s if s >= 500 => "INTERNAL",
             _ => "INVALID_ARGUMENT",
-        }
+        },
     }
 }
 
@@ -116,7 +297,7 @@ mod tests {
 
     #[test]
     fn each_dialect_has_its_shape() {
-        let e = ApiError::new(404, "model_not_found", "no such model");
+        let e = ApiError::new(ErrorKind::ModelNotFound, "no such model");
         assert_eq!(
             parse(&e, Dialect::OpenAi),
             json!({"error": {"message": "no such model", "type": "invalid_request_error",
@@ -130,7 +311,7 @@ mod tests {
             parse(&e, Dialect::Gemini),
             json!({"error": {"code": 404, "message": "no such model", "status": "NOT_FOUND"}})
         );
-        let cut = ApiError::new(502, "upstream_stream_broken", "cut");
+        let cut = ApiError::new(ErrorKind::UpstreamStreamBroken, "cut");
         assert_eq!(
             String::from_utf8(cut.stream_event(Dialect::OpenAi)).unwrap(),
             r#"data: {"error":{"code":"upstream_stream_broken","message":"cut","param":null,"type":"server_error"}}"#.to_string() + "\n\n"
@@ -138,10 +319,39 @@ mod tests {
         assert!(String::from_utf8(cut.stream_event(Dialect::Anthropic))
             .unwrap()
             .starts_with("event: error\ndata: {"));
-        let quota = ApiError::new(429, "insufficient_quota", "budget");
+        let quota = ApiError::new(ErrorKind::InsufficientQuota, "budget");
         assert_eq!(
             parse(&quota, Dialect::OpenAi)["error"]["type"],
             "insufficient_quota"
+        );
+    }
+
+    #[test]
+    fn the_table_reads_as_the_status_would_except_where_it_says_more() {
+        for kind in ErrorKind::ALL {
+            let row = kind.shape();
+            let mut expected = by_status(row.status);
+            if kind == ErrorKind::InsufficientQuota {
+                // OpenAI SDKs tell a used-up budget from a rate limit by it.
+                expected.openai_type = "insufficient_quota";
+            }
+            assert_eq!(
+                (row.openai_type, row.anthropic_type, row.gemini_status),
+                (
+                    expected.openai_type,
+                    expected.anthropic_type,
+                    expected.gemini_status
+                ),
+                "{kind:?}"
+            );
+        }
+        let codes: std::collections::BTreeSet<_> =
+            ErrorKind::ALL.iter().map(|k| k.shape().code).collect();
+        assert_eq!(codes.len(), ErrorKind::ALL.len(), "codes are unique");
+        let upstream = ApiError::upstream(529, "busy");
+        assert_eq!(
+            parse(&upstream, Dialect::Anthropic),
+            json!({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}})
         );
     }
 }

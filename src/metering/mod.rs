@@ -30,7 +30,7 @@ use tracing::info;
 
 use crate::clock::now_ms;
 use crate::config::{Group, Key, Price, Snapshot, StoreSection};
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorKind};
 use crate::metrics::{Metrics, ModelSeries, TokenKind};
 use crate::store::Store;
 use crate::tokenizer::estimate_tokens;
@@ -297,8 +297,7 @@ impl Metering {
         if let Some(max) = key.max_concurrent {
             admission._slot = Some(ConcurrencySlot::try_take(&key_acc, max).ok_or_else(|| {
                 ApiError::new(
-                    429,
-                    "rate_limit_exceeded",
+                    ErrorKind::RateLimited,
                     format!("this API key allows {max} concurrent requests"),
                 )
                 .with_retry_after(1)
@@ -310,8 +309,7 @@ impl Metering {
             if let Some(tpm) = key.tpm {
                 rates.check_tokens(now).map_err(|wait| {
                     ApiError::new(
-                        429,
-                        "rate_limit_exceeded",
+                        ErrorKind::RateLimited,
                         format!("this API key allows {tpm} tokens per minute"),
                     )
                     .with_retry_after(wait)
@@ -320,8 +318,7 @@ impl Metering {
             if let Some(rpm) = key.rpm {
                 rates.take_request(rpm, now).map_err(|wait| {
                     ApiError::new(
-                        429,
-                        "rate_limit_exceeded",
+                        ErrorKind::RateLimited,
                         format!("this API key allows {rpm} requests per minute"),
                     )
                     .with_retry_after(wait)
@@ -415,14 +412,12 @@ impl Metering {
 fn budget_error(refusal: BudgetRefusal, whose: &str) -> ApiError {
     match refusal {
         BudgetRefusal::Exhausted => ApiError::new(
-            429,
-            "insufficient_quota",
+            ErrorKind::InsufficientQuota,
             format!("the budget of {whose} is used up"),
         ),
         // Still within budget once running requests settle: a retry may pass.
         BudgetRefusal::HeldInFlight => ApiError::new(
-            429,
-            "rate_limit_exceeded",
+            ErrorKind::RateLimited,
             format!("the rest of the budget of {whose} is held by requests still running"),
         )
         .with_retry_after(1),

@@ -253,7 +253,7 @@ fn anthropic_error(status: u16, body: &[u8]) -> Bytes {
                 .or_else(|| d["error"]["message"].as_str())
         })
         .unwrap_or("the provider refused the request");
-    Bytes::from(ApiError::new(status, "upstream_error", message).body(Dialect::Anthropic))
+    Bytes::from(ApiError::upstream(status, message).body(Dialect::Anthropic))
 }
 
 impl ResponseAdapter for CloudErrors {

@@ -10,7 +10,7 @@ use super::client::{self, ClientSession};
 use super::deadline;
 use crate::body::{self, BodyProbe};
 use crate::config::{Key, Snapshot};
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorKind};
 use crate::metering::{Admission, Metering};
 use crate::providers::{Endpoint, GeminiMethod};
 use crate::routing::{self, RouteError};
@@ -60,9 +60,9 @@ pub(super) async fn admit(
         .map_err(|error| Refused { error, close: true })?;
     let probe = body::probe(&body)
         .map(|p| with_path_model(p, endpoint, session.req_header().uri.path()))
-        .map_err(|msg| ApiError::new(400, "invalid_json", msg))?;
+        .map_err(|msg| ApiError::new(ErrorKind::InvalidJson, msg))?;
     let Some(model) = probe.model.clone() else {
-        let e = ApiError::new(400, "missing_model", "the request body has no `model`");
+        let e = ApiError::new(ErrorKind::MissingModel, "the request body has no `model`");
         return Err(e.into());
     };
     check_model(snap, key, &model, endpoint)?;
@@ -85,23 +85,20 @@ fn check_model(
 ) -> Result<(), ApiError> {
     if !key.allows_model(model) {
         return Err(ApiError::new(
-            403,
-            "model_not_allowed",
+            ErrorKind::ModelNotAllowed,
             format!("this API key may not use model `{model}`"),
         ));
     }
     match routing::check_model(snap, &key.groups, model) {
         Err(RouteError::ModelNotFound) => {
             return Err(ApiError::new(
-                404,
-                "model_not_found",
+                ErrorKind::ModelNotFound,
                 format!("model `{model}` does not exist"),
             ))
         }
         Err(RouteError::ModelNotInGroup) => {
             return Err(ApiError::new(
-                403,
-                "model_not_in_group",
+                ErrorKind::ModelNotInGroup,
                 format!(
                     "model `{model}` is not available in this key's groups ({})",
                     key.group_names.join(", ")
@@ -112,8 +109,7 @@ fn check_model(
     }
     if !routing::format_served(snap, &key.groups, model, endpoint) {
         return Err(ApiError::new(
-            400,
-            "unsupported_format",
+            ErrorKind::UnsupportedFormat,
             format!(
                 "no channel of this key's groups serves model `{model}` in this API format \
                  (channels serve only their provider's native format)"
@@ -137,8 +133,7 @@ fn with_path_model(mut probe: BodyProbe, endpoint: Endpoint, path: &str) -> Body
 
 fn body_timed_out() -> ApiError {
     ApiError::new(
-        408,
-        "request_timeout",
+        ErrorKind::RequestTimeout,
         "the request body did not arrive in time",
     )
 }
@@ -147,8 +142,7 @@ fn body_timed_out() -> ApiError {
 async fn read_body(session: &mut ClientSession, max: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
-            413,
-            "request_too_large",
+            ErrorKind::RequestTooLarge,
             format!("request body is larger than the {max} bytes allowed"),
         )
     };
@@ -173,8 +167,7 @@ async fn read_body(session: &mut ClientSession, max: usize) -> Result<Bytes, Api
             Ok(None) => return Ok(body.freeze()),
             Err(e) => {
                 return Err(ApiError::new(
-                    400,
-                    "invalid_body",
+                    ErrorKind::InvalidBody,
                     format!("could not read the request body: {:?}", e.etype()),
                 ))
             }

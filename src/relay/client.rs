@@ -32,7 +32,7 @@ use super::response::{
     MAX_HEADERS, MAX_HEAD_BYTES,
 };
 use crate::config::ServerSection;
-use crate::errors::{ApiError, Dialect};
+use crate::errors::{ApiError, Dialect, ErrorKind};
 
 const HEAD_TOO_LARGE: &str = "the request head is larger than 1 MiB";
 
@@ -105,11 +105,10 @@ impl ClientSession {
             Ok(Err(e)) if e.etype() == &ErrorType::InvalidHTTPHeader => {
                 let refusal = match e.context.as_ref().map(|c| c.as_str()) {
                     Some(HEAD_TOO_LARGE) => {
-                        ApiError::new(431, "request_header_too_large", HEAD_TOO_LARGE)
+                        ApiError::new(ErrorKind::HeaderTooLarge, HEAD_TOO_LARGE)
                     }
                     _ => ApiError::new(
-                        400,
-                        "invalid_request",
+                        ErrorKind::InvalidRequest,
                         "the request is not valid HTTP/1.1 (head or body framing)",
                     ),
                 };

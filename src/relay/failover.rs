@@ -16,7 +16,7 @@ use super::stream::{pipe_body, write_events, Disposition};
 use super::upstream::{self, FailReason, Failure, Outbound};
 use crate::clock::now_ms;
 use crate::config::{Channel, Key, Snapshot};
-use crate::errors::ApiError;
+use crate::errors::{ApiError, ErrorKind};
 use crate::metering::{self, Metering, Served};
 use crate::metrics::Metrics;
 use crate::providers::{self, BaseUrl, Endpoint, Prepared};
@@ -280,21 +280,18 @@ impl Failover<'_> {
                 return disposition;
             }
             Some(failure) if failure.reason == FailReason::StatusAuth => ApiError::new(
-                502,
-                "upstream_auth_error",
+                ErrorKind::UpstreamAuth,
                 format!("the provider refused the channel's credentials for `{model}`"),
             ),
             Some(failure) => ApiError::new(
-                502,
-                "upstream_unreachable",
+                ErrorKind::UpstreamUnreachable,
                 format!(
                     "no channel could be reached for model `{model}` (last: {})",
                     failure.reason.as_str()
                 ),
             ),
             None => ApiError::new(
-                503,
-                "no_available_channel",
+                ErrorKind::NoAvailableChannel,
                 format!("no channel is available for model `{model}` right now"),
             )
             .with_retry_after(

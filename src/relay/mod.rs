@@ -31,7 +31,7 @@ use crate::api;
 use crate::auth;
 use crate::clock::now_ms;
 use crate::config::{Key, Snapshot};
-use crate::errors::{ApiError, Dialect};
+use crate::errors::{ApiError, Dialect, ErrorKind};
 use crate::metering::{self, Metering};
 use crate::metrics::Metrics;
 use crate::providers::Endpoint;
@@ -72,7 +72,7 @@ impl Gateway {
         let key = match route {
             Route::Pricing => return write_json(session, 200, &api::pricing(&snap)).await,
             Route::NotFound => {
-                let e = ApiError::new(404, "unknown_endpoint", "no such endpoint");
+                let e = ApiError::new(ErrorKind::UnknownEndpoint, "no such endpoint");
                 return refuse(session, &self.metrics, dialect, &e, started).await;
             }
             Route::Models | Route::GeminiModels | Route::Relay(_) | Route::Usage(_) => {

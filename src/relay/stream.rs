@@ -11,7 +11,7 @@ use tracing::warn;
 
 use super::client::ClientSession;
 use super::response::{UpstreamBody, KEEP_ALIVE};
-use crate::errors::{ApiError, Dialect};
+use crate::errors::{ApiError, Dialect, ErrorKind};
 use crate::providers::ResponseAdapter;
 
 /// What happens to the client connection after a request.
@@ -118,7 +118,7 @@ fn error_event(cause: &pingora_error::Error, dialect: Dialect, at_event_boundary
         }
         _ => "the provider's stream broke off; the answer is incomplete",
     };
-    let event = ApiError::new(502, "upstream_stream_broken", message).stream_event(dialect);
+    let event = ApiError::new(ErrorKind::UpstreamStreamBroken, message).stream_event(dialect);
     let mut out = BytesMut::new();
     if !at_event_boundary {
         out.extend_from_slice(b"\n\n");

@@ -149,9 +149,8 @@ impl ErrorAnswer {
             return self;
         }
         let status = self.head.status.as_u16();
-        let error = crate::errors::ApiError::new(
+        let error = crate::errors::ApiError::upstream(
             status,
-            "upstream_error",
             format!("the provider answered {status} without a JSON error body"),
         );
         let mut head = ResponseHeader::build(status, Some(2)).expect("status from a parsed head");
