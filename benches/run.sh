@@ -8,7 +8,7 @@
 # generators to CPU 1, runs interleaved rounds (direct, nginx, tollgate, ...)
 # and prints a Markdown table of medians. Everything stops by itself; all
 # files live in a temp dir that is removed at exit (the table is kept in
-# target/bench/). See README.md#benchmarks.
+# target/bench/). See benches/RESULTS.md.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

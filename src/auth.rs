@@ -1,4 +1,4 @@
-//! Client authentication (SPEC §2.1): find the key in the request, look it
+//! Client authentication (docs/api.md, "Authentication"): find the key in the request, look it
 //! up by its SHA-256, then check expiry and the IP allow-list. Nothing here
 //! ever echoes the presented secret.
 

@@ -1,4 +1,4 @@
-//! Command line (SPEC §6): `run`, `check`, `key new`, `usage`, `--version`.
+//! Command line (docs/operations.md, "Command line"): `run`, `check`, `key new`, `usage`, `--version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

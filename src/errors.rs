@@ -201,18 +201,18 @@ impl ApiError {
         let value = match dialect {
             Dialect::OpenAi => json!({"error": {
                 "message": self.message,
-                "type": self.openai_type(),
+                "type": self.shape().openai_type,
                 "param": null,
                 "code": self.code(),
             }}),
             Dialect::Anthropic => json!({
                 "type": "error",
-                "error": {"type": self.anthropic_type(), "message": self.message},
+                "error": {"type": self.shape().anthropic_type, "message": self.message},
             }),
             Dialect::Gemini => json!({"error": {
                 "code": self.status,
                 "message": self.message,
-                "status": self.gemini_status(),
+                "status": self.shape().gemini_status,
             }}),
         };
         serde_json::to_vec(&value).expect("json values serialize")
@@ -230,24 +230,12 @@ impl ApiError {
         .into_bytes()
     }
 
-    fn openai_type(&self) -> &'static str {
+    /// The kind's row of the table; for an upstream's error, the row its
+    /// status reads as.
+    fn shape(&self) -> Shape {
         match self.kind {
-            ErrorKind::Upstream => by_status(self.status).openai_type,
-            kind => kind.shape().openai_type,
-        }
-    }
-
-    fn anthropic_type(&self) -> &'static str {
-        match self.kind {
-            ErrorKind::Upstream => by_status(self.status).anthropic_type,
-            kind => kind.shape().anthropic_type,
-        }
-    }
-
-    fn gemini_status(&self) -> &'static str {
-        match self.kind {
-            ErrorKind::Upstream => by_status(self.status).gemini_status,
-            kind => kind.shape().gemini_status,
+            ErrorKind::Upstream => by_status(self.status),
+            kind => kind.shape(),
         }
     }
 }

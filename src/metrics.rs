@@ -1,4 +1,4 @@
-//! Prometheus metrics of SPEC §5, in a registry of our own (served by the
+//! Prometheus metrics (docs/operations.md, "Metrics"), in a registry of our own (served by the
 //! admin listener). Label values never carry secrets: only group, model,
 //! channel and user names from the config.
 

@@ -104,7 +104,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         // request than the work-stealing scheduler. More threads keep work
         // stealing: without it each connection stays on the thread it was
         // given, and an uneven split raised p99 by ~25% at saturation
-        // (A/Bs in the README).
+        // (A/Bs in benches/HISTORY.md).
         work_stealing: threads > 1,
         ..ServerConf::default()
     };

@@ -1,4 +1,4 @@
-//! SPEC §2.6 failover against real loopback upstreams: which failures move
+//! Failover (docs/architecture.md) against real loopback upstreams: which failures move
 //! on to the next channel, cooldown and its probe, big bodies replayed
 //! byte-identical, and answers that broke off after the first byte.
 

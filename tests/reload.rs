@@ -1,4 +1,4 @@
-//! SPEC §1 hot reload: file edits (rename and in place), SIGHUP and
+//! Hot reload (docs/operations.md): file edits (rename and in place), SIGHUP and
 //! POST /admin/reload; bad edits refused and counted; in-flight requests
 //! finish on their snapshot; last-good config at start; the admin token.
 

@@ -1,4 +1,4 @@
-//! SPEC §2 routing, rule by rule, as a table of (key, model) -> expected
+//! Routing, rule by rule, as a table of (key, model) -> expected
 //! channel and billing group, or status and error code. Every channel is
 //! its own loopback upstream that answers with its name, and the billing
 //! group is read back from `tollgate_requests_total{group,channel}`.

@@ -1,4 +1,4 @@
-//! The TOML schema of SPEC §1, as serde structs.
+//! The TOML schema (docs/configuration.md), as serde structs.
 //!
 //! Every table denies unknown fields so that a typo is an error at load
 //! instead of a silently ignored setting. Money and ratios are read as
@@ -297,7 +297,7 @@ fn opt_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Er
 }
 
 /// A date-time written bare (`2027-01-01T00:00:00Z`, a TOML datetime) or
-/// quoted as in SPEC §1 (`"2027-01-01T00:00:00Z"`).
+/// quoted as in docs/configuration.md (`"2027-01-01T00:00:00Z"`).
 fn opt_datetime<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<toml::value::Datetime>, D::Error> {

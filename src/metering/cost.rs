@@ -1,4 +1,4 @@
-//! The price of one request (SPEC §4), exact:
+//! The price of one request (docs/api.md, "Cost"), exact:
 //!
 //! cost = ratio × (input·p_in + output·p_out + cached·p_cached + cache_write·p_cw) / 1e6
 //!      + ratio × per_request

@@ -1,4 +1,4 @@
-//! The usage ledger in sled (SPEC §4): hourly aggregates per (key, user,
+//! The usage ledger in sled (docs/api.md, "Ledger"): hourly aggregates per (key, user,
 //! group, model, channel), running totals per key and per user, and a
 //! per-request log with retention.
 //!
@@ -193,7 +193,7 @@ fn write_total_key(k: &mut Vec<u8>, kind: u8, name: &str) {
     k.extend_from_slice(name.as_bytes());
 }
 
-/// A selection of aggregate rows (SPEC §5 `/admin/usage`).
+/// A selection of aggregate rows (`/admin/usage`, docs/operations.md).
 #[derive(Debug, Default, Clone)]
 pub struct Query {
     /// Inclusive start and exclusive end, ms since the epoch; rows are

@@ -1,4 +1,4 @@
-//! Metering and billing (SPEC §4): token usage as the providers report it
+//! Metering and billing (docs/api.md, "Billing"): token usage as the providers report it
 //! (estimated when they do not), its exact cost, the sled ledger, budgets
 //! and rate limits.
 //!

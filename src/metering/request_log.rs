@@ -22,7 +22,7 @@ const BINARY_V1: u8 = 1;
 /// passed 20 MiB and still grew after 100,000 requests; with 1 KiB chunks it
 /// settled near 8 MiB after ~45,000 (JSON entries; measured:
 /// examples/ledger_memory.rs). With binary entries the store fills over
-/// ~250,000 requests, and lower (README, `[store]`).
+/// ~250,000 requests, and lower (docs/operations.md, "Memory").
 pub(super) const CHUNK_BYTES: usize = 1024;
 
 /// The batch's log entries in chunks of one minute (keyed by the minute's

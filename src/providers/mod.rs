@@ -63,7 +63,7 @@ impl GeminiMethod {
     }
 }
 
-/// A relayed client endpoint (SPEC §3): which API format it speaks and
+/// A relayed client endpoint (docs/api.md, "Endpoints"): which API format it speaks and
 /// which operation it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {

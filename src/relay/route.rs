@@ -7,7 +7,7 @@ use pingora_http::RequestHeader;
 use crate::errors::Dialect;
 use crate::providers::Endpoint;
 
-/// The client endpoints of SPEC §3 that this build serves.
+/// The client endpoints (docs/api.md, "Endpoints").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Route {
     Relay(Endpoint),

@@ -62,13 +62,8 @@ mod tests {
     use super::*;
 
     fn compiled(text: &str) -> Result<Vec<Group>, ConfigError> {
-        #[derive(serde::Deserialize)]
-        struct Doc {
-            groups: Vec<Arc<GroupDef>>,
-        }
-        let doc: Doc = toml::from_str(text).unwrap();
         compile(
-            &doc.groups,
+            &super::super::items::<GroupDef>("groups", text),
             &Source {
                 file: "t.toml",
                 text,

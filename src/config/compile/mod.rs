@@ -66,3 +66,11 @@ pub(super) fn compile(
         warnings,
     })
 }
+
+/// The items of one `[[table]]` in a test's TOML text.
+#[cfg(test)]
+fn items<T: serde::de::DeserializeOwned>(table: &str, text: &str) -> Vec<std::sync::Arc<T>> {
+    let mut doc: std::collections::BTreeMap<String, Vec<std::sync::Arc<T>>> =
+        toml::from_str(text).unwrap();
+    doc.remove(table).unwrap_or_default()
+}

@@ -49,13 +49,8 @@ mod tests {
     use rust_decimal::Decimal;
 
     fn compiled(text: &str) -> Result<BTreeMap<String, Price>, ConfigError> {
-        #[derive(serde::Deserialize)]
-        struct Doc {
-            models: Vec<Arc<ModelDef>>,
-        }
-        let doc: Doc = toml::from_str(text).unwrap();
         compile(
-            &doc.models,
+            &super::super::items::<ModelDef>("models", text),
             &Source {
                 file: "t.toml",
                 text,
