@@ -26,6 +26,7 @@ pub mod server;
 pub mod sse;
 pub mod store;
 pub mod tokenizer;
+pub mod translate;
 pub mod usage;
 pub mod usage_cli;
 
