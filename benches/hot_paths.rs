@@ -11,7 +11,7 @@ use tollgate::config;
 use tollgate::health::HealthRegistry;
 use tollgate::metering::cost::cost_nanos;
 use tollgate::providers::openai::OpenAiAdapter;
-use tollgate::providers::{Endpoint, ResponseAdapter};
+use tollgate::providers::{Endpoint, OpenAiOp, ResponseAdapter};
 use tollgate::routing;
 use tollgate::sse::SseParser;
 use tollgate::usage::Usage;
@@ -74,7 +74,7 @@ fn channel_pick(c: &mut Criterion) {
                 &snap,
                 black_box(&groups),
                 black_box("gpt-4o-mini"),
-                Endpoint::OpenAi,
+                Endpoint::OpenAi(OpenAiOp::Chat),
                 &[],
                 &mut |_| true,
                 &mut rng,

@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn candidates_speak_the_request_format() {
-        use crate::providers::GeminiMethod;
+        use crate::providers::{GeminiMethod, OpenAiOp};
         let snap = snapshot(
             r#"
 [[channels]]
@@ -226,7 +226,7 @@ type = "mock"
                 .map(|&c| snap.channels[c].name.to_string())
                 .collect::<Vec<_>>()
         };
-        assert_eq!(order(Endpoint::OpenAi), ["oai", "mock"]);
+        assert_eq!(order(Endpoint::OpenAi(OpenAiOp::Chat)), ["oai", "mock"]);
         assert_eq!(order(Endpoint::AnthropicMessages), ["claude", "mock"]);
         let gemini = Endpoint::Gemini(GeminiMethod::Generate);
         assert_eq!(order(gemini), ["mock"]);
@@ -235,7 +235,12 @@ type = "mock"
             "[[channels]]\nname = \"oai\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:1\"\napi_key = \"k\"\n",
         );
         assert!(!format_served(&no_mock, &[0], "m", gemini));
-        assert!(format_served(&no_mock, &[0], "m", Endpoint::OpenAi));
+        assert!(format_served(
+            &no_mock,
+            &[0],
+            "m",
+            Endpoint::OpenAi(OpenAiOp::Chat)
+        ));
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub fn answer(endpoint: Endpoint, path: &str, probe: &BodyProbe, body_len: usize
     let limit = probe.max_output_tokens.unwrap_or(u64::MAX).max(1) as usize;
     let words: Vec<&str> = ANSWER.split(' ').take(limit).collect();
     let mut answer = match endpoint {
-        Endpoint::OpenAi => openai_answer(path, probe, model, prompt_tokens, &words),
+        Endpoint::OpenAi(_) => openai_answer(path, probe, model, prompt_tokens, &words),
         Endpoint::AnthropicMessages => anthropic_answer(probe, model, prompt_tokens, &words),
         Endpoint::AnthropicCountTokens => json_answer(json!({ "input_tokens": prompt_tokens })),
         Endpoint::Gemini(GeminiMethod::CountTokens) => {
@@ -64,7 +64,7 @@ pub fn answer(endpoint: Endpoint, path: &str, probe: &BodyProbe, body_len: usize
     let completion_tokens = words.len() as u64;
     answer.usage = match endpoint {
         _ if endpoint.is_count() => Usage::default(),
-        Endpoint::OpenAi if path == "/v1/embeddings" => Usage {
+        Endpoint::OpenAi(_) if path == "/v1/embeddings" => Usage {
             input: prompt_tokens,
             ..Usage::default()
         },
@@ -336,7 +336,12 @@ mod tests {
             model: Some("m".into()),
             ..Default::default()
         };
-        let a = answer(Endpoint::OpenAi, "/v1/chat/completions", &probe, 41);
+        let a = answer(
+            Endpoint::OpenAi(super::super::OpenAiOp::Chat),
+            "/v1/chat/completions",
+            &probe,
+            41,
+        );
         let v: Value = serde_json::from_slice(&a.events[0]).unwrap();
         assert_eq!(v["usage"]["prompt_tokens"], 11);
         assert_eq!(v["usage"]["completion_tokens"], 18);
@@ -349,11 +354,21 @@ mod tests {
             max_output_tokens: Some(3),
             ..Default::default()
         };
-        let a = answer(Endpoint::OpenAi, "/v1/chat/completions", &probe, 10);
+        let a = answer(
+            Endpoint::OpenAi(super::super::OpenAiOp::Chat),
+            "/v1/chat/completions",
+            &probe,
+            10,
+        );
         assert_eq!(a.events.len(), 1 + 3 + 1 + 1);
         assert!(!a.events.iter().any(|e| e.windows(5).any(|w| w == b"usage")));
         probe.include_usage = true;
-        let a = answer(Endpoint::OpenAi, "/v1/chat/completions", &probe, 10);
+        let a = answer(
+            Endpoint::OpenAi(super::super::OpenAiOp::Chat),
+            "/v1/chat/completions",
+            &probe,
+            10,
+        );
         assert!(a.events[a.events.len() - 2].starts_with(b"data: {\"choices\":[]"));
     }
 }

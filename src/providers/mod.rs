@@ -63,12 +63,24 @@ impl GeminiMethod {
     }
 }
 
+/// An OpenAI-format operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenAiOp {
+    /// /v1/chat/completions
+    Chat,
+    /// /v1/completions
+    Completions,
+    /// /v1/embeddings
+    Embeddings,
+    /// /v1/responses
+    Responses,
+}
+
 /// A relayed client endpoint (docs/api.md, "Endpoints"): which API format it speaks and
 /// which operation it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
-    /// /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses.
-    OpenAi,
+    OpenAi(OpenAiOp),
     /// POST /v1/messages.
     AnthropicMessages,
     /// POST /v1/messages/count_tokens.
@@ -82,9 +94,10 @@ impl Endpoint {
     /// model named in the path.
     pub fn classify(path: &str) -> Option<(Endpoint, Option<&str>)> {
         match path {
-            "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses" => {
-                Some((Endpoint::OpenAi, None))
-            }
+            "/v1/chat/completions" => Some((Endpoint::OpenAi(OpenAiOp::Chat), None)),
+            "/v1/completions" => Some((Endpoint::OpenAi(OpenAiOp::Completions), None)),
+            "/v1/embeddings" => Some((Endpoint::OpenAi(OpenAiOp::Embeddings), None)),
+            "/v1/responses" => Some((Endpoint::OpenAi(OpenAiOp::Responses), None)),
             "/v1/messages" => Some((Endpoint::AnthropicMessages, None)),
             "/v1/messages/count_tokens" => Some((Endpoint::AnthropicCountTokens, None)),
             _ => {
@@ -100,7 +113,7 @@ impl Endpoint {
 
     pub fn dialect(self) -> Dialect {
         match self {
-            Endpoint::OpenAi => Dialect::OpenAi,
+            Endpoint::OpenAi(_) => Dialect::OpenAi,
             Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => Dialect::Anthropic,
             Endpoint::Gemini(_) => Dialect::Gemini,
         }
@@ -229,7 +242,7 @@ fn refuse_foreign_settings(def: &ChannelDef) -> std::result::Result<(), SettingE
 pub fn serves(kind: ChannelType, endpoint: Endpoint) -> bool {
     use ChannelType as T;
     match endpoint {
-        Endpoint::OpenAi => matches!(kind, T::Openai | T::Azure | T::Mock),
+        Endpoint::OpenAi(_) => matches!(kind, T::Openai | T::Azure | T::Mock),
         Endpoint::AnthropicMessages => {
             matches!(kind, T::Anthropic | T::Bedrock | T::Vertex | T::Mock)
         }
@@ -478,7 +491,11 @@ mod tests {
         use ChannelType as T;
         let gen = Endpoint::Gemini(GeminiMethod::Generate);
         let msgs = Endpoint::AnthropicMessages;
-        assert!(serves(T::Mock, Endpoint::OpenAi) && serves(T::Mock, msgs) && serves(T::Mock, gen));
+        assert!(
+            serves(T::Mock, Endpoint::OpenAi(OpenAiOp::Chat))
+                && serves(T::Mock, msgs)
+                && serves(T::Mock, gen)
+        );
         assert!(!serves(T::Openai, msgs) && !serves(T::Azure, gen));
         assert!(serves(T::Bedrock, msgs) && serves(T::Bedrock, Endpoint::AnthropicCountTokens));
         assert!(serves(T::Vertex, msgs) && serves(T::Vertex, gen));
@@ -486,7 +503,9 @@ mod tests {
             T::Vertex,
             Endpoint::Gemini(GeminiMethod::EmbedContent)
         ));
-        assert!(!serves(T::Gemini, msgs) && !serves(T::Anthropic, Endpoint::OpenAi));
+        assert!(
+            !serves(T::Gemini, msgs) && !serves(T::Anthropic, Endpoint::OpenAi(OpenAiOp::Chat))
+        );
     }
 
     fn load(channel: &str) -> Result<crate::config::Loaded, crate::config::ConfigError> {

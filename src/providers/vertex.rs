@@ -201,7 +201,7 @@ pub async fn prepare(
             let adapter = anthropic::CloudErrors::wrap(anthropic::adapter_for(req));
             (path, Vec::new(), body, adapter)
         }
-        Endpoint::OpenAi => {
+        Endpoint::OpenAi(_) => {
             return Err(super::internal(
                 "vertex does not serve OpenAI format".into(),
             ))

@@ -66,17 +66,17 @@ pub(super) fn dialect_of(route: Route, req: &RequestHeader) -> Dialect {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::GeminiMethod;
+    use crate::providers::{GeminiMethod, OpenAiOp};
 
     #[test]
     fn classifies_endpoints() {
         assert_eq!(
             classify(&Method::POST, "/v1/chat/completions"),
-            Route::Relay(Endpoint::OpenAi)
+            Route::Relay(Endpoint::OpenAi(OpenAiOp::Chat))
         );
         assert_eq!(
             classify(&Method::POST, "/v1/responses"),
-            Route::Relay(Endpoint::OpenAi)
+            Route::Relay(Endpoint::OpenAi(OpenAiOp::Responses))
         );
         assert_eq!(
             classify(&Method::POST, "/v1/messages"),
