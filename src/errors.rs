@@ -34,6 +34,8 @@ pub enum ErrorKind {
     ModelNotFound,
     ModelNotInGroup,
     UnsupportedFormat,
+    /// A request field the channel's format cannot express.
+    UnsupportedField,
     /// A budget is used up.
     InsufficientQuota,
     /// A rate, concurrency or in-flight budget limit; retry later.
@@ -60,7 +62,7 @@ pub struct Shape {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 23] = [
+    pub const ALL: [ErrorKind; 24] = [
         ErrorKind::InvalidRequest,
         ErrorKind::HeaderTooLarge,
         ErrorKind::UnknownEndpoint,
@@ -77,6 +79,7 @@ impl ErrorKind {
         ErrorKind::ModelNotFound,
         ErrorKind::ModelNotInGroup,
         ErrorKind::UnsupportedFormat,
+        ErrorKind::UnsupportedField,
         ErrorKind::InsufficientQuota,
         ErrorKind::RateLimited,
         ErrorKind::UpstreamAuth,
@@ -140,6 +143,7 @@ impl ErrorKind {
             ),
             K::ModelNotInGroup => row(403, "model_not_in_group", DENIED),
             K::UnsupportedFormat => row(400, "unsupported_format", BAD),
+            K::UnsupportedField => row(400, "unsupported_field", BAD),
             K::InsufficientQuota => row(
                 429,
                 "insufficient_quota",

@@ -5,7 +5,7 @@
 use rand::Rng;
 
 use crate::config::{Snapshot, Tier};
-use crate::providers::{self, Endpoint};
+use crate::providers::{Endpoint, Reach};
 
 /// Why a request cannot be routed at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +31,8 @@ pub fn check_model(snapshot: &Snapshot, groups: &[usize], model: &str) -> Result
     }
 }
 
-/// Whether some channel of the key's groups serves `model` and speaks the
-/// API format of `endpoint` (channels serve only their native format).
+/// Whether some channel of the key's groups serves `model` in the format
+/// of `endpoint`, natively or by translation.
 pub fn format_served(
     snapshot: &Snapshot,
     groups: &[usize],
@@ -44,7 +44,7 @@ pub fn format_served(
             tiers.iter().any(|t| {
                 t.channels
                     .iter()
-                    .any(|&(c, _)| providers::serves(snapshot.channels[c].kind, endpoint))
+                    .any(|&(c, _)| snapshot.channels[c].reach(endpoint).is_some())
             })
         })
     })
@@ -78,8 +78,9 @@ pub struct Pick {
 }
 
 /// The next channel to try: groups in order, tiers by priority, weighted
-/// random inside a tier, skipping channels already tried and channels that
-/// cannot speak the format of `endpoint`. `acquire` is asked for the chosen
+/// random inside a tier (natively speaking channels before translating
+/// ones), skipping channels already tried and channels that cannot serve
+/// the format of `endpoint` at all. `acquire` is asked for the chosen
 /// channel and refuses one that is cooling down.
 pub fn next_channel(
     snapshot: &Snapshot,
@@ -96,16 +97,24 @@ pub fn next_channel(
             continue;
         };
         for tier in tiers {
-            let speaks = |c: usize| providers::serves(snapshot.channels[c].kind, endpoint);
-            while let Some(channel) = weighted_choice(
-                tier,
-                |c| !tried.contains(&c) && !refused.contains(&c) && speaks(c),
-                rng,
-            ) {
-                if acquire(channel) {
-                    return Some(Pick { group, channel });
+            // Channels that speak the request natively first, then those
+            // that translate it: a translation is never preferred.
+            for native in [true, false] {
+                let serves = |c: usize| {
+                    snapshot.channels[c]
+                        .reach(endpoint)
+                        .is_some_and(|r| (r == Reach::Native) == native)
+                };
+                while let Some(channel) = weighted_choice(
+                    tier,
+                    |c| !tried.contains(&c) && !refused.contains(&c) && serves(c),
+                    rng,
+                ) {
+                    if acquire(channel) {
+                        return Some(Pick { group, channel });
+                    }
+                    refused.push(channel);
                 }
-                refused.push(channel);
             }
         }
     }
@@ -226,8 +235,15 @@ type = "mock"
                 .map(|&c| snap.channels[c].name.to_string())
                 .collect::<Vec<_>>()
         };
-        assert_eq!(order(Endpoint::OpenAi(OpenAiOp::Chat)), ["oai", "mock"]);
-        assert_eq!(order(Endpoint::AnthropicMessages), ["claude", "mock"]);
+        // Priority first; a translating channel counts in its own tier.
+        assert_eq!(
+            order(Endpoint::OpenAi(OpenAiOp::Chat)),
+            ["oai", "claude", "mock"]
+        );
+        assert_eq!(
+            order(Endpoint::AnthropicMessages),
+            ["oai", "claude", "mock"]
+        );
         let gemini = Endpoint::Gemini(GeminiMethod::Generate);
         assert_eq!(order(gemini), ["mock"]);
         assert!(format_served(&snap, &[0], "m", gemini));
@@ -241,6 +257,68 @@ type = "mock"
             "m",
             Endpoint::OpenAi(OpenAiOp::Chat)
         ));
+    }
+
+    #[test]
+    fn within_a_tier_native_channels_go_before_translating_ones() {
+        use crate::providers::OpenAiOp;
+        let snap = snapshot(
+            r#"
+[[channels]]
+name = "oai"
+type = "openai"
+base_url = "http://127.0.0.1:1"
+api_key = "k"
+weight = 1000
+
+[[channels]]
+name = "claude"
+type = "anthropic"
+base_url = "http://127.0.0.1:2"
+api_key = "k"
+
+[[channels]]
+name = "strict"
+type = "openai"
+base_url = "http://127.0.0.1:3"
+api_key = "k"
+translate = false
+
+[[channels]]
+name = "chat-only"
+type = "openai"
+base_url = "http://127.0.0.1:4"
+api_key = "k"
+responses = false
+"#,
+        );
+        let order = |endpoint: Endpoint, seed: u64| {
+            let mut tried = Vec::new();
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut names = Vec::new();
+            while let Some(p) =
+                next_channel(&snap, &[0], "m", endpoint, &tried, &mut |_| true, &mut rng)
+            {
+                tried.push(p.channel);
+                names.push(snap.channels[p.channel].name.to_string());
+            }
+            names
+        };
+        for seed in 0..20 {
+            // `oai` weighs 1000 times more, and still comes after `claude`.
+            let anthropic = order(Endpoint::AnthropicMessages, seed);
+            assert_eq!(anthropic[0], "claude", "{anthropic:?}");
+            assert!(
+                !anthropic.contains(&"strict".to_string()),
+                "translate = false"
+            );
+            assert_eq!(anthropic.len(), 3, "{anthropic:?}");
+            // Responses: natively where the host has them, then translated
+            // to chat on the chat-only host; `strict` cannot translate.
+            let responses = order(Endpoint::OpenAi(OpenAiOp::Responses), seed);
+            assert_eq!(responses.last().map(String::as_str), Some("chat-only"));
+            assert_eq!(responses.len(), 3, "{responses:?}");
+        }
     }
 
     #[test]

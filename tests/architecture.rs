@@ -194,6 +194,8 @@ fn load_sources() -> Vec<SourceFile> {
     let root = crate_root();
     let mut paths = Vec::new();
     rust_files(&root.join("src"), &mut paths);
+    // A module's tests in a file of their own (`#[cfg(test)] mod tests;`).
+    paths.retain(|p| p.file_name().is_none_or(|n| n != "tests.rs"));
     paths.sort();
     paths
         .into_iter()

@@ -195,7 +195,7 @@ model_map = {{ "claude-sonnet-4-5" = "claude-sonnet-4-5-20250929" }}"#,
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn channels_serve_only_their_format_and_errors_use_the_client_dialect() {
+async fn channels_with_translate_off_serve_only_their_format_and_errors_use_the_client_dialect() {
     let oai = MockUpstream::start(|_| Reply::json(200, chat_completion("m", "hi", 1, 1))).await;
     let ant = MockUpstream::start(anthropic_upstream).await;
     let models = format!("{}\n{}", price("claude-sonnet-4-5"), price("gpt-4o"));
@@ -208,6 +208,7 @@ type = "openai"
 base_url = "{}"
 api_key = "k1"
 priority = 10
+translate = false
 
 [[channels]]
 name = "claude"
@@ -221,7 +222,8 @@ priority = 0"#,
         ),
     ));
     let anth = [("x-api-key", KEY), ("anthropic-version", "2023-06-01")];
-    // The OpenAI channel has the higher priority but cannot speak Messages.
+    // The OpenAI channel has the higher priority but may not translate
+    // Messages (translation itself: tests/python/test_translation.py).
     let resp = post(
         &tg,
         "/v1/messages",

@@ -201,6 +201,13 @@ pub struct ChannelDef {
     pub weight: u32,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Serve the client formats the type does not speak, by translation
+    /// (docs/api.md, "Formats and channels").
+    #[serde(default = "yes")]
+    pub translate: bool,
+    /// `openai`, `azure`: the host has `/v1/responses` (default true);
+    /// false translates Responses requests to Chat Completions.
+    pub responses: Option<bool>,
     /// Accept any upstream TLS certificate (self-signed test hosts only).
     #[serde(default)]
     pub insecure_skip_verify: bool,

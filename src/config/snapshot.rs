@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::ChannelType;
 use crate::health::ChannelHealth;
-use crate::providers::Upstream;
+use crate::providers::{self, Endpoint, Reach, Upstream};
 
 /// The group name that expands to `routing.auto_groups`.
 pub const AUTO_GROUP: &str = "auto";
@@ -68,6 +68,10 @@ pub struct Channel {
     pub models: Vec<String>,
     pub priority: i64,
     pub weight: u32,
+    /// Serves other formats than its own by translation.
+    pub translate: bool,
+    /// An OpenAI-format host with `/v1/responses`.
+    pub responses: bool,
     pub health: Arc<ChannelHealth>,
     /// Delay before each event of an in-process (`mock`) answer.
     pub delay_ms: u64,
@@ -77,6 +81,11 @@ impl Channel {
     /// Configured and runnable (its `${VAR}`s are set).
     pub fn enabled(&self) -> bool {
         self.upstream.is_some()
+    }
+
+    /// Whether and how the channel serves `endpoint`.
+    pub fn reach(&self, endpoint: Endpoint) -> Option<Reach> {
+        providers::reach(self.kind, self.translate, self.responses, endpoint)
     }
 }
 

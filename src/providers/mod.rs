@@ -18,6 +18,7 @@ pub mod gemini;
 pub mod head;
 pub mod mock;
 pub mod openai;
+pub mod translated;
 pub mod vertex;
 
 use bytes::Bytes;
@@ -31,6 +32,7 @@ pub use base_url::{parse_base_url, BaseUrl};
 
 use crate::config::schema::{ChannelDef, ChannelType};
 use crate::errors::Dialect;
+use crate::translate::Format;
 use crate::usage::Usage;
 
 /// A Gemini method, the part after `:` in `/v1beta/models/{model}:{method}`.
@@ -116,6 +118,16 @@ impl Endpoint {
             Endpoint::OpenAi(_) => Dialect::OpenAi,
             Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => Dialect::Anthropic,
             Endpoint::Gemini(_) => Dialect::Gemini,
+        }
+    }
+
+    /// The API format the endpoint speaks.
+    pub fn format(self) -> Format {
+        match self {
+            Endpoint::OpenAi(OpenAiOp::Responses) => Format::Responses,
+            Endpoint::OpenAi(_) => Format::Chat,
+            Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => Format::Anthropic,
+            Endpoint::Gemini(_) => Format::Gemini,
         }
     }
 
@@ -236,6 +248,43 @@ fn refuse_foreign_settings(def: &ChannelDef) -> std::result::Result<(), SettingE
         }
     }
     Ok(())
+}
+
+/// How a channel serves a client endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// In the channel's own format.
+    Native,
+    /// Translated to the channel's format, and its answers back.
+    Translated(Format),
+}
+
+/// Whether and how a channel of type `kind` serves `endpoint`, given the
+/// channel's `translate` and `responses` settings. Mock speaks everything.
+pub fn reach(
+    kind: ChannelType,
+    translate: bool,
+    responses: bool,
+    endpoint: Endpoint,
+) -> Option<Reach> {
+    use ChannelType as T;
+    let native = match endpoint {
+        Endpoint::OpenAi(OpenAiOp::Responses) if matches!(kind, T::Openai | T::Azure) => responses,
+        other => serves(kind, other),
+    };
+    if native {
+        return Some(Reach::Native);
+    }
+    if !translate {
+        return None;
+    }
+    let to = match (endpoint, kind) {
+        (Endpoint::AnthropicMessages, T::Openai | T::Azure) => Format::Chat,
+        (Endpoint::OpenAi(OpenAiOp::Responses), T::Openai | T::Azure) => Format::Chat,
+        (Endpoint::OpenAi(OpenAiOp::Chat), T::Anthropic | T::Bedrock) => Format::Anthropic,
+        _ => return None,
+    };
+    Some(Reach::Translated(to))
 }
 
 /// Whether a channel of type `kind` can serve `endpoint` natively.

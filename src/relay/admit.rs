@@ -111,8 +111,8 @@ fn check_model(
         return Err(ApiError::new(
             ErrorKind::UnsupportedFormat,
             format!(
-                "no channel of this key's groups serves model `{model}` in this API format \
-                 (channels serve only their provider's native format)"
+                "no channel of this key's groups serves model `{model}` in this API format, \
+                 natively or by translation"
             ),
         ));
     }

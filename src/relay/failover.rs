@@ -19,7 +19,7 @@ use crate::config::{Channel, Key, Snapshot};
 use crate::errors::{ApiError, ErrorKind};
 use crate::metering::{self, Metering, Served};
 use crate::metrics::Metrics;
-use crate::providers::{self, BaseUrl, Endpoint, Prepared};
+use crate::providers::{self, BaseUrl, Endpoint, Prepared, Reach};
 use crate::routing;
 use crate::usage::Usage;
 
@@ -42,6 +42,15 @@ struct Relayed {
     usage: Option<Usage>,
     /// Output tokens counted from the answer text; 0 if `usage` is known.
     estimated_output: u64,
+}
+
+/// Why an attempt gave no answer.
+enum Tried {
+    /// The channel failed: try the next one.
+    Failed(Box<Failure>),
+    /// The request cannot be sent in the channel's format: the client's
+    /// error, answered at once.
+    Refused(ApiError),
 }
 
 /// The attempts so far.
@@ -84,9 +93,13 @@ impl Failover<'_> {
                 Ok(relayed) => {
                     return self.settle(req, pick.group, channel, relayed, tries.channels.len())
                 }
-                Err(failure) => {
+                Err(Tried::Failed(failure)) => {
                     self.channel_failed(channel, &failure);
-                    tries.last_failure = Some(failure);
+                    tries.last_failure = Some(*failure);
+                }
+                Err(Tried::Refused(error)) => {
+                    let dialect = self.endpoint.dialect();
+                    return refuse(session, self.metrics, dialect, &error, self.started).await;
                 }
             }
         }
@@ -99,10 +112,11 @@ impl Failover<'_> {
         session: &mut ClientSession,
         channel: &Channel,
         req: &Admitted,
-    ) -> Result<Relayed, Failure> {
+    ) -> Result<Relayed, Tried> {
         // Routes hold only enabled channels, which have an upstream.
         let Some(upstream) = &channel.upstream else {
-            return Err(Failure::io(FailReason::Io, "the channel is disabled"));
+            let failure = Failure::io(FailReason::Io, "the channel is disabled");
+            return Err(Tried::Failed(Box::new(failure)));
         };
         let Some(url) = &upstream.base_url else {
             return Ok(answer_from_mock(session, channel, self.endpoint, req).await);
@@ -114,8 +128,27 @@ impl Failover<'_> {
             probe: &req.probe,
             model: &req.model,
         };
-        let prepared = providers::prepare(upstream, url, client_request).await;
-        self.attempt(session, channel, url, prepared).await
+        let prepared = match channel.reach(self.endpoint) {
+            Some(Reach::Translated(to)) => {
+                match providers::translated::prepare(upstream, url, client_request, to).await {
+                    Ok(prepared) => prepared,
+                    Err(field) => {
+                        let message = format!(
+                            "`{}` cannot be sent to the channel serving `{}`: {}",
+                            field.field, req.model, field.why
+                        );
+                        return Err(Tried::Refused(ApiError::new(
+                            ErrorKind::UnsupportedField,
+                            message,
+                        )));
+                    }
+                }
+            }
+            _ => providers::prepare(upstream, url, client_request).await,
+        };
+        self.attempt(session, channel, url, prepared)
+            .await
+            .map_err(|failure| Tried::Failed(Box::new(failure)))
     }
 
     /// One try on a network channel. `Err` means "try another channel";

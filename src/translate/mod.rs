@@ -11,53 +11,85 @@
 
 pub mod anthropic_chat;
 
-use bytes::BytesMut;
-use serde_json::Value;
+mod shared;
 
-/// A request field the target format cannot express, and that would change
-/// the request's meaning if dropped: refused with 400 naming the field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Untranslatable {
-    /// The field as the client wrote it, e.g. `messages[2].content[0].type`.
-    pub field: String,
-    pub why: String,
+use bytes::BytesMut;
+
+pub use shared::{push_event, Format, Untranslatable};
+
+use anthropic_chat::{AnthropicToChatStream, ChatToAnthropicStream};
+
+/// A client's request body in the channel's format `to`. `model` is the
+/// upstream model name; `default_max_tokens` fills Anthropic's required
+/// `max_tokens` when the client gave none.
+pub fn request(
+    from: Format,
+    to: Format,
+    body: &[u8],
+    model: &str,
+    default_max_tokens: u64,
+) -> Result<Vec<u8>, Untranslatable> {
+    match (from, to) {
+        (Format::Anthropic, Format::Chat) => anthropic_chat::anthropic_request_to_chat(body, model),
+        (Format::Chat, Format::Anthropic) => {
+            anthropic_chat::chat_request_to_anthropic(body, model, default_max_tokens)
+        }
+        _ => Err(Untranslatable::new(
+            "model",
+            format!("no translation from {from:?} to {to:?}"),
+        )),
+    }
 }
 
-impl Untranslatable {
-    pub fn new(field: impl Into<String>, why: impl Into<String>) -> Self {
-        Untranslatable {
-            field: field.into(),
-            why: why.into(),
+/// A whole (non-stream) answer of a channel speaking `from`, for a client
+/// speaking `to`; `model` is the client-facing model name.
+pub fn response(from: Format, to: Format, body: &[u8], model: &str) -> Result<Vec<u8>, String> {
+    match (from, to) {
+        (Format::Chat, Format::Anthropic) => {
+            anthropic_chat::chat_response_to_anthropic(body, model)
+        }
+        (Format::Anthropic, Format::Chat) => {
+            anthropic_chat::anthropic_response_to_chat(body, model)
+        }
+        _ => Err(format!("no translation from {from:?} to {to:?}")),
+    }
+}
+
+/// A streamed answer on its way from a channel's format to the client's,
+/// one event at a time.
+pub enum StreamTranslator {
+    ChatToAnthropic(ChatToAnthropicStream),
+    AnthropicToChat(AnthropicToChatStream),
+}
+
+impl StreamTranslator {
+    /// `None` where there is no translation between the two formats.
+    /// `include_usage`: the client asked for a usage chunk (OpenAI).
+    pub fn new(from: Format, to: Format, model: &str, include_usage: bool) -> Option<Self> {
+        Some(match (from, to) {
+            (Format::Chat, Format::Anthropic) => {
+                StreamTranslator::ChatToAnthropic(ChatToAnthropicStream::new(model))
+            }
+            (Format::Anthropic, Format::Chat) => {
+                StreamTranslator::AnthropicToChat(AnthropicToChatStream::new(model, include_usage))
+            }
+            _ => return None,
+        })
+    }
+
+    /// One upstream event: its `event:` name, if any, and its data.
+    pub fn on_event(&mut self, event: Option<&str>, data: &str, out: &mut BytesMut) {
+        match self {
+            StreamTranslator::ChatToAnthropic(t) => t.on_event(data, out),
+            StreamTranslator::AnthropicToChat(t) => t.on_event(event, data, out),
         }
     }
-}
 
-/// Appends one server-sent event: `event: {name}` when named, then
-/// `data: {json}` and the blank line that ends it.
-pub fn push_event(out: &mut BytesMut, event: Option<&str>, data: &Value) {
-    if let Some(name) = event {
-        out.extend_from_slice(b"event: ");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\n");
-    }
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(data.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn events_are_framed_as_sse() {
-        let mut out = BytesMut::new();
-        push_event(&mut out, Some("ping"), &json!({"type": "ping"}));
-        push_event(&mut out, None, &json!({"a": 1}));
-        assert_eq!(
-            &out[..],
-            b"event: ping\ndata: {\"type\":\"ping\"}\n\ndata: {\"a\":1}\n\n"
-        );
+    /// The clean end of the upstream stream: closes what is still open.
+    pub fn finish(&mut self, out: &mut BytesMut) {
+        match self {
+            StreamTranslator::ChatToAnthropic(t) => t.finish(out),
+            StreamTranslator::AnthropicToChat(t) => t.finish(out),
+        }
     }
 }

@@ -76,6 +76,52 @@ def anthropic_text(body: dict) -> str:
     return "echo: "
 
 
+ANTHROPIC_TOOL_ID = "toolu_mock1"
+ANTHROPIC_TOOL_INPUT = {"city": "Paris"}
+
+
+def anthropic_problem(body: dict) -> str | None:
+    """What the real Messages API would refuse in ``body``."""
+    if "max_tokens" not in body:
+        return "max_tokens: Field required"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages: Field required"
+    for i, m in enumerate(messages):
+        if m.get("role") not in ("user", "assistant"):
+            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+        if i and messages[i - 1]["role"] == m["role"]:
+            return "messages: roles must alternate between \"user\" and \"assistant\""
+    if messages[0]["role"] != "user":
+        return "messages: first message must use the \"user\" role"
+    return None
+
+
+def anthropic_tool_turn(body: dict) -> str | None:
+    """With ``tools`` and a plain user turn last, the mock calls the first
+    tool (its name); after a ``tool_result`` it answers in text."""
+    tools = body.get("tools") or []
+    last = body["messages"][-1]
+    content = last.get("content")
+    has_result = isinstance(content, list) and any(b.get("type") == "tool_result" for b in content)
+    if tools and last["role"] == "user" and not has_result:
+        return tools[0]["name"]
+    return None
+
+
+def anthropic_tool_result(body: dict) -> str | None:
+    content = body["messages"][-1].get("content")
+    if not isinstance(content, list):
+        return None
+    for block in content:
+        if block.get("type") == "tool_result":
+            inner = block.get("content", "")
+            if not isinstance(inner, str):
+                inner = " ".join(b.get("text", "") for b in inner)
+            return "tool said: " + inner
+    return None
+
+
 def gemini_text(body: dict) -> str:
     for c in reversed(body.get("contents", [])):
         if c.get("role", "user") == "user":
@@ -198,7 +244,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _messages(self, body: dict, bedrock: bool = False) -> None:
-        pieces = words(anthropic_text(body))
+        problem = anthropic_problem(body)
+        if problem:
+            self._json({"type": "error", "error": {"type": "invalid_request_error", "message": problem}}, status=400)
+            return
+        tool = anthropic_tool_turn(body)
+        if tool:
+            self._tool_use(body, tool)
+            return
+        pieces = words(anthropic_tool_result(body) or anthropic_text(body))
         usage = {
             "input_tokens": ANTHROPIC_INPUT,
             "cache_creation_input_tokens": ANTHROPIC_CACHE_WRITE,
@@ -244,6 +298,39 @@ class _Handler(BaseHTTPRequestHandler):
         if bedrock:
             self._frames([bedrock_chunk(data) for _, data in events if data["type"] != "ping"])
             return
+        self._stream([f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events])
+
+    def _tool_use(self, body: dict, tool: str) -> None:
+        """A ``tool_use`` answer, streamed with its input in two pieces."""
+        usage = {"input_tokens": ANTHROPIC_INPUT, "cache_creation_input_tokens": 0,
+                 "cache_read_input_tokens": 0}
+        block = {"type": "tool_use", "id": ANTHROPIC_TOOL_ID, "name": tool}
+        message = {"id": "msg_mock02", "type": "message", "role": "assistant",
+                   "model": body["model"], "stop_sequence": None}
+        if not body.get("stream"):
+            self._json({**message, "content": [{**block, "input": ANTHROPIC_TOOL_INPUT}],
+                        "stop_reason": "tool_use", "usage": {**usage, "output_tokens": 7}})
+            return
+        arguments = json.dumps(ANTHROPIC_TOOL_INPUT)
+        half = len(arguments) // 2
+        events = [
+            ("message_start", {"type": "message_start", "message": {
+                **message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}}),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": {**block, "input": {}}}),
+        ]
+        events += [
+            ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                     "delta": {"type": "input_json_delta", "partial_json": part}})
+            for part in (arguments[:half], arguments[half:])
+        ]
+        events += [
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("message_delta", {"type": "message_delta",
+                               "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                               "usage": {"output_tokens": 7}}),
+            ("message_stop", {"type": "message_stop"}),
+        ]
         self._stream([f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events])
 
     # -- Gemini ------------------------------------------------------------

@@ -66,6 +66,45 @@ def last_user_text(body: dict) -> str:
     return ""
 
 
+TOOL_CALL_ID = "call_mock1"
+TOOL_ARGUMENTS = '{"city": "Paris"}'
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def chat_problem(body: dict) -> str | None:
+    """What the real Chat Completions API would refuse in ``body``."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "messages: expected a non-empty array"
+    for i, m in enumerate(messages):
+        if m.get("role") not in CHAT_ROLES:
+            return f"messages[{i}].role: invalid value {m.get('role')!r}"
+        if m["role"] == "tool" and not m.get("tool_call_id"):
+            return f"messages[{i}].tool_call_id: required for role 'tool'"
+    return None
+
+
+def tool_turn(body: dict) -> tuple[str, str] | None:
+    """With ``tools`` and a user message last, the mock calls the first tool:
+    ``(name, arguments)``. After a tool result it answers in text."""
+    tools = body.get("tools") or []
+    messages = body.get("messages") or []
+    if tools and messages and messages[-1].get("role") == "user":
+        return tools[0]["function"]["name"], TOOL_ARGUMENTS
+    return None
+
+
+def tool_result_text(body: dict) -> str | None:
+    """``"tool said: <result>"`` when the last message is a tool result."""
+    messages = body.get("messages") or []
+    if messages and messages[-1].get("role") == "tool":
+        content = messages[-1].get("content", "")
+        if not isinstance(content, str):
+            content = " ".join(p.get("text", "") for p in content)
+        return "tool said: " + content
+    return None
+
+
 def words(text: str) -> list[str]:
     """Stream pieces: each word with the space that precedes it."""
     parts = text.split(" ")
@@ -267,8 +306,15 @@ class _Handler(BaseHTTPRequestHandler):
     # -- endpoints ---------------------------------------------------------
 
     def _chat(self, body: dict) -> None:
-        text = reply_text(body)
-        pieces = words(text)
+        problem = chat_problem(body)
+        if problem:
+            self._send_error(400, problem)
+            return
+        call = tool_turn(body)
+        text = tool_result_text(body) or reply_text(body)
+        if call:
+            text = ""
+        pieces = words(text) if text else []
         usage = {
             "prompt_tokens": PROMPT_TOKENS,
             "completion_tokens": len(pieces),
@@ -298,12 +344,17 @@ class _Handler(BaseHTTPRequestHandler):
                             "index": 0,
                             "message": {
                                 "role": "assistant",
-                                "content": text,
+                                "content": None if call else text,
                                 "refusal": None,
                                 "annotations": [],
+                                **({"tool_calls": [{
+                                    "id": TOOL_CALL_ID,
+                                    "type": "function",
+                                    "function": {"name": call[0], "arguments": call[1]},
+                                }]} if call else {}),
                             },
                             "logprobs": None,
-                            "finish_reason": "stop",
+                            "finish_reason": "tool_calls" if call else "stop",
                         }
                     ],
                     "usage": usage,
@@ -329,7 +380,15 @@ class _Handler(BaseHTTPRequestHandler):
             if i == len(pieces) - 1:
                 self._hold()
             self._event(choice({"content": piece}, None))
-        self._event(choice({}, "stop"))
+        if call:
+            # The name first, the arguments in two pieces, as OpenAI streams them.
+            first = {"index": 0, "id": TOOL_CALL_ID, "type": "function",
+                     "function": {"name": call[0], "arguments": ""}}
+            self._event(choice({"tool_calls": [first]}, None))
+            half = len(call[1]) // 2
+            for part in (call[1][:half], call[1][half:]):
+                self._event(choice({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}, None))
+        self._event(choice({}, "tool_calls" if call else "stop"))
         if with_usage:
             self._event({**chunk, "choices": [], "usage": usage})
         self._chunk(b"data: [DONE]\n\n")

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::groups::index_of;
-use crate::config::{expand_vars, Channel, ChannelDef, ConfigError, Group, Price, Source};
+use crate::config::{
+    expand_vars, Channel, ChannelDef, ChannelType, ConfigError, Group, Price, Source,
+};
 use crate::health::HealthRegistry;
 use crate::providers::{parse_base_url, Provider, Upstream};
 
@@ -51,6 +53,10 @@ pub(super) fn compile(
         if c.weight == 0 {
             return Err(error(("weight", "weight must be > 0".into())));
         }
+        if c.responses.is_some() && !matches!(c.kind, ChannelType::Openai | ChannelType::Azure) {
+            let why = format!("`responses` does not apply to type \"{}\"", c.kind.as_str());
+            return Err(error(("responses", why)));
+        }
         let models = served_models(c, prices).map_err(error)?;
         let upstream = upstream(c, &item, env, warnings).map_err(error)?;
         channels.push(Channel {
@@ -60,6 +66,8 @@ pub(super) fn compile(
             models,
             priority: c.priority,
             weight: c.weight,
+            translate: c.translate,
+            responses: c.responses.unwrap_or(true),
             health: health.get(&health_key(c)),
             delay_ms: c.delay_ms,
         });
@@ -183,6 +191,8 @@ fn health_key(c: &ChannelDef) -> String {
         priority: _,
         weight: _,
         enabled: _,
+        translate: _,
+        responses: _,
         delay_ms: _,
     } = c;
     // Hashed: the key text must not hold the channel's credentials. Each

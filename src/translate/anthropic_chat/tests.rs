@@ -1,8 +1,13 @@
 //! Payloads follow the shapes the Anthropic Messages API and the OpenAI
 //! Chat Completions API document (and DeepSeek's `reasoning_content`).
 
+use super::common::*;
+use super::stream::*;
+use super::to_anthropic::*;
+use super::to_chat::*;
 use super::*;
-use serde_json::json;
+use bytes::BytesMut;
+use serde_json::{json, Value};
 
 fn to_chat(request: Value) -> Value {
     let body = anthropic_request_to_chat(&to_bytes(&request), "gpt-4o").expect("translates");

@@ -1,0 +1,66 @@
+//! What every translator shares: the formats, the refusal of a field, and
+//! the SSE writer.
+
+use bytes::BytesMut;
+use serde_json::Value;
+
+/// An API format, as clients and channels speak it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenAI Chat Completions, the pivot.
+    Chat,
+    /// OpenAI Responses.
+    Responses,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Gemini generateContent.
+    Gemini,
+}
+
+/// A request field the target format cannot express, and that would change
+/// the request's meaning if dropped: refused with 400 naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Untranslatable {
+    /// The field as the client wrote it, e.g. `messages[2].content[0].type`.
+    pub field: String,
+    pub why: String,
+}
+
+impl Untranslatable {
+    pub fn new(field: impl Into<String>, why: impl Into<String>) -> Self {
+        Untranslatable {
+            field: field.into(),
+            why: why.into(),
+        }
+    }
+}
+
+/// Appends one server-sent event: `event: {name}` when named, then
+/// `data: {json}` and the blank line that ends it.
+pub fn push_event(out: &mut BytesMut, event: Option<&str>, data: &Value) {
+    if let Some(name) = event {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\n");
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_are_framed_as_sse() {
+        let mut out = BytesMut::new();
+        push_event(&mut out, Some("ping"), &json!({"type": "ping"}));
+        push_event(&mut out, None, &json!({"a": 1}));
+        assert_eq!(
+            &out[..],
+            b"event: ping\ndata: {\"type\":\"ping\"}\n\ndata: {\"a\":1}\n\n"
+        );
+    }
+}
