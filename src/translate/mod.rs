@@ -9,6 +9,8 @@
 //! events come out, so memory per stream stays bounded (open tool-call
 //! arguments aside) and the first event is not delayed.
 
+pub mod responses_chat;
+
 use bytes::BytesMut;
 use serde_json::Value;
 
