@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{chat_tool_name, LOCAL_SHELL};
+use super::common::{chat_tool_name, LOCAL_SHELL};
 use crate::translate::Untranslatable;
 
 /// OpenAI Responses request JSON -> Chat Completions request JSON; `model`

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use super::{
+use super::common::{
     created_at, message_item, outcome, reasoning_item, reasoning_text, response_object,
     responses_usage, set_incomplete, AnswerIds, CallItem, RequestEcho, ResponseHead,
 };

@@ -13,7 +13,7 @@
 use bytes::BytesMut;
 use serde_json::{json, Value};
 
-use super::{
+use super::common::{
     created_at, message_item, outcome, output_text_part, reasoning_item, reasoning_text,
     response_object, responses_usage, set_incomplete, AnswerIds, CallItem, RequestEcho,
     ResponseHead, ToolKind,
