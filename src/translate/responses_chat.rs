@@ -27,16 +27,18 @@
 //! and `prompt_cache_retention` (cache routing hints that strict hosts
 //! reject), `service_tier`, `safety_identifier`, `stream_options`,
 //! `text.verbosity`, `reasoning.summary` (a summary is sent whenever the
-//! upstream reasons), `parallel_tool_calls` and `tool_choice` when no tool is
-//! left, `web_search_call` input items (the search's findings are in the
-//! messages that follow), `reasoning` input items without text (e.g. only
-//! `encrypted_content`, which only OpenAI can read), and any field not named
-//! here. `developer` messages become `system` messages.
+//! upstream reasons), `parallel_tool_calls` and `tool_choice` when no tool
+//! is left (`tool_choice: "required"` is then refused), `web_search_call`
+//! input items (the search's findings are in the messages that follow),
+//! `reasoning` input items without text (e.g. only `encrypted_content`,
+//! which only OpenAI can read), and any field not named here. `developer`
+//! messages become `system` messages.
 //!
-//! Refused with [`Untranslatable`]: `previous_response_id` and
+//! Refused with [`Untranslatable`](super::Untranslatable): `previous_response_id` and
 //! `conversation` (the gateway keeps no responses), `prompt` (stored
 //! templates), `background: true`, `max_tool_calls`, `top_logprobs`,
-//! `item_reference` and other unknown input items, images by `file_id`,
+//! non-text `instructions`, `item_reference` and other unknown input items
+//! (e.g. OpenAI's encrypted `compaction`), images by `file_id`,
 //! `input_file` and `input_audio` parts, unknown `text.format` types, and
 //! `tool_choice` naming a hosted tool or `allowed_tools`.
 //!
@@ -46,7 +48,8 @@
 //! message that follows it, which is what hosts that reason between tool
 //! calls (DeepSeek, Kimi) need. Images in a tool's output (Codex's
 //! `view_image`) cannot sit in a chat `tool` message: they follow the run
-//! of tool messages as one `user` message.
+//! of tool messages as one `user` message. A refusal is a `refusal` part in
+//! a whole answer; streamed, it is folded into the output text.
 
 mod common;
 mod request;
