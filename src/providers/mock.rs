@@ -4,12 +4,13 @@
 //! Text and usage are deterministic: the prompt counts one token per 4
 //! bytes of request body, the answer one token per word.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora_http::ResponseHeader;
 use serde_json::{json, Value};
 
 use super::{Endpoint, GeminiMethod};
 use crate::body::BodyProbe;
+use crate::translate::responses_chat::{chat_response_to_responses, ChatToResponsesStream};
 use crate::usage::Usage;
 
 const ANSWER: &str = "Hello from the tollgate mock channel. This answer is deterministic, \
@@ -184,8 +185,6 @@ fn openai_answer(
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     });
-    let id = "chatcmpl-mock";
-    let created = 1_700_000_000u64;
     match path {
         "/v1/embeddings" => json_answer(json!({
             "object": "list",
@@ -195,63 +194,67 @@ fn openai_answer(
             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
         })),
         "/v1/completions" if !probe.stream => json_answer(json!({
-            "id": "cmpl-mock", "object": "text_completion", "created": created, "model": model,
+            "id": "cmpl-mock", "object": "text_completion", "created": CREATED, "model": model,
             "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": null}],
             "usage": usage,
         })),
-        "/v1/responses" => {
-            responses_answer(model, &text, prompt_tokens, completion_tokens, probe.stream)
-        }
+        "/v1/responses" => responses_answer(model, words, usage, probe.stream),
         "/v1/completions" => {
             let chunks = words.iter().enumerate().map(|(i, w)| {
                 let piece = if i == 0 { (*w).to_string() } else { format!(" {w}") };
-                json!({"id": "cmpl-mock", "object": "text_completion", "created": created,
+                json!({"id": "cmpl-mock", "object": "text_completion", "created": CREATED,
                        "model": model, "choices": [{"index": 0, "text": piece, "finish_reason": null}]})
             });
             sse_answer(
                 chunks,
                 probe.include_usage.then(|| {
                     json!({
-                "id": "cmpl-mock", "object": "text_completion", "created": created,
+                "id": "cmpl-mock", "object": "text_completion", "created": CREATED,
                 "model": model, "choices": [], "usage": usage})
                 }),
             )
         }
-        _ if !probe.stream => json_answer(json!({
-            "id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": "stop"}],
-            "usage": usage,
-        })),
-        _ => {
-            let chunk = |delta: Value, finish: Value| {
-                json!({
-                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-            };
-            let mut chunks = vec![chunk(
-                json!({"role": "assistant", "content": ""}),
-                Value::Null,
-            )];
-            for (i, w) in words.iter().enumerate() {
-                let piece = if i == 0 {
-                    (*w).to_string()
-                } else {
-                    format!(" {w}")
-                };
-                chunks.push(chunk(json!({"content": piece}), Value::Null));
-            }
-            chunks.push(chunk(json!({}), json!("stop")));
-            sse_answer(
-                chunks.into_iter(),
-                probe.include_usage.then(|| {
-                    json!({
-                "id": id, "object": "chat.completion.chunk", "created": created,
-                "model": model, "choices": [], "usage": usage})
-                }),
-            )
-        }
+        _ if !probe.stream => json_answer(chat_completion(model, &text, usage)),
+        _ => sse_answer(
+            chat_chunks(model, words).into_iter(),
+            probe.include_usage.then(|| chat_usage_chunk(model, usage)),
+        ),
     }
+}
+
+const CHAT_ID: &str = "chatcmpl-mock";
+const CREATED: u64 = 1_700_000_000;
+
+fn chat_completion(model: &str, text: &str, usage: Value) -> Value {
+    json!({
+        "id": CHAT_ID, "object": "chat.completion", "created": CREATED, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": "stop"}],
+        "usage": usage,
+    })
+}
+
+/// The chat stream's chunks: the role, one chunk per word, the finish.
+fn chat_chunks(model: &str, words: &[&str]) -> Vec<Value> {
+    let chunk = |delta: Value, finish: Value| {
+        json!({
+        "id": CHAT_ID, "object": "chat.completion.chunk", "created": CREATED, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let mut chunks = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    chunks.extend(pieces(words).map(|p| chunk(json!({ "content": p }), Value::Null)));
+    chunks.push(chunk(json!({}), json!("stop")));
+    chunks
+}
+
+/// The chunk that reports usage, after the finish.
+fn chat_usage_chunk(model: &str, usage: Value) -> Value {
+    json!({
+    "id": CHAT_ID, "object": "chat.completion.chunk", "created": CREATED,
+    "model": model, "choices": [], "usage": usage})
 }
 
 fn json_answer(value: Value) -> MockAnswer {
@@ -277,51 +280,47 @@ fn sse_answer(chunks: impl Iterator<Item = Value>, usage_chunk: Option<Value>) -
     }
 }
 
-fn responses_answer(model: &str, text: &str, input: u64, output: u64, stream: bool) -> MockAnswer {
-    let response = |status: &str, with_output: bool| {
-        let output_items = if with_output {
-            json!([{"type": "message", "id": "msg_mock", "status": "completed", "role": "assistant",
-                    "content": [{"type": "output_text", "text": text, "annotations": []}]}])
-        } else {
-            json!([])
-        };
-        json!({
-            "id": "resp_mock", "object": "response", "created_at": 1_700_000_000u64,
-            "status": status, "model": model, "output": output_items,
-            "usage": if with_output { json!({
-                "input_tokens": input, "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": input + output}) } else { Value::Null },
-        })
-    };
+/// The Responses answer is the chat answer above, translated as a channel
+/// with `responses = false` translates it: so the stream is the sequence
+/// Codex and the openai SDK expect (`response.created`, an
+/// `output_item.added` before the text deltas, the `done` events, and
+/// `response.completed` with the usage), and it tests the translator too.
+fn responses_answer(model: &str, words: &[&str], usage: Value, stream: bool) -> MockAnswer {
     if !stream {
-        return json_answer(response("completed", true));
+        let chat = chat_completion(model, &words.join(" "), usage);
+        return match chat_response_to_responses(chat.to_string().as_bytes(), model) {
+            Ok(body) => MockAnswer {
+                status: 200,
+                content_type: "application/json",
+                events: vec![Bytes::from(body)],
+                usage: Usage::default(),
+            },
+            Err(why) => MockAnswer {
+                status: 500,
+                content_type: "application/json",
+                events: vec![Bytes::from(json!({"error": {"message": why}}).to_string())],
+                usage: Usage::default(),
+            },
+        };
     }
-    let events = [
-        (
-            "response.created",
-            json!({"type": "response.created", "sequence_number": 0,
-                                     "response": response("in_progress", false)}),
-        ),
-        (
-            "response.output_text.delta",
-            json!({"type": "response.output_text.delta",
-            "sequence_number": 1, "item_id": "msg_mock", "output_index": 0,
-            "content_index": 0, "delta": text}),
-        ),
-        (
-            "response.completed",
-            json!({"type": "response.completed", "sequence_number": 2,
-                                       "response": response("completed", true)}),
-        ),
-    ];
+    let mut translator = ChatToResponsesStream::new(model);
+    let mut events = Vec::new();
+    let mut out = BytesMut::new();
+    let chunks = chat_chunks(model, words).into_iter();
+    for chunk in chunks.chain([chat_usage_chunk(model, usage)]) {
+        translator.on_event(&chunk.to_string(), &mut out);
+        if !out.is_empty() {
+            events.push(out.split().freeze());
+        }
+    }
+    translator.finish(&mut out);
+    if !out.is_empty() {
+        events.push(out.split().freeze());
+    }
     MockAnswer {
         status: 200,
         content_type: "text/event-stream",
-        events: events
-            .into_iter()
-            .map(|(name, data)| Bytes::from(format!("event: {name}\ndata: {data}\n\n")))
-            .collect(),
+        events,
         usage: Usage::default(),
     }
 }
@@ -370,5 +369,65 @@ mod tests {
             10,
         );
         assert!(a.events[a.events.len() - 2].starts_with(b"data: {\"choices\":[]"));
+    }
+
+    #[test]
+    fn responses_stream_is_a_valid_event_sequence() {
+        use crate::translate::responses_chat::testing::{check_sequence, parse_events};
+        let probe = BodyProbe {
+            model: Some("gpt-test".into()),
+            stream: true,
+            max_output_tokens: Some(4),
+            ..Default::default()
+        };
+        let a = answer(
+            Endpoint::OpenAi(super::super::OpenAiOp::Responses),
+            "/v1/responses",
+            &probe,
+            41,
+        );
+        assert_eq!(a.content_type, "text/event-stream");
+        let bytes: Vec<u8> = a.events.iter().flat_map(|e| e.iter().copied()).collect();
+        let events = parse_events(&bytes);
+        // created, in_progress, then every delta after its item's
+        // output_item.added, and one response.completed last.
+        check_sequence(&events);
+        let deltas: String = events
+            .iter()
+            .filter(|e| e["type"] == "response.output_text.delta")
+            .map(|e| e["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(deltas, "Hello from the tollgate");
+        let completed = &events.last().unwrap()["response"];
+        assert_eq!(events.last().unwrap()["type"], "response.completed");
+        assert_eq!(completed["model"], "gpt-test");
+        assert_eq!(completed["output"][0]["content"][0]["text"], deltas);
+        assert_eq!(completed["usage"]["input_tokens"], 11);
+        assert_eq!(completed["usage"]["output_tokens"], 4);
+        assert_eq!(completed["usage"]["total_tokens"], 15);
+        // The text streams word by word, one write each.
+        assert!(a.events.len() >= 5);
+        assert_eq!((a.usage.input, a.usage.output), (11, 4));
+    }
+
+    #[test]
+    fn responses_answer_is_a_response_object() {
+        let probe = BodyProbe {
+            model: Some("gpt-test".into()),
+            ..Default::default()
+        };
+        let a = answer(
+            Endpoint::OpenAi(super::super::OpenAiOp::Responses),
+            "/v1/responses",
+            &probe,
+            41,
+        );
+        let r: Value = serde_json::from_slice(&a.events[0]).unwrap();
+        assert_eq!(r["object"], "response");
+        assert_eq!(r["status"], "completed");
+        assert_eq!(r["output"][0]["type"], "message");
+        assert_eq!(r["output"][0]["content"][0]["text"], ANSWER);
+        assert_eq!(r["usage"]["input_tokens"], 11);
+        assert_eq!(r["usage"]["output_tokens"], 18);
     }
 }

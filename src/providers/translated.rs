@@ -12,7 +12,7 @@ use super::{BaseUrl, ClientRequest, Endpoint, OpenAiOp, Prepared, ResponseAdapte
 use crate::body;
 use crate::errors::{ApiError, Dialect};
 use crate::sse::{SseEvent, SseParser};
-use crate::translate::{self, Format, StreamTranslator, Untranslatable};
+use crate::translate::{self, AnswerTranslation, Format, StreamTranslator, Untranslatable};
 use crate::usage::Usage;
 
 /// Anthropic requires `max_tokens`; a client of another format may leave
@@ -54,13 +54,8 @@ pub async fn prepare(
         model: req.model,
     };
     let prepared = super::prepare(channel, url, native).await.map(|mut p| {
-        p.adapter = Box::new(Translated::new(
-            p.adapter,
-            to,
-            from,
-            req.model,
-            req.probe.include_usage,
-        ));
+        let answer = AnswerTranslation::new(to, from, req.model, req.probe.include_usage, req.body);
+        p.adapter = Box::new(Translated::new(p.adapter, answer, from));
         p
     });
     Ok(prepared)
@@ -70,11 +65,8 @@ pub async fn prepare(
 /// speaking `client`, around the channel's own adapter.
 pub struct Translated {
     inner: Box<dyn ResponseAdapter>,
-    upstream: Format,
+    answer: AnswerTranslation,
     client: Format,
-    /// The client-facing model name, reported in the answer.
-    model: String,
-    include_usage: bool,
     /// Set once the head shows an event stream with a success status.
     stream: Option<(SseParser, StreamTranslator)>,
     /// A whole answer (or an error), translated at its end.
@@ -83,19 +75,11 @@ pub struct Translated {
 }
 
 impl Translated {
-    pub fn new(
-        inner: Box<dyn ResponseAdapter>,
-        upstream: Format,
-        client: Format,
-        model: &str,
-        include_usage: bool,
-    ) -> Self {
+    pub fn new(inner: Box<dyn ResponseAdapter>, answer: AnswerTranslation, client: Format) -> Self {
         Translated {
             inner,
-            upstream,
+            answer,
             client,
-            model: model.to_string(),
-            include_usage,
             stream: None,
             whole: BytesMut::new(),
             status: 200,
@@ -141,9 +125,7 @@ impl ResponseAdapter for Translated {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if event_stream && self.status < 400 {
-            let translator =
-                StreamTranslator::new(self.upstream, self.client, &self.model, self.include_usage);
-            self.stream = translator.map(|t| (SseParser::default(), t));
+            self.stream = self.answer.stream().map(|t| (SseParser::default(), t));
         }
         let content_type = match self.stream {
             Some(_) => "text/event-stream",
@@ -170,7 +152,7 @@ impl ResponseAdapter for Translated {
         let body = if self.status >= 400 {
             Ok(error_for_client(self.status, &whole, self.client))
         } else {
-            translate::response(self.upstream, self.client, &whole, &self.model)
+            self.answer.whole(&whole)
         };
         match body {
             Ok(body) => Bytes::from(body),

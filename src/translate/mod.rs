@@ -10,6 +10,7 @@
 //! arguments aside) and the first event is not delayed.
 
 pub mod anthropic_chat;
+pub mod responses_chat;
 
 mod shared;
 
@@ -18,6 +19,7 @@ use bytes::BytesMut;
 pub use shared::{push_event, Format, Untranslatable};
 
 use anthropic_chat::{AnthropicToChatStream, ChatToAnthropicStream};
+use responses_chat::{ChatToResponsesStream, RequestEcho};
 
 /// A client's request body in the channel's format `to`. `model` is the
 /// upstream model name; `default_max_tokens` fills Anthropic's required
@@ -34,6 +36,7 @@ pub fn request(
         (Format::Chat, Format::Anthropic) => {
             anthropic_chat::chat_request_to_anthropic(body, model, default_max_tokens)
         }
+        (Format::Responses, Format::Chat) => responses_chat::responses_request_to_chat(body, model),
         _ => Err(Untranslatable::new(
             "model",
             format!("no translation from {from:?} to {to:?}"),
@@ -41,17 +44,64 @@ pub fn request(
     }
 }
 
-/// A whole (non-stream) answer of a channel speaking `from`, for a client
-/// speaking `to`; `model` is the client-facing model name.
-pub fn response(from: Format, to: Format, body: &[u8], model: &str) -> Result<Vec<u8>, String> {
-    match (from, to) {
-        (Format::Chat, Format::Anthropic) => {
-            anthropic_chat::chat_response_to_anthropic(body, model)
+/// How the answer to one request goes back from the channel's format to
+/// the client's.
+pub struct AnswerTranslation {
+    from: Format,
+    to: Format,
+    /// The client-facing model name, reported in the answer.
+    model: String,
+    /// The client asked for a usage chunk (OpenAI streams).
+    include_usage: bool,
+    /// What a Responses answer repeats of its request (its tools decide
+    /// how calls come back).
+    echo: Option<RequestEcho>,
+}
+
+impl AnswerTranslation {
+    /// `request` is the client's own request body.
+    pub fn new(from: Format, to: Format, model: &str, include_usage: bool, request: &[u8]) -> Self {
+        AnswerTranslation {
+            from,
+            to,
+            model: model.to_string(),
+            include_usage,
+            echo: (to == Format::Responses).then(|| RequestEcho::from_request(request)),
         }
-        (Format::Anthropic, Format::Chat) => {
-            anthropic_chat::anthropic_response_to_chat(body, model)
+    }
+
+    /// A whole (non-stream) answer.
+    pub fn whole(&self, body: &[u8]) -> Result<Vec<u8>, String> {
+        let model = self.model.as_str();
+        match (self.from, self.to, &self.echo) {
+            (Format::Chat, Format::Anthropic, _) => {
+                anthropic_chat::chat_response_to_anthropic(body, model)
+            }
+            (Format::Anthropic, Format::Chat, _) => {
+                anthropic_chat::anthropic_response_to_chat(body, model)
+            }
+            (Format::Chat, Format::Responses, Some(echo)) => {
+                responses_chat::chat_response_to_responses_for(body, model, echo)
+            }
+            (from, to, _) => Err(format!("no translation from {from:?} to {to:?}")),
         }
-        _ => Err(format!("no translation from {from:?} to {to:?}")),
+    }
+
+    /// The translator of a streamed answer; `None` where there is none.
+    pub fn stream(&self) -> Option<StreamTranslator> {
+        let model = self.model.as_str();
+        Some(match (self.from, self.to, &self.echo) {
+            (Format::Chat, Format::Anthropic, _) => {
+                StreamTranslator::ChatToAnthropic(ChatToAnthropicStream::new(model))
+            }
+            (Format::Anthropic, Format::Chat, _) => StreamTranslator::AnthropicToChat(
+                AnthropicToChatStream::new(model, self.include_usage),
+            ),
+            (Format::Chat, Format::Responses, Some(echo)) => StreamTranslator::ChatToResponses(
+                Box::new(ChatToResponsesStream::for_request(model, echo.clone())),
+            ),
+            _ => return None,
+        })
     }
 }
 
@@ -60,28 +110,18 @@ pub fn response(from: Format, to: Format, body: &[u8], model: &str) -> Result<Ve
 pub enum StreamTranslator {
     ChatToAnthropic(ChatToAnthropicStream),
     AnthropicToChat(AnthropicToChatStream),
+    /// Boxed: it keeps the request's echo and the answer so far, which
+    /// its closing events repeat.
+    ChatToResponses(Box<ChatToResponsesStream>),
 }
 
 impl StreamTranslator {
-    /// `None` where there is no translation between the two formats.
-    /// `include_usage`: the client asked for a usage chunk (OpenAI).
-    pub fn new(from: Format, to: Format, model: &str, include_usage: bool) -> Option<Self> {
-        Some(match (from, to) {
-            (Format::Chat, Format::Anthropic) => {
-                StreamTranslator::ChatToAnthropic(ChatToAnthropicStream::new(model))
-            }
-            (Format::Anthropic, Format::Chat) => {
-                StreamTranslator::AnthropicToChat(AnthropicToChatStream::new(model, include_usage))
-            }
-            _ => return None,
-        })
-    }
-
     /// One upstream event: its `event:` name, if any, and its data.
     pub fn on_event(&mut self, event: Option<&str>, data: &str, out: &mut BytesMut) {
         match self {
             StreamTranslator::ChatToAnthropic(t) => t.on_event(data, out),
             StreamTranslator::AnthropicToChat(t) => t.on_event(event, data, out),
+            StreamTranslator::ChatToResponses(t) => t.on_event(data, out),
         }
     }
 
@@ -90,6 +130,7 @@ impl StreamTranslator {
         match self {
             StreamTranslator::ChatToAnthropic(t) => t.finish(out),
             StreamTranslator::AnthropicToChat(t) => t.finish(out),
+            StreamTranslator::ChatToResponses(t) => t.finish(out),
         }
     }
 }

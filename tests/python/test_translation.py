@@ -231,6 +231,45 @@ def test_upstream_errors_reach_an_anthropic_client_in_its_dialect(claude, stack)
     assert e.value.body["error"]["message"] == "context too long"
 
 
+# -- the Responses API (Codex) on a chat-only channel --------------------------
+
+
+def test_responses_on_a_chat_only_channel(gpt, stack):
+    tollgate, upstream, _ = stack
+    before = len(wait_metered(tollgate, 0))
+    r = gpt.responses.create(model="deepseek-chat", instructions="Be brief.", input="Hello responses")
+    assert r.output_text == "echo: Hello responses"
+    assert r.status == "completed"
+    assert r.usage.input_tokens == PROMPT_TOKENS
+    assert r.usage.input_tokens_details.cached_tokens == CACHED_TOKENS
+    got = upstream.requests[-1]
+    assert got.path == "/v1/chat/completions", "the host has no /v1/responses"
+    assert got.json()["messages"][0] == {"role": "system", "content": "Be brief."}
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.cached_input, m.output, m.estimated) == (16, 5, 3, False)
+
+
+def test_responses_stream_on_a_chat_only_channel(gpt, stack):
+    tollgate, upstream, _ = stack
+    before = len(wait_metered(tollgate, 0))
+    deltas = []
+    types = []
+    with gpt.responses.stream(model="deepseek-chat", input="stream the responses") as stream:
+        for event in stream:
+            types.append(event.type)
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_response()
+    assert "".join(deltas) == "echo: stream the responses"
+    assert final.output_text == "echo: stream the responses"
+    assert types[0] == "response.created" and types[-1] == "response.completed"
+    assert types.index("response.output_item.added") < types.index("response.output_text.delta")
+    assert final.usage.output_tokens == 4
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.cached_input, m.output, m.estimated) == (16, 5, 4, False)
+    assert upstream.requests[-1].path == "/v1/chat/completions"
+
+
 # -- the openai SDK on an Anthropic channel ------------------------------------
 
 
