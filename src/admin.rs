@@ -1,13 +1,21 @@
 //! The admin listener: health, readiness, Prometheus metrics, channel
 //! health and reload. Paths match exactly (no normalization), and every
 //! path but /healthz and /readyz needs the admin token when one is set.
+//!
+//! Connections are read by the client listener's own HTTP/1 code
+//! ([`ClientSession`]), not Pingora's server session: that one logged the
+//! raw head of a malformed request (credentials included) at ERROR and
+//! answered nothing, where this one answers 400/414/431 and logs only why.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::{Method, Response};
-use pingora_core::apps::http_app::ServeHttp;
-use pingora_core::protocols::http::ServerSession;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use pingora_http::{RequestHeader, ResponseHeader};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -15,6 +23,7 @@ use crate::clock::now_ms;
 use crate::health::Availability;
 use crate::metering::{report, Metering};
 use crate::metrics::Metrics;
+use crate::relay::client::{self, ClientSession};
 use crate::reload::ConfigHandle;
 
 pub struct AdminApp {
@@ -90,20 +99,25 @@ impl AdminApp {
     }
 }
 
-#[async_trait]
-impl ServeHttp for AdminApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
+/// The most of a request body the admin listener reads (it uses none).
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+impl AdminApp {
+    async fn response(&self, req: &RequestHeader) -> Response<Vec<u8>> {
         let method = req.method.clone();
         let path = req.uri.path().to_string();
         let query = req.uri.query().unwrap_or("").to_string();
-        let presented = req
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_string);
-        let _ = session.drain_request_body().await;
+        // Exactly one Authorization header: with two, which one a proxy in
+        // front would have checked is anyone's guess.
+        let mut authorization = req.headers.get_all("authorization").iter();
+        let presented = match (authorization.next(), authorization.next()) {
+            (Some(v), None) => v
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_string),
+            _ => None,
+        };
 
         let snap = self.config.load();
         let open_path = path == "/healthz" || path == "/readyz";
@@ -114,6 +128,11 @@ impl ServeHttp for AdminApp {
         }
         match (method, path.as_str()) {
             (Method::GET, "/healthz") => respond(200, "text/plain", b"ok\n".to_vec()),
+            // Not ready while stopping, so that a load balancer moves on.
+            (Method::GET, "/readyz") if crate::drain::draining() => json_response(
+                503,
+                json!({"ready": false, "draining": true, "generation": snap.generation}),
+            ),
             (Method::GET, "/readyz") => {
                 json_response(200, json!({"ready": true, "generation": snap.generation}))
             }
@@ -157,6 +176,69 @@ impl ServeHttp for AdminApp {
             _ => json_response(404, json!({"error": "not found"})),
         }
     }
+}
+
+#[async_trait]
+impl ServerApp for AdminApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        _shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut session = ClientSession::for_admin(stream);
+        loop {
+            let server = self.config.load().server.clone();
+            if !session.read_request(&server).await {
+                return None;
+            }
+            let response = match read_body(&mut session, &server).await {
+                Ok(()) => self.response(session.req_header()).await,
+                Err(status) => json_response(status, json!({"error": "request body not read"})),
+            };
+            if write(&mut session, response).await.is_err() {
+                return None;
+            }
+            if !session.reusable() {
+                client::linger(&mut session).await;
+                return None;
+            }
+        }
+    }
+}
+
+/// Reads and drops the request body, within the client body timeout;
+/// `Err(status)` if it is too large (413), too slow (408) or malformed.
+async fn read_body(
+    session: &mut ClientSession,
+    server: &crate::config::ServerSection,
+) -> std::result::Result<(), u16> {
+    let read = async {
+        let mut left = MAX_ADMIN_BODY;
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(piece)) => left = left.checked_sub(piece.len()).ok_or(413_u16)?,
+                Ok(None) => return Ok(()),
+                Err(_) => return Err(400),
+            }
+        }
+    };
+    tokio::time::timeout(client::body_deadline(server), read)
+        .await
+        .unwrap_or(Err(408))
+}
+
+async fn write(
+    session: &mut ClientSession,
+    response: Response<Vec<u8>>,
+) -> pingora_error::Result<()> {
+    let (parts, body) = response.into_parts();
+    let mut head = ResponseHeader::build(parts.status, Some(parts.headers.len()))?;
+    for (name, value) in parts.headers.iter() {
+        head.append_header(name.clone(), value.clone())?;
+    }
+    session.write_response_header(Box::new(head)).await?;
+    session.write_response_body(Bytes::from(body)).await?;
+    session.finish_body().await
 }
 
 #[cfg(test)]

@@ -11,39 +11,139 @@ use pingora_http::RequestHeader;
 use crate::config::{sha256, Key, Snapshot};
 use crate::errors::{ApiError, ErrorKind};
 
-/// The secret presented by the client, from the first place that has one:
-/// `Authorization: Bearer`, `x-api-key`, `x-goog-api-key`, then `?key=` on
-/// Gemini paths.
-pub fn presented_secret(req: &RequestHeader) -> Option<&str> {
-    // Names as constants: looked up by a `&str`, each would be parsed again
-    // for every request.
-    const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-    const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
-    let header = |name: HeaderName| {
-        req.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
+// Names as constants: looked up by a `&str`, each would be parsed again for
+// every request.
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
+
+/// The secret presented by the client: `Authorization: Bearer`,
+/// `x-api-key`, `x-goog-api-key`, or `?key=` on Gemini paths. A request
+/// that carries two Authorization headers, or different secrets in
+/// different places, is refused (400) rather than authenticated by
+/// whichever is looked at first: which one a proxy in front of tollgate,
+/// or a provider behind it, would take is anyone's guess. The same secret
+/// in several places is fine (some SDKs send both headers).
+pub fn presented_secret(req: &RequestHeader) -> Result<Option<&str>, ApiError> {
+    let mut authorization = req.headers.get_all(AUTHORIZATION).iter();
+    let bearer = match (authorization.next(), authorization.next()) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(
+                ErrorKind::ConflictingApiKeys,
+                "the request has more than one Authorization header: send one",
+            ))
+        }
+        (Some(auth), None) => Some(bearer_token(auth.to_str().ok())),
+        (None, _) => None,
     };
-    if let Some(auth) = header(AUTHORIZATION) {
-        let (scheme, token) = auth.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim())
-            .filter(|t| !t.is_empty());
+    let mut all = Vec::new();
+    match bearer {
+        Some(Some(token)) => all.push(token),
+        // Not a bearer token: no key, but still a credential of its own.
+        Some(None) => all.extend(req.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok())),
+        None => {}
     }
-    header(X_API_KEY)
-        .or_else(|| header(X_GOOG_API_KEY))
-        .or_else(|| {
-            if !req.uri.path().starts_with("/v1beta/") {
-                return None;
+    for name in [X_API_KEY, X_GOOG_API_KEY] {
+        for value in req.headers.get_all(name) {
+            if let Some(v) = value.to_str().ok().map(str::trim).filter(|v| !v.is_empty()) {
+                all.push(v);
             }
-            req.uri
-                .query()?
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("key=").filter(|v| !v.is_empty()))
-        })
+        }
+    }
+    let in_query = query_keys(req).count();
+    all.extend(query_keys(req));
+    let found = all.first().copied();
+    if all.iter().any(|s| Some(*s) != found) {
+        return Err(ApiError::new(
+            ErrorKind::ConflictingApiKeys,
+            "the request carries different API keys (in Authorization, x-api-key, \
+             x-goog-api-key or ?key=): send one",
+        ));
+    }
+    Ok(match bearer {
+        // An Authorization header that is not a bearer token is no key.
+        Some(token) => token,
+        None if in_query == all.len() && !req.uri.path().starts_with("/v1beta/") => None,
+        None => found,
+    })
+}
+
+fn bearer_token(value: Option<&str>) -> Option<&str> {
+    let (scheme, token) = value?.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The values of `key=` query parameters, where Gemini clients send their
+/// key.
+fn query_keys(req: &RequestHeader) -> impl Iterator<Item = &str> {
+    query_params(req).filter_map(|pair| pair.strip_prefix("key=").filter(|v| !v.is_empty()))
+}
+
+fn query_params(req: &RequestHeader) -> impl Iterator<Item = &str> {
+    req.uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+}
+
+/// The client's query parameters (`name=value` as sent) that may go to the
+/// upstream: not `key`, and none whose value is a secret the client
+/// presented anywhere. The client's credentials are tollgate's; the
+/// channel sends its own.
+pub fn forwarded_query(req: &RequestHeader) -> impl Iterator<Item = &str> {
+    let mut secrets: Vec<&str> = req
+        .headers
+        .get_all(AUTHORIZATION)
+        .iter()
+        .filter_map(|v| bearer_token(v.to_str().ok()))
+        .collect();
+    for name in [
+        X_API_KEY,
+        X_GOOG_API_KEY,
+        HeaderName::from_static("api-key"),
+    ] {
+        secrets.extend(
+            req.headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::trim)),
+        );
+    }
+    secrets.extend(query_keys(req));
+    secrets.retain(|s| !s.is_empty());
+    query_params(req).filter(move |pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decoded(value);
+        name != "key" && !secrets.iter().any(|s| s.as_bytes() == &value[..])
+    })
+}
+
+/// `%XX` sequences decoded, so that an encoded secret is still recognized.
+fn percent_decoded(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Authenticates a request against the snapshot at time `now_unix`.
@@ -53,7 +153,7 @@ pub fn authenticate(
     client_ip: Option<IpAddr>,
     now_unix: i64,
 ) -> Result<Arc<Key>, ApiError> {
-    let secret = presented_secret(req).ok_or_else(|| {
+    let secret = presented_secret(req)?.ok_or_else(|| {
         ApiError::new(
             ErrorKind::MissingApiKey,
             "missing API key: send it as `Authorization: Bearer <key>`",
@@ -93,6 +193,7 @@ mod tests {
     #[test]
     fn finds_the_secret_in_every_documented_place() {
         let bearer = req("/v1/chat/completions", &[("authorization", "Bearer sk-1")]);
+        let presented_secret = |r| presented_secret(r).unwrap();
         assert_eq!(presented_secret(&bearer), Some("sk-1"));
         let lower = req(
             "/v1/chat/completions",
@@ -112,5 +213,70 @@ mod tests {
         assert_eq!(presented_secret(&query), Some("sk-4"));
         let query_elsewhere = req("/v1/chat/completions?key=sk-5", &[]);
         assert_eq!(presented_secret(&query_elsewhere), None);
+    }
+
+    #[test]
+    fn two_authorization_headers_or_different_keys_are_refused() {
+        let mut two = req("/v1/chat/completions", &[]);
+        two.append_header("authorization", "Bearer sk-1").unwrap();
+        two.append_header("authorization", "Bearer sk-1").unwrap();
+        assert_eq!(presented_secret(&two).unwrap_err().status, 400);
+        for (path, headers) in [
+            (
+                "/v1/messages",
+                &[("authorization", "Bearer sk-1"), ("x-api-key", "sk-2")][..],
+            ),
+            (
+                "/v1/messages",
+                &[("authorization", "Basic abc"), ("x-api-key", "sk-2")][..],
+            ),
+            (
+                "/v1beta/models/g:generateContent?key=sk-2",
+                &[("x-goog-api-key", "sk-1")][..],
+            ),
+            (
+                "/v1/chat/completions?key=sk-2",
+                &[("authorization", "Bearer sk-1")][..],
+            ),
+            (
+                "/v1beta/models/g:generateContent?key=sk-1&key=sk-2",
+                &[][..],
+            ),
+        ] {
+            let r = req(path, headers);
+            let e = presented_secret(&r).expect_err(path);
+            assert_eq!(
+                (e.status, e.code()),
+                (400, "conflicting_api_keys"),
+                "{headers:?}"
+            );
+        }
+        // The same key twice is one key.
+        let same = req(
+            "/v1/messages",
+            &[("authorization", "Bearer sk-1"), ("x-api-key", " sk-1")],
+        );
+        assert_eq!(presented_secret(&same).unwrap(), Some("sk-1"));
+    }
+
+    #[test]
+    fn the_clients_credentials_stay_out_of_the_forwarded_query() {
+        let forwarded = |path: &str, headers: &[(&str, &str)]| {
+            let r = req(path, headers);
+            forwarded_query(&r).collect::<Vec<_>>().join("&")
+        };
+        assert_eq!(forwarded("/v1/chat/completions?key=sk-1&a=1", &[]), "a=1");
+        assert_eq!(
+            forwarded(
+                "/v1/chat/completions?api_key=sk%2D1&b&token=sk-1&c=2",
+                &[("authorization", "Bearer sk-1")]
+            ),
+            "b&c=2"
+        );
+        assert_eq!(
+            forwarded("/v1/messages?beta=true&k=sk-9", &[("x-api-key", "sk-9")]),
+            "beta=true"
+        );
+        assert_eq!(forwarded("/v1/chat/completions", &[]), "");
     }
 }

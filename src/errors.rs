@@ -19,8 +19,15 @@ pub enum ErrorKind {
     /// A request head the gateway cannot read.
     InvalidRequest,
     HeaderTooLarge,
+    UriTooLong,
+    /// A request transfer coding other than `chunked`.
+    UnsupportedTransferEncoding,
+    /// The gateway is stopping; retry elsewhere or a moment later.
+    ShuttingDown,
     UnknownEndpoint,
     MissingApiKey,
+    /// Different keys in different places of one request.
+    ConflictingApiKeys,
     InvalidApiKey,
     ExpiredApiKey,
     IpNotAllowed,
@@ -62,11 +69,15 @@ pub struct Shape {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 24] = [
+    pub const ALL: [ErrorKind; 28] = [
         ErrorKind::InvalidRequest,
         ErrorKind::HeaderTooLarge,
+        ErrorKind::UriTooLong,
+        ErrorKind::UnsupportedTransferEncoding,
+        ErrorKind::ShuttingDown,
         ErrorKind::UnknownEndpoint,
         ErrorKind::MissingApiKey,
+        ErrorKind::ConflictingApiKeys,
         ErrorKind::InvalidApiKey,
         ErrorKind::ExpiredApiKey,
         ErrorKind::IpNotAllowed,
@@ -117,12 +128,20 @@ impl ErrorKind {
         match self {
             K::InvalidRequest => row(400, "invalid_request", BAD),
             K::HeaderTooLarge => row(431, "request_header_too_large", BAD),
+            K::UriTooLong => row(414, "uri_too_long", BAD),
+            K::UnsupportedTransferEncoding => row(501, "unsupported_transfer_encoding", UPSTREAM),
+            K::ShuttingDown => row(
+                503,
+                "shutting_down",
+                ["server_error", "overloaded_error", "UNAVAILABLE"],
+            ),
             K::UnknownEndpoint => row(
                 404,
                 "unknown_endpoint",
                 [BAD[0], "not_found_error", "NOT_FOUND"],
             ),
             K::MissingApiKey => row(401, "missing_api_key", AUTH),
+            K::ConflictingApiKeys => row(400, "conflicting_api_keys", BAD),
             K::InvalidApiKey => row(401, "invalid_api_key", AUTH),
             K::ExpiredApiKey => row(401, "expired_api_key", AUTH),
             K::IpNotAllowed => row(403, "ip_not_allowed", DENIED),

@@ -14,6 +14,7 @@ pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod drain;
 pub mod errors;
 pub mod health;
 pub mod metering;

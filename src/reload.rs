@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, Result};
 use arc_swap::ArcSwap;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::{error, info, warn};
@@ -64,41 +64,50 @@ impl ConfigHandle {
         let version = FileVersion::of(path);
         let mut parser = config::ParseCache::default();
         let first = config::load_file(path, &health, 1, &mut parser);
-        let data_dir = match &first {
-            Ok(loaded) => PathBuf::from(&loaded.snapshot.server.data_dir),
-            Err(_) => fallback_data_dir(path),
-        };
-        let store = Store::open(&data_dir)?;
-        let loaded = match first {
+        let (store, loaded) = match first {
             Ok(loaded) => {
                 metrics
                     .config_reloads_total
                     .with_label_values(&["ok"])
                     .inc();
-                loaded
+                let store = Store::open(Path::new(&loaded.snapshot.server.data_dir))?;
+                (store, loaded)
             }
             Err(e) => {
                 metrics
                     .config_reloads_total
                     .with_label_values(&["error"])
                     .inc();
-                let Some(text) = store.last_good_config()? else {
-                    bail!(
-                        "{e}\n(no last good config in {} to fall back to)",
+                let (data_dir, whence) = fallback_data_dir(path);
+                let none_there = || {
+                    anyhow!(
+                        "{e}\n(no last good config to fall back to in {}, {whence})",
                         data_dir.display()
-                    );
+                    )
+                };
+                // Not created for a broken file: a store that is not there
+                // holds no last good config.
+                if !Store::exists(&data_dir) {
+                    return Err(none_there());
+                }
+                let store = Store::open(&data_dir)?;
+                let Some(text) = store.last_good_config()? else {
+                    return Err(none_there());
                 };
                 error!(
-                    "CONFIG FILE IS BROKEN, STARTING ON THE LAST GOOD CONFIG FROM THE STORE: {e}"
+                    "CONFIG FILE IS BROKEN, STARTING ON THE LAST GOOD CONFIG FROM THE STORE \
+                     IN {} ({whence}): {e}",
+                    data_dir.display()
                 );
-                config::load_text(
+                let loaded = config::load_text(
                     "<last good config>",
                     text,
                     &|name| std::env::var(name).ok(),
                     &health,
                     1,
                     &mut parser,
-                )?
+                )?;
+                (store, loaded)
             }
         };
         for w in &loaded.warnings {
@@ -487,27 +496,55 @@ fn admin_stays_guarded(bound: &str, new: &config::ServerSection) -> Result<(), S
     Ok(())
 }
 
-/// The data_dir named in a config file that does not load, so that its
-/// last good config can still be found.
-fn fallback_data_dir(path: &Path) -> PathBuf {
-    let default = config::ServerSection::default().data_dir;
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| {
-            text.lines().find_map(|line| {
-                let (k, v) = line.split_once('=')?;
-                (k.trim() == "data_dir").then(|| {
-                    v.split('#')
-                        .next()
-                        .unwrap_or("")
-                        .trim()
-                        .trim_matches('"')
-                        .to_string()
-                })
-            })
-        })
-        .filter(|d| !d.is_empty())
-        .map_or_else(|| PathBuf::from(default), PathBuf::from)
+/// The data_dir a config file that does not load names, so that its last
+/// good config can still be found, and where that came from (for the
+/// error). Read line by line, whatever else the file holds: the
+/// `[server]` table's `data_dir` (or a dotted `server.data_dir`), its
+/// value a TOML string; bytes that are not UTF-8 elsewhere do not hide it.
+/// Without one, the default data_dir.
+fn fallback_data_dir(path: &Path) -> (PathBuf, String) {
+    let file = path.display();
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let mut table = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            let name = header.trim_start_matches('[').split(']').next();
+            table = name.unwrap_or("").trim().to_string();
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key: Vec<&str> = key
+            .split('.')
+            .map(|k| k.trim().trim_matches(['"', '\'']))
+            .collect();
+        let named = match key[..] {
+            ["data_dir"] => table == "server",
+            ["server", "data_dir"] => table.is_empty(),
+            _ => false,
+        };
+        if !named {
+            continue;
+        }
+        let value = format!("v = {}", value.trim())
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|t| t.get("v")?.as_str().map(str::to_string))
+            .filter(|v| !v.is_empty());
+        if let Some(dir) = value {
+            return (
+                PathBuf::from(dir),
+                format!("the data_dir on line {} of {file}", n + 1),
+            );
+        }
+    }
+    (
+        PathBuf::from(config::ServerSection::default().data_dir),
+        format!("the default data_dir, as {file} names none that can be read"),
+    )
 }
 
 #[cfg(test)]
@@ -550,6 +587,37 @@ mod tests {
         while old.strong_count() > 0 {
             assert!(Instant::now() < deadline, "never freed");
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_broken_files_data_dir_is_found_however_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.toml");
+        let found = |text: &[u8]| {
+            std::fs::write(&path, text).unwrap();
+            let (dir, whence) = fallback_data_dir(&path);
+            (dir.display().to_string(), whence)
+        };
+        for text in [
+            &b"[server]\ndata_dir = '/srv/tg'\n[[groups]\n"[..],
+            b"[server]\ndata_dir=\"/srv/tg\" # state\nx = \"\xff\"\n",
+            b"server.data_dir = \"/srv/tg\"\n[groups\n",
+            b"# data_dir = \"/old\"\n[ server ]\nlisten = 1\n\"data_dir\" = \"/srv/tg\"\n[",
+        ] {
+            let (dir, whence) = found(text);
+            assert_eq!(dir, "/srv/tg", "{}", String::from_utf8_lossy(text));
+            assert!(whence.starts_with("the data_dir on line "), "{whence}");
+        }
+        // In another table, or not a string: not the server's data_dir.
+        for text in [
+            &b"[store]\ndata_dir = \"/x\"\n"[..],
+            b"[server]\ndata_dir = 5\n",
+            b"\xff",
+        ] {
+            let (dir, whence) = found(text);
+            assert_eq!(dir, "/var/lib/tollgate");
+            assert!(whence.contains("the default data_dir"), "{whence}");
         }
     }
 

@@ -61,6 +61,17 @@ fn ignore_sighup_until_handled() {
     }
 }
 
+/// Files and directories tollgate creates (only the store in data_dir) are
+/// private to its user: the store keeps the last good config, and that may
+/// hold literal secrets. systemd's `UMask=0077` does the same; this covers
+/// starts outside systemd.
+fn private_files() {
+    // SAFETY: umask only sets the process's file creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 /// Fails fast when a listen address is taken. Pingora would retry the bind
 /// for 30 s and then panic in its service thread, leaving a process that
 /// is up but never answers on that address.
@@ -77,6 +88,7 @@ fn ensure_can_listen(field: &str, addr: &str) -> Result<()> {
 /// Runs tollgate until SIGTERM (graceful) or SIGINT (fast).
 pub fn run(config_path: &Path) -> Result<()> {
     ignore_sighup_until_handled();
+    private_files();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(HealthRegistry::default());
     let config = Arc::new(ConfigHandle::open(
@@ -97,7 +109,10 @@ pub fn run(config_path: &Path) -> Result<()> {
     };
     let conf = ServerConf {
         threads,
-        grace_period_seconds: Some(snap.server.shutdown_grace_seconds),
+        // The grace period is waited out in `drain::SignalWatch`, which
+        // ends it early once no request is left; Pingora's would always
+        // sleep it whole.
+        grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(5),
         // One thread has no one to steal work from: it runs a single-threaded
         // tokio runtime (Pingora's no-steal flavour), ~15% less CPU per
@@ -164,7 +179,11 @@ pub fn run(config_path: &Path) -> Result<()> {
     ));
 
     drop(snap);
-    server.run(RunArgs::default());
+    server.run(RunArgs {
+        shutdown_signal: Box::new(crate::drain::SignalWatch {
+            config: Arc::clone(&config),
+        }),
+    });
     config.finish_reloads();
     crate::access_log::flush();
     // Charges of requests that finished after the writer's last batch.

@@ -27,6 +27,29 @@ impl SseEvent<'_> {
     }
 }
 
+/// Whether an answer's head declares an event stream (`Some(true)`), a JSON
+/// body (`Some(false)`: `application/json` or `+json`), or neither (`None`).
+/// A provider may answer a stream request with one JSON body (an error, a
+/// cached answer, a proxy that ignores `stream`): its usage is then read
+/// from the body, as for a non-stream request, and the reverse.
+pub fn declared_event_stream(head: &pingora_http::ResponseHeader) -> Option<bool> {
+    let value = head
+        .headers
+        .get(http::header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?;
+    let media = value.split(';').next().unwrap_or("").trim();
+    if media.eq_ignore_ascii_case("text/event-stream") {
+        Some(true)
+    } else if media.eq_ignore_ascii_case("application/json")
+        || media.to_ascii_lowercase().ends_with("+json")
+    {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// Events larger than this are passed through but their fields not parsed.
 const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 

@@ -3,12 +3,13 @@
 //! sled holds an exclusive lock on its directory, so one tollgate process
 //! owns a store; the CLI talks to the admin API instead of opening it.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 const META_TREE: &str = "meta";
 const LAST_GOOD_CONFIG: &[u8] = b"last_good_config";
@@ -55,6 +56,11 @@ impl Store {
             })),
             path: dir.to_path_buf(),
         })
+    }
+
+    /// Whether `dir` holds a store with data (without creating one).
+    pub fn exists(dir: &Path) -> bool {
+        std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0)
     }
 
     fn handles(&self) -> Result<Open> {
@@ -105,8 +111,14 @@ fn open_db(dir: &Path) -> Result<Open> {
             dir.display()
         ));
     }
-    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "cannot create data_dir", &e))?;
-    let had_data = std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
+    // Private: the store keeps the last good config as written, which may
+    // hold literal secrets (admin_token, channel keys).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io_error(dir, "cannot create data_dir", &e))?;
+    let had_data = Store::exists(dir);
     let db = sled::Config::new()
         .path(dir)
         .cache_capacity(CACHE_CAPACITY_BYTES)
@@ -126,7 +138,55 @@ fn open_db(dir: &Path) -> Result<Open> {
     let meta = db.open_tree(META_TREE)?;
     let open = Open { db, meta };
     check_marker(&open, dir, had_data)?;
+    restrict_permissions(dir);
     Ok(open)
+}
+
+/// Makes the store's own files 0600 (directories 0700), for stores created
+/// before it was private; new files are created so under the process umask
+/// (`server::run`). The data_dir itself is left as the operator made it
+/// (it may be shared, e.g. `.`), with a warning if others may read it.
+fn restrict_permissions(dir: &Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let ours = |name: &str| {
+        matches!(name, "db" | "conf" | "blobs" | "ledger-mark") || name.starts_with("snap.")
+    };
+    let mut paths: Vec<PathBuf> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_str().is_some_and(ours) {
+                paths.push(e.path());
+            }
+        }
+    }
+    if let Ok(blobs) = std::fs::read_dir(dir.join("blobs")) {
+        paths.extend(blobs.flatten().map(|e| e.path()));
+    }
+    for path in paths {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let private = if meta.is_dir() { 0o700 } else { 0o600 };
+        if meta.file_type().is_symlink() || meta.mode() & 0o077 == 0 {
+            continue;
+        }
+        if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(private)) {
+            warn!(
+                "cannot make {} private ({e}): chmod {private:o} it",
+                path.display()
+            );
+        }
+    }
+    if let Ok(meta) = std::fs::metadata(dir) {
+        if meta.mode() & 0o077 != 0 {
+            warn!(
+                "data_dir {} may be read by other users (mode {:o}); the store keeps the last \
+                 good config, literal secrets included: chmod 700 it",
+                dir.display(),
+                meta.mode() & 0o777
+            );
+        }
+    }
 }
 
 /// A store is marked when created. A store that had data files but opens

@@ -327,3 +327,36 @@ fn a_missing_file_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tollgate.toml"));
 }
+
+/// Model names the official Anthropic SDK (2.12) flags as end of life in
+/// every call (`DEPRECATED_MODELS` in anthropic/resources/messages).
+const END_OF_LIFE_MODELS: &[&str] = &[
+    "claude-3-sonnet-20240229",
+    "claude-3-opus-20240229",
+    "claude-3-7-sonnet-latest",
+    "claude-3-7-sonnet-20250219",
+    "claude-3-5-haiku-latest",
+    "claude-3-5-haiku-20241022",
+    "claude-opus-4-0",
+    "claude-opus-4-20250514",
+    "claude-sonnet-4-0",
+    "claude-sonnet-4-20250514",
+    "claude-sonnet-4-5",
+    "claude-sonnet-4-5-20250929",
+];
+
+/// The example config loads, and a newcomer copying its model names gets
+/// no deprecation warning from the SDK.
+#[test]
+fn the_example_config_is_valid_and_names_current_models() {
+    let text = include_str!("../config.example.toml");
+    let (code, stdout, stderr, _) = check(text);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    for model in END_OF_LIFE_MODELS {
+        assert!(
+            !text.contains(&format!("\"{model}\"")),
+            "config.example.toml names {model}, which is end of life"
+        );
+    }
+    assert!(text.contains("\"claude-sonnet-4-6\""));
+}

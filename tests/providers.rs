@@ -1156,3 +1156,133 @@ async fn mock_channel_answers_all_three_formats() {
     assert_eq!(list["data"][0]["type"], "model");
     assert_eq!(list["has_more"], false);
 }
+
+// ------------------------------------------- stream asked, one JSON answered
+
+/// A stream request that the provider answers with one JSON body (an
+/// error, a cache, a proxy that ignores `stream`) is billed from that
+/// body's usage, on every channel type, and reaches the client as sent.
+/// It used to be billed as an estimate without output (input=6 output=0).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_request_answered_with_json_is_billed_from_its_usage() {
+    let own_uri = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let checked_uri = own_uri.clone();
+    let tokens = MockUpstream::start(move |r| {
+        if verify_assertion(&r.body, checked_uri.get().expect("set at start")) {
+            Reply::json(
+                200,
+                json!({"access_token": VERTEX_TOKEN, "expires_in": 3599}),
+            )
+        } else {
+            Reply::json(400, json!({"error": "invalid_grant"}))
+        }
+    })
+    .await;
+    let token_uri = format!("{}/token", tokens.base_url());
+    own_uri.set(token_uri.clone()).unwrap();
+    let up = MockUpstream::start(|r| {
+        let body = if r.path.contains("chat/completions") {
+            chat_completion("m", "Hello there, friend", 11, 7)
+        } else if r.path.contains(":streamGenerateContent") {
+            json!({"candidates": [{"content": {"parts": [{"text": "Hello there, friend"}]}}],
+                   "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": 7}})
+        } else {
+            json!({"id": "msg_1", "type": "message", "role": "assistant",
+                   "content": [{"type": "text", "text": "Hello there, friend"}],
+                   "usage": {"input_tokens": 11, "output_tokens": 7}})
+        };
+        Reply::json(200, body)
+    })
+    .await;
+    let sa = json!({"type": "service_account", "project_id": "proj-1", "private_key_id": "kid1",
+        "private_key": include_str!("data/vertex-test-key.pem"),
+        "client_email": "tollgate-test@proj-1.iam.gserviceaccount.com"});
+    let base = up.base_url();
+    let channel = |name: &str, kind: &str, model: &str, extra: &str| {
+        format!(
+            "[[channels]]\nname = \"{name}\"\ntype = \"{kind}\"\nbase_url = \"{base}\"\n\
+             models = [\"{model}\"]\n{extra}\n"
+        )
+    };
+    let models: String = [
+        "gpt-o", "gpt-az", "claude-a", "claude-b", "claude-v", "gemini-g", "gemini-v",
+    ]
+    .iter()
+    .map(|m| price(m))
+    .collect();
+    let channels = [
+        channel("openai", "openai", "gpt-o", "api_key = \"sk-up-1\""),
+        channel("azure", "azure", "gpt-az", "api_key = \"az-up-1\""),
+        channel(
+            "anthropic",
+            "anthropic",
+            "claude-a",
+            "api_key = \"sk-up-2\"",
+        ),
+        channel(
+            "bedrock",
+            "bedrock",
+            "claude-b",
+            "region = \"us-east-1\"\napi_key = \"br-up-1\"",
+        ),
+        channel("gemini", "gemini", "gemini-g", "api_key = \"g-up-1\""),
+        channel(
+            "vertex",
+            "vertex",
+            "claude-v",
+            &format!(
+                "models = [\"claude-v\", \"gemini-v\"]\nlocation = \"us-east5\"\n\
+                 token_uri = \"{token_uri}\"\ncredentials_json = '''{sa}'''"
+            ),
+        )
+        .replacen("models = [\"claude-v\"]\n", "", 1),
+    ]
+    .concat();
+    let tg = Tollgate::start(&head(&models, &channels));
+    let anthropic = [("x-api-key", KEY), ("anthropic-version", "2023-06-01")];
+    let bearer = format!("Bearer {KEY}");
+    let openai = [("authorization", bearer.as_str())];
+    let ask = |model: &str| {
+        json!({"model": model, "stream": true, "max_tokens": 50,
+        "messages": [{"role": "user", "content": "Say hello to a friend"}]})
+    };
+    let gemini =
+        json!({"contents": [{"role": "user", "parts": [{"text": "Say hello to a friend"}]}]});
+    let goog = [("x-goog-api-key", KEY)];
+    let cases: [(&str, &[_], Value); 7] = [
+        ("/v1/chat/completions", &openai, ask("gpt-o")),
+        ("/v1/chat/completions", &openai, ask("gpt-az")),
+        ("/v1/messages", &anthropic, ask("claude-a")),
+        ("/v1/messages", &anthropic, ask("claude-b")),
+        ("/v1/messages", &anthropic, ask("claude-v")),
+        (
+            "/v1beta/models/gemini-g:streamGenerateContent?alt=sse",
+            &goog,
+            gemini.clone(),
+        ),
+        (
+            "/v1beta/models/gemini-v:streamGenerateContent?alt=sse",
+            &goog,
+            gemini,
+        ),
+    ];
+    for (i, (path, headers, body)) in cases.into_iter().enumerate() {
+        let model = body["model"].as_str().unwrap_or(path).to_string();
+        let resp = post(&tg, path, headers, body).await;
+        assert_eq!(resp.status(), 200, "{model}: {}", tg.log());
+        let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+        let sent = up.requests().last().unwrap().clone();
+        let answer: Value = resp.json().await.unwrap();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{model}: {content_type}"
+        );
+        assert!(
+            answer.to_string().contains("Hello there, friend"),
+            "{model}: {answer}"
+        );
+        assert!(!sent.path.contains(KEY), "{}", sent.path);
+        assert_eq!(logged_usage(&tg, i).await, (11, 7, 0, 0, false), "{model}");
+    }
+    assert_no_secrets(&tg, &["sk-up-1", "az-up-1", "sk-up-2", "br-up-1", "g-up-1"]);
+}

@@ -327,7 +327,54 @@ fn a_broken_file_at_start_without_a_last_good_config_exits_non_zero() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ratio must be > 0"), "{stderr}");
-    assert!(stderr.contains("no last good config"), "{stderr}");
+    // Where it looked, and why there; no store is made for a broken file.
+    let data = dir.path().join("data");
+    let looked = format!(
+        "no last good config to fall back to in {}, the data_dir on line 4 of {}",
+        data.display(),
+        path.display()
+    );
+    assert!(stderr.contains(&looked), "{stderr}");
+    assert!(!data.exists());
+}
+
+/// A broken file is searched for its own data_dir, however that is
+/// written (a TOML literal string; bytes that are not UTF-8 elsewhere in
+/// the file), and tollgate starts on the last good config stored there. It
+/// used to look in /var/lib/tollgate (creating it), or in a directory named
+/// after the quotes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_file_finds_its_own_data_dir_however_it_is_written() {
+    let one = marked_upstream("one").await;
+    let rest = config(&one.base_url());
+    let mut tg = Tollgate::start_with(|port, admin, dir| {
+        let head = server_section(port, admin, dir);
+        let literal = head.replacen(
+            &format!("data_dir = \"{}\"", dir.display()),
+            &format!("data_dir = '{}'  # a literal string", dir.display()),
+            1,
+        );
+        assert_ne!(literal, head);
+        format!("{literal}\n{rest}")
+    });
+    assert_eq!(served_by(&tg).await, "one");
+    let good = current_config(&tg);
+    for broken in [
+        good.replace("[[keys]]", "[[keys]\n").into_bytes(),
+        [good.as_bytes(), b"\nnote = \"caf\xe9\"\n"].concat(),
+    ] {
+        std::fs::write(&tg.config_path, broken).unwrap();
+        tg.kill_and_restart();
+        std::thread::sleep(Duration::from_millis(300));
+        tg.assert_running();
+        let log = tg.log();
+        assert!(
+            log.contains("STARTING ON THE LAST GOOD CONFIG FROM THE STORE"),
+            "{log}"
+        );
+        assert_eq!(served_by(&tg).await, "one");
+    }
+    assert!(!tg.dir.path().join("'").exists());
 }
 
 #[test]

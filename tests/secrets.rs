@@ -238,6 +238,22 @@ async fn no_secret_or_prompt_text_leaks_anywhere() {
         .windows(PROMPT.len())
         .any(|w| w == PROMPT.as_bytes()));
 
+    // Malformed heads that carry the secrets, on both listeners: a 400, and
+    // nothing of the head in the log, even at debug level (Pingora's admin
+    // session logged the whole head at ERROR).
+    for (port, path, secret) in [
+        (tg.admin_port, "/metrics", ADMIN),
+        (tg.port, "/v1/models", CLIENT),
+    ] {
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {secret}\r\n\
+             x-api-key: {secret}\r\nx-note: {PROMPT}\r\nBad Header: x\r\n\r\n"
+        );
+        let answer = raw_exchange(port, head.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+        answers.push(answer);
+    }
+
     // Stop cleanly so that the store is flushed, then look everywhere.
     tg.signal("TERM");
     let mut tg = tg;
@@ -253,6 +269,139 @@ async fn no_secret_or_prompt_text_leaks_anywhere() {
         }
         assert!(!contains(&store, secret), "{secret} in the store");
     }
+}
+
+/// Sends `request` on a fresh connection; everything answered until the
+/// server closed it.
+async fn raw_exchange(port: u16, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    conn.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let read = conn.read_to_end(&mut out);
+    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The client's tollgate key is never forwarded in the query, whatever the
+/// path and channel type: `?key=` (where Gemini clients send it) and any
+/// other parameter that holds it are dropped, the rest goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_clients_key_never_goes_upstream_in_the_query() {
+    let up = MockUpstream::start(|r| {
+        if r.path.contains(":generateContent") {
+            Reply::json(
+                200,
+                json!({"candidates": [], "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1}}),
+            )
+        } else if r.path.starts_with("/v1/messages") {
+            Reply::json(
+                200,
+                json!({"type": "message", "content": [], "usage": {"input_tokens": 3, "output_tokens": 1}}),
+            )
+        } else {
+            Reply::json(200, chat_completion("gpt-4o", "ok", 3, 1))
+        }
+    })
+    .await;
+    let base = up.base_url();
+    let rest = format!(
+        r#"
+[[groups]]
+name = "default"
+ratio = 1.0
+all_channels = true
+
+[[models]]
+name = "gpt-4o"
+input = 1
+
+[[models]]
+name = "claude-x"
+input = 1
+
+[[models]]
+name = "gemini-x"
+input = 1
+
+[[channels]]
+name = "openai"
+type = "openai"
+base_url = "{base}"
+api_key = "sk-up-openai-1"
+models = ["gpt-4o"]
+
+[[channels]]
+name = "anthropic"
+type = "anthropic"
+base_url = "{base}"
+api_key = "sk-up-anthropic-1"
+models = ["claude-x"]
+
+[[channels]]
+name = "gemini"
+type = "gemini"
+base_url = "{base}"
+api_key = "sk-up-gemini-1"
+models = ["gemini-x"]
+
+[[keys]]
+name = "k"
+key_sha256 = "{}"
+"#,
+        sha256_hex(CLIENT)
+    );
+    let tg = Tollgate::start(&rest);
+    let http = client();
+    let chat = json!({"model": "gpt-4o", "messages": []}).to_string();
+    let claude = json!({"model": "claude-x", "max_tokens": 5, "messages": []}).to_string();
+    let encoded = CLIENT.replace('-', "%2D");
+    for (path, header, body, kept) in [
+        (
+            format!("/v1/chat/completions?key={CLIENT}&x=1"),
+            "authorization",
+            &chat,
+            "?x=1",
+        ),
+        (
+            format!("/v1/chat/completions?api_key={encoded}"),
+            "authorization",
+            &chat,
+            "",
+        ),
+        (
+            format!("/v1/messages?beta=true&key={CLIENT}"),
+            "x-api-key",
+            &claude,
+            "?beta=true",
+        ),
+        (
+            format!("/v1beta/models/gemini-x:generateContent?key={CLIENT}&alt=json"),
+            "",
+            &chat,
+            "?alt=json",
+        ),
+    ] {
+        let mut req = http.post(tg.url(&path)).body(body.clone());
+        req = match header {
+            "authorization" => req.bearer_auth(CLIENT),
+            "" => req,
+            name => req.header(name, CLIENT),
+        };
+        send(req, 200).await;
+        let got = up.requests().last().unwrap().path.clone();
+        assert!(
+            !got.contains(CLIENT) && !got.contains(&encoded),
+            "{path} -> {got}"
+        );
+        assert!(
+            got.ends_with(kept) && got.matches('?').count() <= 1,
+            "{path} -> {got}"
+        );
+    }
+    assert_eq!(up.count(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -334,3 +334,88 @@ fn a_listen_address_in_use_stops_start_with_an_error_naming_it() {
         "{stderr}"
     );
 }
+
+/// Modes of everything under `dir` that are not private (dirs 0700,
+/// files 0600), as "path mode" lines.
+fn shared_modes(dir: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+    if mode != 0o700 {
+        out.push(format!("{} {mode:o}", dir.display()));
+    }
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(shared_modes(&path));
+        } else {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            if mode != 0o600 {
+                out.push(format!("{} {mode:o}", path.display()));
+            }
+        }
+    }
+    out
+}
+
+/// The store keeps the last good config as written, literal secrets and
+/// all: data_dir is created 0700 and everything in it 0600, outside
+/// systemd too (it used to be 0755/0644 under the usual umask); a store
+/// made before is tightened at start, and a shared data_dir is warned about.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_is_private_to_tollgates_user() {
+    use std::os::unix::fs::PermissionsExt;
+    // What a shell's umask gives files and directories the test creates.
+    let old_umask = unsafe { libc::umask(0o022) };
+    let rest = "[[groups]]\nname = \"default\"\nratio = 1\nall_channels = true\n\
+                [[models]]\nname = \"m\"\ninput = 1\n[[channels]]\nname = \"mock\"\ntype = \"mock\"\n\
+                [[keys]]\nname = \"k\"\nkey = \"sk-private-store\"\n";
+    let mut tg = Tollgate::start(rest);
+    let data = tg.dir.path().join("data");
+    let (status, _) = chat(&client(), &tg, "sk-private-store", "m").await;
+    assert_eq!(status, 200);
+    // A reload with a large config: sled keeps it in a blob file of its own.
+    let big = format!(
+        "{}\n# {}\n",
+        std::fs::read_to_string(&tg.config_path).unwrap(),
+        "x".repeat(200_000)
+    );
+    tg.write_config_by_rename(&big);
+    assert_eq!(
+        client()
+            .post(tg.admin_url("/admin/reload"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    tg.signal("TERM");
+    assert!(tg.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(
+        std::fs::read_dir(data.join("blobs")).unwrap().count() > 0,
+        "a blob was written"
+    );
+    assert_eq!(shared_modes(&data), Vec::<String>::new());
+
+    // An older store, made readable by others: tightened at the next start,
+    // and the shared directory itself named in a warning.
+    for e in std::fs::read_dir(&data).unwrap().flatten() {
+        let mode = if e.path().is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    tg.kill_and_restart();
+    let shared = shared_modes(&data);
+    assert_eq!(
+        shared,
+        [format!("{} 755", data.display())],
+        "only data_dir itself is left"
+    );
+    assert!(
+        tg.log().contains("may be read by other users"),
+        "{}",
+        tg.log()
+    );
+    unsafe { libc::umask(old_umask) };
+}

@@ -42,6 +42,9 @@ pub struct ServerSection {
     pub admin_token: Option<String>,
     pub data_dir: String,
     pub max_body_bytes: usize,
+    /// Longest request line (longer: 414) and longest header line (longer:
+    /// 431) a client may send; a whole head is capped at 1 MiB.
+    pub max_header_bytes: usize,
     /// TCP (+TLS) connect timeout to a channel, per attempt.
     pub upstream_connect_timeout_ms: u64,
     /// How long to wait for the upstream response head. Non-stream LLM
@@ -73,6 +76,7 @@ impl Default for ServerSection {
             admin_token: None,
             data_dir: "/var/lib/tollgate".into(),
             max_body_bytes: 32 * 1024 * 1024,
+            max_header_bytes: 64 * 1024,
             upstream_connect_timeout_ms: 5_000,
             upstream_header_timeout_seconds: 600,
             upstream_idle_timeout_seconds: 300,

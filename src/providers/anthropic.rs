@@ -14,7 +14,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::head::UpstreamHead;
+use super::head::{self, UpstreamHead};
 use super::openai::Tail;
 use super::{BaseUrl, Upstream};
 use super::{ClientRequest, CountAdapter, Endpoint, Meter, PassThrough, Prepared, ResponseAdapter};
@@ -32,8 +32,7 @@ pub fn prepare(channel: &Upstream, upstream: &BaseUrl, req: ClientRequest<'_>) -
     if let Some(span) = req.probe.model_span.filter(|_| upstream_model != req.model) {
         out_body = body::replace_string(&out_body, span, upstream_model);
     }
-    let path_and_query = req.header.uri.path_and_query().map_or("/", |p| p.as_str());
-    let target = super::target(upstream, path_and_query, &[]);
+    let target = super::target(upstream, &head::client_target(req.header), &[]);
     let mut head = UpstreamHead::forwarding(
         "POST",
         &target,
@@ -304,7 +303,7 @@ mod tests {
     use super::*;
 
     const STREAM: &str = concat!(
-        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":100,\"cache_read_input_tokens\":2000,\"output_tokens\":1}}}\n\n",
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-6\",\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":100,\"cache_read_input_tokens\":2000,\"output_tokens\":1}}}\n\n",
         "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
         "event: ping\ndata: {\"type\": \"ping\"}\n\n",
         "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello there\"}}\n\n",
@@ -348,6 +347,26 @@ mod tests {
                 output: 6,
                 cached_input: 30,
                 cache_write: 0
+            })
+        );
+    }
+
+    #[test]
+    fn a_json_answer_to_a_stream_request_is_billed_from_its_body() {
+        let body = br#"{"id":"msg_1","type":"message","content":[],"usage":{"input_tokens":11,"output_tokens":7}}"#;
+        let mut a = CloudErrors::wrap(Box::new(AnthropicAdapter::new(true)));
+        let mut head = ResponseHeader::build(200, None).unwrap();
+        head.insert_header("content-type", "application/json")
+            .unwrap();
+        a.response_head(&mut head);
+        assert_eq!(&a.on_chunk(Bytes::from_static(body))[..], body);
+        assert!(a.on_end().is_empty());
+        assert_eq!(
+            a.usage(),
+            Some(Usage {
+                input: 11,
+                output: 7,
+                ..Default::default()
             })
         );
     }

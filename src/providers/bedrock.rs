@@ -27,6 +27,7 @@ use serde_json::json;
 
 use super::anthropic::{self, AnthropicAdapter, AnthropicMeter};
 use super::head::UpstreamHead;
+use super::openai::Tail;
 use super::{bad_setting, ClientRequest, Endpoint, Meter, Prepared, ResponseAdapter, SettingError};
 use super::{BaseUrl, Upstream};
 use crate::config::schema::ChannelDef;
@@ -315,6 +316,9 @@ pub struct EventStreamAdapter {
     inner: AnthropicMeter,
     /// The stream could not be decoded; nothing more is relayed.
     broken: bool,
+    /// The answer is one JSON body, not an event stream: passed on as it
+    /// is, its usage read from its tail.
+    json: Option<Tail>,
 }
 
 impl Default for EventStreamAdapter {
@@ -330,6 +334,7 @@ impl EventStreamAdapter {
             pending: BytesMut::new(),
             inner: AnthropicMeter::default(),
             broken: false,
+            json: None,
         }
     }
 
@@ -408,6 +413,10 @@ fn push_error_event(out: &mut BytesMut, kind: &str, message: &str) {
 
 impl ResponseAdapter for EventStreamAdapter {
     fn response_head(&mut self, head: &mut ResponseHeader) {
+        if crate::sse::declared_event_stream(head) == Some(false) {
+            self.json = Some(Tail::default());
+            return;
+        }
         head.remove_header("content-length");
         head.remove_header("x-amzn-bedrock-content-type");
         let _ = head.insert_header("transfer-encoding", "chunked");
@@ -416,6 +425,10 @@ impl ResponseAdapter for EventStreamAdapter {
     }
 
     fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
+        if let Some(tail) = &mut self.json {
+            tail.push(&chunk);
+            return chunk;
+        }
         if self.broken {
             return Bytes::new();
         }
@@ -440,11 +453,14 @@ impl ResponseAdapter for EventStreamAdapter {
     }
 
     fn on_end(&mut self) -> Bytes {
+        if let Some(tail) = &self.json {
+            self.inner.observe_tail(tail);
+        }
         Bytes::new()
     }
 
     fn rewrites_body(&self) -> bool {
-        true
+        self.json.is_none()
     }
 
     fn usage(&self) -> Option<Usage> {
@@ -541,6 +557,30 @@ mod tests {
         }
         assert_eq!(String::from_utf8(out).unwrap(), expected);
         assert!(a.pending.is_empty());
+    }
+
+    #[test]
+    fn a_json_answer_to_a_stream_request_passes_with_its_usage() {
+        let body = br#"{"id":"msg_1","type":"message","content":[],"usage":{"input_tokens":11,"output_tokens":7}}"#;
+        let mut a = EventStreamAdapter::new();
+        let mut head = ResponseHeader::build(200, None).unwrap();
+        head.insert_header("content-type", "application/json")
+            .unwrap();
+        head.insert_header("content-length", body.len()).unwrap();
+        a.response_head(&mut head);
+        assert!(head.headers.get("content-length").is_some());
+        assert!(!a.rewrites_body());
+        let out = a.on_chunk(Bytes::from_static(body));
+        assert_eq!(&out[..], body);
+        a.on_end();
+        assert_eq!(
+            a.usage(),
+            Some(Usage {
+                input: 11,
+                output: 7,
+                ..Default::default()
+            })
+        );
     }
 
     #[test]

@@ -49,10 +49,11 @@ pub fn prepare(channel: &Upstream, upstream: &BaseUrl, req: ClientRequest<'_>) -
     })
 }
 
-/// The client's query without its `key`.
+/// The client's query without its credentials (its `key`, and any other
+/// parameter holding the secret it presented).
 pub fn upstream_query(client: &RequestHeader) -> Vec<(String, String)> {
-    query_pairs(client)
-        .filter(|(k, _)| *k != "key")
+    crate::auth::forwarded_query(client)
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }

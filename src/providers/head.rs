@@ -39,6 +39,20 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "x-forwarded-for",
 ];
 
+/// The client's path with the part of its query that may go upstream:
+/// without the client's own credentials ([`crate::auth::forwarded_query`]),
+/// whatever the path and the channel type.
+pub fn client_target(client: &RequestHeader) -> String {
+    let path = client.uri.path();
+    let mut out = String::with_capacity(path.len() + client.uri.query().map_or(0, str::len) + 1);
+    out.push_str(path);
+    for (i, pair) in crate::auth::forwarded_query(client).enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        out.push_str(pair);
+    }
+    out
+}
+
 /// An HTTP/1.1 request head being written: the request line, then the
 /// headers in the order they are added. Deliberately not `Debug`: it holds
 /// the channel's credential.

@@ -400,6 +400,12 @@ impl<M: Meter + Default> PassThrough<M> {
 }
 
 impl<M: Meter> ResponseAdapter for PassThrough<M> {
+    fn response_head(&mut self, head: &mut ResponseHeader) {
+        if let Some(stream) = crate::sse::declared_event_stream(head) {
+            self.stream = stream;
+        }
+    }
+
     fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
         if self.stream {
             let meter = &mut self.meter;

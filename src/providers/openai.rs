@@ -12,7 +12,7 @@ use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use serde::Deserialize;
 
-use super::head::UpstreamHead;
+use super::head::{self, UpstreamHead};
 use super::{BaseUrl, Upstream};
 use super::{ClientRequest, Prepared, ResponseAdapter};
 use crate::body::{self, BodyProbe};
@@ -27,8 +27,7 @@ fn takes_include_usage(path: &str) -> bool {
 
 pub fn prepare(channel: &Upstream, upstream: &BaseUrl, req: ClientRequest<'_>) -> Result<Prepared> {
     let (body, adapter) = shape(channel, req);
-    let path_and_query = req.header.uri.path_and_query().map_or("/", |p| p.as_str());
-    let target = super::target(upstream, path_and_query, &[]);
+    let target = super::target(upstream, &head::client_target(req.header), &[]);
     let head = UpstreamHead::forwarding(
         req.header.method.as_str(),
         &target,
@@ -253,6 +252,12 @@ impl OpenAiAdapter {
 
 impl ResponseAdapter for OpenAiAdapter {
     fn response_head(&mut self, head: &mut ResponseHeader) {
+        // Read as the answer is, not as it was asked for; a JSON answer
+        // to a stream request is passed on untouched.
+        if let Some(stream) = crate::sse::declared_event_stream(head) {
+            self.stream = stream;
+            self.strip_usage_chunk &= stream;
+        }
         if self.rewrites_body() {
             head.remove_header(&http::header::CONTENT_LENGTH);
         }
@@ -386,6 +391,40 @@ mod tests {
                 ..Default::default()
             })
         );
+    }
+
+    #[test]
+    fn a_json_answer_to_a_stream_request_is_billed_from_its_body() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":11,"completion_tokens":7}}"#;
+        for content_type in ["application/json", "application/json; charset=utf-8"] {
+            let mut a = OpenAiAdapter::new(true, true);
+            let mut head = ResponseHeader::build(200, None).unwrap();
+            head.insert_header("content-type", content_type).unwrap();
+            head.insert_header("content-length", body.len()).unwrap();
+            a.response_head(&mut head);
+            assert!(
+                head.headers.get("content-length").is_some(),
+                "passed on as sent"
+            );
+            assert_eq!(run(&mut a, &[&body[..20], &body[20..]]), body);
+            assert_eq!(
+                a.usage(),
+                Some(Usage {
+                    input: 11,
+                    output: 7,
+                    ..Default::default()
+                })
+            );
+        }
+        // And an event stream answering a non-stream request is read as one.
+        let stream = [CHUNK, USAGE, DONE].concat();
+        let mut a = OpenAiAdapter::new(false, false);
+        let mut head = ResponseHeader::build(200, None).unwrap();
+        head.insert_header("content-type", "text/event-stream")
+            .unwrap();
+        a.response_head(&mut head);
+        assert_eq!(run(&mut a, &[&stream]), stream);
+        assert_eq!(a.usage().unwrap().output, 7);
     }
 
     #[test]

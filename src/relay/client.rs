@@ -26,15 +26,18 @@ use pingora_core::protocols::Stream;
 use pingora_error::{Error, ErrorType, OkOrErr, OrErr, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use tokio::io::AsyncWriteExt;
+use tracing::info;
 
+use super::request_head::{
+    bad_request, dialect_of_target, ends_a_head, guess_dialect, head_too_large, request_framing,
+    LineScan,
+};
 use super::response::{
-    chunked_last, content_length, fill, keeps_alive, take_piece, Chunk, Framing, Piece,
-    MAX_HEADERS, MAX_HEAD_BYTES,
+    content_length, fill, take_piece, Framing, Piece, MAX_HEADERS, MAX_HEAD_BYTES,
 };
 use crate::config::ServerSection;
+use crate::drain;
 use crate::errors::{ApiError, Dialect, ErrorKind};
-
-const HEAD_TOO_LARGE: &str = "the request head is larger than 1 MiB";
 
 fn seconds(n: u64) -> Duration {
     // A zero timeout would fail every request: treat it as the minimum.
@@ -56,6 +59,11 @@ pub struct ClientSession {
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     client_ip: Option<IpAddr>,
+    /// A client listener's connection: it takes part in the graceful stop
+    /// ([`crate::drain`]); the admin listener's do not.
+    drains: bool,
+    /// Held while a request is served, so that a graceful stop waits for it.
+    in_flight: Option<drain::InFlight>,
 }
 
 /// How the answer's body is delimited for the client.
@@ -72,6 +80,15 @@ enum Answer {
 }
 
 impl ClientSession {
+    /// A connection to the admin listener: served as long as the process
+    /// runs, never waited for at shutdown.
+    pub fn for_admin(stream: Stream) -> Self {
+        ClientSession {
+            drains: false,
+            ..ClientSession::new(stream)
+        }
+    }
+
     pub fn new(stream: Stream) -> Self {
         let client_ip = stream
             .get_socket_digest()
@@ -88,41 +105,80 @@ impl ClientSession {
             read_timeout: None,
             write_timeout: None,
             client_ip,
+            drains: true,
+            in_flight: None,
         }
     }
 
     /// Reads the next request head within `client_header_timeout_seconds`
     /// (counted from when the connection became ready for a request, so the
     /// same bound applies to idle kept-alive connections). `false`: no
-    /// request (closed, timed out, or a head that is not valid HTTP/1.x,
-    /// which gets a 400 or 431 first): close the connection.
+    /// request (closed, timed out, or a head that is refused, which gets
+    /// its 400, 414, 431 or 501 first): close the connection.
+    /// On a client listener's connection, a graceful stop closes a
+    /// connection that waits for a request, and refuses (503) a request
+    /// that arrives anyway.
     pub async fn read_request(&mut self, server: &ServerSection) -> bool {
+        self.in_flight = None;
         let deadline = seconds(server.client_header_timeout_seconds);
         self.read_timeout = Some(deadline);
         self.write_timeout = Some(seconds(server.client_write_timeout_seconds));
-        match tokio::time::timeout(deadline, self.read_head()).await {
+        let drains = self.drains;
+        let read = tokio::time::timeout(deadline, self.read_head(server.max_header_bytes));
+        let read = if drains {
+            tokio::select! {
+                biased;
+                read = read => read,
+                _ = drain::started() => return false,
+            }
+        } else {
+            read.await
+        };
+        match read {
+            Ok(Ok(true)) if drains => {
+                // Counted before looking: the drain sets its flag before it
+                // counts, so one of the two sees the other.
+                let in_flight = drain::in_flight();
+                if !drain::draining() {
+                    self.in_flight = Some(in_flight);
+                    return true;
+                }
+                drop(in_flight);
+                let refusal = ApiError::new(
+                    ErrorKind::ShuttingDown,
+                    "the gateway is shutting down: retry the request",
+                )
+                .with_retry_after(1);
+                let dialect = dialect_of_target(self.req.uri.path().as_bytes());
+                if self.refuse(&refusal, dialect).await.is_ok() {
+                    linger(self).await;
+                }
+                false
+            }
             Ok(Ok(read)) => read,
-            Ok(Err(e)) if e.etype() == &ErrorType::InvalidHTTPHeader => {
-                let refusal = match e.context.as_ref().map(|c| c.as_str()) {
-                    Some(HEAD_TOO_LARGE) => {
-                        ApiError::new(ErrorKind::HeaderTooLarge, HEAD_TOO_LARGE)
-                    }
-                    _ => ApiError::new(
-                        ErrorKind::InvalidRequest,
-                        "the request is not valid HTTP/1.1 (head or body framing)",
-                    ),
-                };
-                let _ = self.refuse(&refusal).await;
+            Ok(Err(Some(refusal))) => {
+                // Only the reason: a refused head may hold credentials, and
+                // its size is the client's to choose.
+                info!(
+                    client = %self.client_ip.map_or_else(String::new, |ip| ip.to_string()),
+                    status = refusal.status,
+                    "refused a request head: {}",
+                    refusal.message
+                );
+                let dialect = guess_dialect(&self.buf);
+                if self.refuse(&refusal, dialect).await.is_ok() {
+                    self.discard_input().await;
+                }
                 false
             }
             _ => false,
         }
     }
 
-    /// Answers a request that could not be read, in OpenAI's error shape
-    /// (its API dialect is not known), and closes.
-    async fn refuse(&mut self, error: &ApiError) -> Result<()> {
-        let body = error.body(Dialect::OpenAi);
+    /// Answers a request that could not be read and closes. Its API
+    /// dialect is guessed from the request line, if one was read.
+    async fn refuse(&mut self, error: &ApiError, dialect: Dialect) -> Result<()> {
+        let body = error.body(dialect);
         let mut out = BytesMut::with_capacity(256 + body.len());
         out.extend_from_slice(b"HTTP/1.1 ");
         let status =
@@ -132,6 +188,10 @@ impl ClientSession {
         out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
         out.extend_from_slice(body.len().to_string().as_bytes());
+        if let Some(seconds) = error.retry_after {
+            out.extend_from_slice(b"\r\nretry-after: ");
+            out.extend_from_slice(seconds.to_string().as_bytes());
+        }
         out.extend_from_slice(b"\r\ndate: ");
         out.extend_from_slice(get_cached_date().as_bytes());
         out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
@@ -141,9 +201,34 @@ impl ClientSession {
         self.flush().await
     }
 
-    async fn read_head(&mut self) -> Result<bool> {
+    /// After a refused head: ends the answer with a FIN, then reads and
+    /// drops what the client still sends, within bounds. A client still
+    /// sending its (over-long) head would otherwise be reset by the close,
+    /// and a reset can destroy the answer before it is read.
+    async fn discard_input(&mut self) {
+        let _ = within(self.write_timeout, self.stream.shutdown()).await;
+        let discard = async {
+            let mut left = LINGER_MAX_BYTES;
+            loop {
+                self.buf.clear();
+                match self.fill(None).await {
+                    Ok(n) if n > 0 && n <= left => left -= n,
+                    _ => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_MAX_TIME, discard).await;
+    }
+
+    /// Reads a request head. `Err(Some(refusal))`: a head to refuse with
+    /// that answer; `Err(None)`: the connection failed.
+    async fn read_head(&mut self, max_line: usize) -> std::result::Result<bool, Option<ApiError>> {
         let mut scanned = 0;
+        let mut lines = LineScan::default();
         loop {
+            // An over-long line is refused as soon as it is seen, not once
+            // the whole head (up to 1 MiB) arrived.
+            lines.check(&self.buf, max_line)?;
             // Parsed once the bytes hold a head's end, so that a head sent a
             // few bytes at a time is not parsed again after every read; and
             // the first read whatever it holds, so that a client that does
@@ -156,17 +241,19 @@ impl ClientSession {
             }
             scanned = self.buf.len();
             if self.buf.len() > MAX_HEAD_BYTES {
-                return Error::e_explain(ErrorType::InvalidHTTPHeader, HEAD_TOO_LARGE);
+                return Err(Some(head_too_large()));
             }
-            if self.fill(None).await? == 0 {
-                return Ok(false);
+            match self.fill(None).await {
+                Ok(0) => return Ok(false),
+                Ok(_) => {}
+                Err(_) => return Err(None),
             }
         }
     }
 
     /// Parses a complete head at the start of the buffer into `req` and the
     /// body's framing; its length, or `None` if more bytes are needed.
-    fn parse_head(&mut self) -> Result<Option<usize>> {
+    fn parse_head(&mut self) -> std::result::Result<Option<usize>, ApiError> {
         if self.buf.is_empty() {
             return Ok(None);
         }
@@ -175,16 +262,22 @@ impl ClientSession {
         let len = match parsed.parse_with_uninit_headers(&self.buf, &mut headers) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => {
-                return Error::e_explain(
-                    ErrorType::InvalidHTTPHeader,
-                    format!("unreadable request head: {e}"),
-                )
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(ApiError::new(
+                    ErrorKind::HeaderTooLarge,
+                    format!("the request has more than {MAX_HEADERS} headers"),
+                ))
             }
+            Err(e) => return Err(bad_request(&format!("unreadable request head: {e}"))),
         };
+        // The last read may have brought more than the limit at once.
+        if len > MAX_HEAD_BYTES {
+            return Err(head_too_large());
+        }
         let method = parsed.method.unwrap_or_default();
         let path = parsed.path.unwrap_or_default().as_bytes();
-        let req = RequestHeader::build_no_case(method, path, Some(parsed.headers.len()))?;
+        let req = RequestHeader::build_no_case(method, path, Some(parsed.headers.len()))
+            .map_err(|_| bad_request("invalid request line"))?;
         // Headers go into the map directly: Pingora's `append_header` would
         // copy every name into its title case and parse it back. (The
         // request-target bytes it keeps for absolute-form targets are not
@@ -196,9 +289,9 @@ impl ClientSession {
         };
         for header in parsed.headers.iter() {
             let name = HeaderName::from_bytes(header.name.as_bytes())
-                .or_err(ErrorType::InvalidHTTPHeader, "invalid request header name")?;
+                .map_err(|_| bad_request("invalid request header name"))?;
             let value = HeaderValue::from_bytes(header.value)
-                .or_err(ErrorType::InvalidHTTPHeader, "invalid request header value")?;
+                .map_err(|_| bad_request("invalid request header value"))?;
             // At most MAX_HEADERS: far below the map's size limit.
             parts.headers.append(name, value);
         }
@@ -293,6 +386,10 @@ impl ClientSession {
         // closes the connection: what is left of the body cannot be told
         // from a next request without reading it.
         if self.answer == Answer::UntilClose || self.body != Framing::Done {
+            self.keepalive = false;
+        }
+        // Stopping: this is the connection's last answer.
+        if self.drains && drain::draining() {
             self.keepalive = false;
         }
         let mut out = BytesMut::with_capacity(256);
@@ -433,42 +530,6 @@ async fn within(
         .or_err(ErrorType::WriteError, DOING)
 }
 
-/// Whether `buf` holds an empty line (the end of a head: `\n\n` or
-/// `\n\r\n`) that ends after its first `scanned` bytes.
-fn ends_a_head(buf: &[u8], scanned: usize) -> bool {
-    let from = scanned.saturating_sub(2);
-    memchr::memchr_iter(b'\n', &buf[from..])
-        .any(|i| matches!(&buf[from + i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
-}
-
-/// How a request body is delimited (RFC 9112 §6.3) and whether the
-/// connection may carry another request. A request with a transfer coding
-/// other than a final `chunked` has no knowable length, and one with a
-/// content length next to a transfer coding may be an attempt at request
-/// smuggling: the first is refused, the second closes the connection after
-/// its answer (§6.1). No length and no coding: no body.
-fn request_framing(req: &RequestHeader) -> Result<(Framing, bool)> {
-    let headers = &req.headers;
-    let mut keepalive = keeps_alive(req.version, headers);
-    let framing = if let Some(chunked) = chunked_last(headers) {
-        // HTTP/1.0 has no transfer codings: such framing is faulty (§6.1).
-        if !chunked || req.version == Version::HTTP_10 {
-            return Error::e_explain(
-                ErrorType::InvalidHTTPHeader,
-                "a request's transfer coding must end in chunked, in HTTP/1.1",
-            );
-        }
-        keepalive &= !headers.contains_key(CONTENT_LENGTH);
-        Framing::Chunked(Chunk::SizeLine)
-    } else {
-        match content_length(headers.get_all(CONTENT_LENGTH))? {
-            None | Some(0) => Framing::Done,
-            Some(n) => Framing::Length(n),
-        }
-    };
-    Ok((framing, keepalive))
-}
-
 /// `len` in hex, then CRLF: a chunk's size line.
 fn chunk_size_line(len: usize, out: &mut [u8; 18]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -522,9 +583,10 @@ pub fn body_deadline(server: &ServerSection) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use super::super::response::Chunk;
     use super::*;
 
-    fn framing_of(head: &str) -> Result<(Framing, bool)> {
+    fn framing_of(head: &str) -> std::result::Result<(Framing, bool), ApiError> {
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let mut parsed = httparse::Request::new(&mut headers);
         parsed.parse(head.as_bytes()).unwrap();
@@ -558,8 +620,16 @@ mod tests {
             f("content-length: 5\r\ntransfer-encoding: chunked\r\n").unwrap(),
             (Framing::Chunked(Chunk::SizeLine), false)
         );
-        assert!(f("transfer-encoding: gzip\r\n").is_err());
-        assert!(f("transfer-encoding: chunked, gzip\r\n").is_err());
+        let status = |h: &str| f(h).map_or_else(|e| e.status, |_| 200);
+        assert_eq!(status("transfer-encoding: gzip\r\n"), 400);
+        assert_eq!(status("transfer-encoding: chunked, gzip\r\n"), 400);
+        // Another coding before chunked: not read as plain chunks.
+        assert_eq!(status("transfer-encoding: gzip, chunked\r\n"), 501);
+        assert_eq!(
+            status("transfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n"),
+            501
+        );
+        assert_eq!(status("transfer-encoding: chunked, chunked\r\n"), 400);
         assert!(f("content-length: 5\r\ncontent-length: 6\r\n").is_err());
         assert!(f("content-length: -1\r\n").is_err());
         let http10 = |h: &str| framing_of(&format!("POST / HTTP/1.0\r\n{h}\r\n"));
@@ -586,6 +656,40 @@ mod tests {
         }
         assert!(ends_a_head(b"GET / HTTP/1.1\nhost: x\n\n", 20));
         assert!(!ends_a_head(b"GET / HTTP/1.1\r\nhost: x\r\n\r", 0));
+    }
+
+    #[test]
+    fn over_long_lines_are_found_while_the_head_arrives() {
+        let scan = |pieces: &[&str], max: usize| {
+            let mut lines = LineScan::default();
+            let mut buf = Vec::new();
+            for p in pieces {
+                buf.extend_from_slice(p.as_bytes());
+                lines.check(&buf, max).map_err(|e| e.status)?;
+            }
+            Ok::<_, u16>(())
+        };
+        let long = "a".repeat(100);
+        assert_eq!(scan(&["GET /", &long], 64), Err(414));
+        assert_eq!(scan(&[&format!("GET /{long} HTTP/1.1\r\n")], 64), Err(414));
+        assert_eq!(scan(&["GET / HTTP/1.1\r\nx: ", &long], 64), Err(431));
+        assert_eq!(scan(&["\r\nGET / HTTP/1.1\r\nx: ", &long], 64), Err(431));
+        assert_eq!(scan(&["GET / HTTP/1.1\nx: y\n", "z: w\r\n"], 64), Ok(()));
+        // Exactly the limit passes; what follows the head is not a line.
+        let at_limit = format!("GET /{} HTTP/1.1", "a".repeat(50));
+        assert_eq!(at_limit.len(), 64);
+        assert_eq!(
+            scan(&[&at_limit, "\r\n\r\n", &long, "\n", &long], 64),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn refusals_before_the_head_is_read_guess_the_dialect() {
+        assert_eq!(guess_dialect(b"POST /v1beta/models/x"), Dialect::Gemini);
+        assert_eq!(guess_dialect(b"POST /v1/messages HT"), Dialect::Anthropic);
+        assert_eq!(guess_dialect(b"GET /v1/models HTTP/1.1"), Dialect::OpenAi);
+        assert_eq!(guess_dialect(b""), Dialect::OpenAi);
     }
 
     #[test]

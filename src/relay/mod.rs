@@ -9,11 +9,12 @@
 
 mod admit;
 mod answer;
-mod client;
+pub(crate) mod client;
 mod deadline;
 mod failover;
 mod pool;
 mod record;
+mod request_head;
 mod response;
 mod route;
 mod stream;

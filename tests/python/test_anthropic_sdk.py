@@ -23,9 +23,13 @@ from mock_native import (
     MockNative,
 )
 
+# The SDK warns (DeprecationWarning) for a model past or near its end of
+# life: every model these tests name must be current.
+pytestmark = pytest.mark.filterwarnings("error:The model .* is deprecated:DeprecationWarning")
+
 CLIENT_KEY = "sk-e2e-client-anthropic"
 CHANNEL_KEY = "sk-ant-e2e-upstream"
-UPSTREAM_MODEL = "claude-sonnet-4-5-20250929"
+MODEL = "claude-sonnet-4-6"
 
 
 def config(base_url: str) -> str:
@@ -35,7 +39,7 @@ name = "claude"
 ratio = 0.5
 
 [[models]]
-name = "claude-sonnet-4-5"
+name = "{MODEL}"
 input = 3
 output = 15
 cached_input = 0.3
@@ -47,7 +51,6 @@ type = "anthropic"
 base_url = "{base_url}"
 api_key = "{CHANNEL_KEY}"
 groups = ["claude"]
-model_map = {{ "claude-sonnet-4-5" = "{UPSTREAM_MODEL}" }}
 
 [[keys]]
 name = "e2e-anthropic"
@@ -86,7 +89,7 @@ def test_messages(client, stack):
     before = len(wait_metered(tollgate, 0))
     spent_before = spent_nano_usd(tollgate, CLIENT_KEY)
     r = client.messages.create(
-        model="claude-sonnet-4-5",
+        model=MODEL,
         max_tokens=64,
         messages=[{"role": "user", "content": "Hello gateway"}],
         extra_headers={"anthropic-beta": "prompt-caching-2024-07-31"},
@@ -96,7 +99,7 @@ def test_messages(client, stack):
     assert r.usage.cache_read_input_tokens == ANTHROPIC_CACHE_READ
     got = mock.last()
     assert got.path == "/v1/messages"
-    assert got.json()["model"] == UPSTREAM_MODEL
+    assert got.json()["model"] == MODEL, "no model_map: the name goes upstream as is"
     assert got.headers["anthropic-beta"] == "prompt-caching-2024-07-31"
     assert_upstream_auth(got)
     m = wait_metered(tollgate, before + 1)[before]
@@ -106,7 +109,7 @@ def test_messages(client, stack):
         cached_input=ANTHROPIC_CACHE_READ,
         cache_write=ANTHROPIC_CACHE_WRITE,
         estimated=False,
-        model="claude-sonnet-4-5",
+        model=MODEL,
         channel="anthropic-direct",
     )
     # ratio 0.5 x (30 x $3 + 3 x $15 + 200 cache reads x $0.30 + 50 cache
@@ -121,7 +124,7 @@ def test_messages_stream(client, stack):
     before = len(wait_metered(tollgate, 0))
     spent_before = spent_nano_usd(tollgate, CLIENT_KEY)
     with client.messages.stream(
-        model="claude-sonnet-4-5",
+        model=MODEL,
         max_tokens=64,
         messages=[{"role": "user", "content": "stream these four words"}],
     ) as stream:
@@ -151,12 +154,12 @@ def test_count_tokens(client, stack):
     tollgate, mock = stack
     before = len(wait_metered(tollgate, 0))
     r = client.messages.count_tokens(
-        model="claude-sonnet-4-5", messages=[{"role": "user", "content": "count me"}]
+        model=MODEL, messages=[{"role": "user", "content": "count me"}]
     )
     assert r.input_tokens == ANTHROPIC_COUNT
     got = mock.last()
     assert got.path == "/v1/messages/count_tokens"
-    assert got.json()["model"] == UPSTREAM_MODEL
+    assert got.json()["model"] == MODEL, "no model_map: the name goes upstream as is"
     assert_upstream_auth(got)
     m = wait_metered(tollgate, before + 1)[before]
     assert (m.input, m.output, m.cached_input, m.cache_write) == (0, 0, 0, 0), "counting is free"
@@ -175,14 +178,14 @@ def test_errors_are_anthropic_shaped(client, stack):
     )
     with pytest.raises(anthropic.AuthenticationError):
         bad.messages.create(
-            model="claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+            model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "x"}]
         )
     assert mock.requests == [], "refused before any upstream work"
 
 
 # -- Claude on AWS Bedrock -----------------------------------------------------
 
-BEDROCK_MODEL_ID = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+BEDROCK_MODEL_ID = "us.anthropic.claude-sonnet-4-6"
 
 
 def bedrock_config(base_url: str) -> str:
@@ -192,7 +195,7 @@ name = "claude-aws"
 ratio = 1.0
 
 [[models]]
-name = "claude-sonnet-4-5"
+name = "{MODEL}"
 input = 3
 output = 15
 cached_input = 0.3
@@ -206,7 +209,7 @@ region = "us-west-2"
 aws_access_key_id = "AKIDE2E"
 aws_secret_access_key = "e2e-secret-access-key"
 groups = ["claude-aws"]
-model_map = {{ "claude-sonnet-4-5" = "{BEDROCK_MODEL_ID}" }}
+model_map = {{ "{MODEL}" = "{BEDROCK_MODEL_ID}" }}
 
 [[keys]]
 name = "e2e-bedrock"
@@ -245,13 +248,13 @@ def test_bedrock_messages(bedrock_client, bedrock_stack):
     tollgate, mock = bedrock_stack
     before = len(wait_metered(tollgate, 0))
     r = bedrock_client.messages.create(
-        model="claude-sonnet-4-5",
+        model=MODEL,
         max_tokens=64,
         messages=[{"role": "user", "content": "Hello Bedrock"}],
     )
     assert r.content[0].text == "echo: Hello Bedrock"
     got = mock.last()
-    assert got.path == "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke"
+    assert got.path == "/model/us.anthropic.claude-sonnet-4-6/invoke"
     body = got.json()
     assert body["anthropic_version"] == "bedrock-2023-05-31"
     assert "model" not in body and "stream" not in body
@@ -271,7 +274,7 @@ def test_bedrock_messages_stream(bedrock_client, bedrock_stack):
     tollgate, mock = bedrock_stack
     before = len(wait_metered(tollgate, 0))
     with bedrock_client.messages.stream(
-        model="claude-sonnet-4-5",
+        model=MODEL,
         max_tokens=64,
         messages=[{"role": "user", "content": "stream from the cloud"}],
     ) as stream:

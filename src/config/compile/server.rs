@@ -41,6 +41,12 @@ pub(super) fn check(
             "[server] max_body_bytes must be > 0",
         ));
     }
+    if !(1024..=1024 * 1024).contains(&server.max_header_bytes) {
+        return Err(src.error(
+            src.line_of_field("server", None, "max_header_bytes"),
+            "[server] max_header_bytes must be between 1024 and 1048576",
+        ));
+    }
     if routing.max_attempts == 0 {
         return Err(src.error(
             src.line_of_field("routing", None, "max_attempts"),
