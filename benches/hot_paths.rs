@@ -70,15 +70,13 @@ fn channel_pick(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(1);
     c.bench_function("routing::next_channel (3 groups, 2 tiers)", |b| {
         b.iter(|| {
-            routing::next_channel(
-                &snap,
-                black_box(&groups),
-                black_box("gpt-4o-mini"),
-                Endpoint::OpenAi(OpenAiOp::Chat),
-                &[],
-                &mut |_| true,
-                &mut rng,
-            )
+            let wanted = routing::Wanted {
+                groups: black_box(&groups),
+                model: black_box("gpt-4o-mini"),
+                endpoint: Endpoint::OpenAi(OpenAiOp::Chat),
+                sticky: None,
+            };
+            routing::next_channel(&snap, &wanted, &[], &mut |_| true, &mut rng)
         })
     });
 }

@@ -22,6 +22,10 @@ pub struct BodyProbe {
     pub has_stream_options: bool,
     /// `max_tokens` / `max_completion_tokens` / `max_output_tokens`.
     pub max_output_tokens: Option<u64>,
+    /// What names the client's session, for channel affinity: OpenAI's
+    /// `prompt_cache_key`, Anthropic's `metadata.user_id`, or OpenAI's
+    /// `user`, the first of them that is a non-empty string.
+    pub session: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -34,6 +38,17 @@ struct Fields<'a> {
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
     max_output_tokens: Option<u64>,
+    #[serde(borrow)]
+    prompt_cache_key: Option<&'a RawValue>,
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    user: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    user_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -87,7 +102,27 @@ pub fn probe(body: &[u8]) -> Result<BodyProbe, String> {
             .max_completion_tokens
             .or(fields.max_tokens)
             .or(fields.max_output_tokens),
+        session: session(&fields),
     })
+}
+
+/// The session a request belongs to, if it names one. Values of another
+/// type than string are not a session (and not an error: the provider
+/// judges its own fields).
+fn session(fields: &Fields<'_>) -> Option<String> {
+    let string = |raw: Option<&RawValue>| {
+        raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+            .filter(|s| !s.is_empty())
+    };
+    string(fields.prompt_cache_key)
+        .or_else(|| {
+            let metadata = fields.metadata?;
+            serde_json::from_str::<Metadata>(metadata.get())
+                .ok()?
+                .user_id
+                .filter(|s| !s.is_empty())
+        })
+        .or_else(|| string(fields.user))
 }
 
 fn describe(e: &serde_json::Error) -> &'static str {
@@ -142,6 +177,23 @@ mod tests {
         assert_eq!(&body[a..b], b"\"gpt-4o\"");
         assert!(p.stream && p.include_usage && p.has_stream_options);
         assert_eq!(p.max_output_tokens, Some(50));
+    }
+
+    #[test]
+    fn finds_the_session_in_each_dialect() {
+        let session = |body: &str| probe(body.as_bytes()).unwrap().session;
+        assert_eq!(
+            session(r#"{"metadata":{"user_id":"user_1_session_9"},"model":"m"}"#).as_deref(),
+            Some("user_1_session_9")
+        );
+        assert_eq!(
+            session(r#"{"user":"u","prompt_cache_key":"codex-42"}"#).as_deref(),
+            Some("codex-42"),
+            "the cache key names the session better than the user"
+        );
+        assert_eq!(session(r#"{"user":"u"}"#).as_deref(), Some("u"));
+        assert_eq!(session(r#"{"user":"","metadata":{"user_id":7}}"#), None);
+        assert_eq!(session(r#"{"prompt_cache_key":null,"user":["x"]}"#), None);
     }
 
     #[test]

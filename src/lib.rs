@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod affinity;
 pub mod api;
 pub mod auth;
 pub mod body;

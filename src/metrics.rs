@@ -18,6 +18,8 @@ pub struct Metrics {
     pub upstream_ttfb_seconds: HistogramVec,
     pub upstream_failures_total: IntCounterVec,
     pub failovers_total: IntCounterVec,
+    /// By `result`: `hit`, `miss`, `moved` (see [`AffinityResult`]).
+    pub affinity_total: IntCounterVec,
     pub channel_up: IntGaugeVec,
     pub config_reloads_total: IntCounterVec,
     pub config_generation: IntGauge,
@@ -95,6 +97,28 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
+/// How session affinity went for one answered request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AffinityResult {
+    /// Served by the channel that served the session last.
+    Hit,
+    /// The session had no channel yet (or it had expired).
+    Miss,
+    /// Served by another channel: the session's was cooling down, failed,
+    /// or is gone.
+    Moved,
+}
+
+impl AffinityResult {
+    pub fn label(self) -> &'static str {
+        match self {
+            AffinityResult::Hit => "hit",
+            AffinityResult::Miss => "miss",
+            AffinityResult::Moved => "moved",
+        }
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
@@ -137,6 +161,12 @@ impl Metrics {
             "tollgate_failovers_total",
             "Retries on another channel after a failed attempt",
             &["from_group", "to_group"],
+        );
+        let affinity_total = counter(
+            "tollgate_affinity_total",
+            "Answered requests that named a session: served by the session's channel (hit), \
+             the session's first (miss), or moved to another channel (moved)",
+            &["result"],
         );
         let channel_up = IntGaugeVec::new(
             Opts::new(
@@ -233,6 +263,7 @@ impl Metrics {
             upstream_ttfb_seconds,
             upstream_failures_total,
             failovers_total,
+            affinity_total,
             channel_up,
             config_reloads_total,
             config_generation,

@@ -70,6 +70,17 @@ pub fn retry_after_seconds(
         .map(|until| until.saturating_sub(now_ms).div_ceil(1000).max(1))
 }
 
+/// What a request asks of routing.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted<'a> {
+    /// The key's groups, in the order they are tried.
+    pub groups: &'a [usize],
+    pub model: &'a str,
+    pub endpoint: Endpoint,
+    /// The channel that served the request's session last, if any.
+    pub sticky: Option<&'a str>,
+}
+
 /// One routing decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pick {
@@ -82,20 +93,44 @@ pub struct Pick {
 /// ones), skipping channels already tried and channels that cannot serve
 /// the format of `endpoint` at all. `acquire` is asked for the chosen
 /// channel and refuses one that is cooling down.
+///
+/// `wanted.sticky` names the channel that served the request's session last:
+/// inside each group it is tried first, whatever its tier, as long as it
+/// can be acquired (a cache hit is worth more than priority). It never
+/// takes the request to another group than the order gives.
 pub fn next_channel(
     snapshot: &Snapshot,
-    groups: &[usize],
-    model: &str,
-    endpoint: Endpoint,
+    wanted: &Wanted<'_>,
     tried: &[usize],
     acquire: &mut dyn FnMut(usize) -> bool,
     rng: &mut impl Rng,
 ) -> Option<Pick> {
+    let Wanted {
+        groups,
+        model,
+        endpoint,
+        sticky,
+    } = *wanted;
     let mut refused: Vec<usize> = Vec::new();
     for &group in groups {
         let Some(tiers) = snapshot.routes[group].get(model) else {
             continue;
         };
+        let sticky = sticky.and_then(|name| {
+            tiers
+                .iter()
+                .flat_map(|t| &t.channels)
+                .map(|&(c, _)| c)
+                .find(|&c| &*snapshot.channels[c].name == name)
+        });
+        if let Some(channel) = sticky
+            .filter(|&c| !tried.contains(&c) && snapshot.channels[c].reach(endpoint).is_some())
+        {
+            if acquire(channel) {
+                return Some(Pick { group, channel });
+            }
+            refused.push(channel);
+        }
         for tier in tiers {
             // Channels that speak the request natively first, then those
             // that translate it: a translation is never preferred.
@@ -170,6 +205,15 @@ mod tests {
         .snapshot
     }
 
+    fn wanted(endpoint: Endpoint) -> Wanted<'static> {
+        Wanted {
+            groups: &[0],
+            model: "m",
+            endpoint,
+            sticky: None,
+        }
+    }
+
     #[test]
     fn retry_after_is_the_soonest_end_of_a_cooldown() {
         use std::time::Duration;
@@ -226,7 +270,7 @@ type = "mock"
             let mut tried = Vec::new();
             let mut rng = StdRng::seed_from_u64(1);
             while let Some(p) =
-                next_channel(&snap, &[0], "m", endpoint, &tried, &mut |_| true, &mut rng)
+                next_channel(&snap, &wanted(endpoint), &tried, &mut |_| true, &mut rng)
             {
                 tried.push(p.channel);
             }
@@ -297,7 +341,7 @@ responses = false
             let mut rng = StdRng::seed_from_u64(seed);
             let mut names = Vec::new();
             while let Some(p) =
-                next_channel(&snap, &[0], "m", endpoint, &tried, &mut |_| true, &mut rng)
+                next_channel(&snap, &wanted(endpoint), &tried, &mut |_| true, &mut rng)
             {
                 tried.push(p.channel);
                 names.push(snap.channels[p.channel].name.to_string());
@@ -319,6 +363,82 @@ responses = false
             assert_eq!(responses.last().map(String::as_str), Some("chat-only"));
             assert_eq!(responses.len(), 3, "{responses:?}");
         }
+    }
+
+    #[test]
+    fn a_session_sticks_to_its_channel_inside_the_group_being_tried() {
+        use crate::providers::OpenAiOp;
+        let text = r#"
+[[groups]]
+name = "first"
+ratio = 1
+
+[[groups]]
+name = "second"
+ratio = 1
+
+[[models]]
+name = "m"
+input = 1
+
+[[channels]]
+name = "high"
+type = "mock"
+groups = ["first"]
+priority = 10
+
+[[channels]]
+name = "low"
+type = "mock"
+groups = ["first"]
+weight = 1
+
+[[channels]]
+name = "other-group"
+type = "mock"
+groups = ["second"]
+"#;
+        let snap = crate::config::load_text(
+            "t.toml",
+            text.to_string(),
+            &|_: &str| None,
+            &crate::health::HealthRegistry::default(),
+            1,
+            &mut Default::default(),
+        )
+        .unwrap()
+        .snapshot;
+        let name = |c: usize| snap.channels[c].name.to_string();
+        let low = snap
+            .channels
+            .iter()
+            .position(|c| &*c.name == "low")
+            .unwrap();
+        let pick = |sticky: Option<&str>, acquire: &mut dyn FnMut(usize) -> bool| {
+            let wanted = Wanted {
+                groups: &[0, 1],
+                model: "m",
+                endpoint: Endpoint::OpenAi(OpenAiOp::Chat),
+                sticky,
+            };
+            let mut rng = StdRng::seed_from_u64(3);
+            next_channel(&snap, &wanted, &[], acquire, &mut rng).map(|p| name(p.channel))
+        };
+        assert_eq!(pick(None, &mut |_| true).as_deref(), Some("high"));
+        // Sticky beats priority while it is healthy...
+        assert_eq!(pick(Some("low"), &mut |_| true).as_deref(), Some("low"));
+        // ...and not once it cools down.
+        assert_eq!(
+            pick(Some("low"), &mut |c| c != low).as_deref(),
+            Some("high")
+        );
+        // Never across groups: the first group is tried first.
+        assert_eq!(
+            pick(Some("other-group"), &mut |_| true).as_deref(),
+            Some("high")
+        );
+        // A channel a reload removed is just not found.
+        assert_eq!(pick(Some("gone"), &mut |_| true).as_deref(), Some("high"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -649,4 +650,122 @@ key_sha256 = "{}"
     let body: serde_json::Value = wrong.json().await.unwrap();
     assert_eq!(body["error"]["status"], "UNAUTHENTICATED", "Gemini dialect");
     assert!(!tg.log().contains("sk-q"), "query keys are not logged");
+}
+
+fn affinity_config(a: &MockUpstream, b: &MockUpstream, with_b: bool) -> String {
+    let b_channel = format!(
+        "[[channels]]\nname = \"b\"\ntype = \"openai\"\nbase_url = \"{}\"\n",
+        b.base_url()
+    );
+    format!(
+        r#"
+[routing]
+cooldown_seconds = 1
+
+[[groups]]
+name = "default"
+ratio = 1
+all_channels = true
+
+[[models]]
+name = "m"
+input = 1
+output = 1
+
+[[channels]]
+name = "a"
+type = "openai"
+base_url = "{}"
+
+{}
+
+[[keys]]
+name = "k"
+key_sha256 = "{}"
+"#,
+        a.base_url(),
+        if with_b { b_channel } else { String::new() },
+        sha256_hex("sk-k"),
+    )
+}
+
+/// A chat request of one session (OpenAI's `user`); the serving channel's
+/// marker.
+async fn session_chat(http: &reqwest::Client, tg: &Tollgate, session: &str) -> String {
+    let resp = http
+        .post(tg.url("/v1/chat/completions"))
+        .bearer_auth("sk-k")
+        .body(
+            json!({"model": "m", "user": session, "messages": [{"role": "user", "content": "hi"}]})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_stays_on_its_channel_until_the_channel_fails_or_goes() {
+    let a_down = Arc::new(AtomicBool::new(false));
+    let a = switchable_upstream("a", a_down.clone()).await;
+    let b = marked_upstream("b").await;
+    let tg = Tollgate::start(&affinity_config(&a, &b, true));
+    let http = client();
+
+    // Each session stays on one channel; the sessions spread by weight.
+    let mut on_a = Vec::new();
+    let mut on_b = Vec::new();
+    for s in 0..60 {
+        let session = format!("session-{s}");
+        let first = session_chat(&http, &tg, &session).await;
+        for _ in 0..4 {
+            assert_eq!(session_chat(&http, &tg, &session).await, first, "{session}");
+        }
+        if first == "a" { &mut on_a } else { &mut on_b }.push(session);
+    }
+    // Weights 1:1 over 60 sessions: sd ~3.9, allow ~4 sd.
+    assert!((14..=46).contains(&on_a.len()), "{} of 60 on a", on_a.len());
+    assert_eq!(
+        tg.wait_metric("tollgate_affinity_total", &[("result", "hit")], 240.0)
+            .await,
+        240.0
+    );
+    assert_eq!(
+        metric_sum(
+            &tg.metrics().await,
+            "tollgate_affinity_total",
+            &[("result", "miss")]
+        ),
+        60.0
+    );
+
+    // The session's channel fails: the request still succeeds, on the
+    // other channel, and the session moves there for good.
+    a_down.store(true, Ordering::SeqCst);
+    let moved = &on_a[0];
+    assert_eq!(session_chat(&http, &tg, moved).await, "b");
+    a_down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a's cooldown ends
+    for _ in 0..5 {
+        assert_eq!(session_chat(&http, &tg, moved).await, "b");
+    }
+    assert_eq!(
+        tg.wait_metric("tollgate_affinity_total", &[("result", "moved")], 1.0)
+            .await,
+        1.0
+    );
+    // Sessions that were on a are still there.
+    assert_eq!(session_chat(&http, &tg, &on_a[1]).await, "a");
+
+    // A reload that removes b moves b's sessions to a.
+    tg.write_config_by_rename(&affinity_config(&a, &b, false));
+    assert_eq!(tg.wait_generation(2, Duration::from_secs(5)).await, 2);
+    assert_eq!(session_chat(&http, &tg, &on_b[0]).await, "a");
+    assert_eq!(session_chat(&http, &tg, moved).await, "a");
 }

@@ -113,6 +113,8 @@ pub struct RoutingSection {
     pub cooldown_seconds: u64,
     /// Upper bound of the exponential cooldown.
     pub max_cooldown_seconds: u64,
+    /// Keep a session on the channel that served it last (prompt caches).
+    pub affinity: bool,
 }
 
 impl Default for RoutingSection {
@@ -122,6 +124,7 @@ impl Default for RoutingSection {
             max_attempts: 4,
             cooldown_seconds: 30,
             max_cooldown_seconds: 600,
+            affinity: true,
         }
     }
 }
@@ -140,7 +143,8 @@ pub struct GroupDef {
     pub all_channels: bool,
 }
 
-/// Base prices in USD per 1M tokens, and optionally per request.
+/// Base prices in USD per 1M tokens, and optionally per request; and the
+/// model's output limit for translated requests.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelDef {
@@ -155,6 +159,9 @@ pub struct ModelDef {
     pub cache_write: Option<Decimal>,
     #[serde(default, deserialize_with = "decimal")]
     pub per_request: Decimal,
+    /// The `max_tokens` sent to a channel that requires one (Anthropic
+    /// Messages) when a client of another format gave none.
+    pub max_output: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

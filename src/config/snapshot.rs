@@ -30,8 +30,12 @@ pub struct Snapshot {
     pub max_attempts: u32,
     pub cooldown_seconds: u64,
     pub max_cooldown_seconds: u64,
+    /// `[routing] affinity`.
+    pub affinity: bool,
     pub groups: Vec<Group>,
     pub prices: BTreeMap<String, Price>,
+    /// `[[models]] max_output`, for the models that set one.
+    pub max_output: HashMap<String, u64>,
     pub channels: Vec<Channel>,
     /// Per group index: model -> priority tiers, highest first.
     pub routes: Vec<HashMap<String, Vec<Tier>>>,

@@ -70,7 +70,9 @@ fn upstream_path(style: Style, client_path: &str, deployment: &str) -> (String, 
         Style::V1 => (format!("/openai/v1/{op}"), true),
         // The Responses API is not per deployment (the deployment is the
         // body's `model`) and only exists in the v1 surface, unversioned.
-        Style::Deployments if op == "responses" => ("/openai/v1/responses".into(), false),
+        Style::Deployments if op == "responses" || op.starts_with("responses/") => {
+            (format!("/openai/v1/{op}"), false)
+        }
         Style::Deployments => (
             format!(
                 "/openai/deployments/{}/{op}",
@@ -133,6 +135,10 @@ mod tests {
         assert_eq!(
             upstream_path(Style::Deployments, "/v1/responses", "x"),
             ("/openai/v1/responses".into(), false)
+        );
+        assert_eq!(
+            upstream_path(Style::Deployments, "/v1/responses/compact", "x"),
+            ("/openai/v1/responses/compact".into(), false)
         );
         assert_eq!(
             upstream_path(Style::V1, "/v1/chat/completions", "x"),

@@ -199,6 +199,7 @@ fn openai_answer(
             "usage": usage,
         })),
         "/v1/responses" => responses_answer(model, words, usage, probe.stream),
+        "/v1/responses/compact" => compaction_answer(prompt_tokens, completion_tokens),
         "/v1/completions" => {
             let chunks = words.iter().enumerate().map(|(i, w)| {
                 let piece = if i == 0 { (*w).to_string() } else { format!(" {w}") };
@@ -285,6 +286,19 @@ fn sse_answer(chunks: impl Iterator<Item = Value>, usage_chunk: Option<Value>) -
 /// Codex and the openai SDK expect (`response.created`, an
 /// `output_item.added` before the text deltas, the `done` events, and
 /// `response.completed` with the usage), and it tests the translator too.
+/// A `response.compaction`: the real one lists the conversation's user
+/// messages and then one opaque compaction item; the mock gives the item.
+fn compaction_answer(input: u64, output: u64) -> MockAnswer {
+    json_answer(json!({
+        "id": "resp_compact_mock", "object": "response.compaction", "created_at": CREATED,
+        "output": [{"type": "compaction", "id": "cmp_mock",
+                    "encrypted_content": "bW9jayBjb21wYWN0aW9u"}],
+        "usage": {"input_tokens": input, "input_tokens_details": {"cached_tokens": 0},
+                  "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
+                  "total_tokens": input + output},
+    }))
+}
+
 fn responses_answer(model: &str, words: &[&str], usage: Value, stream: bool) -> MockAnswer {
     if !stream {
         let chat = chat_completion(model, &words.join(" "), usage);
@@ -408,6 +422,26 @@ mod tests {
         // The text streams word by word, one write each.
         assert!(a.events.len() >= 5);
         assert_eq!((a.usage.input, a.usage.output), (11, 4));
+    }
+
+    #[test]
+    fn compaction_answer_is_billed_from_its_usage() {
+        let probe = BodyProbe {
+            model: Some("gpt-test".into()),
+            ..Default::default()
+        };
+        let a = answer(
+            Endpoint::OpenAi(super::super::OpenAiOp::ResponsesCompact),
+            "/v1/responses/compact",
+            &probe,
+            41,
+        );
+        let r: Value = serde_json::from_slice(&a.events[0]).unwrap();
+        assert_eq!(r["object"], "response.compaction");
+        assert_eq!(r["output"][0]["type"], "compaction");
+        assert_eq!(r["usage"]["input_tokens"], 11);
+        assert_eq!(r["usage"]["output_tokens"], 18);
+        assert_eq!((a.usage.input, a.usage.output), (11, 18));
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub enum OpenAiOp {
     Embeddings,
     /// /v1/responses
     Responses,
+    /// /v1/responses/compact: a whole conversation compacted into opaque
+    /// items (Codex uses it on long sessions). Only hosts with the
+    /// Responses API serve it; there is nothing to translate it to.
+    ResponsesCompact,
 }
 
 /// A relayed client endpoint (docs/api.md, "Endpoints"): which API format it speaks and
@@ -100,6 +104,7 @@ impl Endpoint {
             "/v1/completions" => Some((Endpoint::OpenAi(OpenAiOp::Completions), None)),
             "/v1/embeddings" => Some((Endpoint::OpenAi(OpenAiOp::Embeddings), None)),
             "/v1/responses" => Some((Endpoint::OpenAi(OpenAiOp::Responses), None)),
+            "/v1/responses/compact" => Some((Endpoint::OpenAi(OpenAiOp::ResponsesCompact), None)),
             "/v1/messages" => Some((Endpoint::AnthropicMessages, None)),
             "/v1/messages/count_tokens" => Some((Endpoint::AnthropicCountTokens, None)),
             _ => {
@@ -124,7 +129,7 @@ impl Endpoint {
     /// The API format the endpoint speaks.
     pub fn format(self) -> Format {
         match self {
-            Endpoint::OpenAi(OpenAiOp::Responses) => Format::Responses,
+            Endpoint::OpenAi(OpenAiOp::Responses | OpenAiOp::ResponsesCompact) => Format::Responses,
             Endpoint::OpenAi(_) => Format::Chat,
             Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens => Format::Anthropic,
             Endpoint::Gemini(_) => Format::Gemini,
@@ -269,7 +274,11 @@ pub fn reach(
 ) -> Option<Reach> {
     use ChannelType as T;
     let native = match endpoint {
-        Endpoint::OpenAi(OpenAiOp::Responses) if matches!(kind, T::Openai | T::Azure) => responses,
+        Endpoint::OpenAi(OpenAiOp::Responses | OpenAiOp::ResponsesCompact)
+            if matches!(kind, T::Openai | T::Azure) =>
+        {
+            responses
+        }
         other => serves(kind, other),
     };
     if native {
@@ -280,6 +289,9 @@ pub fn reach(
     }
     let to = match (endpoint, kind) {
         (Endpoint::AnthropicMessages, T::Openai | T::Azure) => Format::Chat,
+        // Answered by the gateway from its tokenizer (relay/failover.rs):
+        // OpenAI has no count endpoint.
+        (Endpoint::AnthropicCountTokens, T::Openai | T::Azure) => Format::Chat,
         (Endpoint::OpenAi(OpenAiOp::Responses), T::Openai | T::Azure) => Format::Chat,
         (Endpoint::OpenAi(OpenAiOp::Chat), T::Anthropic | T::Bedrock) => Format::Anthropic,
         _ => return None,
@@ -561,6 +573,29 @@ mod tests {
         assert!(
             !serves(T::Gemini, msgs) && !serves(T::Anthropic, Endpoint::OpenAi(OpenAiOp::Chat))
         );
+    }
+
+    #[test]
+    fn compaction_goes_only_to_hosts_with_the_responses_api() {
+        use ChannelType as T;
+        let compact = Endpoint::OpenAi(OpenAiOp::ResponsesCompact);
+        assert_eq!(reach(T::Openai, true, true, compact), Some(Reach::Native));
+        assert_eq!(reach(T::Azure, false, true, compact), Some(Reach::Native));
+        // Nothing to translate a compaction to.
+        assert_eq!(reach(T::Openai, true, false, compact), None);
+        assert_eq!(reach(T::Anthropic, true, true, compact), None);
+        assert_eq!(reach(T::Mock, true, true, compact), Some(Reach::Native));
+    }
+
+    #[test]
+    fn counting_on_an_openai_host_is_translated() {
+        use ChannelType as T;
+        let count = Endpoint::AnthropicCountTokens;
+        assert_eq!(
+            reach(T::Openai, true, true, count),
+            Some(Reach::Translated(Format::Chat))
+        );
+        assert_eq!(reach(T::Openai, false, true, count), None);
     }
 
     fn load(channel: &str) -> Result<crate::config::Loaded, crate::config::ConfigError> {

@@ -16,23 +16,25 @@ use crate::translate::{self, AnswerTranslation, Format, StreamTranslator, Untran
 use crate::usage::Usage;
 
 /// Anthropic requires `max_tokens`; a client of another format may leave
-/// it out. (`[[models]] max_output` will set it per model.)
+/// it out. Then the model's `[[models]] max_output` is sent, or this.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 /// The client's request translated to the channel's format `to`, then
 /// shaped by the channel's own adapter as a native request would be. The
 /// answer's adapter is wrapped to translate it back. `Err` is a request
 /// that cannot be translated without changing its meaning: the client's
-/// error, not the channel's.
+/// error, not the channel's. `max_output` is the model's output limit,
+/// sent where the channel's format requires one and the client gave none.
 pub async fn prepare(
     channel: &Upstream,
     url: &BaseUrl,
     req: ClientRequest<'_>,
     to: Format,
+    max_output: u64,
 ) -> Result<pingora_error::Result<Prepared>, Untranslatable> {
     let from = req.endpoint.format();
     let model = channel.upstream_model(req.model);
-    let body = translate::request(from, to, req.body, model, DEFAULT_MAX_TOKENS)?;
+    let body = translate::request(from, to, req.body, model, max_output)?;
     let body = Bytes::from(body);
     // Our own output: a probe failure would be a translator bug.
     let probe = body::probe(&body).map_err(|why| Untranslatable::new("body", why))?;

@@ -6,6 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use pingora_http::ResponseHeader;
 use tracing::warn;
 
 use super::admit::Admitted;
@@ -14,11 +16,12 @@ use super::client::ClientSession;
 use super::record::record;
 use super::stream::{pipe_body, write_events, Disposition};
 use super::upstream::{self, FailReason, Failure, Outbound};
+use crate::affinity::{Affinity, SessionId};
 use crate::clock::now_ms;
 use crate::config::{Channel, Key, Snapshot};
 use crate::errors::{ApiError, ErrorKind};
 use crate::metering::{self, Metering, Served};
-use crate::metrics::Metrics;
+use crate::metrics::{AffinityResult, Metrics};
 use crate::providers::{self, BaseUrl, Endpoint, Prepared, Reach};
 use crate::routing;
 use crate::usage::Usage;
@@ -28,6 +31,7 @@ pub(super) struct Failover<'a> {
     pub metrics: &'a Metrics,
     pub metering: &'a Metering,
     pub outbound: &'a Outbound,
+    pub affinity: &'a Affinity,
     pub snap: &'a Snapshot,
     pub key: &'a Key,
     pub endpoint: Endpoint,
@@ -67,13 +71,21 @@ impl Failover<'_> {
     pub(super) async fn serve(&self, session: &mut ClientSession, req: Admitted) -> Disposition {
         let snap = self.snap;
         let mut tries = Tries::default();
+        let affinity = self.session_of(session, &req).map(|id| {
+            let sticky = self.affinity.get(id, now_ms());
+            (id, sticky)
+        });
+        let wanted = routing::Wanted {
+            groups: &self.key.groups,
+            model: &req.model,
+            endpoint: self.endpoint,
+            sticky: affinity.as_ref().and_then(|(_, sticky)| sticky.as_deref()),
+        };
         while tries.channels.len() < snap.max_attempts as usize {
             let now = now_ms();
             let Some(pick) = routing::next_channel(
                 snap,
-                &self.key.groups,
-                &req.model,
-                self.endpoint,
+                &wanted,
                 &tries.channels,
                 &mut |c| snap.channels[c].health.try_acquire(now),
                 &mut rand::thread_rng(),
@@ -91,7 +103,10 @@ impl Failover<'_> {
             let channel = &snap.channels[pick.channel];
             match self.try_channel(session, channel, &req).await {
                 Ok(relayed) => {
-                    return self.settle(req, pick.group, channel, relayed, tries.channels.len())
+                    if let Some((id, sticky)) = &affinity {
+                        self.keep_session(*id, sticky.as_deref(), channel, relayed.status);
+                    }
+                    return self.settle(req, pick.group, channel, relayed, tries.channels.len());
                 }
                 Err(Tried::Failed(failure)) => {
                     self.channel_failed(channel, &failure);
@@ -104,6 +119,41 @@ impl Failover<'_> {
             }
         }
         self.exhausted(session, &req.model, tries).await
+    }
+
+    /// The request's session, when affinity is on and the request names
+    /// one: in its body (see [`crate::body::BodyProbe::session`]) or in a
+    /// `session_id` / `x-session-id` header.
+    fn session_of(&self, session: &ClientSession, req: &Admitted) -> Option<SessionId> {
+        if !self.snap.affinity {
+            return None;
+        }
+        let headers = &session.req_header().headers;
+        let from_header = || {
+            ["session_id", "x-session-id"]
+                .iter()
+                .find_map(|name| headers.get(*name)?.to_str().ok())
+                .filter(|v| !v.is_empty())
+        };
+        let id = req.probe.session.as_deref().or_else(from_header)?;
+        Some(self.affinity.session(&self.key.name, id))
+    }
+
+    /// A successful answer makes its channel the session's.
+    fn keep_session(&self, id: SessionId, sticky: Option<&str>, channel: &Channel, status: u16) {
+        if !(200..300).contains(&status) {
+            return;
+        }
+        let result = match sticky {
+            None => AffinityResult::Miss,
+            Some(name) if name == &*channel.name => AffinityResult::Hit,
+            Some(_) => AffinityResult::Moved,
+        };
+        self.metrics
+            .affinity_total
+            .with_label_values(&[result.label()])
+            .inc();
+        self.affinity.set(id, &channel.name, now_ms());
     }
 
     /// One attempt: in-process for the mock, over the network otherwise.
@@ -121,6 +171,9 @@ impl Failover<'_> {
         let Some(url) = &upstream.base_url else {
             return Ok(answer_from_mock(session, channel, self.endpoint, req).await);
         };
+        if self.endpoint.is_count() && channel.reach(self.endpoint) != Some(Reach::Native) {
+            return Ok(answer_count_estimate(session, self.endpoint, req).await);
+        }
         let client_request = providers::ClientRequest {
             endpoint: self.endpoint,
             header: session.req_header(),
@@ -130,7 +183,11 @@ impl Failover<'_> {
         };
         let prepared = match channel.reach(self.endpoint) {
             Some(Reach::Translated(to)) => {
-                match providers::translated::prepare(upstream, url, client_request, to).await {
+                let max_output = self.snap.max_output.get(&req.model).copied();
+                let max_output = max_output.unwrap_or(providers::translated::DEFAULT_MAX_TOKENS);
+                match providers::translated::prepare(upstream, url, client_request, to, max_output)
+                    .await
+                {
                     Ok(prepared) => prepared,
                     Err(field) => {
                         let message = format!(
@@ -333,6 +390,29 @@ impl Failover<'_> {
             ),
         };
         refuse(session, self.metrics, dialect, &error, self.started).await
+    }
+}
+
+/// A count request to a channel that translates: its provider counts in
+/// another format (OpenAI has no count endpoint at all), so the gateway
+/// answers from its own tokenizer, as an estimate. Never billed.
+async fn answer_count_estimate(
+    session: &mut ClientSession,
+    endpoint: Endpoint,
+    req: &Admitted,
+) -> Relayed {
+    let tokens = metering::estimate_input_tokens(&req.body);
+    let body = match endpoint {
+        Endpoint::Gemini(_) => serde_json::json!({ "totalTokens": tokens }),
+        _ => serde_json::json!({ "input_tokens": tokens }),
+    };
+    let mut head = ResponseHeader::build(200, Some(2)).expect("valid status");
+    let _ = head.insert_header("content-type", "application/json");
+    Relayed {
+        status: 200,
+        disposition: write_raw(session, head, Bytes::from(body.to_string())).await,
+        usage: Some(Usage::default()),
+        estimated_output: 0,
     }
 }
 

@@ -28,6 +28,7 @@ use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 
+use crate::affinity::Affinity;
 use crate::api;
 use crate::auth;
 use crate::clock::now_ms;
@@ -50,6 +51,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     metering: Arc<Metering>,
     outbound: Outbound,
+    /// Outlives reloads: a session keeps its channel across them.
+    affinity: Affinity,
 }
 
 impl Gateway {
@@ -59,6 +62,7 @@ impl Gateway {
             metrics,
             metering,
             outbound: Outbound::new(),
+            affinity: Affinity::default(),
         }
     }
 
@@ -127,6 +131,7 @@ impl Gateway {
             metrics: &self.metrics,
             metering: &self.metering,
             outbound: &self.outbound,
+            affinity: &self.affinity,
             snap,
             key,
             endpoint,

@@ -79,6 +79,10 @@ mod tests {
             Route::Relay(Endpoint::OpenAi(OpenAiOp::Responses))
         );
         assert_eq!(
+            classify(&Method::POST, "/v1/responses/compact"),
+            Route::Relay(Endpoint::OpenAi(OpenAiOp::ResponsesCompact))
+        );
+        assert_eq!(
             classify(&Method::POST, "/v1/messages"),
             Route::Relay(Endpoint::AnthropicMessages)
         );

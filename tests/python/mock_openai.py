@@ -247,6 +247,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._embeddings(body)
         elif path.endswith("/responses"):
             self._responses(body)
+        elif path.endswith("/responses/compact"):
+            self._compact(body)
         else:
             self._send_error(404, f"unknown path {path}")
 
@@ -417,6 +419,30 @@ class _Handler(BaseHTTPRequestHandler):
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             }
         )
+
+    def _compact(self, body: dict) -> None:
+        """POST /v1/responses/compact: the user messages, then one opaque
+        compaction item, and the usage of the compaction pass."""
+        if not isinstance(body.get("input"), (str, list)):
+            self._send_error(400, "input: expected a string or a list of items")
+            return
+        users = [i for i in body["input"] if isinstance(i, dict) and i.get("role") == "user"] \
+            if isinstance(body["input"], list) else [{"role": "user", "content": body["input"]}]
+        self._send_json({
+            "id": "resp_compact1",
+            "object": "response.compaction",
+            "created_at": int(time.time()),
+            "output": [{"type": "message", "id": f"msg_c{i}", "status": "completed", **u}
+                       for i, u in enumerate(users)]
+            + [{"type": "compaction", "id": "cmp_1", "encrypted_content": "b3BhcXVl"}],
+            "usage": {
+                "input_tokens": PROMPT_TOKENS,
+                "input_tokens_details": {"cached_tokens": CACHED_TOKENS},
+                "output_tokens": 7,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": PROMPT_TOKENS + 7,
+            },
+        })
 
     def _responses(self, body: dict) -> None:
         text = reply_text(body)

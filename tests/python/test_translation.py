@@ -69,6 +69,18 @@ output = 15
 cached_input = 0.3
 cache_write = 3.75
 
+[[models]]
+name = "claude-haiku-4-5"
+input = 1
+output = 5
+max_output = 8192
+
+[[models]]
+name = "gpt-5-codex"
+input = 1.25
+output = 10
+cached_input = 0.125
+
 [[channels]]
 name = "compatible"
 type = "openai"
@@ -78,11 +90,18 @@ responses = false
 models = ["deepseek-chat"]
 
 [[channels]]
+name = "openai-responses"
+type = "openai"
+base_url = "{openai_url}"
+api_key = "{OPENAI_CHANNEL_KEY}"
+models = ["gpt-5-codex"]
+
+[[channels]]
 name = "claude"
 type = "anthropic"
 base_url = "{anthropic_url}"
 api_key = "{ANTHROPIC_CHANNEL_KEY}"
-models = ["claude-sonnet-4-6"]
+models = ["claude-sonnet-4-6", "claude-haiku-4-5"]
 
 [[keys]]
 name = "e2e-translation"
@@ -270,6 +289,48 @@ def test_responses_stream_on_a_chat_only_channel(gpt, stack):
     assert upstream.requests[-1].path == "/v1/chat/completions"
 
 
+def test_compaction_is_relayed_to_a_host_with_the_responses_api(gpt, stack):
+    tollgate, upstream, _ = stack
+    before = len(wait_metered(tollgate, 0))
+    r = gpt.responses.compact(
+        model="gpt-5-codex",
+        input=[{"role": "user", "content": "long session"}],
+    )
+    assert r.object == "response.compaction"
+    assert r.output[-1].type == "compaction"
+    got = upstream.requests[-1]
+    assert got.path == "/v1/responses/compact"
+    assert got.headers["authorization"] == f"Bearer {OPENAI_CHANNEL_KEY}"
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.model, m.input, m.cached_input, m.output, m.estimated) == (
+        "gpt-5-codex", PROMPT_TOKENS - CACHED_TOKENS, CACHED_TOKENS, 7, False)
+
+
+def test_compaction_is_refused_where_no_host_has_the_responses_api(gpt, stack):
+    tollgate, upstream, _ = stack
+    before = len(wait_metered(tollgate, 0))
+    with pytest.raises(openai.BadRequestError) as e:
+        gpt.responses.compact(model="deepseek-chat", input="x")
+    assert e.value.code == "unsupported_format"
+    assert upstream.requests == [], "nothing reached the chat-only host"
+    wait_metered(tollgate, before + 1)  # the refusal's line, so later tests count from here
+
+
+def test_token_count_on_an_openai_channel_is_the_gateways_estimate(claude, stack):
+    tollgate, upstream, _ = stack
+    before = len(wait_metered(tollgate, 0))
+    counted = claude.messages.count_tokens(
+        model="deepseek-chat",
+        system="Be brief.",
+        messages=[{"role": "user", "content": "Hello there"}],
+    )
+    # cl100k: "Be brief." = 3 tokens, "Hello there" = 2, plus 4 per message.
+    assert counted.input_tokens == 9
+    assert upstream.requests == [], "OpenAI has no count endpoint: nothing goes upstream"
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.channel, m.input, m.output) == ("compatible", 0, 0), "counting is never billed"
+
+
 # -- the openai SDK on an Anthropic channel ------------------------------------
 
 
@@ -302,6 +363,19 @@ def test_chat_completions_on_an_anthropic_channel(gpt, stack):
     # 30 x 3 + 200 x 0.30 + 50 x 3.75 + 3 x 15 per 1M tokens = 382,500 nano-USD
     assert claude_nanos(m) == 382_500
     assert wait_spent(tollgate, CLIENT_KEY, spent + 382_500) == spent + 382_500
+
+
+def test_the_models_max_output_is_sent_when_the_client_sets_none(gpt, stack):
+    _, _, upstream = stack
+    r = gpt.chat.completions.create(
+        model="claude-haiku-4-5", messages=[{"role": "user", "content": "Hello haiku"}]
+    )
+    assert r.choices[0].message.content == "echo: Hello haiku"
+    assert upstream.last().json()["max_tokens"] == 8192, "[[models]] max_output"
+    gpt.chat.completions.create(
+        model="claude-haiku-4-5", messages=[{"role": "user", "content": "x"}], max_tokens=100
+    )
+    assert upstream.last().json()["max_tokens"] == 100, "the client's own limit wins"
 
 
 def test_chat_stream_on_an_anthropic_channel(gpt, stack):

@@ -25,7 +25,7 @@ pub(super) fn compile(
     server::check(&mut raw.server, &raw.routing, src, env)?;
     let groups = groups::compile(&raw.groups, src)?;
     let auto_groups = groups::auto_groups(&raw.routing.auto_groups, &groups, src)?;
-    let prices = models::compile(&raw.models, src)?;
+    let models::Models { prices, max_output } = models::compile(&raw.models, src)?;
     let channels = channels::compile(
         &raw.channels,
         &groups,
@@ -56,8 +56,10 @@ pub(super) fn compile(
             max_attempts: raw.routing.max_attempts,
             cooldown_seconds: raw.routing.cooldown_seconds,
             max_cooldown_seconds: raw.routing.max_cooldown_seconds.max(1),
+            affinity: raw.routing.affinity,
             groups,
             prices,
+            max_output,
             channels,
             routes,
             keys_by_hash,

@@ -1,17 +1,33 @@
-//! `[[models]]`: base prices by the model name clients send.
+//! `[[models]]`: base prices by the model name clients send, and output
+//! limits for translated requests.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use foldhash::HashMap;
+
 use crate::config::{ConfigError, ModelDef, Price, Source};
 
-pub(super) fn compile(
-    defs: &[Arc<ModelDef>],
-    src: &Source<'_>,
-) -> Result<BTreeMap<String, Price>, ConfigError> {
+#[derive(Debug)]
+pub(super) struct Models {
+    pub prices: BTreeMap<String, Price>,
+    pub max_output: HashMap<String, u64>,
+}
+
+pub(super) fn compile(defs: &[Arc<ModelDef>], src: &Source<'_>) -> Result<Models, ConfigError> {
     let mut prices = BTreeMap::new();
+    let mut max_output = HashMap::default();
     for (i, m) in defs.iter().enumerate() {
         let item = format!("[[models]] \"{}\"", m.name);
+        if let Some(limit) = m.max_output {
+            if limit == 0 {
+                return Err(src.error(
+                    src.line_of_field("models", Some(i), "max_output"),
+                    format!("{item}: max_output must be at least 1"),
+                ));
+            }
+            max_output.insert(m.name.clone(), limit);
+        }
         let values = [
             m.input,
             m.output,
@@ -40,7 +56,7 @@ pub(super) fn compile(
             ));
         }
     }
-    Ok(prices)
+    Ok(Models { prices, max_output })
 }
 
 #[cfg(test)]
@@ -49,6 +65,10 @@ mod tests {
     use rust_decimal::Decimal;
 
     fn compiled(text: &str) -> Result<BTreeMap<String, Price>, ConfigError> {
+        limits(text).map(|m| m.prices)
+    }
+
+    fn limits(text: &str) -> Result<Models, ConfigError> {
         compile(
             &super::super::items::<ModelDef>("models", text),
             &Source {
@@ -67,6 +87,17 @@ mod tests {
         assert_eq!(p.cached_input, Decimal::new(3, 1));
         assert_eq!(p.cache_write, Decimal::from(3));
         assert_eq!(p.per_request, Decimal::ZERO);
+    }
+
+    #[test]
+    fn output_limits_are_kept_for_the_models_that_set_one() {
+        let m = limits("[[models]]\nname = \"a\"\nmax_output = 64000\n[[models]]\nname = \"b\"\n")
+            .unwrap();
+        assert_eq!(m.max_output.get("a"), Some(&64000));
+        assert_eq!(m.max_output.get("b"), None);
+        let e = limits("[[models]]\nname = \"a\"\n\nmax_output = 0\n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("max_output must be at least 1"), "{e}");
     }
 
     #[test]
