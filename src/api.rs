@@ -50,6 +50,7 @@ pub fn pricing(snapshot: &Snapshot) -> Value {
                 "cached_input": number(p.cached_input),
                 "cache_write": number(p.cache_write),
                 "per_request": number(p.per_request),
+                "aliases": snapshot.aliases_of(name),
             })
         })
         .collect();

@@ -137,6 +137,11 @@ fn check(path: &std::path::Path) -> ExitCode {
     let enabled = snap.channels.iter().filter(|c| c.enabled()).count();
     println!("channels: {} ({enabled} enabled)", snap.channels.len());
     println!("models priced: {}", snap.prices.len());
+    let mut aliases: Vec<_> = snap.aliases.iter().collect();
+    aliases.sort_unstable();
+    for (alias, model) in aliases {
+        println!("  alias {alias} -> {model}");
+    }
     println!(
         "users: {}, keys: {}",
         snap.users.len(),

@@ -30,6 +30,7 @@ ratio = 0.5
 name = "gpt-4o"
 input = 2.5
 output = 10
+aliases = ["gpt-4o-latest", "4o"]
 
 [[models]]
 name = "gpt-4o-mini"
@@ -108,6 +109,10 @@ fn a_good_config_prints_groups_models_and_key_counts() {
         "{stdout}"
     );
     assert!(stdout.contains("channels: 2 (2 enabled)"), "{stdout}");
+    assert!(
+        stdout.contains("  alias 4o -> gpt-4o\n  alias gpt-4o-latest -> gpt-4o\n"),
+        "{stdout}"
+    );
     assert!(stdout.contains("users: 1, keys: 3"), "{stdout}");
     assert!(
         stdout.contains("[[keys]] \"k3\": plaintext `key`"),

@@ -1286,3 +1286,125 @@ async fn a_stream_request_answered_with_json_is_billed_from_its_usage() {
     }
     assert_no_secrets(&tg, &["sk-up-1", "az-up-1", "sk-up-2", "br-up-1", "g-up-1"]);
 }
+
+// ------------------------------------------------------------------ aliases
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_1m_alias_is_served_as_its_model_with_the_providers_1m_switch() {
+    let anthropic = MockUpstream::start(anthropic_upstream).await;
+    let bedrock = MockUpstream::start(|_| Reply::json(200, anthropic_message(12, 6, 30, 2))).await;
+    let text = format!(
+        r#"
+[[groups]]
+name = "direct"
+ratio = 1.0
+
+[[groups]]
+name = "aws"
+ratio = 1.0
+
+[[models]]
+name = "claude-sonnet-4-6"
+input = 3
+output = 15
+aliases = ["claude-sonnet-4-6[1m]", "sonnet"]
+
+[[channels]]
+name = "claude-direct"
+type = "anthropic"
+base_url = "{}"
+api_key = "sk-ant-upstream"
+groups = ["direct"]
+
+[[channels]]
+name = "claude-aws"
+type = "bedrock"
+base_url = "{}"
+region = "us-east-1"
+api_key = "bedrock-key"
+groups = ["aws"]
+model_map = {{ "claude-sonnet-4-6" = "us.anthropic.claude-sonnet-4-6" }}
+
+[[keys]]
+name = "direct"
+key_sha256 = "{}"
+groups = ["direct"]
+
+[[keys]]
+name = "aws"
+key_sha256 = "{}"
+groups = ["aws"]
+"#,
+        anthropic.base_url(),
+        bedrock.base_url(),
+        sha256_hex(KEY),
+        sha256_hex("sk-aws"),
+    );
+    let tg = Tollgate::start(&text);
+    let body = |model: &str| json!({"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]});
+    let headers = |key| {
+        [
+            ("x-api-key", key),
+            ("anthropic-beta", "prompt-caching-2024-07-31"),
+        ]
+    };
+
+    // Anthropic: the model's own name, and the 1M beta joins the client's.
+    let resp = post(
+        &tg,
+        "/v1/messages",
+        &headers(KEY),
+        body("claude-sonnet-4-6[1m]"),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let got = &anthropic.requests()[0];
+    assert_eq!(got.json()["model"], "claude-sonnet-4-6");
+    assert_eq!(
+        got.header("anthropic-beta"),
+        Some("prompt-caching-2024-07-31,context-1m-2025-08-07")
+    );
+    // A plain alias: renamed, no 1M switch.
+    let resp = post(&tg, "/v1/messages", &headers(KEY), body("sonnet")).await;
+    assert_eq!(resp.status(), 200);
+    let got = &anthropic.requests()[1];
+    assert_eq!(got.json()["model"], "claude-sonnet-4-6");
+    assert_eq!(
+        got.header("anthropic-beta"),
+        Some("prompt-caching-2024-07-31")
+    );
+
+    // Bedrock: model_map applies to the model's name; the beta goes in the body.
+    let resp = post(
+        &tg,
+        "/v1/messages",
+        &headers("sk-aws"),
+        body("claude-sonnet-4-6[1m]"),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let got = &bedrock.requests()[0];
+    assert_eq!(got.path, "/model/us.anthropic.claude-sonnet-4-6/invoke");
+    assert_eq!(
+        got.json()["anthropic_beta"],
+        json!(["prompt-caching-2024-07-31", "context-1m-2025-08-07"])
+    );
+
+    // Billed and logged as the model.
+    assert_eq!(logged_usage(&tg, 2).await, (12, 6, 30, 2, false));
+    let lines = access_log_lines(&tg);
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines.iter().all(|l| l["model"] == "claude-sonnet-4-6"),
+        "{lines:?}"
+    );
+    // Undeclared variants stay unknown.
+    let resp = post(
+        &tg,
+        "/v1/messages",
+        &headers(KEY),
+        body("claude-sonnet-4-6[2m]"),
+    )
+    .await;
+    assert_eq!(resp.status(), 404);
+}

@@ -525,6 +525,9 @@ async fn a_symlinked_config_is_reloaded_when_its_link_target_is_swapped() {
     assert_eq!(served_by(&tg).await, "three");
 }
 
+/// SIGHUP's number on Linux (signal(7)).
+const SIGHUP: i32 = 1;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sighup_during_startup_does_not_kill_the_process() {
     let one = marked_upstream("one").await;
@@ -535,11 +538,12 @@ async fn a_sighup_during_startup_does_not_kill_the_process() {
         let path = dir.path().join("tollgate.toml");
         let text = server_section(port, admin, &dir.path().join("data")) + &rest;
         std::fs::write(&path, text).unwrap();
+        let log = dir.path().join("stderr.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .args(["run", "-c"])
             .arg(&path)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -551,9 +555,16 @@ async fn a_sighup_during_startup_does_not_kill_the_process() {
         let status = child.try_wait().unwrap();
         let _ = child.kill();
         let _ = child.wait();
+        let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+        // A signal that lands before `main` runs (a loaded machine can take
+        // 20 ms to exec) kills any program: not what this test is about.
+        use std::os::unix::process::ExitStatusExt;
+        if status.and_then(|s| s.signal()) == Some(SIGHUP) && stderr.is_empty() {
+            continue;
+        }
         assert_eq!(
             status, None,
-            "SIGHUP {delay_ms} ms after start killed tollgate"
+            "SIGHUP {delay_ms} ms after start killed tollgate; its stderr:\n{stderr}"
         );
     }
 }

@@ -162,6 +162,9 @@ pub struct ModelDef {
     /// The `max_tokens` sent to a channel that requires one (Anthropic
     /// Messages) when a client of another format gave none.
     pub max_output: Option<u64>,
+    /// Other names clients may send for this model (`claude-opus-4-7[1m]`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

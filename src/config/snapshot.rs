@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub prices: BTreeMap<String, Price>,
     /// `[[models]] max_output`, for the models that set one.
     pub max_output: HashMap<String, u64>,
+    /// `[[models]] aliases`: alias -> model.
+    pub aliases: HashMap<String, String>,
     pub channels: Vec<Channel>,
     /// Per group index: model -> priority tiers, highest first.
     pub routes: Vec<HashMap<String, Vec<Tier>>>,
@@ -139,6 +141,28 @@ pub struct User {
 }
 
 impl Snapshot {
+    /// The model a client's name stands for (itself, or the model of an
+    /// alias), and whether the name asks for the 1M-token context window:
+    /// an alias ending in `[1m]`, as Claude Code writes `opus[1m]`.
+    pub fn resolve_model<'a>(&'a self, requested: &'a str) -> (&'a str, bool) {
+        match self.aliases.get(requested) {
+            Some(model) => (model, requested.ends_with("[1m]")),
+            None => (requested, false),
+        }
+    }
+
+    /// The aliases of `model`, sorted.
+    pub fn aliases_of(&self, model: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .aliases
+            .iter()
+            .filter(|(_, m)| *m == model)
+            .map(|(alias, _)| alias.as_str())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     pub fn group_index(&self, name: &str) -> Option<usize> {
         self.groups.iter().position(|g| g.name == name)
     }

@@ -10,7 +10,7 @@
 
 use bytes::{Bytes, BytesMut};
 use pingora_error::Result;
-use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_http::ResponseHeader;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -18,7 +18,6 @@ use super::head::{self, UpstreamHead};
 use super::openai::Tail;
 use super::{BaseUrl, Upstream};
 use super::{ClientRequest, CountAdapter, Endpoint, Meter, PassThrough, Prepared, ResponseAdapter};
-use crate::body;
 use crate::errors::{ApiError, Dialect};
 use crate::tokenizer::OutputEstimate;
 use crate::usage::Usage;
@@ -27,23 +26,28 @@ use crate::usage::Usage;
 pub const DEFAULT_VERSION: &str = "2023-06-01";
 
 pub fn prepare(channel: &Upstream, upstream: &BaseUrl, req: ClientRequest<'_>) -> Result<Prepared> {
-    let mut out_body = req.body.clone();
-    let upstream_model = channel.upstream_model(req.model);
-    if let Some(span) = req.probe.model_span.filter(|_| upstream_model != req.model) {
-        out_body = body::replace_string(&out_body, span, upstream_model);
-    }
+    let out_body = req.body_for_model(channel.upstream_model(req.model));
     let target = super::target(upstream, &head::client_target(req.header), &[]);
+    // The 1M-context switch joins the client's own betas in one header.
+    let dropped: &[&str] = if req.long_context {
+        &["anthropic-beta"]
+    } else {
+        &[]
+    };
     let mut head = UpstreamHead::forwarding(
         "POST",
         &target,
         req.header,
-        &[],
+        dropped,
         upstream,
         ("x-api-key", &[channel.api_key.as_bytes()]),
         out_body.len(),
     )?;
     if !req.header.headers.contains_key("anthropic-version") {
         head.header("anthropic-version", &[DEFAULT_VERSION.as_bytes()])?;
+    }
+    if req.long_context {
+        head.header("anthropic-beta", &[betas(&req).join(",").as_bytes()])?;
     }
     Ok(Prepared {
         head: head.finish(),
@@ -86,9 +90,16 @@ pub fn cloud_body(
     ))
 }
 
-/// The `anthropic-beta` header values (comma-separated, possibly repeated).
-pub fn beta_values(header: &RequestHeader) -> Vec<String> {
-    header
+/// Anthropic's beta that opens the 1M-token context window (Claude Sonnet
+/// 4 and later; Bedrock and Vertex take it in the body's `anthropic_beta`).
+pub const CONTEXT_1M_BETA: &str = "context-1m-2025-08-07";
+
+/// The betas to send: the client's `anthropic-beta` header values
+/// (comma-separated, possibly repeated), and the 1M-context one when the
+/// client asked for it with a `[1m]` alias.
+pub fn betas(req: &ClientRequest<'_>) -> Vec<String> {
+    let mut betas: Vec<String> = req
+        .header
         .headers
         .get_all("anthropic-beta")
         .iter()
@@ -96,7 +107,11 @@ pub fn beta_values(header: &RequestHeader) -> Vec<String> {
         .flat_map(|v| v.split(','))
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
-        .collect()
+        .collect();
+    if req.long_context && !betas.iter().any(|b| b == CONTEXT_1M_BETA) {
+        betas.push(CONTEXT_1M_BETA.to_string());
+    }
+    betas
 }
 
 /// The `usage` object of a message; every field is optional because

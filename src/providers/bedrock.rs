@@ -169,7 +169,7 @@ pub fn prepare(
         (false, false) => "invoke",
     };
     let path = format!("{}/model/{model_id}/{op}", upstream.base_path);
-    let betas = anthropic::beta_values(req.header);
+    let betas = anthropic::betas(&req);
     let mut body = anthropic::cloud_body(req.body, ANTHROPIC_VERSION, true, &betas)
         .map_err(super::internal)?;
     if counting {

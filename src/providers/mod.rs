@@ -467,9 +467,27 @@ pub struct ClientRequest<'a> {
     pub body: &'a Bytes,
     /// For Gemini endpoints, `model` and `stream` come from the path.
     pub probe: &'a BodyProbe,
-    /// The client-facing model name; the channel's `model_map` decides what
-    /// goes upstream.
+    /// The model as priced (an alias resolved); the channel's `model_map`
+    /// decides what goes upstream. The body may still name an alias
+    /// (`probe.model`): adapters that send the body's `model` replace it
+    /// whenever it differs from the upstream name.
     pub model: &'a str,
+    /// The client asked for the 1M-token context window (a `[1m]` alias):
+    /// Claude channels turn on the provider's switch for it.
+    pub long_context: bool,
+}
+
+impl ClientRequest<'_> {
+    /// The body with `model` set to `upstream_model`, where it names
+    /// anything else (a `model_map` target, or an alias the client sent).
+    pub fn body_for_model(&self, upstream_model: &str) -> Bytes {
+        match self.probe.model_span {
+            Some(span) if self.probe.model.as_deref() != Some(upstream_model) => {
+                crate::body::replace_string(self.body, span, upstream_model)
+            }
+            _ => self.body.clone(),
+        }
+    }
 }
 
 fn internal(msg: String) -> Box<pingora_error::Error> {

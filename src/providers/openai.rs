@@ -48,11 +48,7 @@ pub fn prepare(channel: &Upstream, upstream: &BaseUrl, req: ClientRequest<'_>) -
 /// adapter for its answer; shared with Azure.
 pub fn shape(channel: &Upstream, req: ClientRequest<'_>) -> (Bytes, Box<dyn ResponseAdapter>) {
     let probe = req.probe;
-    let mut out_body = req.body.clone();
-    let upstream_model = channel.upstream_model(req.model);
-    if let Some(span) = probe.model_span.filter(|_| upstream_model != req.model) {
-        out_body = body::replace_string(&out_body, span, upstream_model);
-    }
+    let mut out_body = req.body_for_model(channel.upstream_model(req.model));
     let inject_usage =
         probe.stream && !probe.include_usage && takes_include_usage(req.header.uri.path());
     if inject_usage {

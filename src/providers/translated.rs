@@ -54,6 +54,7 @@ pub async fn prepare(
         body: &body,
         probe: &probe,
         model: req.model,
+        long_context: req.long_context,
     };
     let prepared = super::prepare(channel, url, native).await.map(|mut p| {
         let answer = AnswerTranslation::new(to, from, req.model, req.probe.include_usage, req.body);

@@ -185,7 +185,7 @@ pub async fn prepare(
             } else {
                 "rawPredict"
             };
-            let betas = anthropic::beta_values(req.header);
+            let betas = anthropic::betas(&req);
             let body = anthropic::cloud_body(req.body, ANTHROPIC_VERSION, false, &betas)
                 .map_err(super::internal)?;
             let path = settings.model_path("anthropic", model, method);
@@ -193,10 +193,7 @@ pub async fn prepare(
             (path, Vec::new(), body, adapter)
         }
         Endpoint::AnthropicCountTokens => {
-            let mut body = req.body.clone();
-            if let Some(span) = req.probe.model_span.filter(|_| model != req.model) {
-                body = crate::body::replace_string(&body, span, model);
-            }
+            let body = req.body_for_model(model);
             let path = settings.model_path("anthropic", "count-tokens", "rawPredict");
             let adapter = anthropic::CloudErrors::wrap(anthropic::adapter_for(req));
             (path, Vec::new(), body, adapter)

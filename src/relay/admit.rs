@@ -20,7 +20,10 @@ pub(super) struct Admitted {
     /// The whole body, re-sent as is by every attempt.
     pub body: Bytes,
     pub probe: BodyProbe,
+    /// The model as priced and routed: an alias is resolved.
     pub model: String,
+    /// The client asked for the model's 1M-token context (`[1m]`).
+    pub long_context: bool,
     /// Held until the request is billed; dropped on any other path, which
     /// gives its budget reservation and concurrency slot back.
     pub admission: Admission,
@@ -61,16 +64,19 @@ pub(super) async fn admit(
     let probe = body::probe(&body)
         .map(|p| with_path_model(p, endpoint, session.req_header().uri.path()))
         .map_err(|msg| ApiError::new(ErrorKind::InvalidJson, msg))?;
-    let Some(model) = probe.model.clone() else {
+    let Some(requested) = probe.model.as_deref() else {
         let e = ApiError::new(ErrorKind::MissingModel, "the request body has no `model`");
         return Err(e.into());
     };
+    let (model, long_context) = snap.resolve_model(requested);
+    let model = model.to_string();
     check_model(snap, key, &model, endpoint)?;
     let admission = metering.admit(snap, key, &model, probe.max_output_tokens, body.len())?;
     Ok(Admitted {
         body,
         probe,
         model,
+        long_context,
         admission,
     })
 }

@@ -180,6 +180,7 @@ impl Failover<'_> {
             body: &req.body,
             probe: &req.probe,
             model: &req.model,
+            long_context: req.long_context,
         };
         let prepared = match channel.reach(self.endpoint) {
             Some(Reach::Translated(to)) => {

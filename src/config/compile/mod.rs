@@ -25,7 +25,11 @@ pub(super) fn compile(
     server::check(&mut raw.server, &raw.routing, src, env)?;
     let groups = groups::compile(&raw.groups, src)?;
     let auto_groups = groups::auto_groups(&raw.routing.auto_groups, &groups, src)?;
-    let models::Models { prices, max_output } = models::compile(&raw.models, src)?;
+    let models::Models {
+        prices,
+        max_output,
+        aliases,
+    } = models::compile(&raw.models, src)?;
     let channels = channels::compile(
         &raw.channels,
         &groups,
@@ -60,6 +64,7 @@ pub(super) fn compile(
             groups,
             prices,
             max_output,
+            aliases,
             channels,
             routes,
             keys_by_hash,

@@ -1,5 +1,5 @@
-//! `[[models]]`: base prices by the model name clients send, and output
-//! limits for translated requests.
+//! `[[models]]`: base prices by the model name clients send, their
+//! aliases, and output limits for translated requests.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,11 +12,14 @@ use crate::config::{ConfigError, ModelDef, Price, Source};
 pub(super) struct Models {
     pub prices: BTreeMap<String, Price>,
     pub max_output: HashMap<String, u64>,
+    /// Alias -> model.
+    pub aliases: HashMap<String, String>,
 }
 
 pub(super) fn compile(defs: &[Arc<ModelDef>], src: &Source<'_>) -> Result<Models, ConfigError> {
     let mut prices = BTreeMap::new();
     let mut max_output = HashMap::default();
+    let mut aliases = HashMap::default();
     for (i, m) in defs.iter().enumerate() {
         let item = format!("[[models]] \"{}\"", m.name);
         if let Some(limit) = m.max_output {
@@ -56,7 +59,30 @@ pub(super) fn compile(defs: &[Arc<ModelDef>], src: &Source<'_>) -> Result<Models
             ));
         }
     }
-    Ok(Models { prices, max_output })
+    for (i, m) in defs.iter().enumerate() {
+        for alias in &m.aliases {
+            let clash = if alias.is_empty() {
+                Some("an alias must not be empty".to_string())
+            } else if prices.contains_key(alias) {
+                Some(format!("alias \"{alias}\" is also a model's name"))
+            } else {
+                aliases
+                    .insert(alias.clone(), m.name.clone())
+                    .map(|other| format!("alias \"{alias}\" is already an alias of \"{other}\""))
+            };
+            if let Some(why) = clash {
+                return Err(src.error(
+                    src.line_of_field("models", Some(i), "aliases"),
+                    format!("[[models]] \"{}\": {why}", m.name),
+                ));
+            }
+        }
+    }
+    Ok(Models {
+        prices,
+        max_output,
+        aliases,
+    })
 }
 
 #[cfg(test)]
@@ -98,6 +124,22 @@ mod tests {
         let e = limits("[[models]]\nname = \"a\"\n\nmax_output = 0\n").unwrap_err();
         assert_eq!(e.line, Some(4), "{e}");
         assert!(e.message.contains("max_output must be at least 1"), "{e}");
+    }
+
+    #[test]
+    fn aliases_name_one_model_each() {
+        let m = limits("[[models]]\nname = \"a\"\naliases = [\"a[1m]\", \"a-latest\"]\n").unwrap();
+        assert_eq!(m.aliases.get("a[1m]").map(String::as_str), Some("a"));
+        assert_eq!(m.aliases.get("a-latest").map(String::as_str), Some("a"));
+        let e = limits(
+            "[[models]]\nname = \"a\"\naliases = [\"x\"]\n[[models]]\nname = \"b\"\naliases = [\"x\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(e.message.contains("already an alias of \"a\""), "{e}");
+        let e = limits("[[models]]\nname = \"a\"\naliases = [\"b\"]\n[[models]]\nname = \"b\"\n")
+            .unwrap_err();
+        assert!(e.message.contains("also a model's name"), "{e}");
     }
 
     #[test]
