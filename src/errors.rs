@@ -25,6 +25,9 @@ pub enum ErrorKind {
     /// The gateway is stopping; retry elsewhere or a moment later.
     ShuttingDown,
     UnknownEndpoint,
+    /// A WebSocket upgrade on `/v1/responses`: the client is to POST over
+    /// HTTP instead.
+    WebSocketUnsupported,
     MissingApiKey,
     /// Different keys in different places of one request.
     ConflictingApiKeys,
@@ -69,13 +72,14 @@ pub struct Shape {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 28] = [
+    pub const ALL: [ErrorKind; 29] = [
         ErrorKind::InvalidRequest,
         ErrorKind::HeaderTooLarge,
         ErrorKind::UriTooLong,
         ErrorKind::UnsupportedTransferEncoding,
         ErrorKind::ShuttingDown,
         ErrorKind::UnknownEndpoint,
+        ErrorKind::WebSocketUnsupported,
         ErrorKind::MissingApiKey,
         ErrorKind::ConflictingApiKeys,
         ErrorKind::InvalidApiKey,
@@ -140,6 +144,7 @@ impl ErrorKind {
                 "unknown_endpoint",
                 [BAD[0], "not_found_error", "NOT_FOUND"],
             ),
+            K::WebSocketUnsupported => row(426, "websocket_unsupported", BAD),
             K::MissingApiKey => row(401, "missing_api_key", AUTH),
             K::ConflictingApiKeys => row(400, "conflicting_api_keys", BAD),
             K::InvalidApiKey => row(401, "invalid_api_key", AUTH),

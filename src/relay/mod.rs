@@ -72,12 +72,22 @@ impl Gateway {
         let started = Instant::now();
         let snap = self.config.load();
         let req = session.req_header();
-        let route = route::classify(&req.method, req.uri.path());
+        let route = route::route_of(req);
         let dialect = route::dialect_of(route, req);
         let key = match route {
             Route::Pricing => return write_json(session, 200, &api::pricing(&snap)).await,
             Route::NotFound => {
                 let e = ApiError::new(ErrorKind::UnknownEndpoint, "no such endpoint");
+                return refuse(session, &self.metrics, dialect, &e, started).await;
+            }
+            Route::ResponsesWebSocket => {
+                // Codex takes 426 for "no WebSocket here" and POSTs over
+                // HTTP at once; other statuses it retries with backoff.
+                session.close_after_answer();
+                let e = ApiError::new(
+                    ErrorKind::WebSocketUnsupported,
+                    "WebSocket is not supported on /v1/responses: POST the request over HTTP",
+                );
                 return refuse(session, &self.metrics, dialect, &e, started).await;
             }
             Route::Models | Route::GeminiModels | Route::Relay(_) | Route::Usage(_) => {

@@ -1,6 +1,7 @@
 //! Phase 1 of a request: which endpoint it is for, and in which API
 //! dialect errors must answer it.
 
+use http::header::UPGRADE;
 use http::Method;
 use pingora_http::RequestHeader;
 
@@ -11,6 +12,9 @@ use crate::providers::Endpoint;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Route {
     Relay(Endpoint),
+    /// A WebSocket upgrade on /v1/responses (Codex's first try): refused
+    /// with 426, so that the client POSTs over HTTP at once.
+    ResponsesWebSocket,
     /// GET /v1/models: OpenAI list, or Anthropic list with `anthropic-version`.
     Models,
     /// GET /v1beta/models: Gemini list.
@@ -26,6 +30,26 @@ pub(super) enum UsageView {
     Key,
     BillingSubscription,
     BillingUsage,
+}
+
+/// The route of a request head: [`classify`], except that a WebSocket
+/// upgrade on `/v1/responses` has a route of its own.
+pub(super) fn route_of(req: &RequestHeader) -> Route {
+    let path = req.uri.path();
+    if req.method == Method::GET && path == "/v1/responses" && asks_for_websocket(req) {
+        return Route::ResponsesWebSocket;
+    }
+    classify(&req.method, path)
+}
+
+/// `Upgrade: websocket` (among the protocols the header lists).
+fn asks_for_websocket(req: &RequestHeader) -> bool {
+    req.headers
+        .get_all(UPGRADE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|protocol| protocol.trim().eq_ignore_ascii_case("websocket"))
 }
 
 pub(super) fn classify(method: &Method, path: &str) -> Route {
@@ -101,5 +125,37 @@ mod tests {
         assert_eq!(classify(&Method::GET, "/v1/models"), Route::Models);
         assert_eq!(classify(&Method::GET, "/api/pricing"), Route::Pricing);
         assert_eq!(classify(&Method::POST, "/admin/reload"), Route::NotFound);
+    }
+
+    #[test]
+    fn only_a_websocket_upgrade_on_responses_has_its_own_route() {
+        let head = |method: Method, path: &str, upgrade: Option<&str>| {
+            let mut req = RequestHeader::build(method, path.as_bytes(), None).unwrap();
+            if let Some(value) = upgrade {
+                req.insert_header("upgrade", value).unwrap();
+            }
+            route_of(&req)
+        };
+        assert_eq!(
+            head(Method::GET, "/v1/responses", Some("websocket")),
+            Route::ResponsesWebSocket
+        );
+        assert_eq!(
+            head(Method::GET, "/v1/responses", Some("h2c, WebSocket")),
+            Route::ResponsesWebSocket
+        );
+        assert_eq!(head(Method::GET, "/v1/responses", None), Route::NotFound);
+        assert_eq!(
+            head(Method::GET, "/v1/responses", Some("h2c")),
+            Route::NotFound
+        );
+        assert_eq!(
+            head(Method::GET, "/v1/realtime", Some("websocket")),
+            Route::NotFound
+        );
+        assert_eq!(
+            head(Method::POST, "/v1/responses", Some("websocket")),
+            Route::Relay(Endpoint::OpenAi(crate::providers::OpenAiOp::Responses))
+        );
     }
 }

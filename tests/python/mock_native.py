@@ -15,7 +15,12 @@ Answers are deterministic so tests can assert exact values:
   ``output_tokens`` = number of words; count_tokens: ``ANTHROPIC_COUNT``;
 - Gemini usage: ``promptTokenCount = GEMINI_PROMPT`` of which
   ``GEMINI_CACHED`` cached, ``candidatesTokenCount`` = number of words,
-  ``thoughtsTokenCount = GEMINI_THOUGHTS``; countTokens: ``GEMINI_COUNT``.
+  ``thoughtsTokenCount = GEMINI_THOUGHTS``; countTokens: ``GEMINI_COUNT``;
+  a directed ``functionCall`` answer: ``GEMINI_CALL_TOKENS`` out, no thoughts.
+
+``MockNative(tools="directed")`` answers agent CLIs instead: see
+``agent_turns`` (a ``tool_use`` block, or a Gemini ``functionCall`` part,
+only when the user's words ask for one).
 
 Every request is recorded (``mock.requests``: method, full path with query,
 lower-cased headers, raw body).
@@ -31,6 +36,7 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from agent_turns import anthropic_turn, gemini_turn
 from mock_openai import Received, words
 
 ANTHROPIC_INPUT = 30
@@ -41,6 +47,8 @@ GEMINI_PROMPT = 40
 GEMINI_CACHED = 10
 GEMINI_THOUGHTS = 3
 GEMINI_COUNT = 23
+# Output tokens of a directed functionCall answer.
+GEMINI_CALL_TOKENS = 6
 VERTEX_TOKEN = "ya29.e2e-vertex-token"
 
 
@@ -132,7 +140,10 @@ def gemini_text(body: dict) -> str:
 class MockNative:
     """Serves both APIs on one port: /v1/messages* and /v1beta/models/*."""
 
-    def __init__(self) -> None:
+    def __init__(self, tools: str = "first") -> None:
+        # "first": call the first tool offered; "directed": see agent_turns.
+        assert tools in ("first", "directed"), tools
+        self.tools = tools
         self.requests: list[Received] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -248,11 +259,18 @@ class _Handler(BaseHTTPRequestHandler):
         if problem:
             self._json({"type": "error", "error": {"type": "invalid_request_error", "message": problem}}, status=400)
             return
-        tool = anthropic_tool_turn(body)
-        if tool:
-            self._tool_use(body, tool)
-            return
-        pieces = words(anthropic_tool_result(body) or anthropic_text(body))
+        if self.owner.tools == "directed":
+            turn = anthropic_turn(body)
+            if turn.call:
+                self._tool_use(body, turn.call[0], json.loads(turn.call[1]))
+                return
+            pieces = words(turn.text)
+        else:
+            tool = anthropic_tool_turn(body)
+            if tool:
+                self._tool_use(body, tool)
+                return
+            pieces = words(anthropic_tool_result(body) or anthropic_text(body))
         usage = {
             "input_tokens": ANTHROPIC_INPUT,
             "cache_creation_input_tokens": ANTHROPIC_CACHE_WRITE,
@@ -300,18 +318,19 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._stream([f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events])
 
-    def _tool_use(self, body: dict, tool: str) -> None:
+    def _tool_use(self, body: dict, tool: str, tool_input: dict | None = None) -> None:
         """A ``tool_use`` answer, streamed with its input in two pieces."""
+        tool_input = ANTHROPIC_TOOL_INPUT if tool_input is None else tool_input
         usage = {"input_tokens": ANTHROPIC_INPUT, "cache_creation_input_tokens": 0,
                  "cache_read_input_tokens": 0}
         block = {"type": "tool_use", "id": ANTHROPIC_TOOL_ID, "name": tool}
         message = {"id": "msg_mock02", "type": "message", "role": "assistant",
                    "model": body["model"], "stop_sequence": None}
         if not body.get("stream"):
-            self._json({**message, "content": [{**block, "input": ANTHROPIC_TOOL_INPUT}],
+            self._json({**message, "content": [{**block, "input": tool_input}],
                         "stop_reason": "tool_use", "usage": {**usage, "output_tokens": 7}})
             return
-        arguments = json.dumps(ANTHROPIC_TOOL_INPUT)
+        arguments = json.dumps(tool_input)
         half = len(arguments) // 2
         events = [
             ("message_start", {"type": "message_start", "message": {
@@ -336,7 +355,16 @@ class _Handler(BaseHTTPRequestHandler):
     # -- Gemini ------------------------------------------------------------
 
     def _gemini(self, body: dict, stream: bool) -> None:
-        pieces = words(gemini_text(body))
+        call = None
+        if self.owner.tools == "directed":
+            turn = gemini_turn(body)
+            call = turn.call
+            pieces = words(turn.text) if turn.text else []
+        else:
+            pieces = words(gemini_text(body))
+        if call:
+            self._gemini_call(call, stream)
+            return
 
         def chunk(text: str, candidates: int, last: bool) -> dict:
             candidate: dict = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
@@ -364,3 +392,22 @@ class _Handler(BaseHTTPRequestHandler):
                 for i, p in enumerate(pieces)
             ]
         )
+
+    def _gemini_call(self, call: tuple[str, str], stream: bool) -> None:
+        """A ``functionCall`` part, whole (Gemini streams a call in one chunk)."""
+        name, arguments = call
+        answer = {
+            "candidates": [{
+                "content": {"parts": [{"functionCall": {"name": name, "args": json.loads(arguments)}}],
+                            "role": "model"},
+                "finishReason": "STOP", "index": 0,
+            }],
+            "usageMetadata": {"promptTokenCount": GEMINI_PROMPT, "cachedContentTokenCount": GEMINI_CACHED,
+                              "candidatesTokenCount": GEMINI_CALL_TOKENS,
+                              "totalTokenCount": GEMINI_PROMPT + GEMINI_CALL_TOKENS},
+            "modelVersion": "gemini-2.5-flash", "responseId": "mock-response",
+        }
+        if stream:
+            self._stream([f"data: {json.dumps(answer)}\r\n\r\n"])
+        else:
+            self._json(answer)

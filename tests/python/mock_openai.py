@@ -17,6 +17,11 @@ Answers are deterministic so that tests can assert exact values:
   of words of the reply, ``cached_tokens = CACHED_TOKENS``;
 - embeddings: ``embedding_for(i)`` for the i-th input.
 
+``MockOpenAI(tools="directed")`` answers agent CLIs instead: see
+``agent_turns`` (a tool call only when the user's words ask for one, in
+chat completions and in responses, where the call is a ``function_call``
+item).
+
 Every request is recorded (``mock.requests``) with its method, path,
 lower-cased headers and raw body. ``mock.fail_next(status, ...)`` makes the
 next request(s) answer an error instead, and ``mock.hold_stream`` (a
@@ -35,6 +40,8 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from agent_turns import AgentTurn, chat_turn, responses_turn
 
 PROMPT_TOKENS = 21
 CACHED_TOKENS = 5
@@ -137,9 +144,12 @@ class _Failure:
 class MockOpenAI:
     """Start with ``MockOpenAI().start()``; stop with ``.stop()``."""
 
-    def __init__(self, model_label: str | None = None):
+    def __init__(self, model_label: str | None = None, tools: str = "first"):
         # Upstream reports its own model name; None = echo the request's.
         self.model_label = model_label
+        # "first": call the first tool offered; "directed": see agent_turns.
+        assert tools in ("first", "directed"), tools
+        self.tools = tools
         self.requests: list[Received] = []
         self.hold_stream: threading.Event | None = None
         self.hold_expired = False
@@ -312,10 +322,14 @@ class _Handler(BaseHTTPRequestHandler):
         if problem:
             self._send_error(400, problem)
             return
-        call = tool_turn(body)
-        text = tool_result_text(body) or reply_text(body)
-        if call:
-            text = ""
+        if self.owner.tools == "directed":
+            turn = chat_turn(body)
+            text, call = turn.text, turn.call
+        else:
+            call = tool_turn(body)
+            text = tool_result_text(body) or reply_text(body)
+            if call:
+                text = ""
         pieces = words(text) if text else []
         usage = {
             "prompt_tokens": PROMPT_TOKENS,
@@ -445,8 +459,9 @@ class _Handler(BaseHTTPRequestHandler):
         })
 
     def _responses(self, body: dict) -> None:
-        text = reply_text(body)
-        pieces = words(text)
+        turn = responses_turn(body) if self.owner.tools == "directed" else AgentTurn(reply_text(body))
+        text = turn.text
+        pieces = words(text) if text else []
         usage = {
             "input_tokens": PROMPT_TOKENS,
             "input_tokens_details": {"cached_tokens": CACHED_TOKENS},
@@ -490,6 +505,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "metadata": {},
             }
 
+        if turn.call:
+            self._responses_call(body, turn.call, response)
+            return
         if not body.get("stream"):
             self._send_json(response("completed", [message], True))
             return
@@ -521,4 +539,31 @@ class _Handler(BaseHTTPRequestHandler):
         event("response.content_part.done", **ids, part=message["content"][0])
         event("response.output_item.done", output_index=0, item=message)
         event("response.completed", response=response("completed", [message], True))
+        self._end_stream()
+
+    def _responses_call(self, body: dict, call: tuple[str, str], response) -> None:
+        """A ``function_call`` item, streamed with its arguments in two pieces."""
+        name, arguments = call
+        item = {"id": "fc_mock1", "type": "function_call", "status": "completed",
+                "arguments": arguments, "call_id": TOOL_CALL_ID, "name": name}
+        if not body.get("stream"):
+            self._send_json(response("completed", [item], True))
+            return
+        seq = iter(range(1_000_000))
+
+        def event(kind: str, **fields: Any) -> None:
+            self._event({"type": kind, "sequence_number": next(seq), **fields}, kind)
+
+        self._start_stream()
+        event("response.created", response=response("in_progress", [], False))
+        event("response.output_item.added", output_index=0,
+              item={**item, "status": "in_progress", "arguments": ""})
+        half = len(arguments) // 2
+        for part in (arguments[:half], arguments[half:]):
+            event("response.function_call_arguments.delta", item_id="fc_mock1",
+                  output_index=0, delta=part)
+        event("response.function_call_arguments.done", item_id="fc_mock1",
+              output_index=0, arguments=arguments)
+        event("response.output_item.done", output_index=0, item=item)
+        event("response.completed", response=response("completed", [item], True))
         self._end_stream()

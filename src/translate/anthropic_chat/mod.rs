@@ -60,6 +60,9 @@
 //!   `medium` 16384, `high` 32768, kept below `max_tokens`.
 //! - Anthropic `output_config.format` (and the older `output_format`)
 //!   `json_schema` ⇄ chat `response_format` `json_schema`.
+//! - A `system` message among the messages (mid-conversation system
+//!   messages; Claude Code sends them to models it does not know) stays a
+//!   chat system message in its place, its text blocks joined.
 //! - Images inside a `tool_result` go to chat in a user message right
 //!   after the tool messages: chat tool messages carry text only.
 //! - A chat request ending with an assistant message reaches Anthropic as

@@ -111,6 +111,56 @@ fn anthropic_system_blocks_join_and_lose_cache_control() {
     );
 }
 
+/// Claude Code's first request for a model it does not know (e.g.
+/// `deepseek-chat` behind a gateway) carries its environment as a
+/// mid-conversation `system` message after the user's turn.
+#[test]
+fn anthropic_system_messages_stay_chat_system_messages_in_place() {
+    let chat = to_chat(json!({
+        "max_tokens": 100,
+        "system": [{"type": "text", "text": "You are Claude Code."}],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "<system-reminder>Attribution</system-reminder>"},
+                {"type": "text", "text": "Hello there"},
+            ]},
+            {"role": "system", "content": [
+                {"type": "text", "text": "# Environment"},
+                {"type": "text", "text": "cwd: /tmp", "cache_control": {"type": "ephemeral"}},
+            ]},
+            {"role": "assistant", "content": "Hi."},
+            {"role": "system", "content": "Be brief."},
+            user("Again"),
+        ],
+    }));
+    assert_eq!(
+        chat["messages"],
+        json!([
+            {"role": "system", "content": "You are Claude Code."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "<system-reminder>Attribution</system-reminder>"},
+                {"type": "text", "text": "Hello there"},
+            ]},
+            {"role": "system", "content": "# Environment\n\ncwd: /tmp"},
+            {"role": "assistant", "content": "Hi."},
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Again"},
+        ])
+    );
+    let image = json!({"type": "image", "source": {"type": "url", "url": "https://x/y.png"}});
+    let refused = |message: Value| {
+        refused_to_chat(json!({"max_tokens": 1, "messages": [user("Hi"), message]}))
+    };
+    assert_eq!(
+        refused(json!({"role": "system", "content": [image]})),
+        "messages[1].content"
+    );
+    assert_eq!(
+        refused(json!({"role": "developer", "content": "x"})),
+        "messages[1].role"
+    );
+}
+
 #[test]
 fn anthropic_images_become_image_url_parts() {
     let chat = to_chat(json!({

@@ -129,15 +129,31 @@ pub(super) fn anthropic_messages_to_chat(request: &Object) -> Result<Vec<Value>,
                 }
                 chat.push(anthropic_assistant_to_chat(message, i)?);
             }
+            Some("system") => chat.push(anthropic_system_message_to_chat(message, i)?),
             _ => {
                 return Err(Untranslatable::new(
                     format!("messages[{i}].role"),
-                    "must be user or assistant",
+                    "must be user, assistant or system",
                 ))
             }
         }
     }
     Ok(chat)
+}
+
+/// A `system` message among the messages (Anthropic's mid-conversation
+/// system messages, which Claude Code sends to models it does not know):
+/// chat takes a system message anywhere, so it stays one, its text blocks
+/// joined as the system prompt's are.
+fn anthropic_system_message_to_chat(message: &Value, i: usize) -> Result<Value, Untranslatable> {
+    let content = message.get("content").unwrap_or(&Value::Null);
+    let text = anthropic_system_text(content).map_err(|_| {
+        Untranslatable::new(
+            format!("messages[{i}].content"),
+            "a system message must be text",
+        )
+    })?;
+    Ok(json!({"role": "system", "content": text}))
 }
 
 /// The system prompt, a string or text blocks, as one string.
