@@ -44,7 +44,7 @@ pub fn format_served(
             tiers.iter().any(|t| {
                 t.channels
                     .iter()
-                    .any(|&(c, _)| snapshot.channels[c].reach(endpoint).is_some())
+                    .any(|&(c, _)| snapshot.channels[c].reach(endpoint, model).is_some())
             })
         })
     })
@@ -102,7 +102,7 @@ pub fn next_channel(
             for native in [true, false] {
                 let serves = |c: usize| {
                     snapshot.channels[c]
-                        .reach(endpoint)
+                        .reach(endpoint, model)
                         .is_some_and(|r| (r == Reach::Native) == native)
                 };
                 while let Some(channel) = weighted_choice(

@@ -128,7 +128,7 @@ impl Failover<'_> {
             probe: &req.probe,
             model: &req.model,
         };
-        let prepared = match channel.reach(self.endpoint) {
+        let prepared = match channel.reach(self.endpoint, &req.model) {
             Some(Reach::Translated(to)) => {
                 match providers::translated::prepare(upstream, url, client_request, to).await {
                     Ok(prepared) => prepared,
