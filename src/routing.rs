@@ -245,12 +245,16 @@ type = "mock"
             ["oai", "claude", "mock"]
         );
         let gemini = Endpoint::Gemini(GeminiMethod::Generate);
-        assert_eq!(order(gemini), ["mock"]);
-        assert!(format_served(&snap, &[0], "m", gemini));
+        assert_eq!(order(gemini), ["oai", "claude", "mock"]);
+        // Counting is not translated: only the mock counts Gemini tokens here.
+        let count = Endpoint::Gemini(GeminiMethod::CountTokens);
+        assert_eq!(order(count), ["mock"]);
+        assert!(format_served(&snap, &[0], "m", count));
         let no_mock = snapshot(
             "[[channels]]\nname = \"oai\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:1\"\napi_key = \"k\"\n",
         );
-        assert!(!format_served(&no_mock, &[0], "m", gemini));
+        assert!(!format_served(&no_mock, &[0], "m", count));
+        assert!(format_served(&no_mock, &[0], "m", gemini));
         assert!(format_served(
             &no_mock,
             &[0],
@@ -313,11 +317,21 @@ responses = false
                 "translate = false"
             );
             assert_eq!(anthropic.len(), 3, "{anthropic:?}");
-            // Responses: natively where the host has them, then translated
-            // to chat on the chat-only host; `strict` cannot translate.
-            let responses = order(Endpoint::OpenAi(OpenAiOp::Responses), seed);
-            assert_eq!(responses.last().map(String::as_str), Some("chat-only"));
-            assert_eq!(responses.len(), 3, "{responses:?}");
+            // Responses: natively where the host has them (`strict` too:
+            // it needs no translation), then translated, to chat on the
+            // chat-only host and through chat to Anthropic.
+            let mut responses = order(Endpoint::OpenAi(OpenAiOp::Responses), seed);
+            assert_eq!(responses.len(), 4, "{responses:?}");
+            let mut translated = responses.split_off(2);
+            responses.sort();
+            translated.sort();
+            assert_eq!(
+                (responses, translated),
+                (
+                    vec!["oai".to_string(), "strict".to_string()],
+                    vec!["chat-only".to_string(), "claude".to_string()],
+                )
+            );
         }
     }
 
