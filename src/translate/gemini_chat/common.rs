@@ -61,9 +61,10 @@ impl Tokens {
     pub(super) fn from_gemini(usage: &Value) -> Self {
         let thoughts = u64_of(usage, "thoughtsTokenCount");
         Tokens {
-            prompt: u64_of(usage, "promptTokenCount") + u64_of(usage, "toolUsePromptTokenCount"),
+            prompt: u64_of(usage, "promptTokenCount")
+                .saturating_add(u64_of(usage, "toolUsePromptTokenCount")),
             cached: u64_of(usage, "cachedContentTokenCount"),
-            completion: u64_of(usage, "candidatesTokenCount") + thoughts,
+            completion: u64_of(usage, "candidatesTokenCount").saturating_add(thoughts),
             reasoning: thoughts,
         }
     }
@@ -90,7 +91,7 @@ impl Tokens {
         json!({
             "prompt_tokens": self.prompt,
             "completion_tokens": self.completion,
-            "total_tokens": self.prompt + self.completion,
+            "total_tokens": self.prompt.saturating_add(self.completion),
             "prompt_tokens_details": {"cached_tokens": self.cached},
             "completion_tokens_details": {"reasoning_tokens": self.reasoning},
         })
@@ -101,7 +102,7 @@ impl Tokens {
         let mut usage = json!({
             "promptTokenCount": self.prompt,
             "candidatesTokenCount": self.completion - reasoning,
-            "totalTokenCount": self.prompt + self.completion,
+            "totalTokenCount": self.prompt.saturating_add(self.completion),
         });
         // Gemini leaves out the counts it has none of.
         if self.cached > 0 {

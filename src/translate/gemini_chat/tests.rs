@@ -1048,6 +1048,13 @@ fn schemas_and_usage_convert_both_ways() {
             reasoning: 1
         }
     );
+    // Hostile counts saturate instead of overflowing.
+    let huge = Tokens::from_gemini(
+        &json!({"promptTokenCount": u64::MAX, "toolUsePromptTokenCount": 5,
+        "candidatesTokenCount": u64::MAX, "thoughtsTokenCount": 1}),
+    );
+    assert_eq!(huge.to_chat()["total_tokens"], u64::MAX);
+    assert_eq!(huge.to_gemini()["totalTokenCount"], u64::MAX);
     let deepseek = Tokens::from_chat(
         &json!({"prompt_tokens": 9, "completion_tokens": 2, "prompt_cache_hit_tokens": 3}),
     );
