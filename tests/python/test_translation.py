@@ -694,3 +694,39 @@ def test_upstream_errors_reach_a_genai_client_in_its_dialect(gem, stack):
     assert e.value.code == 400
     assert e.value.status == "INVALID_ARGUMENT"
     assert e.value.message == "context too long"
+
+
+# -- the Responses API (Codex) on a Gemini channel, through Chat ---------------------
+
+
+def test_responses_on_a_gemini_channel_through_chat(gpt, stack):
+    tollgate, _, upstream = stack
+    before = len(wait_metered(tollgate, 0))
+    r = gpt.responses.create(model="gemini-2.5-flash", instructions="Be brief.", input="Hello responses")
+    assert r.output_text == "echo: Hello responses"
+    assert r.status == "completed"
+    assert r.usage.input_tokens == GEMINI_PROMPT
+    assert r.usage.input_tokens_details.cached_tokens == GEMINI_CACHED
+    assert r.usage.output_tokens == 3 + GEMINI_THOUGHTS
+    got = upstream.last()
+    assert got.path == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert got.json()["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.cached_input, m.output, m.estimated) == (30, 10, 6, False)
+
+
+def test_responses_stream_on_a_gemini_channel_through_chat(gpt, stack):
+    tollgate, _, upstream = stack
+    before = len(wait_metered(tollgate, 0))
+    deltas = []
+    with gpt.responses.stream(model="gemini-2.5-flash", input="stream the responses") as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_response()
+    assert deltas == ["echo:", " stream", " the", " responses"]
+    assert final.output_text == "echo: stream the responses"
+    assert final.usage.output_tokens == 4 + GEMINI_THOUGHTS
+    assert upstream.last().path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.cached_input, m.output, m.estimated) == (30, 10, 7, False)
