@@ -730,3 +730,37 @@ def test_responses_stream_on_a_gemini_channel_through_chat(gpt, stack):
     assert upstream.last().path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
     m = wait_metered(tollgate, before + 1)[before]
     assert (m.input, m.cached_input, m.output, m.estimated) == (30, 10, 7, False)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_anthropic_tool_round_trip_on_a_gemini_channel(claude, stack, streamed):
+    """Claude Code's loop on Gemini 3: the call's thoughtSignature rides in
+    the tool_use id the client echoes, through both translations."""
+    _, _, upstream = stack
+    first_turn = [{"role": "user", "content": "Weather in Paris?"}]
+    kwargs = dict(model="gemini-2.5-flash", max_tokens=64, tools=[WEATHER_TOOL])
+    if streamed:
+        with claude.messages.stream(messages=first_turn, **kwargs) as stream:
+            r = stream.get_final_message()
+    else:
+        r = claude.messages.create(messages=first_turn, **kwargs)
+    assert r.stop_reason == "tool_use"
+    assert [b.type for b in r.content] == ["thinking", "tool_use"]
+    assert r.content[0].thinking == "I should call the tool."
+    call = r.content[1]
+    assert (call.name, call.input) == ("get_weather", GEMINI_TOOL_ARGS)
+    assert call.id.endswith(GEMINI_SIGNATURE)
+    second_turn = first_turn + [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in r.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}]},
+    ]
+    r2 = claude.messages.create(messages=second_turn, **kwargs)
+    assert r2.content[0].text == "tool said: sunny"
+    sent = upstream.last().json()
+    assert sent["contents"][1]["parts"] == [{
+        "functionCall": {"name": "get_weather", "args": GEMINI_TOOL_ARGS},
+        "thoughtSignature": GEMINI_SIGNATURE,
+    }]
+    assert sent["contents"][2]["parts"] == [
+        {"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}},
+    ]
