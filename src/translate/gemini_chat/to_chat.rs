@@ -249,7 +249,7 @@ fn parts_of(content: &Value) -> &[Value] {
 /// A function's `response` object as tool message text: `{"result":
 /// "<text>"}` as its text (what the other direction makes of plain text),
 /// anything else as its JSON.
-pub(super) fn response_text(response: &Value) -> String {
+fn response_text(response: &Value) -> String {
     match response.as_object() {
         Some(object) if object.len() == 1 => match object.get("result") {
             Some(Value::String(text)) => text.clone(),
