@@ -440,6 +440,52 @@ mod tests {
         );
     }
 
+    #[test]
+    fn anthropic_signatures_survive_a_round_trip_through_a_gemini_client() {
+        let claude_answer = json!({"id": "msg_9", "type": "message", "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Need weather.", "signature": "QU5USFJPUElD"},
+                {"type": "tool_use", "id": "toolu_9", "name": "weather", "input": {"city": "Rome"}},
+            ],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 5, "output_tokens": 7}});
+        let answer = AnswerTranslation::new(Format::Anthropic, Format::Gemini, "m", false, b"{}");
+        let gemini: Value =
+            serde_json::from_slice(&answer.whole(claude_answer.to_string().as_bytes()).unwrap())
+                .unwrap();
+        let model_turn = gemini["candidates"][0]["content"].clone();
+        assert_eq!(
+            model_turn["parts"],
+            json!([
+                {"text": "Need weather.", "thought": true},
+                {"functionCall": {"id": "toolu_9", "name": "weather", "args": {"city": "Rome"}},
+                 "thoughtSignature": "QU5USFJPUElD"},
+            ])
+        );
+        // The Gemini client's next turn echoes the model turn as it got it.
+        let anthropic = translated(
+            Format::Gemini,
+            Format::Anthropic,
+            json!({"contents": [
+                {"role": "user", "parts": [{"text": "Weather?"}]},
+                model_turn,
+                {"role": "user", "parts": [{"functionResponse": {"id": "toolu_9", "name": "weather",
+                                                                  "response": {"result": "rain"}}}]},
+            ]}),
+            false,
+        );
+        assert_eq!(
+            anthropic["messages"][1]["content"],
+            json!([
+                {"type": "thinking", "thinking": "Need weather.", "signature": "QU5USFJPUElD"},
+                {"type": "tool_use", "id": "toolu_9", "name": "weather", "input": {"city": "Rome"}},
+            ])
+        );
+        assert_eq!(
+            anthropic["messages"][2]["content"],
+            json!([{"type": "tool_result", "tool_use_id": "toolu_9", "content": "rain"}])
+        );
+    }
+
     /// Feeds `bytes` cut at `cut` (0: whole) through an SSE parser into
     /// `translator`, as the gateway does.
     fn run(bytes: &[u8], cut: usize, mut translator: StreamTranslator) -> String {
