@@ -44,7 +44,7 @@ pub fn format_served(
             tiers.iter().any(|t| {
                 t.channels
                     .iter()
-                    .any(|&(c, _)| snapshot.channels[c].reach(endpoint).is_some())
+                    .any(|&(c, _)| snapshot.channels[c].reach(endpoint, model).is_some())
             })
         })
     })
@@ -123,9 +123,9 @@ pub fn next_channel(
                 .map(|&(c, _)| c)
                 .find(|&c| &*snapshot.channels[c].name == name)
         });
-        if let Some(channel) = sticky
-            .filter(|&c| !tried.contains(&c) && snapshot.channels[c].reach(endpoint).is_some())
-        {
+        if let Some(channel) = sticky.filter(|&c| {
+            !tried.contains(&c) && snapshot.channels[c].reach(endpoint, model).is_some()
+        }) {
             if acquire(channel) {
                 return Some(Pick { group, channel });
             }
@@ -137,7 +137,7 @@ pub fn next_channel(
             for native in [true, false] {
                 let serves = |c: usize| {
                     snapshot.channels[c]
-                        .reach(endpoint)
+                        .reach(endpoint, model)
                         .is_some_and(|r| (r == Reach::Native) == native)
                 };
                 while let Some(channel) = weighted_choice(
@@ -289,12 +289,19 @@ type = "mock"
             ["oai", "claude", "mock"]
         );
         let gemini = Endpoint::Gemini(GeminiMethod::Generate);
-        assert_eq!(order(gemini), ["mock"]);
-        assert!(format_served(&snap, &[0], "m", gemini));
+        assert_eq!(order(gemini), ["oai", "claude", "mock"]);
+        // Counting on a channel of another format is answered by the
+        // gateway's estimate, so every channel takes it, by priority.
+        let count = Endpoint::Gemini(GeminiMethod::CountTokens);
+        assert_eq!(order(count), ["oai", "claude", "mock"]);
+        assert!(format_served(&snap, &[0], "m", count));
         let no_mock = snapshot(
             "[[channels]]\nname = \"oai\"\ntype = \"openai\"\nbase_url = \"http://127.0.0.1:1\"\napi_key = \"k\"\n",
         );
-        assert!(!format_served(&no_mock, &[0], "m", gemini));
+        assert!(format_served(&no_mock, &[0], "m", count));
+        let embed = Endpoint::Gemini(GeminiMethod::EmbedContent);
+        assert!(!format_served(&no_mock, &[0], "m", embed), "not translated");
+        assert!(format_served(&no_mock, &[0], "m", gemini));
         assert!(format_served(
             &no_mock,
             &[0],
@@ -357,11 +364,21 @@ responses = false
                 "translate = false"
             );
             assert_eq!(anthropic.len(), 3, "{anthropic:?}");
-            // Responses: natively where the host has them, then translated
-            // to chat on the chat-only host; `strict` cannot translate.
-            let responses = order(Endpoint::OpenAi(OpenAiOp::Responses), seed);
-            assert_eq!(responses.last().map(String::as_str), Some("chat-only"));
-            assert_eq!(responses.len(), 3, "{responses:?}");
+            // Responses: natively where the host has them (`strict` too:
+            // it needs no translation), then translated, to chat on the
+            // chat-only host and through chat to Anthropic.
+            let mut responses = order(Endpoint::OpenAi(OpenAiOp::Responses), seed);
+            assert_eq!(responses.len(), 4, "{responses:?}");
+            let mut translated = responses.split_off(2);
+            responses.sort();
+            translated.sort();
+            assert_eq!(
+                (responses, translated),
+                (
+                    vec!["oai".to_string(), "strict".to_string()],
+                    vec!["chat-only".to_string(), "claude".to_string()],
+                )
+            );
         }
     }
 

@@ -1408,3 +1408,155 @@ groups = ["aws"]
     .await;
     assert_eq!(resp.status(), 404);
 }
+
+/// Translation into and out of Gemini through the real server: a Gemini
+/// client streaming without `alt=sse` on a chat channel gets one JSON
+/// array; on Vertex, the model's name picks the format (Claude models
+/// Anthropic, others Gemini), whichever format the client speaks.
+#[tokio::test(flavor = "multi_thread")]
+async fn gemini_translation_and_vertex_formats_by_model() {
+    let oai = MockUpstream::start(|r| match r.json()["stream"] == true {
+        true => Reply::Sse {
+            events: chat_stream(&["Hel", "lo"], Some((9, 2))),
+            gap: Duration::from_millis(5),
+        },
+        false => Reply::json(200, chat_completion("m", "Hello", 9, 2)),
+    })
+    .await;
+    let up = MockUpstream::start(|r| {
+        if r.path == "/token" {
+            Reply::json(
+                200,
+                json!({"access_token": VERTEX_TOKEN, "expires_in": 3599, "token_type": "Bearer"}),
+            )
+        } else if r.path.ends_with(":rawPredict") {
+            Reply::json(200, anthropic_message(12, 6, 0, 0))
+        } else {
+            gemini_upstream(r)
+        }
+    })
+    .await;
+    let sa = json!({"type": "service_account", "project_id": "proj-1", "private_key_id": "kid1",
+        "private_key": include_str!("data/vertex-test-key.pem"),
+        "client_email": "tollgate-test@proj-1.iam.gserviceaccount.com"});
+    let models = format!(
+        "{}\n{}\n{}",
+        price("gpt-4o"),
+        price("claude-sonnet-4-5"),
+        price("gemini-2.5-flash")
+    );
+    let tg = Tollgate::start(&head(
+        &models,
+        &format!(
+            r#"[[channels]]
+name = "oai"
+type = "openai"
+base_url = "{}"
+api_key = "sk-up-oai"
+models = ["gpt-4o"]
+
+[[channels]]
+name = "vertex"
+type = "vertex"
+base_url = "{}"
+location = "us-east5"
+token_uri = "{}/token"
+credentials_json = '''{sa}'''
+models = ["claude-sonnet-4-5", "gemini-2.5-flash"]"#,
+            oai.base_url(),
+            up.base_url(),
+            up.base_url()
+        ),
+    ));
+    let goog = [("x-goog-api-key", KEY)];
+    let contents = json!({"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]});
+
+    // A Gemini stream without alt=sse, from a chat channel: one JSON array.
+    let resp = post(
+        &tg,
+        "/v1beta/models/gpt-4o:streamGenerateContent",
+        &goog,
+        contents.clone(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", tg.log());
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let array: Value = resp.json().await.unwrap();
+    let texts: Vec<&str> = array
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["candidates"][0]["content"]["parts"][0]["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["Hel", "lo", ""]);
+    let last = array.as_array().unwrap().last().unwrap();
+    assert_eq!(last["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(last["usageMetadata"]["promptTokenCount"], 9);
+    let sent = &oai.requests()[0];
+    assert_eq!(sent.path, "/v1/chat/completions");
+    assert_eq!(sent.header("authorization"), Some("Bearer sk-up-oai"));
+    assert_eq!(
+        sent.json()["stream_options"],
+        json!({"include_usage": true})
+    );
+    assert_eq!(logged_usage(&tg, 0).await, (9, 2, 0, 0, false));
+
+    // A Gemini client of a Claude model on Vertex: Anthropic's rawPredict.
+    let resp = post(
+        &tg,
+        "/v1beta/models/claude-sonnet-4-5:generateContent",
+        &goog,
+        contents.clone(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", tg.log());
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(
+        answer["candidates"][0]["content"]["parts"],
+        json!([{"text": "Hi!"}])
+    );
+    let prefix = "/v1/projects/proj-1/locations/us-east5/publishers";
+    let calls: Vec<Received> = up
+        .requests()
+        .into_iter()
+        .filter(|r| r.path != "/token")
+        .collect();
+    assert_eq!(
+        calls[0].path,
+        format!("{prefix}/anthropic/models/claude-sonnet-4-5:rawPredict")
+    );
+    assert_eq!(calls[0].json()["anthropic_version"], "vertex-2023-10-16");
+    assert_eq!(calls[0].json()["max_tokens"], 4096);
+    assert_eq!(logged_usage(&tg, 1).await, (12, 6, 0, 0, false));
+
+    // An Anthropic client of a Gemini model on Vertex: Gemini's path.
+    let resp = post(
+        &tg,
+        "/v1/messages",
+        &[("x-api-key", KEY), ("anthropic-version", "2023-06-01")],
+        json!({"model": "gemini-2.5-flash", "max_tokens": 20,
+               "messages": [{"role": "user", "content": "Say hello"}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", tg.log());
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(
+        answer["content"],
+        json!([{"type": "text", "text": "Hello"}])
+    );
+    assert_eq!(answer["usage"]["input_tokens"], 50);
+    let calls: Vec<Received> = up
+        .requests()
+        .into_iter()
+        .filter(|r| r.path != "/token")
+        .collect();
+    assert_eq!(
+        calls[1].path,
+        format!("{prefix}/google/models/gemini-2.5-flash:generateContent")
+    );
+    assert_eq!(
+        calls[1].json()["generationConfig"],
+        json!({"maxOutputTokens": 20})
+    );
+    assert_eq!(logged_usage(&tg, 2).await, (50, 4, 0, 0, false));
+}

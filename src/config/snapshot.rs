@@ -89,9 +89,20 @@ impl Channel {
         self.upstream.is_some()
     }
 
-    /// Whether and how the channel serves `endpoint`.
-    pub fn reach(&self, endpoint: Endpoint) -> Option<Reach> {
-        providers::reach(self.kind, self.translate, self.responses, endpoint)
+    /// Whether and how the channel serves `endpoint` for the client-facing
+    /// `model` (a Vertex channel's format depends on the model it maps to).
+    pub fn reach(&self, endpoint: Endpoint, model: &str) -> Option<Reach> {
+        let upstream_model = self
+            .upstream
+            .as_ref()
+            .map_or(model, |u| u.upstream_model(model));
+        providers::reach(
+            self.kind,
+            self.translate,
+            self.responses,
+            endpoint,
+            upstream_model,
+        )
     }
 }
 

@@ -68,10 +68,16 @@ fn query_pairs(client: &RequestHeader) -> impl Iterator<Item = (&str, &str)> {
         .map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
+/// Whether a Gemini client asked for events (`alt=sse`): without it a
+/// stream is one JSON array.
+pub fn wants_sse(client: &RequestHeader) -> bool {
+    query_pairs(client).any(|(k, v)| k == "alt" && v == "sse")
+}
+
 /// The adapter for a Gemini answer: SSE when the client asked `alt=sse`,
 /// otherwise one JSON document (or, for streams, one JSON array).
 pub fn adapter_for(method: GeminiMethod, client: &RequestHeader) -> Box<dyn ResponseAdapter> {
-    let sse = query_pairs(client).any(|(k, v)| k == "alt" && v == "sse");
+    let sse = wants_sse(client);
     match method {
         GeminiMethod::CountTokens => Box::new(CountAdapter),
         _ => Box::new(GeminiAdapter::new(sse)),

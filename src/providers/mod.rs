@@ -2,13 +2,13 @@
 //! the client's request into the upstream's (URL, auth, body) and reads the
 //! answer on its way back (usage, and any rewrite the client needs).
 //!
-//! A channel only serves the client formats it speaks natively: `openai` and
-//! `azure` the OpenAI format, `anthropic` and `bedrock` the Anthropic
-//! Messages format, `gemini` the Gemini format, `vertex` both Gemini and
-//! Anthropic (Claude on Vertex), `mock` all three. There is no translation
-//! between formats: routing skips channels that cannot speak the request's
-//! format (see [`serves`]), so an answer always reaches the client in the
-//! exact shape its SDK expects.
+//! A channel speaks its own formats natively: `openai` and `azure` the
+//! OpenAI format, `anthropic` and `bedrock` the Anthropic Messages format,
+//! `gemini` the Gemini format, `vertex` Gemini or Anthropic (Claude on
+//! Vertex) by model, `mock` all three. Other client formats reach it by
+//! translation ([`translated`], [`reach`]) unless it sets `translate =
+//! false`; routing skips channels that can serve the request's format
+//! neither way.
 
 pub mod anthropic;
 pub mod azure;
@@ -264,13 +264,15 @@ pub enum Reach {
     Translated(Format),
 }
 
-/// Whether and how a channel of type `kind` serves `endpoint`, given the
-/// channel's `translate` and `responses` settings. Mock speaks everything.
+/// Whether and how a channel of type `kind` serves `endpoint` for the
+/// upstream model `model`, given the channel's `translate` and `responses`
+/// settings. Mock speaks everything.
 pub fn reach(
     kind: ChannelType,
     translate: bool,
     responses: bool,
     endpoint: Endpoint,
+    model: &str,
 ) -> Option<Reach> {
     use ChannelType as T;
     let native = match endpoint {
@@ -279,24 +281,52 @@ pub fn reach(
         {
             responses
         }
+        // Vertex speaks one format per model (see `channel_format`).
+        Endpoint::AnthropicMessages | Endpoint::AnthropicCountTokens | Endpoint::Gemini(_)
+            if kind == T::Vertex =>
+        {
+            serves(kind, endpoint) && channel_format(kind, model) == Some(endpoint.format())
+        }
         other => serves(kind, other),
     };
     if native {
         return Some(Reach::Native);
     }
-    if !translate {
+    // Embeddings, legacy completions and compaction are not translated.
+    // Counting is "translated" in that the gateway answers it from its
+    // tokenizer (relay/failover.rs): the channel counts in another format.
+    let translatable = matches!(
+        endpoint,
+        Endpoint::OpenAi(OpenAiOp::Chat | OpenAiOp::Responses)
+            | Endpoint::AnthropicMessages
+            | Endpoint::AnthropicCountTokens
+            | Endpoint::Gemini(
+                GeminiMethod::Generate | GeminiMethod::StreamGenerate | GeminiMethod::CountTokens
+            )
+    );
+    if !translate || !translatable {
         return None;
     }
-    let to = match (endpoint, kind) {
-        (Endpoint::AnthropicMessages, T::Openai | T::Azure) => Format::Chat,
-        // Answered by the gateway from its tokenizer (relay/failover.rs):
-        // OpenAI has no count endpoint.
-        (Endpoint::AnthropicCountTokens, T::Openai | T::Azure) => Format::Chat,
-        (Endpoint::OpenAi(OpenAiOp::Responses), T::Openai | T::Azure) => Format::Chat,
-        (Endpoint::OpenAi(OpenAiOp::Chat), T::Anthropic | T::Bedrock) => Format::Anthropic,
-        _ => return None,
-    };
-    Some(Reach::Translated(to))
+    let to = channel_format(kind, model)?;
+    (to != endpoint.format()).then_some(Reach::Translated(to))
+}
+
+/// The format a channel of type `kind` is sent translated requests in for
+/// the upstream model `model`; `None` for the mock, which speaks all.
+/// Vertex hosts Claude (Anthropic Messages, under `publishers/anthropic`)
+/// beside Gemini (`publishers/google`): the model's name tells which, as
+/// Vertex's own model ids do (`claude-sonnet-4-5@20250929`,
+/// `gemini-2.5-flash`).
+pub fn channel_format(kind: ChannelType, model: &str) -> Option<Format> {
+    use ChannelType as T;
+    match kind {
+        T::Openai | T::Azure => Some(Format::Chat),
+        T::Anthropic | T::Bedrock => Some(Format::Anthropic),
+        T::Gemini => Some(Format::Gemini),
+        T::Vertex if vertex::is_claude(model) => Some(Format::Anthropic),
+        T::Vertex => Some(Format::Gemini),
+        T::Mock => None,
+    }
 }
 
 /// Whether a channel of type `kind` can serve `endpoint` natively.
@@ -594,26 +624,119 @@ mod tests {
     }
 
     #[test]
-    fn compaction_goes_only_to_hosts_with_the_responses_api() {
+    fn reach_serves_every_cell_of_the_format_table() {
         use ChannelType as T;
-        let compact = Endpoint::OpenAi(OpenAiOp::ResponsesCompact);
-        assert_eq!(reach(T::Openai, true, true, compact), Some(Reach::Native));
-        assert_eq!(reach(T::Azure, false, true, compact), Some(Reach::Native));
-        // Nothing to translate a compaction to.
-        assert_eq!(reach(T::Openai, true, false, compact), None);
-        assert_eq!(reach(T::Anthropic, true, true, compact), None);
-        assert_eq!(reach(T::Mock, true, true, compact), Some(Reach::Native));
+        use Format as F;
+        let chat = Endpoint::OpenAi(OpenAiOp::Chat);
+        let responses = Endpoint::OpenAi(OpenAiOp::Responses);
+        let messages = Endpoint::AnthropicMessages;
+        let generate = Endpoint::Gemini(GeminiMethod::Generate);
+        let stream = Endpoint::Gemini(GeminiMethod::StreamGenerate);
+        let count = Endpoint::Gemini(GeminiMethod::CountTokens);
+        let on = |kind, endpoint, model| reach(kind, true, true, endpoint, model);
+        let translated = |to| Some(Reach::Translated(to));
+        let native = Some(Reach::Native);
+        // Chat clients.
+        assert_eq!(on(T::Anthropic, chat, "claude-x"), translated(F::Anthropic));
+        assert_eq!(
+            on(T::Bedrock, chat, "anthropic.claude"),
+            translated(F::Anthropic)
+        );
+        assert_eq!(
+            on(T::Gemini, chat, "gemini-2.5-flash"),
+            translated(F::Gemini)
+        );
+        assert_eq!(
+            on(T::Vertex, chat, "gemini-2.5-flash"),
+            translated(F::Gemini)
+        );
+        assert_eq!(
+            on(T::Vertex, chat, "claude-sonnet-4-5@20250929"),
+            translated(F::Anthropic)
+        );
+        // Anthropic clients.
+        assert_eq!(on(T::Openai, messages, "gpt-4o"), translated(F::Chat));
+        assert_eq!(
+            on(T::Gemini, messages, "gemini-2.5-flash"),
+            translated(F::Gemini)
+        );
+        assert_eq!(
+            on(T::Vertex, messages, "gemini-2.5-flash"),
+            translated(F::Gemini)
+        );
+        assert_eq!(on(T::Vertex, messages, "claude-sonnet-4-5"), native);
+        // Gemini clients.
+        for endpoint in [generate, stream] {
+            assert_eq!(on(T::Openai, endpoint, "gpt-4o"), translated(F::Chat));
+            assert_eq!(on(T::Azure, endpoint, "gpt-4o"), translated(F::Chat));
+            assert_eq!(
+                on(T::Anthropic, endpoint, "claude-x"),
+                translated(F::Anthropic)
+            );
+            assert_eq!(
+                on(T::Bedrock, endpoint, "claude-x"),
+                translated(F::Anthropic)
+            );
+            assert_eq!(
+                on(T::Vertex, endpoint, "claude-sonnet-4-5"),
+                translated(F::Anthropic)
+            );
+            assert_eq!(on(T::Vertex, endpoint, "gemini-2.5-pro"), native);
+            assert_eq!(on(T::Gemini, endpoint, "gemini-2.5-pro"), native);
+        }
+        // Responses clients.
+        assert_eq!(
+            reach(T::Openai, true, false, responses, "m"),
+            translated(F::Chat)
+        );
+        assert_eq!(
+            on(T::Anthropic, responses, "claude-x"),
+            translated(F::Anthropic)
+        );
+        assert_eq!(
+            on(T::Gemini, responses, "gemini-2.5-flash"),
+            translated(F::Gemini)
+        );
+        assert_eq!(
+            on(T::Vertex, responses, "claude-x"),
+            translated(F::Anthropic)
+        );
+        // Counting on a channel of another format is answered by the
+        // gateway (reach says so by "translated"); embeddings are not
+        // translated; nothing is with `translate = false`.
+        assert_eq!(on(T::Openai, count, "gpt-4o"), translated(F::Chat));
+        assert_eq!(on(T::Vertex, count, "claude-x"), translated(F::Anthropic));
+        assert_eq!(
+            on(T::Openai, Endpoint::AnthropicCountTokens, "gpt-4o"),
+            translated(F::Chat)
+        );
+        assert_eq!(
+            on(
+                T::Vertex,
+                Endpoint::AnthropicCountTokens,
+                "gemini-2.5-flash"
+            ),
+            translated(F::Gemini)
+        );
+        assert_eq!(
+            on(T::Gemini, Endpoint::OpenAi(OpenAiOp::Embeddings), "g"),
+            None
+        );
+        assert_eq!(reach(T::Gemini, false, true, chat, "g"), None);
+        assert_eq!(on(T::Mock, generate, "anything"), native);
     }
 
     #[test]
-    fn counting_on_an_openai_host_is_translated() {
+    fn compaction_goes_only_to_hosts_with_the_responses_api() {
         use ChannelType as T;
-        let count = Endpoint::AnthropicCountTokens;
-        assert_eq!(
-            reach(T::Openai, true, true, count),
-            Some(Reach::Translated(Format::Chat))
-        );
-        assert_eq!(reach(T::Openai, false, true, count), None);
+        let compact = Endpoint::OpenAi(OpenAiOp::ResponsesCompact);
+        let reach = |kind, translate, responses| reach(kind, translate, responses, compact, "m");
+        assert_eq!(reach(T::Openai, true, true), Some(Reach::Native));
+        assert_eq!(reach(T::Azure, false, true), Some(Reach::Native));
+        // Nothing to translate a compaction to.
+        assert_eq!(reach(T::Openai, true, false), None);
+        assert_eq!(reach(T::Anthropic, true, true), None);
+        assert_eq!(reach(T::Mock, true, true), Some(Reach::Native));
     }
 
     fn load(channel: &str) -> Result<crate::config::Loaded, crate::config::ConfigError> {

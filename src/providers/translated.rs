@@ -8,7 +8,9 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use pingora_http::ResponseHeader;
 
-use super::{BaseUrl, ClientRequest, Endpoint, OpenAiOp, Prepared, ResponseAdapter, Upstream};
+use super::{
+    BaseUrl, ClientRequest, Endpoint, GeminiMethod, OpenAiOp, Prepared, ResponseAdapter, Upstream,
+};
 use crate::body;
 use crate::errors::{ApiError, Dialect};
 use crate::sse::{SseEvent, SseParser};
@@ -34,15 +36,27 @@ pub async fn prepare(
 ) -> Result<pingora_error::Result<Prepared>, Untranslatable> {
     let from = req.endpoint.format();
     let model = channel.upstream_model(req.model);
-    let body = translate::request(from, to, req.body, model, max_output)?;
+    let stream = req.probe.stream;
+    let body = translate::request(from, to, req.body, model, max_output, stream)?;
     let body = Bytes::from(body);
     // Our own output: a probe failure would be a translator bug.
-    let probe = body::probe(&body).map_err(|why| Untranslatable::new("body", why))?;
-    let (endpoint, path) = match to {
-        Format::Chat => (Endpoint::OpenAi(OpenAiOp::Chat), "/v1/chat/completions"),
-        Format::Anthropic => (Endpoint::AnthropicMessages, "/v1/messages"),
-        Format::Responses => (Endpoint::OpenAi(OpenAiOp::Responses), "/v1/responses"),
-        Format::Gemini => return Err(Untranslatable::new("model", "no Gemini target yet")),
+    let mut probe = body::probe(&body).map_err(|why| Untranslatable::new("body", why))?;
+    // A Gemini body does not say it streams; the method in the path does
+    // (and `alt=sse` asks for events rather than one JSON array). The
+    // adapters take the model from `model`, not from this path.
+    probe.stream = stream;
+    let (endpoint, path) = match (to, stream) {
+        (Format::Chat, _) => (Endpoint::OpenAi(OpenAiOp::Chat), "/v1/chat/completions"),
+        (Format::Anthropic, _) => (Endpoint::AnthropicMessages, "/v1/messages"),
+        (Format::Responses, _) => (Endpoint::OpenAi(OpenAiOp::Responses), "/v1/responses"),
+        (Format::Gemini, false) => (
+            Endpoint::Gemini(GeminiMethod::Generate),
+            "/v1beta/models/model:generateContent",
+        ),
+        (Format::Gemini, true) => (
+            Endpoint::Gemini(GeminiMethod::StreamGenerate),
+            "/v1beta/models/model:streamGenerateContent?alt=sse",
+        ),
     };
     // The channel's adapter reads the path (and forwards the client's
     // headers) from the request head: the translated request's own.
@@ -57,7 +71,9 @@ pub async fn prepare(
         long_context: req.long_context,
     };
     let prepared = super::prepare(channel, url, native).await.map(|mut p| {
-        let answer = AnswerTranslation::new(to, from, req.model, req.probe.include_usage, req.body);
+        let json_array = from == Format::Gemini && !super::gemini::wants_sse(req.header);
+        let answer = AnswerTranslation::new(to, from, req.model, req.probe.include_usage, req.body)
+            .json_array_stream(json_array);
         p.adapter = Box::new(Translated::new(p.adapter, answer, from));
         p
     });
@@ -130,8 +146,8 @@ impl ResponseAdapter for Translated {
         if event_stream && self.status < 400 {
             self.stream = self.answer.stream().map(|t| (SseParser::default(), t));
         }
-        let content_type = match self.stream {
-            Some(_) => "text/event-stream",
+        let content_type = match &self.stream {
+            Some((_, translator)) => translator.content_type(),
             None => "application/json",
         };
         let _ = head.insert_header(CONTENT_TYPE, content_type);

@@ -5,6 +5,8 @@
 //! body with `anthropic_version: vertex-2023-10-16` and no `model`).
 //! Answers are in the native Gemini / Anthropic shapes, read by their
 //! adapters; image-generation models pass through like any Gemini model.
+//! Which of the two formats a model speaks is its name's ([`is_claude`]):
+//! a client of the other format (or of OpenAI's) is translated to it.
 //!
 //! Auth is an OAuth2 access token minted from a service account: an RS256
 //! JWT exchanged at the token URI. Tokens are cached; one refresh runs in
@@ -39,6 +41,13 @@ const REFRESH_AHEAD: Duration = Duration::from_secs(300);
 const MIN_VALIDITY: Duration = Duration::from_secs(30);
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+
+/// Claude on Vertex (Anthropic Messages), by the model's upstream name:
+/// Vertex names Anthropic's models `claude-…` (`claude-sonnet-4-5@20250929`)
+/// and every other publisher's otherwise.
+pub fn is_claude(model: &str) -> bool {
+    model.starts_with("claude")
+}
 
 pub struct Settings {
     pub project: String,

@@ -171,7 +171,8 @@ impl Failover<'_> {
         let Some(url) = &upstream.base_url else {
             return Ok(answer_from_mock(session, channel, self.endpoint, req).await);
         };
-        if self.endpoint.is_count() && channel.reach(self.endpoint) != Some(Reach::Native) {
+        let reach = channel.reach(self.endpoint, &req.model);
+        if self.endpoint.is_count() && reach != Some(Reach::Native) {
             return Ok(answer_count_estimate(session, self.endpoint, req).await);
         }
         let client_request = providers::ClientRequest {
@@ -182,7 +183,7 @@ impl Failover<'_> {
             model: &req.model,
             long_context: req.long_context,
         };
-        let prepared = match channel.reach(self.endpoint) {
+        let prepared = match reach {
             Some(Reach::Translated(to)) => {
                 let max_output = self.snap.max_output.get(&req.model).copied();
                 let max_output = max_output.unwrap_or(providers::translated::DEFAULT_MAX_TOKENS);

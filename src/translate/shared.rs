@@ -1,8 +1,9 @@
-//! What every translator shares: the formats, the refusal of a field, and
-//! the SSE writer.
+//! What every translator shares: the formats, the refusal of a field, the
+//! SSE writer, small readers of JSON values, and how an upstream's opaque
+//! reasoning signature rides in a chat tool-call id.
 
 use bytes::BytesMut;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// An API format, as clients and channels speak it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,78 @@ pub fn push_event(out: &mut BytesMut, event: Option<&str>, data: &Value) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(data.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");
+}
+
+pub(crate) type Object = Map<String, Value>;
+
+/// Separates a chat tool call's own id from the opaque reasoning signature
+/// appended to it (an Anthropic thinking block's `signature`, a Gemini
+/// part's `thoughtSignature`): chat clients that drop unknown fields still
+/// echo ids. Neither Anthropic ids (`[A-Za-z0-9_-]`) nor base64 contain `~`.
+pub const SIGNATURE_IN_ID: &str = "~sig~";
+
+/// A tool call id with a reasoning signature appended, if any.
+pub(crate) fn id_with_signature(id: &str, signature: Option<&str>) -> String {
+    match signature {
+        Some(signature) => format!("{id}{SIGNATURE_IN_ID}{signature}"),
+        None => id.to_string(),
+    }
+}
+
+/// Splits a tool call id a chat client echoed back into the upstream's id
+/// and the reasoning signature it carried.
+pub(crate) fn split_signature(id: &str) -> (&str, Option<&str>) {
+    match id.split_once(SIGNATURE_IN_ID) {
+        Some((id, signature)) if !signature.is_empty() => (id, Some(signature)),
+        Some((id, _)) => (id, None),
+        None => (id, None),
+    }
+}
+
+pub(crate) fn parse_request(body: &[u8]) -> Result<Object, Untranslatable> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(Untranslatable::new("body", "the body is not a JSON object")),
+        Err(e) => Err(Untranslatable::new(
+            "body",
+            format!("the body is not JSON: {e}"),
+        )),
+    }
+}
+
+pub(crate) fn parse_answer(body: &[u8]) -> Result<Value, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the answer is not JSON: {e}"))?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err("the answer is not a JSON object".to_string())
+    }
+}
+
+pub(crate) fn str_of<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value.get(key).and_then(Value::as_str)
+}
+
+pub(crate) fn u64_of(value: &Value, key: &str) -> u64 {
+    value.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+pub(crate) fn to_bytes(value: &Value) -> Vec<u8> {
+    // Serializing a `Value` cannot fail: its keys are strings.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+pub(crate) fn now_secs() -> u64 {
+    crate::clock::now_ms() / 1000
+}
+
+pub(crate) fn random_suffix() -> String {
+    format!(
+        "{:016x}{:08x}",
+        rand::random::<u64>(),
+        rand::random::<u32>()
+    )
 }
 
 #[cfg(test)]

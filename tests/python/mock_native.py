@@ -15,15 +15,25 @@ Answers are deterministic so tests can assert exact values:
   ``output_tokens`` = number of words; count_tokens: ``ANTHROPIC_COUNT``;
 - Gemini usage: ``promptTokenCount = GEMINI_PROMPT`` of which
   ``GEMINI_CACHED`` cached, ``candidatesTokenCount`` = number of words,
-  ``thoughtsTokenCount = GEMINI_THOUGHTS``; countTokens: ``GEMINI_COUNT``;
-  a directed ``functionCall`` answer: ``GEMINI_CALL_TOKENS`` out, no thoughts.
+  ``thoughtsTokenCount = GEMINI_THOUGHTS``; countTokens: ``GEMINI_COUNT``.
+- Gemini refuses what Google's API refuses (``gemini_problem``: unknown
+  fields, roles, empty parts, OpenAPI-style ``parameters`` with JSON Schema
+  keywords, function responses that do not match the calls before them)
+  and, like Gemini 3, a function call in the history without the
+  ``thoughtSignature`` it was answered with. With function declarations and
+  a user turn last it calls the first function (``{"city": "Paris"}``,
+  signed ``GEMINI_SIGNATURE``, after a thought); after function responses
+  it answers ``"tool said: <result>"``. Streams are SSE with ``alt=sse``,
+  one JSON array without, as Google streams.
+- A directed ``functionCall`` answer: ``GEMINI_CALL_TOKENS`` out, no thoughts.
 
 ``MockNative(tools="directed")`` answers agent CLIs instead: see
 ``agent_turns`` (a ``tool_use`` block, or a Gemini ``functionCall`` part,
 only when the user's words ask for one).
 
 Every request is recorded (``mock.requests``: method, full path with query,
-lower-cased headers, raw body).
+lower-cased headers, raw body). ``mock.fail_next(status, body)`` makes the
+next request answer that error instead.
 """
 
 from __future__ import annotations
@@ -50,6 +60,9 @@ GEMINI_COUNT = 23
 # Output tokens of a directed functionCall answer.
 GEMINI_CALL_TOKENS = 6
 VERTEX_TOKEN = "ya29.e2e-vertex-token"
+# Opaque, and with the characters base64 has beyond ids' (+ / =).
+GEMINI_SIGNATURE = base64.b64encode(b"\xfb\xff\xbfmock-thought-signature").decode()
+GEMINI_TOOL_ARGS = {"city": "Paris"}
 
 
 def event_frame(headers: dict[str, str], payload: bytes) -> bytes:
@@ -131,10 +144,120 @@ def anthropic_tool_result(body: dict) -> str | None:
 
 
 def gemini_text(body: dict) -> str:
+    last = body["contents"][-1]
+    responses = [p["functionResponse"] for p in last["parts"] if "functionResponse" in p]
+    if responses:
+        results = [r["response"].get("result", json.dumps(r["response"])) for r in responses]
+        return "tool said: " + " ".join(str(r) for r in results)
     for c in reversed(body.get("contents", [])):
         if c.get("role", "user") == "user":
             return "echo: " + " ".join(p.get("text", "") for p in c.get("parts", []))
     return "echo: "
+
+
+GEMINI_FIELDS = {"model", "contents", "systemInstruction", "tools", "toolConfig",
+                 "generationConfig", "safetySettings", "cachedContent", "labels"}
+GEMINI_CONFIG_FIELDS = {
+    "stopSequences", "responseMimeType", "responseSchema", "responseJsonSchema",
+    "responseModalities", "candidateCount", "maxOutputTokens", "temperature", "topP",
+    "topK", "seed", "presencePenalty", "frequencyPenalty", "responseLogprobs", "logprobs",
+    "enableEnhancedCivicAnswers", "speechConfig", "thinkingConfig", "mediaResolution",
+    "imageConfig",
+}
+GEMINI_PART_DATA = {"text", "inlineData", "fileData", "functionCall", "functionResponse",
+                    "executableCode", "codeExecutionResult"}
+GEMINI_PART_FIELDS = GEMINI_PART_DATA | {"thought", "thoughtSignature", "videoMetadata",
+                                         "partMetadata", "mediaResolution"}
+# What Gemini's OpenAPI-style Schema knows; JSON Schema's other keywords
+# (additionalProperties, $schema, ...) are refused there.
+GEMINI_SCHEMA_FIELDS = {
+    "type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems",
+    "properties", "required", "minProperties", "maxProperties", "minLength", "maxLength",
+    "pattern", "example", "anyOf", "propertyOrdering", "default", "items", "minimum", "maximum",
+}
+
+
+def schema_problem(schema: Any, at: str) -> str | None:
+    if not isinstance(schema, dict):
+        return None
+    for key, value in schema.items():
+        if key not in GEMINI_SCHEMA_FIELDS:
+            return f'Invalid JSON payload received. Unknown name "{key}" at \'{at}\': Cannot find field.'
+        children = value.values() if key == "properties" and isinstance(value, dict) else (
+            [value] if key == "items" else value if key == "anyOf" else [])
+        for child in children:
+            problem = schema_problem(child, at)
+            if problem:
+                return problem
+    return None
+
+
+def gemini_problem(body: dict) -> str | None:
+    """What Google's generateContent would refuse in ``body``."""
+    for key in body:
+        if key not in GEMINI_FIELDS:
+            return f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.'
+    for key in body.get("generationConfig") or {}:
+        if key not in GEMINI_CONFIG_FIELDS:
+            return (f'Invalid JSON payload received. Unknown name "{key}" at '
+                    f"'generation_config': Cannot find field.")
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not contents:
+        return "* GenerateContentRequest.contents: contents is not specified"
+    calls_before = 0
+    for i, c in enumerate(contents):
+        if c.get("role", "user") not in ("user", "model"):
+            return f"Please use a valid role: user, model. (contents[{i}])"
+        parts = c.get("parts")
+        if not isinstance(parts, list) or not parts:
+            return f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty."
+        for j, p in enumerate(parts):
+            unknown = set(p) - GEMINI_PART_FIELDS
+            if unknown:
+                return f'Invalid JSON payload received. Unknown name "{unknown.pop()}" at \'contents[{i}].parts[{j}]\''
+            if len(set(p) & GEMINI_PART_DATA) != 1:
+                return f"contents[{i}].parts[{j}]: a part must hold exactly one kind of data"
+            for kind, known in (("functionCall", {"id", "name", "args"}),
+                                ("functionResponse", {"id", "name", "response"})):
+                unknown = set(p.get(kind, {})) - known
+                if unknown:
+                    return (f'Invalid JSON payload received. Unknown name "{unknown.pop()}" at '
+                            f"'contents[{i}].parts[{j}].{kind}': Cannot find field.")
+            if "functionCall" in p and not isinstance(p["functionCall"].get("args", {}), dict):
+                return f"contents[{i}].parts[{j}].function_call.args: must be an object"
+            if "functionResponse" in p and not isinstance(p["functionResponse"].get("response"), dict):
+                return f"contents[{i}].parts[{j}].function_response.response: must be an object"
+        calls = [p for p in parts if "functionCall" in p]
+        if c.get("role") == "model" and calls and calls[0].get("thoughtSignature") != GEMINI_SIGNATURE:
+            return (f"Function call is missing a thought_signature in functionCall parts. "
+                    f"(contents[{i}].parts)")
+        responses = sum(1 for p in parts if "functionResponse" in p)
+        if responses and responses != calls_before:
+            return ("Please ensure that the number of function response parts is equal to "
+                    "the number of function call parts of the function call turn.")
+        calls_before = len(calls)
+    for t, tool in enumerate(body.get("tools") or []):
+        for d, declaration in enumerate(tool.get("functionDeclarations") or []):
+            at = f"tools[{t}].function_declarations[{d}]"
+            if not declaration.get("name"):
+                return f"* GenerateContentRequest.{at}.name: Name cannot be empty."
+            if "parameters" in declaration and "parametersJsonSchema" in declaration:
+                return f"{at}: only one of parameters and parametersJsonSchema may be set"
+            problem = schema_problem(declaration.get("parameters"), f"{at}.parameters")
+            if problem:
+                return problem
+    return None
+
+
+def gemini_call(body: dict) -> str | None:
+    """With function declarations and a plain user turn last, the function
+    the mock calls: the first declared."""
+    declarations = [d for t in body.get("tools") or [] for d in t.get("functionDeclarations") or []]
+    last = body["contents"][-1]
+    answered = any("functionResponse" in p for p in last["parts"])
+    if declarations and last.get("role", "user") == "user" and not answered:
+        return declarations[0]["name"]
+    return None
 
 
 class MockNative:
@@ -145,6 +268,7 @@ class MockNative:
         assert tools in ("first", "directed"), tools
         self.tools = tools
         self.requests: list[Received] = []
+        self._failures: list[tuple[int, dict]] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -172,15 +296,22 @@ class MockNative:
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
+            self._failures.clear()
+
+    def fail_next(self, status: int, body: dict) -> None:
+        """The next request answers ``status`` with ``body``."""
+        with self._lock:
+            self._failures.append((status, body))
 
     def last(self) -> Received:
         with self._lock:
             assert self.requests, "the mock received no request"
             return self.requests[-1]
 
-    def _record(self, r: Received) -> None:
+    def _record(self, r: Received) -> tuple[int, dict] | None:
         with self._lock:
             self.requests.append(r)
+            return self._failures.pop(0) if self._failures else None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -192,9 +323,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-        self.owner._record(
+        failure = self.owner._record(
             Received("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
         )
+        if failure is not None:
+            self._json(failure[1], status=failure[0])
+            return
         path = self.path.split("?", 1)[0]
         if path == "/token":
             self._json({"access_token": VERTEX_TOKEN, "expires_in": 3599, "token_type": "Bearer"})
@@ -213,7 +347,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path.endswith(":generateContent"):
             self._gemini(body, stream=False)
         elif path.endswith(":streamGenerateContent"):
-            self._gemini(body, stream=True)
+            self._gemini(body, stream=True, sse="alt=sse" in self.path.split("?", 1)[-1].split("&"))
         else:
             self._json({"error": {"message": f"unknown path {path}"}}, status=404)
 
@@ -228,9 +362,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         self.wfile.flush()
 
-    def _stream(self, events: list[str]) -> None:
+    def _stream(self, events: list[str], content_type: str = "text/event-stream") -> None:
         self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
+        self.send_header("content-type", content_type)
         self.send_header("cache-control", "no-cache")
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
@@ -354,20 +488,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- Gemini ------------------------------------------------------------
 
-    def _gemini(self, body: dict, stream: bool) -> None:
-        call = None
+    def _gemini(self, body: dict, stream: bool, sse: bool = False) -> None:
+        problem = gemini_problem(body)
+        if problem:
+            self._json({"error": {"code": 400, "message": problem, "status": "INVALID_ARGUMENT"}},
+                       status=400)
+            return
+        text = None
         if self.owner.tools == "directed":
             turn = gemini_turn(body)
-            call = turn.call
-            pieces = words(turn.text) if turn.text else []
+            if turn.call:
+                self._gemini_call(turn.call, stream, sse)
+                return
+            text = turn.text or ""
+            call = None
         else:
-            pieces = words(gemini_text(body))
-        if call:
-            self._gemini_call(call, stream)
-            return
+            call = gemini_call(body)
 
-        def chunk(text: str, candidates: int, last: bool) -> dict:
-            candidate: dict = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        def chunk(parts: list, candidates: int, last: bool) -> dict:
+            candidate: dict = {"content": {"parts": parts, "role": "model"}, "index": 0}
             if last:
                 candidate["finishReason"] = "STOP"
             usage = {
@@ -382,23 +521,37 @@ class _Handler(BaseHTTPRequestHandler):
             return {"candidates": [candidate], "usageMetadata": usage,
                     "modelVersion": "gemini-2.5-flash", "responseId": "mock-response"}
 
+        if call:
+            thought = {"text": "I should call the tool.", "thought": True}
+            signed = {"functionCall": {"name": call, "args": GEMINI_TOOL_ARGS},
+                      "thoughtSignature": GEMINI_SIGNATURE}
+            chunks = [chunk([thought], 0, False), chunk([signed], GEMINI_CALL_TOKENS, True)]
+        else:
+            pieces = words(gemini_text(body) if text is None else text)
+            n = len(pieces)
+            chunks = [chunk([{"text": p}], n if i == n - 1 else 0, i == n - 1)
+                      for i, p in enumerate(pieces)]
         if not stream:
-            self._json(chunk("".join(pieces), len(pieces), True))
-            return
-        n = len(pieces)
-        self._stream(
-            [
-                f"data: {json.dumps(chunk(p, n if i == n - 1 else 0, i == n - 1))}\r\n\r\n"
-                for i, p in enumerate(pieces)
-            ]
-        )
+            whole = chunks[-1]
+            parts = [p for c in chunks for p in c["candidates"][0]["content"]["parts"]]
+            if not call:
+                parts = [{"text": "".join(p["text"] for p in parts)}]
+            whole["candidates"][0]["content"]["parts"] = parts
+            self._json(whole)
+        elif sse:
+            self._stream([f"data: {json.dumps(c)}\r\n\r\n" for c in chunks])
+        else:
+            # Without alt=sse Google streams one JSON array, element by element.
+            self._stream(["[" + json.dumps(chunks[0])] + ["," + json.dumps(c) for c in chunks[1:]] + ["]"],
+                         content_type="application/json")
 
-    def _gemini_call(self, call: tuple[str, str], stream: bool) -> None:
+    def _gemini_call(self, call: tuple[str, str], stream: bool, sse: bool) -> None:
         """A ``functionCall`` part, whole (Gemini streams a call in one chunk)."""
         name, arguments = call
         answer = {
             "candidates": [{
-                "content": {"parts": [{"functionCall": {"name": name, "args": json.loads(arguments)}}],
+                "content": {"parts": [{"functionCall": {"name": name, "args": json.loads(arguments)},
+                                       "thoughtSignature": GEMINI_SIGNATURE}],
                             "role": "model"},
                 "finishReason": "STOP", "index": 0,
             }],
@@ -407,7 +560,9 @@ class _Handler(BaseHTTPRequestHandler):
                               "totalTokenCount": GEMINI_PROMPT + GEMINI_CALL_TOKENS},
             "modelVersion": "gemini-2.5-flash", "responseId": "mock-response",
         }
-        if stream:
+        if stream and sse:
             self._stream([f"data: {json.dumps(answer)}\r\n\r\n"])
+        elif stream:
+            self._stream(["[" + json.dumps(answer) + "]"], content_type="application/json")
         else:
             self._json(answer)

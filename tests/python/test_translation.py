@@ -6,7 +6,13 @@ tollgate's translation.
   channel, and ``client.responses`` of the ``openai`` SDK (Codex's format)
   on a chat-only one (``responses = false``): the mock OpenAI upstream;
 - the ``openai`` SDK's chat completions on an Anthropic channel: the mock
-  Anthropic upstream.
+  Anthropic upstream;
+- the ``openai`` and ``anthropic`` SDKs on a Gemini channel, and the
+  ``google-genai`` SDK on OpenAI-compatible and Anthropic channels (through
+  the Chat pivot where neither side is Chat): the mock Gemini upstream,
+  which refuses what Google refuses (unknown fields, JSON Schema keywords
+  in OpenAPI-style ``parameters``, a function call without the
+  ``thoughtSignature`` it came with).
 
 The mocks refuse what the real APIs refuse (Anthropic: ``max_tokens``,
 alternating roles; OpenAI: message roles), so a sloppy translation fails
@@ -22,6 +28,9 @@ import json
 import anthropic
 import openai
 import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 
 from access_log import Metered, spent_nano_usd, wait_metered, wait_spent
 from harness import sha256_hex
@@ -30,6 +39,12 @@ from mock_native import (
     ANTHROPIC_CACHE_WRITE,
     ANTHROPIC_INPUT,
     ANTHROPIC_TOOL_ID,
+    GEMINI_CACHED,
+    GEMINI_CALL_TOKENS,
+    GEMINI_PROMPT,
+    GEMINI_SIGNATURE,
+    GEMINI_THOUGHTS,
+    GEMINI_TOOL_ARGS,
     MockNative,
 )
 from mock_openai import CACHED_TOKENS, PROMPT_TOKENS, TOOL_ARGUMENTS, TOOL_CALL_ID, MockOpenAI
@@ -37,6 +52,7 @@ from mock_openai import CACHED_TOKENS, PROMPT_TOKENS, TOOL_ARGUMENTS, TOOL_CALL_
 CLIENT_KEY = "sk-e2e-client-translation"
 OPENAI_CHANNEL_KEY = "sk-e2e-upstream-openai-compatible"
 ANTHROPIC_CHANNEL_KEY = "sk-ant-e2e-upstream-translated"
+GEMINI_CHANNEL_KEY = "AIza-e2e-upstream-translated"
 
 WEATHER_TOOL = {
     "name": "get_weather",
@@ -81,6 +97,12 @@ input = 1.25
 output = 10
 cached_input = 0.125
 
+[[models]]
+name = "gemini-2.5-flash"
+input = 0.3
+output = 2.5
+cached_input = 0.075
+
 [[channels]]
 name = "compatible"
 type = "openai"
@@ -103,6 +125,13 @@ base_url = "{anthropic_url}"
 api_key = "{ANTHROPIC_CHANNEL_KEY}"
 models = ["claude-sonnet-4-6", "claude-haiku-4-5"]
 
+[[channels]]
+name = "gemini"
+type = "gemini"
+base_url = "{anthropic_url}"
+api_key = "{GEMINI_CHANNEL_KEY}"
+models = ["gemini-2.5-flash"]
+
 [[keys]]
 name = "e2e-translation"
 key_sha256 = "{sha256_hex(CLIENT_KEY)}"
@@ -118,6 +147,21 @@ def stack(start_tollgate_module):
     yield tollgate, upstream_openai, upstream_anthropic
     upstream_openai.stop()
     upstream_anthropic.stop()
+
+
+# Upstream requests of the module's tests so far: each has its line in
+# the access log (no failover here), which follows its answer by a moment.
+_SENT = [0]
+
+
+@pytest.fixture(autouse=True)
+def metered_before_the_next_test(stack):
+    """A test counts the access log's lines before its own request: the
+    lines of the tests before it must all be there by then."""
+    yield
+    tollgate, upstream_openai, upstream_native = stack
+    _SENT[0] += len(upstream_openai.requests) + len(upstream_native.requests)
+    wait_metered(tollgate, _SENT[0])
 
 
 @pytest.fixture
@@ -138,6 +182,23 @@ def gpt(stack):
     c = openai.OpenAI(base_url=tollgate.url("/v1"), api_key=CLIENT_KEY, max_retries=0, timeout=20)
     yield c
     c.close()
+
+
+@pytest.fixture
+def gem(stack):
+    """A google-genai client on tollgate."""
+    tollgate, upstream_openai, upstream_native = stack
+    upstream_openai.requests.clear()
+    upstream_native.reset()
+    return genai.Client(
+        api_key=CLIENT_KEY,
+        http_options=genai_types.HttpOptions(base_url=tollgate.url(), api_version="v1beta", timeout=20_000),
+    )
+
+
+def gemini_nanos(m: Metered) -> int:
+    """input $0.30, cached $0.075, output $2.50 per 1M tokens, ratio 1."""
+    return m.input * 300 + m.cached_input * 75 + m.output * 2500
 
 
 def deepseek_nanos(m: Metered) -> int:
@@ -317,7 +378,8 @@ def test_compaction_is_refused_where_no_host_has_the_responses_api(gpt, stack):
         gpt.responses.compact(model="deepseek-chat", input="x")
     assert e.value.code == "unsupported_format"
     assert upstream.requests == [], "nothing reached the chat-only host"
-    wait_metered(tollgate, before + 1)  # the refusal's line, so later tests count from here
+    wait_metered(tollgate, before + 1)
+    _SENT[0] += 1  # the refusal's line, which no upstream request stands for
 
 
 def test_token_count_on_an_openai_channel_is_the_gateways_estimate(claude, stack):
@@ -333,6 +395,7 @@ def test_token_count_on_an_openai_channel_is_the_gateways_estimate(claude, stack
     assert upstream.requests == [], "OpenAI has no count endpoint: nothing goes upstream"
     m = wait_metered(tollgate, before + 1)[before]
     assert (m.channel, m.input, m.output) == ("compatible", 0, 0), "counting is never billed"
+    _SENT[0] += 1  # a line that no upstream request stands for
 
 
 # -- the openai SDK on an Anthropic channel ------------------------------------
@@ -442,3 +505,342 @@ def test_chat_tool_round_trip_on_an_anthropic_channel(gpt, stack, streamed):
     result = sent["messages"][2]["content"][0]
     assert (result["type"], result["tool_use_id"]) == ("tool_result", call_id)
     assert result["content"] in ("sunny", [{"type": "text", "text": "sunny"}])
+
+
+# -- the openai SDK on a Gemini channel ------------------------------------------
+
+STRICT_WEATHER_SCHEMA = {**WEATHER_TOOL["input_schema"], "additionalProperties": False}
+CHAT_WEATHER_TOOLS = [{"type": "function", "function": {
+    "name": WEATHER_TOOL["name"],
+    "description": WEATHER_TOOL["description"],
+    "parameters": STRICT_WEATHER_SCHEMA,
+}}]
+
+
+def test_chat_completions_on_a_gemini_channel(gpt, stack):
+    tollgate, _, upstream = stack
+    before = len(wait_metered(tollgate, 0))
+    spent = spent_nano_usd(tollgate, CLIENT_KEY)
+    r = gpt.chat.completions.create(
+        model="gemini-2.5-flash",
+        messages=[
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "Hello Gemini"},
+        ],
+        max_tokens=50,
+        temperature=0.5,
+    )
+    assert r.choices[0].message.content == "echo: Hello Gemini"
+    assert r.choices[0].finish_reason == "stop"
+    # Gemini's promptTokenCount includes the cached tokens, as OpenAI's
+    # prompt_tokens do; thoughts are output tokens.
+    assert r.usage.prompt_tokens == GEMINI_PROMPT
+    assert r.usage.prompt_tokens_details.cached_tokens == GEMINI_CACHED
+    assert r.usage.completion_tokens == 3 + GEMINI_THOUGHTS
+    assert r.usage.completion_tokens_details.reasoning_tokens == GEMINI_THOUGHTS
+    got = upstream.last()
+    assert got.path == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert got.headers["x-goog-api-key"] == GEMINI_CHANNEL_KEY
+    assert "authorization" not in got.headers
+    sent = got.json()
+    assert sent["systemInstruction"] == {"parts": [{"text": "Answer briefly."}]}
+    assert sent["contents"] == [{"role": "user", "parts": [{"text": "Hello Gemini"}]}]
+    assert sent["generationConfig"] == {"maxOutputTokens": 50, "temperature": 0.5}
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.cached_input, m.output, m.estimated) == (30, 10, 6, False)
+    assert (m.channel, m.model) == ("gemini", "gemini-2.5-flash")
+    # 30 x 0.30 + 10 x 0.075 + 6 x 2.50 per 1M tokens = 24,750 nano-USD
+    assert gemini_nanos(m) == 24_750
+    assert wait_spent(tollgate, CLIENT_KEY, spent + 24_750) == spent + 24_750
+
+
+def test_chat_stream_on_a_gemini_channel(gpt, stack):
+    tollgate, _, upstream = stack
+    before = len(wait_metered(tollgate, 0))
+    chunks = list(gpt.chat.completions.create(
+        model="gemini-2.5-flash",
+        messages=[{"role": "user", "content": "stream from gemini"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    ))
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert deltas == ["echo:", " stream", " from", " gemini"], "one chunk per upstream event"
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == ["stop"]
+    assert chunks[-1].usage.completion_tokens == 4 + GEMINI_THOUGHTS
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == GEMINI_CACHED
+    assert upstream.last().path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.cached_input, m.output, m.estimated) == (30, 10, 7, False)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_chat_tool_round_trip_on_a_gemini_channel(gpt, stack, streamed):
+    """Gemini 3's rule: the next turn must carry the call's thoughtSignature,
+    which a chat client only echoes inside the tool call's id."""
+    _, _, upstream = stack
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    kwargs = dict(model="gemini-2.5-flash", tools=CHAT_WEATHER_TOOLS)
+    if streamed:
+        chunks = list(gpt.chat.completions.create(messages=messages, stream=True, **kwargs))
+        calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+        assert len(calls) == 1, "Gemini sends a call whole: one chunk"
+        call_id, name, arguments = calls[0].id, calls[0].function.name, calls[0].function.arguments
+        reasoning = "".join(getattr(c.choices[0].delta, "reasoning_content", None) or ""
+                            for c in chunks if c.choices)
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        assert finish == ["tool_calls"]
+    else:
+        r = gpt.chat.completions.create(messages=messages, **kwargs)
+        assert r.choices[0].finish_reason == "tool_calls"
+        tc = r.choices[0].message.tool_calls[0]
+        call_id, name, arguments = tc.id, tc.function.name, tc.function.arguments
+        reasoning = r.choices[0].message.model_extra["reasoning_content"]
+    assert (name, json.loads(arguments)) == ("get_weather", GEMINI_TOOL_ARGS)
+    assert reasoning == "I should call the tool."
+    assert call_id.endswith(GEMINI_SIGNATURE)
+    sent = upstream.last().json()
+    declaration = sent["tools"][0]["functionDeclarations"][0]
+    assert declaration["parametersJsonSchema"] == STRICT_WEATHER_SCHEMA
+    follow_up = messages + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}},
+        ]},
+        {"role": "tool", "tool_call_id": call_id, "content": "sunny"},
+    ]
+    r2 = gpt.chat.completions.create(messages=follow_up, **kwargs)
+    assert r2.choices[0].message.content == "tool said: sunny"
+    sent = upstream.last().json()
+    assert [c["role"] for c in sent["contents"]] == ["user", "model", "user"]
+    assert sent["contents"][1]["parts"] == [{
+        "functionCall": {"name": "get_weather", "args": GEMINI_TOOL_ARGS},
+        "thoughtSignature": GEMINI_SIGNATURE,
+    }]
+    assert sent["contents"][2]["parts"] == [
+        {"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}},
+    ]
+
+
+def test_upstream_errors_reach_a_chat_client_from_gemini_in_its_dialect(gpt, stack):
+    _, _, upstream = stack
+    upstream.fail_next(400, {"error": {"code": 400, "message": "Request contains an invalid argument.",
+                                       "status": "INVALID_ARGUMENT"}})
+    with pytest.raises(openai.BadRequestError) as e:
+        gpt.chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": "x"}])
+    assert e.value.body["message"] == "Request contains an invalid argument."
+    assert e.value.body["type"] == "invalid_request_error"
+
+
+# -- the anthropic SDK on a Gemini channel -----------------------------------------
+
+
+def test_anthropic_stream_on_a_gemini_channel(claude, stack):
+    tollgate, _, upstream = stack
+    before = len(wait_metered(tollgate, 0))
+    with claude.messages.stream(
+        model="gemini-2.5-flash",
+        max_tokens=64,
+        system="Be brief.",
+        messages=[{"role": "user", "content": "stream me via gemini"}],
+    ) as stream:
+        pieces = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert pieces == ["echo:", " stream", " me", " via", " gemini"]
+    assert final.stop_reason == "end_turn"
+    # Anthropic's input_tokens exclude the cached tokens.
+    assert final.usage.input_tokens == GEMINI_PROMPT - GEMINI_CACHED
+    assert final.usage.cache_read_input_tokens == GEMINI_CACHED
+    assert final.usage.output_tokens == 5 + GEMINI_THOUGHTS
+    got = upstream.last()
+    assert got.path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    sent = got.json()
+    assert sent["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert sent["generationConfig"] == {"maxOutputTokens": 64}
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.cached_input, m.output, m.estimated) == (30, 10, 8, False)
+
+
+# -- the google-genai SDK on OpenAI-compatible and Anthropic channels ----------------
+
+
+def test_genai_generate_on_an_openai_channel(gem, stack):
+    tollgate, upstream, _ = stack
+    before = len(wait_metered(tollgate, 0))
+    spent = spent_nano_usd(tollgate, CLIENT_KEY)
+    r = gem.models.generate_content(
+        model="deepseek-chat",
+        contents="Hello from genai",
+        config=genai_types.GenerateContentConfig(
+            system_instruction="Be brief.", max_output_tokens=50, top_k=5, stop_sequences=["END"]),
+    )
+    assert r.text == "echo: Hello from genai"
+    assert r.candidates[0].finish_reason == genai_types.FinishReason.STOP
+    assert r.usage_metadata.prompt_token_count == PROMPT_TOKENS
+    assert r.usage_metadata.cached_content_token_count == CACHED_TOKENS
+    assert r.usage_metadata.candidates_token_count == 4
+    got = upstream.requests[-1]
+    assert got.path == "/v1/chat/completions"
+    assert got.headers["authorization"] == f"Bearer {OPENAI_CHANNEL_KEY}"
+    sent = got.json()
+    assert sent["model"] == "deepseek-chat"
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hello from genai"},
+    ]
+    assert (sent["max_tokens"], sent["stop"]) == (50, ["END"])
+    assert "top_k" not in sent and "stream" not in sent
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.cached_input, m.output, m.estimated) == (16, 5, 4, False)
+    assert m.channel == "compatible"
+    assert deepseek_nanos(m) == 9_070
+    assert wait_spent(tollgate, CLIENT_KEY, spent + 9_070) == spent + 9_070
+
+
+def test_genai_stream_on_an_openai_channel(gem, stack):
+    tollgate, upstream, _ = stack
+    before = len(wait_metered(tollgate, 0))
+    chunks = list(gem.models.generate_content_stream(model="deepseek-chat", contents="stream for genai"))
+    assert [c.text for c in chunks] == ["echo:", " stream", " for", " genai", ""]
+    assert chunks[-1].candidates[0].finish_reason == genai_types.FinishReason.STOP
+    assert chunks[-1].usage_metadata.candidates_token_count == 4
+    assert chunks[-1].usage_metadata.prompt_token_count == PROMPT_TOKENS
+    sent = upstream.requests[-1].json()
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.cached_input, m.output, m.estimated) == (16, 5, 4, False)
+
+
+def test_genai_tool_round_trip_on_an_openai_channel(gem, stack):
+    _, upstream, _ = stack
+    weather = genai_types.FunctionDeclaration(
+        name="get_weather",
+        description="Weather of a city",
+        parameters=genai_types.Schema(
+            type="OBJECT",
+            properties={"city": genai_types.Schema(type="STRING")},
+            required=["city"],
+        ),
+    )
+    config = genai_types.GenerateContentConfig(
+        tools=[genai_types.Tool(function_declarations=[weather])],
+        tool_config=genai_types.ToolConfig(
+            function_calling_config=genai_types.FunctionCallingConfig(mode="ANY")),
+    )
+    question = genai_types.Content(role="user", parts=[genai_types.Part(text="Weather in Paris?")])
+    r = gem.models.generate_content(model="deepseek-chat", contents=[question], config=config)
+    call = r.function_calls[0]
+    assert (call.id, call.name, call.args) == (TOOL_CALL_ID, "get_weather", json.loads(TOOL_ARGUMENTS))
+    sent = upstream.requests[-1].json()
+    assert sent["tools"] == [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }}]
+    assert sent["tool_choice"] == "required"
+    # The client answers without the call's id, as Gemini clients may:
+    # the response finds its call by name.
+    answer = genai_types.Content(role="user", parts=[
+        genai_types.Part.from_function_response(name="get_weather", response={"result": "sunny"}),
+    ])
+    r2 = gem.models.generate_content(
+        model="deepseek-chat", contents=[question, r.candidates[0].content, answer], config=config)
+    assert r2.text == "tool said: sunny"
+    sent = upstream.requests[-1].json()
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "tool"]
+    assert sent["messages"][1]["tool_calls"][0]["id"] == TOOL_CALL_ID
+    assert json.loads(sent["messages"][1]["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
+    assert sent["messages"][2] == {"role": "tool", "tool_call_id": TOOL_CALL_ID, "content": "sunny"}
+
+
+def test_genai_on_an_anthropic_channel_through_chat(gem, stack):
+    tollgate, _, upstream = stack
+    before = len(wait_metered(tollgate, 0))
+    r = gem.models.generate_content(model="claude-sonnet-4-6", contents="Hello Claude from genai")
+    assert r.text == "echo: Hello Claude from genai"
+    # OpenAI's and Gemini's prompt counts include cache reads and writes.
+    assert r.usage_metadata.prompt_token_count == ANTHROPIC_INPUT + ANTHROPIC_CACHE_READ + ANTHROPIC_CACHE_WRITE
+    assert r.usage_metadata.cached_content_token_count == ANTHROPIC_CACHE_READ
+    sent = upstream.last().json()
+    assert upstream.last().path == "/v1/messages"
+    assert sent["max_tokens"] == 4096 and sent["model"] == "claude-sonnet-4-6"
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.cached_input, m.cache_write, m.output) == (30, 200, 50, 5)
+
+
+def test_upstream_errors_reach_a_genai_client_in_its_dialect(gem, stack):
+    _, upstream, _ = stack
+    upstream.fail_next(400, {"error": {"message": "context too long", "type": "invalid_request_error"}})
+    with pytest.raises(genai_errors.ClientError) as e:
+        gem.models.generate_content(model="deepseek-chat", contents="x")
+    assert e.value.code == 400
+    assert e.value.status == "INVALID_ARGUMENT"
+    assert e.value.message == "context too long"
+
+
+# -- the Responses API (Codex) on a Gemini channel, through Chat ---------------------
+
+
+def test_responses_on_a_gemini_channel_through_chat(gpt, stack):
+    tollgate, _, upstream = stack
+    before = len(wait_metered(tollgate, 0))
+    r = gpt.responses.create(model="gemini-2.5-flash", instructions="Be brief.", input="Hello responses")
+    assert r.output_text == "echo: Hello responses"
+    assert r.status == "completed"
+    assert r.usage.input_tokens == GEMINI_PROMPT
+    assert r.usage.input_tokens_details.cached_tokens == GEMINI_CACHED
+    assert r.usage.output_tokens == 3 + GEMINI_THOUGHTS
+    got = upstream.last()
+    assert got.path == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert got.json()["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.cached_input, m.output, m.estimated) == (30, 10, 6, False)
+
+
+def test_responses_stream_on_a_gemini_channel_through_chat(gpt, stack):
+    tollgate, _, upstream = stack
+    before = len(wait_metered(tollgate, 0))
+    deltas = []
+    with gpt.responses.stream(model="gemini-2.5-flash", input="stream the responses") as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_response()
+    assert deltas == ["echo:", " stream", " the", " responses"]
+    assert final.output_text == "echo: stream the responses"
+    assert final.usage.output_tokens == 4 + GEMINI_THOUGHTS
+    assert upstream.last().path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.cached_input, m.output, m.estimated) == (30, 10, 7, False)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_anthropic_tool_round_trip_on_a_gemini_channel(claude, stack, streamed):
+    """Claude Code's loop on Gemini 3: the call's thoughtSignature rides in
+    the tool_use id the client echoes, through both translations."""
+    _, _, upstream = stack
+    first_turn = [{"role": "user", "content": "Weather in Paris?"}]
+    kwargs = dict(model="gemini-2.5-flash", max_tokens=64, tools=[WEATHER_TOOL])
+    if streamed:
+        with claude.messages.stream(messages=first_turn, **kwargs) as stream:
+            r = stream.get_final_message()
+    else:
+        r = claude.messages.create(messages=first_turn, **kwargs)
+    assert r.stop_reason == "tool_use"
+    assert [b.type for b in r.content] == ["thinking", "tool_use"]
+    assert r.content[0].thinking == "I should call the tool."
+    call = r.content[1]
+    assert (call.name, call.input) == ("get_weather", GEMINI_TOOL_ARGS)
+    assert call.id.endswith(GEMINI_SIGNATURE)
+    second_turn = first_turn + [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in r.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}]},
+    ]
+    r2 = claude.messages.create(messages=second_turn, **kwargs)
+    assert r2.content[0].text == "tool said: sunny"
+    sent = upstream.last().json()
+    assert sent["contents"][1]["parts"] == [{
+        "functionCall": {"name": "get_weather", "args": GEMINI_TOOL_ARGS},
+        "thoughtSignature": GEMINI_SIGNATURE,
+    }]
+    assert sent["contents"][2]["parts"] == [
+        {"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}},
+    ]

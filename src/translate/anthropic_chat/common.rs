@@ -3,64 +3,16 @@
 
 use std::borrow::Cow;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-use crate::translate::Untranslatable;
-
-pub(super) type Object = Map<String, Value>;
-
-/// Separates a tool call's own id from the thinking signature appended to
-/// it: neither Anthropic ids (`[A-Za-z0-9_-]`) nor base64 contain `~`.
-pub const SIGNATURE_IN_ID: &str = "~sig~";
+pub use crate::translate::shared::SIGNATURE_IN_ID;
+pub(super) use crate::translate::shared::{
+    id_with_signature, now_secs, parse_answer, parse_request, random_suffix, split_signature,
+    str_of, to_bytes, u64_of, Object,
+};
 
 // ---------------------------------------------------------------------
-// Small readers shared by every direction.
-
-pub(super) fn parse_request(body: &[u8]) -> Result<Object, Untranslatable> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(Untranslatable::new("body", "the body is not a JSON object")),
-        Err(e) => Err(Untranslatable::new(
-            "body",
-            format!("the body is not JSON: {e}"),
-        )),
-    }
-}
-
-pub(super) fn parse_answer(body: &[u8]) -> Result<Value, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the answer is not JSON: {e}"))?;
-    if value.is_object() {
-        Ok(value)
-    } else {
-        Err("the answer is not a JSON object".to_string())
-    }
-}
-
-pub(super) fn str_of<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
-    value.get(key).and_then(Value::as_str)
-}
-
-pub(super) fn u64_of(value: &Value, key: &str) -> u64 {
-    value.get(key).and_then(Value::as_u64).unwrap_or(0)
-}
-
-pub(super) fn to_bytes(value: &Value) -> Vec<u8> {
-    // Serializing a `Value` cannot fail: its keys are strings.
-    serde_json::to_vec(value).unwrap_or_default()
-}
-
-pub(super) fn now_secs() -> u64 {
-    crate::clock::now_ms() / 1000
-}
-
-pub(super) fn random_suffix() -> String {
-    format!(
-        "{:016x}{:08x}",
-        rand::random::<u64>(),
-        rand::random::<u32>()
-    )
-}
+// Ids.
 
 /// An Anthropic message id for a chat answer id (`chatcmpl-abc` →
 /// `msg_abc`), or a fresh one.
@@ -76,24 +28,6 @@ pub(super) fn completion_id(message_id: Option<&str>) -> String {
     match message_id.filter(|id| !id.is_empty()) {
         Some(id) => format!("chatcmpl-{}", id.strip_prefix("msg_").unwrap_or(id)),
         None => format!("chatcmpl-{}", random_suffix()),
-    }
-}
-
-/// A tool call id with its thinking signature appended, if any.
-pub(super) fn id_with_signature(id: &str, signature: Option<&str>) -> String {
-    match signature {
-        Some(signature) => format!("{id}{SIGNATURE_IN_ID}{signature}"),
-        None => id.to_string(),
-    }
-}
-
-/// Splits a tool call id a chat client echoed back into the upstream's id
-/// and the thinking signature it carried.
-pub(super) fn split_signature(id: &str) -> (&str, Option<&str>) {
-    match id.split_once(SIGNATURE_IN_ID) {
-        Some((id, signature)) if !signature.is_empty() => (id, Some(signature)),
-        Some((id, _)) => (id, None),
-        None => (id, None),
     }
 }
 
