@@ -121,6 +121,59 @@ pub(crate) fn random_suffix() -> String {
     )
 }
 
+/// Refuses the Chat request fields that no other format can express and
+/// that would change the answer if dropped (`target` names the format).
+pub(crate) fn refuse_chat_only_fields(
+    request: &Object,
+    target: &str,
+) -> Result<(), Untranslatable> {
+    if request
+        .get("n")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 1)
+    {
+        return Err(Untranslatable::new(
+            "n",
+            format!("{target} answers with one choice"),
+        ));
+    }
+    if request.get("logprobs").and_then(Value::as_bool) == Some(true) {
+        return Err(Untranslatable::new(
+            "logprobs",
+            format!("{target} reports no log probabilities"),
+        ));
+    }
+    let audio_out = request
+        .get("modalities")
+        .and_then(Value::as_array)
+        .is_some_and(|m| m.iter().any(|m| m.as_str() == Some("audio")));
+    if audio_out {
+        return Err(Untranslatable::new(
+            "modalities",
+            format!("{target} answers with text only"),
+        ));
+    }
+    for field in ["audio", "web_search_options", "functions", "function_call"] {
+        if request.get(field).is_some_and(|v| !v.is_null()) {
+            return Err(Untranslatable::new(
+                field,
+                format!("not expressible for {target}"),
+            ));
+        }
+    }
+    let biased = request
+        .get("logit_bias")
+        .and_then(Value::as_object)
+        .is_some_and(|b| !b.is_empty());
+    if biased {
+        return Err(Untranslatable::new(
+            "logit_bias",
+            format!("{target} has no logit bias"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

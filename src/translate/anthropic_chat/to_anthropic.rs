@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use crate::translate::shared::refuse_chat_only_fields;
 use crate::translate::Untranslatable;
 
 use super::common::*;
@@ -18,7 +19,7 @@ pub fn chat_request_to_anthropic(
     default_max_tokens: u64,
 ) -> Result<Vec<u8>, Untranslatable> {
     let request = parse_request(body)?;
-    refuse_chat_only_fields(&request)?;
+    refuse_chat_only_fields(&request, "Anthropic")?;
     let max_tokens = ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|key| request.get(*key).and_then(Value::as_u64))
@@ -68,53 +69,6 @@ pub fn chat_request_to_anthropic(
         anthropic.insert("stream".into(), json!(true));
     }
     Ok(to_bytes(&Value::Object(anthropic)))
-}
-
-/// Chat fields with no Anthropic form that would change the answer if
-/// dropped.
-pub(super) fn refuse_chat_only_fields(request: &Object) -> Result<(), Untranslatable> {
-    if request
-        .get("n")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 1)
-    {
-        return Err(Untranslatable::new(
-            "n",
-            "Anthropic answers with one choice",
-        ));
-    }
-    if request.get("logprobs").and_then(Value::as_bool) == Some(true) {
-        return Err(Untranslatable::new(
-            "logprobs",
-            "Anthropic reports no log probabilities",
-        ));
-    }
-    let has_audio_modality = request
-        .get("modalities")
-        .and_then(Value::as_array)
-        .is_some_and(|m| m.iter().any(|m| m.as_str() == Some("audio")));
-    if has_audio_modality {
-        return Err(Untranslatable::new(
-            "modalities",
-            "Anthropic answers with text only",
-        ));
-    }
-    for field in ["audio", "web_search_options", "functions", "function_call"] {
-        if request.get(field).is_some_and(|v| !v.is_null()) {
-            return Err(Untranslatable::new(field, "not expressible for Anthropic"));
-        }
-    }
-    let biased = request
-        .get("logit_bias")
-        .and_then(Value::as_object)
-        .is_some_and(|b| !b.is_empty());
-    if biased {
-        return Err(Untranslatable::new(
-            "logit_bias",
-            "Anthropic has no logit bias",
-        ));
-    }
-    Ok(())
 }
 
 /// `response_format`: a JSON schema for Anthropic's JSON output, nothing

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
+use crate::translate::shared::refuse_chat_only_fields;
 use crate::translate::Untranslatable;
 
 use super::common::*;
@@ -12,7 +13,7 @@ use super::common::*;
 /// model and streaming go in the upstream path, not the body.
 pub fn chat_request_to_gemini(body: &[u8]) -> Result<Vec<u8>, Untranslatable> {
     let request = parse_request(body)?;
-    refuse_chat_only_fields(&request)?;
+    refuse_chat_only_fields(&request, "Gemini")?;
     let messages = request
         .get("messages")
         .and_then(Value::as_array)
@@ -30,53 +31,6 @@ pub fn chat_request_to_gemini(body: &[u8]) -> Result<Vec<u8>, Untranslatable> {
     }
     tools_to_gemini(&request, &mut gemini)?;
     Ok(to_bytes(&Value::Object(gemini)))
-}
-
-/// Chat fields with no Gemini form that would change the answer if
-/// dropped.
-fn refuse_chat_only_fields(request: &Object) -> Result<(), Untranslatable> {
-    if request
-        .get("n")
-        .and_then(Value::as_u64)
-        .is_some_and(|n| n > 1)
-    {
-        return Err(Untranslatable::new(
-            "n",
-            "the translation answers with one choice",
-        ));
-    }
-    if request.get("logprobs").and_then(Value::as_bool) == Some(true) {
-        return Err(Untranslatable::new(
-            "logprobs",
-            "the translation reports no log probabilities",
-        ));
-    }
-    let audio_out = request
-        .get("modalities")
-        .and_then(Value::as_array)
-        .is_some_and(|m| m.iter().any(|m| m.as_str() == Some("audio")));
-    if audio_out {
-        return Err(Untranslatable::new(
-            "modalities",
-            "the translation answers with text only",
-        ));
-    }
-    for field in ["audio", "web_search_options", "functions", "function_call"] {
-        if request.get(field).is_some_and(|v| !v.is_null()) {
-            return Err(Untranslatable::new(field, "not expressible for Gemini"));
-        }
-    }
-    let biased = request
-        .get("logit_bias")
-        .and_then(Value::as_object)
-        .is_some_and(|b| !b.is_empty());
-    if biased {
-        return Err(Untranslatable::new(
-            "logit_bias",
-            "Gemini has no logit bias",
-        ));
-    }
-    Ok(())
 }
 
 /// Walks the messages into Gemini contents, remembering each tool call's
