@@ -5,7 +5,9 @@
 //!   evenly over a ramp. Records time to first event, every gap between two
 //!   content events, and stalls (a gap over `--stall-ms`, or a stream that
 //!   failed or ended early). Prints `key=value` lines. `--body-bytes`
-//!   pads the prompt (also for `requests`).
+//!   pads the prompt (also for `requests`). A `--url` ending in
+//!   `/v1/messages` sends an Anthropic Messages request instead of a chat
+//!   one (to measure translated streams).
 //! * `requests`: a fixed number of non-stream POSTs over keep-alive
 //!   connections (for instruction counts under callgrind, where a
 //!   time-bound load generator would make runs incomparable).
@@ -135,6 +137,12 @@ struct StreamResult {
 
 async fn run_streams(o: Opts) {
     let body = chat_body(&o, true);
+    // What marks a content event in the answer's format.
+    let needle: &'static [u8] = if anthropic(&o) {
+        b"\"text_delta\""
+    } else {
+        b"\"content\""
+    };
     let headers = format!(
         "x-bench-events: {}\r\nx-bench-gap-ms: {}\r\n",
         o.events, o.gap_ms
@@ -150,7 +158,7 @@ async fn run_streams(o: Opts) {
         let live = live.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until((started + at).into()).await;
-            one_stream(&host, &req, &live).await.unwrap_or_default()
+            one_stream(&host, &req, &live, needle).await.unwrap_or_default()
         }));
     }
     let mut ttfe = Vec::new();
@@ -217,7 +225,12 @@ fn pct(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-async fn one_stream(host: &str, req: &[u8], live: &Live) -> std::io::Result<StreamResult> {
+async fn one_stream(
+    host: &str,
+    req: &[u8],
+    live: &Live,
+    needle: &[u8],
+) -> std::io::Result<StreamResult> {
     let mut socket = TcpStream::connect(host).await?;
     socket.set_nodelay(true)?;
     let sent = Instant::now();
@@ -238,7 +251,7 @@ async fn one_stream(host: &str, req: &[u8], live: &Live) -> std::io::Result<Stre
         let done = decoder.decode(&mut buf, &mut body);
         while let Some(end) = find(&body, b"\n\n") {
             let event = body.split_to(end + 2);
-            if find(&event, b"\"content\"").is_none() {
+            if find(&event, needle).is_none() {
                 continue;
             }
             let now = Instant::now();
@@ -317,11 +330,19 @@ impl Chunked {
 }
 
 /// A chat request of about `--body-bytes` (a long prompt), or a short one.
+/// The request body: OpenAI chat, or Anthropic Messages when the URL is
+/// `/v1/messages` (an Anthropic client, which tollgate translates for an
+/// OpenAI channel).
 fn chat_body(o: &Opts, stream: bool) -> String {
     let padding = "x".repeat(o.body_bytes.saturating_sub(100));
+    let max_tokens = if anthropic(o) { r#""max_tokens":1024,"# } else { "" };
     format!(
-        r#"{{"model":"gpt-4o-mini","stream":{stream},"messages":[{{"role":"user","content":"Say hello.{padding}"}}]}}"#
+        r#"{{"model":"gpt-4o-mini",{max_tokens}"stream":{stream},"messages":[{{"role":"user","content":"Say hello.{padding}"}}]}}"#
     )
+}
+
+fn anthropic(o: &Opts) -> bool {
+    o.path.ends_with("/v1/messages")
 }
 
 async fn run_requests(o: Opts) {
