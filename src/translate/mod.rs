@@ -611,4 +611,108 @@ mod tests {
             );
         }
     }
+
+    fn chat_stream() -> Vec<u8> {
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+        };
+        let events = [
+            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            chunk(json!({"content": "Hel"}), Value::Null),
+            chunk(json!({"content": "lo"}), Value::Null),
+            chunk(json!({}), json!("stop")),
+            json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                   "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}}),
+        ];
+        let mut out: Vec<u8> = events
+            .iter()
+            .flat_map(|e| format!("data: {e}\n\n").into_bytes())
+            .collect();
+        out.extend_from_slice(b"data: [DONE]\n\n");
+        out
+    }
+
+    fn gemini_stream() -> Vec<u8> {
+        let chunk = |text: &str, last: bool| {
+            let mut candidate =
+                json!({"content": {"role": "model", "parts": [{"text": text}]}, "index": 0});
+            if last {
+                candidate["finishReason"] = json!("STOP");
+            }
+            json!({"candidates": [candidate], "responseId": "r1",
+                   "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 2, "totalTokenCount": 11}})
+        };
+        [chunk("Hel", false), chunk("lo", true)]
+            .iter()
+            .flat_map(|e| format!("data: {e}\r\n\r\n").into_bytes())
+            .collect()
+    }
+
+    /// `text` without the digits of its `"created"` and `"created_at"`
+    /// times, which follow the wall clock.
+    fn without_clock(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find("\"created") {
+            let (head, tail) = rest.split_at(at);
+            out.push_str(head);
+            let colon = tail.find(':').map_or(tail.len(), |c| c + 1);
+            out.push_str(&tail[..colon]);
+            rest = tail[colon..].trim_start_matches(|c: char| c.is_ascii_digit());
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// Every stream translation gives the same client bytes however the
+    /// upstream's bytes are cut, and says "Hello".
+    #[test]
+    fn every_stream_translation_is_indifferent_to_where_bytes_are_cut() {
+        let upstreams = [
+            (Format::Chat, chat_stream()),
+            (Format::Anthropic, anthropic_stream()),
+            (Format::Gemini, gemini_stream()),
+        ];
+        let clients = [
+            Format::Chat,
+            Format::Anthropic,
+            Format::Gemini,
+            Format::Responses,
+        ];
+        let mut pairs = 0;
+        for (from, bytes) in &upstreams {
+            for to in clients.into_iter().filter(|to| to != from) {
+                let answer = AnswerTranslation::new(*from, to, "m", true, br#"{"model":"m"}"#);
+                let whole = run(bytes, 0, answer.stream().expect("a stream translator"));
+                let text: String = whole
+                    .split("\n\n")
+                    .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+                    .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                    .map(|v| {
+                        let pick = |v: &Value| v.as_str().unwrap_or("").to_string();
+                        pick(&v["choices"][0]["delta"]["content"])
+                            + &pick(&v["delta"]["text"])
+                            + &pick(&v["candidates"][0]["content"]["parts"][0]["text"])
+                            + &(if v["type"] == "response.output_text.delta" {
+                                pick(&v["delta"])
+                            } else {
+                                String::new()
+                            })
+                    })
+                    .collect();
+                assert_eq!(text, "Hello", "{from:?} -> {to:?}: {whole}");
+                for cut in 1..bytes.len() {
+                    let again = run(bytes, cut, answer.stream().unwrap());
+                    assert_eq!(
+                        without_clock(&again),
+                        without_clock(&whole),
+                        "{from:?} -> {to:?} cut at {cut}"
+                    );
+                }
+                pairs += 1;
+            }
+        }
+        assert_eq!(pairs, 9);
+    }
 }
