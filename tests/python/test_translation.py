@@ -844,3 +844,80 @@ def test_anthropic_tool_round_trip_on_a_gemini_channel(claude, stack, streamed):
     assert sent["contents"][2]["parts"] == [
         {"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}},
     ]
+
+
+# -- the Responses API (Codex) on an Anthropic channel, through Chat -----------
+
+RESPONSES_WEATHER_TOOL = {
+    "type": "function",
+    "name": WEATHER_TOOL["name"],
+    "description": WEATHER_TOOL["description"],
+    "parameters": WEATHER_TOOL["input_schema"],
+}
+
+
+def test_responses_on_an_anthropic_channel_through_chat(gpt, stack):
+    tollgate, _, upstream = stack
+    before = len(wait_metered(tollgate, 0))
+    spent = spent_nano_usd(tollgate, CLIENT_KEY)
+    r = gpt.responses.create(model="claude-sonnet-4-6", instructions="Be brief.", input="Hello claude")
+    assert r.output_text == "echo: Hello claude"
+    assert r.status == "completed"
+    # Responses counts like OpenAI: input includes cache reads and writes.
+    assert r.usage.input_tokens == ANTHROPIC_INPUT + ANTHROPIC_CACHE_READ + ANTHROPIC_CACHE_WRITE
+    assert r.usage.input_tokens_details.cached_tokens == ANTHROPIC_CACHE_READ
+    sent = upstream.last().json()
+    assert upstream.last().path == "/v1/messages"
+    assert (sent["system"], sent["max_tokens"]) == ("Be brief.", 4096)
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.cached_input, m.cache_write, m.output, m.estimated) == (30, 200, 50, 3, False)
+    assert claude_nanos(m) == 382_500
+    assert wait_spent(tollgate, CLIENT_KEY, spent + 382_500) == spent + 382_500
+
+
+def test_responses_stream_on_an_anthropic_channel_through_chat(gpt, stack):
+    tollgate, _, upstream = stack
+    before = len(wait_metered(tollgate, 0))
+    deltas = []
+    with gpt.responses.stream(model="claude-sonnet-4-6", input="stream from claude") as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_response()
+    assert "".join(deltas) == "echo: stream from claude"
+    assert len(deltas) == 4, "streamed as it came, a delta per upstream event"
+    assert final.output_text == "echo: stream from claude"
+    assert upstream.last().json()["stream"] is True
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.cached_input, m.cache_write, m.output, m.estimated) == (30, 200, 50, 4, False)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_responses_tool_round_trip_on_an_anthropic_channel(gpt, stack, streamed):
+    _, _, upstream = stack
+    kwargs = dict(model="claude-sonnet-4-6", tools=[RESPONSES_WEATHER_TOOL])
+    if streamed:
+        with gpt.responses.stream(input="Weather in Paris?", **kwargs) as stream:
+            for _ in stream:
+                pass
+            first = stream.get_final_response()
+    else:
+        first = gpt.responses.create(input="Weather in Paris?", **kwargs)
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert len(calls) == 1
+    call = calls[0]
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "Paris"})
+    assert upstream.last().json()["tools"][0]["input_schema"] == WEATHER_TOOL["input_schema"]
+    follow_up = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+    ]
+    second = gpt.responses.create(input=follow_up, **kwargs)
+    assert second.output_text == "tool said: sunny"
+    sent = upstream.last().json()
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
+    use = sent["messages"][1]["content"][0]
+    assert (use["type"], use["id"]) == ("tool_use", ANTHROPIC_TOOL_ID)
+    result = sent["messages"][2]["content"][0]
+    assert (result["type"], result["tool_use_id"]) == ("tool_result", ANTHROPIC_TOOL_ID)
