@@ -921,3 +921,55 @@ def test_responses_tool_round_trip_on_an_anthropic_channel(gpt, stack, streamed)
     assert (use["type"], use["id"]) == ("tool_use", ANTHROPIC_TOOL_ID)
     result = sent["messages"][2]["content"][0]
     assert (result["type"], result["tool_use_id"]) == ("tool_result", ANTHROPIC_TOOL_ID)
+
+
+# -- the google-genai SDK on an Anthropic channel, through Chat ------------------
+
+
+def test_genai_stream_on_an_anthropic_channel_through_chat(gem, stack):
+    tollgate, _, upstream = stack
+    before = len(wait_metered(tollgate, 0))
+    spent = spent_nano_usd(tollgate, CLIENT_KEY)
+    chunks = list(gem.models.generate_content_stream(model="claude-sonnet-4-6", contents="stream from claude"))
+    assert "".join(c.text or "" for c in chunks) == "echo: stream from claude"
+    assert len([c for c in chunks if c.text]) == 4, "a chunk per upstream delta"
+    assert chunks[-1].candidates[0].finish_reason == genai_types.FinishReason.STOP
+    assert chunks[-1].usage_metadata.candidates_token_count == 4
+    assert upstream.last().json()["stream"] is True
+    m = wait_metered(tollgate, before + 1)[before]
+    assert (m.input, m.cached_input, m.cache_write, m.output, m.estimated) == (30, 200, 50, 4, False)
+    # 30 x 3 + 200 x 0.30 + 50 x 3.75 + 4 x 15 per 1M tokens = 397,500 nano-USD
+    assert claude_nanos(m) == 397_500
+    assert wait_spent(tollgate, CLIENT_KEY, spent + 397_500) == spent + 397_500
+
+
+def test_genai_tool_round_trip_on_an_anthropic_channel_through_chat(gem, stack):
+    _, _, upstream = stack
+    weather = genai_types.FunctionDeclaration(
+        name="get_weather",
+        description="Weather of a city",
+        parameters=genai_types.Schema(
+            type="OBJECT",
+            properties={"city": genai_types.Schema(type="STRING")},
+            required=["city"],
+        ),
+    )
+    config = genai_types.GenerateContentConfig(tools=[genai_types.Tool(function_declarations=[weather])])
+    question = genai_types.Content(role="user", parts=[genai_types.Part(text="Weather in Paris?")])
+    r = gem.models.generate_content(model="claude-sonnet-4-6", contents=[question], config=config)
+    call = r.function_calls[0]
+    assert (call.name, call.args) == ("get_weather", {"city": "Paris"})
+    sent = upstream.last().json()
+    assert sent["tools"][0]["name"] == "get_weather"
+    answer = genai_types.Content(role="user", parts=[
+        genai_types.Part.from_function_response(name="get_weather", response={"result": "sunny"}),
+    ])
+    r2 = gem.models.generate_content(
+        model="claude-sonnet-4-6", contents=[question, r.candidates[0].content, answer], config=config)
+    assert r2.text == "tool said: sunny"
+    sent = upstream.last().json()
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
+    use = sent["messages"][1]["content"][0]
+    result = sent["messages"][2]["content"][0]
+    assert (use["type"], result["type"]) == ("tool_use", "tool_result")
+    assert result["tool_use_id"] == use["id"]
