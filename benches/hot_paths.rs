@@ -169,6 +169,7 @@ fn cost(c: &mut Criterion) {
         output: 567,
         cached_input: 4_096,
         cache_write: 0,
+        cache_write_1h: 0,
     };
     c.bench_function("metering::cost::cost_nanos", |b| {
         b.iter(|| cost_nanos(black_box(price), black_box(ratio), black_box(&usage)))

@@ -372,6 +372,7 @@ impl EventStreamAdapter {
                         output: m.output_token_count.unwrap_or(0),
                         cached_input: m.cache_read_input_token_count.unwrap_or(0),
                         cache_write: m.cache_write_input_token_count.unwrap_or(0),
+                        cache_write_1h: 0,
                     });
                 }
                 out.extend_from_slice(
@@ -545,7 +546,8 @@ mod tests {
                     input: 21,
                     output: 9,
                     cached_input: 7,
-                    cache_write: 3
+                    cache_write: 3,
+                    cache_write_1h: 0
                 })
             );
         }
@@ -594,7 +596,8 @@ mod tests {
                 input: 40,
                 output: 12,
                 cached_input: 5,
-                cache_write: 0
+                cache_write: 0,
+                cache_write_1h: 0
             })
         );
     }

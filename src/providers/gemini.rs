@@ -99,6 +99,7 @@ impl UsageMetadata {
                 + self.thoughts_token_count.unwrap_or(0),
             cached_input: cached,
             cache_write: 0,
+            cache_write_1h: 0,
         }
     }
 }
@@ -188,7 +189,8 @@ mod tests {
                 input: 400,
                 output: 100,
                 cached_input: 600,
-                cache_write: 0
+                cache_write: 0,
+                cache_write_1h: 0
             }
         );
     }
