@@ -35,7 +35,7 @@ def metered(tollgate) -> list[Metered]:
                 estimated=fields["estimated"] == "true",
                 model=fields["model"],
                 channel=fields["channel"],
-                cache_write_1h=int(fields["cache_write_1h"]),
+                cache_write_1h=int(fields.get("cache_write_1h", 0)),
             )
         )
     return out
