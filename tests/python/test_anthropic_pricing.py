@@ -237,6 +237,17 @@ def test_cache_write_lifetimes_tiers_and_user_ratios_agree_everywhere(stack):
     plain.close()
 
 
+def test_pricing_lists_tiers_one_hour_writes_and_user_ratios(stack):
+    tollgate, _ = stack
+    pricing = get_json(tollgate.url("/api/pricing"))
+    claude = next(g for g in pricing["groups"] if g["name"] == "claude")
+    assert claude["user_ratios"] == {"vip": 0.4}
+    model = next(m for m in pricing["models"] if m["name"] == MODEL)
+    assert (model["cache_write"], model["cache_write_1h"]) == (3.75, 6.0)
+    assert model["tiers"] == [{"above_input_tokens": TIER_ABOVE, "input": 6.0, "output": 22.5,
+                               "cached_input": 0.6, "cache_write": 7.5, "cache_write_1h": 12.0}]
+
+
 def tollgate_metrics(tollgate) -> str:
     with urllib.request.urlopen(tollgate.admin_url("/metrics"), timeout=10) as r:
         return r.read().decode()
