@@ -61,7 +61,10 @@ fn exact_cost_nanos(
         (usage.cache_write_1h, tokens.cache_write_1h),
     ];
     let mut per_million = Decimal::ZERO;
-    for (count, unit) in terms {
+    // Most requests use two or three of the five kinds: a kind with no
+    // tokens adds nothing, and skipping its decimal product keeps the
+    // fifth kind (1-hour writes) from costing every request.
+    for (count, unit) in terms.into_iter().filter(|(count, _)| *count != 0) {
         per_million = per_million.checked_add(Decimal::from(count).checked_mul(unit)?)?;
     }
     // USD per 1M tokens -> nano-USD per token is a factor 1e9 / 1e6 = 1000.

@@ -217,7 +217,11 @@ mod tests {
         /// Every request costs exactly 1 USD (`per_request`) at ratio 1,
         /// and reserves exactly that (no tokens, no output allowed).
         fn snapshot(key_budget: &str, user_budget: &str) -> Snapshot {
-            let text = format!(
+            load(snapshot_text(key_budget, user_budget))
+        }
+
+        fn snapshot_text(key_budget: &str, user_budget: &str) -> String {
+            format!(
                 r#"[server]
 data_dir = "/nonexistent"
 [[groups]]
@@ -240,7 +244,10 @@ key = "sk-k"
 groups = ["g"]
 {key_budget}
 "#
-            );
+            )
+        }
+
+        fn load(text: String) -> Snapshot {
             crate::config::load_text(
                 "t.toml",
                 text,
@@ -364,6 +371,24 @@ groups = ["g"]
             assert_eq!(usage["remaining_nano_usd"], USD + USD / 2);
             assert_eq!(usage["user"]["budget_resets_at"], "2026-12-14T00:00:00Z");
             assert!(admit(&m, &snap).is_ok());
+        }
+
+        #[test]
+        fn a_user_group_ratio_prices_the_reservation_and_the_bill() {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = Clock::manual(MONDAY_LATE);
+            // Group g: ratio 1, but 0.25 for users in group "vip" (bob).
+            let text = snapshot_text("budget_usd = 2", "group = \"vip\"").replacen(
+                "ratio = 1\n",
+                "ratio = 1\nuser_ratios = { vip = 0.25 }\n[[groups]]\nname = \"vip\"\nratio = 1\n",
+                1,
+            );
+            let snap = load(text);
+            let m = open(dir.path(), &clock);
+            let a = admit(&m, &snap).unwrap();
+            assert_eq!(m.key_spend("k").reserved, USD / 4, "reserved at 0.25");
+            assert_eq!(settle(&m, &snap, a), USD / 4, "billed at 0.25");
+            assert_eq!(m.key_spend("k").reserved, 0);
         }
 
         #[test]
