@@ -562,6 +562,29 @@ mod tests {
     }
 
     #[test]
+    fn one_hour_cache_writes_are_read_from_the_event_stream() {
+        let mut events = events();
+        events[0]["message"]["usage"] = json!({"input_tokens": 21, "cache_read_input_tokens": 7,
+            "cache_creation_input_tokens": 30,
+            "cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20},
+            "output_tokens": 1});
+        let wire: Vec<u8> = events.iter().flat_map(chunk).collect();
+        let mut a = EventStreamAdapter::new();
+        a.on_chunk(Bytes::from(wire));
+        a.on_end();
+        assert_eq!(
+            a.usage(),
+            Some(Usage {
+                input: 21,
+                output: 9,
+                cached_input: 7,
+                cache_write: 10,
+                cache_write_1h: 20
+            })
+        );
+    }
+
+    #[test]
     fn a_json_answer_to_a_stream_request_passes_with_its_usage() {
         let body = br#"{"id":"msg_1","type":"message","content":[],"usage":{"input_tokens":11,"output_tokens":7}}"#;
         let mut a = EventStreamAdapter::new();
