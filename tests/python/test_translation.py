@@ -240,7 +240,8 @@ def test_anthropic_tool_round_trip_on_an_openai_channel(claude, stack, streamed)
 
 
 def test_upstream_errors_reach_an_anthropic_client_in_its_dialect(claude, stack):
-    _, upstream, _ = stack
+    tollgate, upstream, _ = stack
+    before = len(wait_metered(tollgate, 0))
     upstream.fail_next(400, {"error": {"message": "context too long", "type": "invalid_request_error"}})
     with pytest.raises(anthropic.BadRequestError) as e:
         claude.messages.create(
@@ -248,6 +249,9 @@ def test_upstream_errors_reach_an_anthropic_client_in_its_dialect(claude, stack)
         )
     assert e.value.body["type"] == "error"
     assert e.value.body["error"]["message"] == "context too long"
+    # Its access line may follow the answer: wait for it, so that the next
+    # test does not count it as its own.
+    wait_metered(tollgate, before + 1)
 
 
 # -- the Responses API (Codex) on a chat-only channel --------------------------
