@@ -120,6 +120,21 @@ def stack(start_tollgate_module):
     upstream_anthropic.stop()
 
 
+# Upstream requests of the module's tests so far: each has its line in
+# the access log (no failover here), which follows its answer by a moment.
+_SENT = [0]
+
+
+@pytest.fixture(autouse=True)
+def metered_before_the_next_test(stack):
+    """A test counts the access log's lines before its own request: the
+    lines of the tests before it must all be there by then."""
+    yield
+    tollgate, upstream_openai, upstream_native = stack
+    _SENT[0] += len(upstream_openai.requests) + len(upstream_native.requests)
+    wait_metered(tollgate, _SENT[0])
+
+
 @pytest.fixture
 def claude(stack):
     tollgate, upstream_openai, upstream_anthropic = stack
