@@ -42,6 +42,15 @@ cached_input = 0.075
 name = "other"
 input = 1
 output = 1
+[[models]]
+name = "claude-sonnet-4-6"
+input = 3
+output = 15
+cached_input = 0.3
+cache_write = 3.75
+cache_write_1h = 6
+tiers = [{ above_input_tokens = 200000, input = 6, output = 22.5, cached_input = 0.6, cache_write = 7.5, cache_write_1h = 12 },
+         { above_input_tokens = 1000000, input = 12 }]
 "#,
     );
     for (i, priority) in [10, 10, 10, 0, 0, 0].iter().enumerate() {
@@ -169,9 +178,23 @@ fn cost(c: &mut Criterion) {
         output: 567,
         cached_input: 4_096,
         cache_write: 0,
+        cache_write_1h: 0,
     };
     c.bench_function("metering::cost::cost_nanos", |b| {
         b.iter(|| cost_nanos(black_box(price), black_box(ratio), black_box(&usage)))
+    });
+    // Long-context pricing: two tiers to choose from, the first one passed,
+    // and every token kind priced.
+    let tiered = &snap.prices["claude-sonnet-4-6"];
+    let long = Usage {
+        input: 150_000,
+        output: 1_000,
+        cached_input: 40_000,
+        cache_write: 5_000,
+        cache_write_1h: 5_001,
+    };
+    c.bench_function("metering::cost::cost_nanos (tier, 1-hour writes)", |b| {
+        b.iter(|| cost_nanos(black_box(tiered), black_box(ratio), black_box(&long)))
     });
 }
 

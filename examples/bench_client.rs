@@ -158,7 +158,9 @@ async fn run_streams(o: Opts) {
         let live = live.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until((started + at).into()).await;
-            one_stream(&host, &req, &live, needle).await.unwrap_or_default()
+            one_stream(&host, &req, &live, needle)
+                .await
+                .unwrap_or_default()
         }));
     }
     let mut ttfe = Vec::new();
@@ -335,7 +337,11 @@ impl Chunked {
 /// OpenAI channel).
 fn chat_body(o: &Opts, stream: bool) -> String {
     let padding = "x".repeat(o.body_bytes.saturating_sub(100));
-    let max_tokens = if anthropic(o) { r#""max_tokens":1024,"# } else { "" };
+    let max_tokens = if anthropic(o) {
+        r#""max_tokens":1024,"#
+    } else {
+        ""
+    };
     format!(
         r#"{{"model":"gpt-4o-mini",{max_tokens}"stream":{stream},"messages":[{{"role":"user","content":"Say hello.{padding}"}}]}}"#
     )

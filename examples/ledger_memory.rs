@@ -28,8 +28,10 @@ fn rss_kib() -> u64 {
 }
 
 fn charge(n: u64) -> Charge {
+    let at_ms = 1_800_000_000_000 + n * 12;
     Charge {
-        at_ms: 1_800_000_000_000 + n * 12,
+        at_ms,
+        admitted_ms: at_ms,
         key: "soak".into(),
         user: String::new(),
         group: "default".into(),
@@ -50,6 +52,7 @@ fn charge(n: u64) -> Charge {
             output: 321,
             cached_input: 0,
             cache_write: 0,
+            cache_write_1h: 0,
         },
         cost_nanos: 1876,
         estimated: false,

@@ -114,6 +114,7 @@ fn format_line(out: &mut Vec<u8>, now: SystemTime, e: &Entry<'_>) {
         (" output=", u.output),
         (" cached_input=", u.cached_input),
         (" cache_write=", u.cache_write),
+        (" cache_write_1h=", u.cache_write_1h),
     ] {
         out.extend_from_slice(name.as_bytes());
         number(out, value);
@@ -195,6 +196,7 @@ mod tests {
                 output: 180,
                 cached_input: 3,
                 cache_write: 0,
+                cache_write_1h: 0,
             },
             estimated: false,
             ms: 7,
@@ -205,7 +207,7 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "2025-11-22T04:17:00.123456Z  INFO tollgate::relay: request status=200 \
              group=\"default\" model=\"gpt-4o-mini\" channel=\"bench\" attempts=1 input=12 \
-             output=180 cached_input=3 cache_write=0 estimated=false ms=7\n"
+             output=180 cached_input=3 cache_write=0 cache_write_1h=0 estimated=false ms=7\n"
         );
     }
 

@@ -5,7 +5,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use crate::config::{Key, Snapshot};
+use crate::config::{Key, Snapshot, TokenPrices};
 
 /// A decimal as a JSON number, for display only (billing never reads it).
 fn number(d: Decimal) -> Value {
@@ -35,6 +35,9 @@ pub fn pricing(snapshot: &Snapshot) -> Value {
                 "ratio": number(g.ratio),
                 "description": g.description,
                 "connectivity": g.connectivity,
+                "user_ratios": g.user_ratios.iter()
+                    .map(|(user_group, r)| (user_group.clone(), number(*r)))
+                    .collect::<serde_json::Map<_, _>>(),
                 "models": snapshot.models_of_group(i),
             })
         })
@@ -43,18 +46,38 @@ pub fn pricing(snapshot: &Snapshot) -> Value {
         .prices
         .iter()
         .map(|(name, p)| {
-            json!({
-                "name": name,
-                "input": number(p.input),
-                "output": number(p.output),
-                "cached_input": number(p.cached_input),
-                "cache_write": number(p.cache_write),
-                "per_request": number(p.per_request),
-                "aliases": snapshot.aliases_of(name),
-            })
+            let tiers: Vec<Value> = p
+                .tiers
+                .iter()
+                .map(|t| {
+                    let mut tier = token_prices(&t.prices);
+                    tier.insert("above_input_tokens".into(), json!(t.above_input_tokens));
+                    Value::Object(tier)
+                })
+                .collect();
+            let mut model = token_prices(&p.base());
+            model.insert("name".into(), json!(name));
+            model.insert("per_request".into(), number(p.per_request));
+            model.insert("tiers".into(), json!(tiers));
+            model.insert("aliases".into(), json!(snapshot.aliases_of(name)));
+            Value::Object(model)
         })
         .collect();
     json!({"unit": "USD per 1M tokens", "groups": groups, "models": models})
+}
+
+fn token_prices(p: &TokenPrices) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for (name, price) in [
+        ("input", p.input),
+        ("output", p.output),
+        ("cached_input", p.cached_input),
+        ("cache_write", p.cache_write),
+        ("cache_write_1h", p.cache_write_1h),
+    ] {
+        out.insert(name.into(), number(price));
+    }
+    out
 }
 
 /// GET /v1/models with `anthropic-version`: the Anthropic list shape.

@@ -105,6 +105,14 @@ fn init_logging() {
         .init();
 }
 
+/// Token prices in USD per 1M tokens, as `tollgate check` prints them.
+fn prices_line(p: &config::TokenPrices) -> String {
+    format!(
+        "input {}, output {}, cached_input {}, cache_write {}, cache_write_1h {}",
+        p.input, p.output, p.cached_input, p.cache_write, p.cache_write_1h
+    )
+}
+
 fn check(path: &std::path::Path) -> ExitCode {
     let loaded =
         match config::load_file(path, &HealthRegistry::default(), 1, &mut Default::default()) {
@@ -133,10 +141,23 @@ fn check(path: &std::path::Path) -> ExitCode {
             keys,
             snap.models_of_group(i).join(", ")
         );
+        for (user_group, ratio) in &g.user_ratios {
+            println!("    ratio {ratio} for users in group {user_group}");
+        }
     }
     let enabled = snap.channels.iter().filter(|c| c.enabled()).count();
     println!("channels: {} ({enabled} enabled)", snap.channels.len());
     println!("models priced: {}", snap.prices.len());
+    for (name, price) in snap.prices.iter().filter(|(_, p)| !p.tiers.is_empty()) {
+        println!("  {name}: {}", prices_line(&price.base()));
+        for t in &price.tiers {
+            println!(
+                "    above {} input tokens: {}",
+                t.above_input_tokens,
+                prices_line(&t.prices)
+            );
+        }
+    }
     let mut aliases: Vec<_> = snap.aliases.iter().collect();
     aliases.sort_unstable();
     for (alias, model) in aliases {

@@ -47,7 +47,7 @@ pub struct ModelSeries {
     spend_nano_usd: OnceLock<IntCounter>,
     duration_seconds: OnceLock<Histogram>,
     /// By [`TokenKind`].
-    tokens: [OnceLock<IntCounter>; 4],
+    tokens: [OnceLock<IntCounter>; 5],
 }
 
 /// The `kind` label of `tollgate_tokens_total`.
@@ -57,6 +57,7 @@ pub enum TokenKind {
     Output,
     CachedInput,
     CacheWrite,
+    CacheWrite1h,
 }
 
 impl TokenKind {
@@ -66,6 +67,7 @@ impl TokenKind {
             TokenKind::Output => "output",
             TokenKind::CachedInput => "cached_input",
             TokenKind::CacheWrite => "cache_write",
+            TokenKind::CacheWrite1h => "cache_write_1h",
         }
     }
 }

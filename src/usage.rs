@@ -9,14 +9,24 @@ pub struct Usage {
     pub input: u64,
     pub output: u64,
     pub cached_input: u64,
+    /// Cache writes priced as `cache_write`: Anthropic's 5-minute writes,
+    /// and writes of providers that do not tell their lifetime.
     pub cache_write: u64,
+    /// Anthropic's 1-hour cache writes, priced as `cache_write_1h`.
+    pub cache_write_1h: u64,
 }
 
 impl Usage {
     pub fn total(&self) -> u64 {
+        self.whole_input().saturating_add(self.output)
+    }
+
+    /// The request's whole prompt: fresh, cache-read and cache-written
+    /// tokens (what long-context price tiers are chosen by).
+    pub fn whole_input(&self) -> u64 {
         self.input
-            .saturating_add(self.output)
             .saturating_add(self.cached_input)
             .saturating_add(self.cache_write)
+            .saturating_add(self.cache_write_1h)
     }
 }

@@ -365,3 +365,145 @@ fn the_example_config_is_valid_and_names_current_models() {
     }
     assert!(text.contains("\"claude-sonnet-4-6\""));
 }
+
+/// Long-context tiers, 1-hour cache writes, per-user-group ratios and
+/// budget periods: printed by `check`, and each mistake refused on its
+/// line.
+fn pricing_config() -> String {
+    format!(
+        r#"[server]
+data_dir = "/nonexistent/tollgate-check"
+
+[[groups]]
+name = "claude"
+ratio = 0.5
+user_ratios = {{ vip = 0.4 }}
+
+[[groups]]
+name = "vip"
+ratio = 1
+
+[[models]]
+name = "claude-sonnet-4-6"
+input = 3
+output = 15
+cached_input = 0.3
+cache_write = 3.75
+cache_write_1h = 6
+tiers = [{{ above_input_tokens = 200000, input = 6.0, output = 22.5, cached_input = 0.6, cache_write = 7.5 }}]
+
+[[channels]]
+name = "mock"
+type = "mock"
+groups = ["claude"]
+
+[[users]]
+name = "bob"
+group = "vip"
+budget_usd = 50
+budget_period = "month"
+
+[[keys]]
+name = "k1"
+user = "bob"
+key_sha256 = "{}"
+groups = ["claude"]
+budget_usd = 5
+budget_period = "day"
+"#,
+        sha256_hex("one")
+    )
+}
+
+#[test]
+fn tiers_and_user_ratios_are_printed() {
+    let (code, stdout, stderr, _) = check(&pricing_config());
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("  claude (ratio 0.5, 1 key(s)): claude-sonnet-4-6\n    ratio 0.4 for users in group vip\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "  claude-sonnet-4-6: input 3, output 15, cached_input 0.3, cache_write 3.75, cache_write_1h 6\n\
+             \x20   above 200000 input tokens: input 6, output 22.5, cached_input 0.6, cache_write 7.5, cache_write_1h 6\n"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bad_pricing_rules_name_the_item_and_its_line() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "above_input_tokens = 200000,",
+            "above_input_tokens = 0,",
+            &[
+                "[[models]] \"claude-sonnet-4-6\"",
+                "above_input_tokens must be > 0",
+            ],
+        ),
+        (
+            "cache_write = 7.5 }]",
+            "cache_write = -7.5 }]",
+            &["[[models]] \"claude-sonnet-4-6\"", "has a price < 0"],
+        ),
+        (
+            "cache_write = 7.5 }]",
+            "cache_write = 7.5 }, { above_input_tokens = 200000, input = 9 }]",
+            &["two tiers above 200000 input tokens"],
+        ),
+        (
+            "cache_write = 7.5 }]",
+            "cache_write = 7.5, per_request = 1 }]",
+            &["unknown field `per_request`"],
+        ),
+        (
+            "user_ratios = { vip = 0.4 }",
+            "user_ratios = { vpi = 0.4 }",
+            &["[[groups]] \"claude\"", "unknown group \"vpi\""],
+        ),
+        (
+            "user_ratios = { vip = 0.4 }",
+            "user_ratios = { vip = -1 }",
+            &["[[groups]] \"claude\"", "must be > 0"],
+        ),
+        (
+            "budget_period = \"day\"",
+            "budget_period = \"hour\"",
+            &["unknown variant `hour`"],
+        ),
+        (
+            "budget_usd = 5\nbudget_period = \"day\"",
+            "budget_period = \"day\"",
+            &[
+                "[[keys]] \"k1\"",
+                "budget_period = \"day\" needs a budget_usd",
+            ],
+        ),
+        (
+            "budget_usd = 50\nbudget_period = \"month\"",
+            "budget_period = \"month\"",
+            &["[[users]] \"bob\"", "needs a budget_usd"],
+        ),
+    ];
+    let good = pricing_config();
+    for (find, replace, message_has) in cases {
+        assert!(good.contains(find), "{find}");
+        let text = good.replacen(find, replace, 1);
+        let line = text
+            .lines()
+            .position(|l| l.contains(replace.lines().last().unwrap()))
+            .unwrap()
+            + 1;
+        let (code, _, stderr, path) = check(&text);
+        assert_eq!(code, 1, "{replace}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{path}:{line}: ")),
+            "{replace}: {stderr}"
+        );
+        for part in *message_has {
+            assert!(stderr.contains(part), "{replace}: no {part:?} in {stderr}");
+        }
+    }
+}

@@ -141,6 +141,9 @@ pub struct GroupDef {
     pub connectivity: String,
     #[serde(default)]
     pub all_channels: bool,
+    /// Ratio by the `group` of the key's user, instead of `ratio`.
+    #[serde(default, deserialize_with = "decimal_map")]
+    pub user_ratios: BTreeMap<String, Decimal>,
 }
 
 /// Base prices in USD per 1M tokens, and optionally per request; and the
@@ -157,6 +160,9 @@ pub struct ModelDef {
     pub cached_input: Option<Decimal>,
     #[serde(default, deserialize_with = "opt_decimal")]
     pub cache_write: Option<Decimal>,
+    /// Anthropic 1-hour cache writes (unset: `cache_write`).
+    #[serde(default, deserialize_with = "opt_decimal")]
+    pub cache_write_1h: Option<Decimal>,
     #[serde(default, deserialize_with = "decimal")]
     pub per_request: Decimal,
     /// The `max_tokens` sent to a channel that requires one (Anthropic
@@ -165,6 +171,48 @@ pub struct ModelDef {
     /// Other names clients may send for this model (`claude-opus-4-7[1m]`).
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Long-context prices, by the request's whole input.
+    #[serde(default)]
+    pub tiers: Vec<TierDef>,
+}
+
+/// Token prices for requests whose whole input (fresh, cached and
+/// cache-write tokens) is above `above_input_tokens`; a price left out is
+/// the model's own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierDef {
+    pub above_input_tokens: u64,
+    #[serde(default, deserialize_with = "opt_decimal")]
+    pub input: Option<Decimal>,
+    #[serde(default, deserialize_with = "opt_decimal")]
+    pub output: Option<Decimal>,
+    #[serde(default, deserialize_with = "opt_decimal")]
+    pub cached_input: Option<Decimal>,
+    #[serde(default, deserialize_with = "opt_decimal")]
+    pub cache_write: Option<Decimal>,
+    #[serde(default, deserialize_with = "opt_decimal")]
+    pub cache_write_1h: Option<Decimal>,
+}
+
+/// How often a budget starts afresh: at 00:00 UTC every day, every Monday,
+/// or on the 1st of every month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    Day,
+    Week,
+    Month,
+}
+
+impl BudgetPeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetPeriod::Day => "day",
+            BudgetPeriod::Week => "week",
+            BudgetPeriod::Month => "month",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -257,6 +305,8 @@ pub struct UserDef {
     pub group: Option<String>,
     #[serde(default, deserialize_with = "opt_decimal")]
     pub budget_usd: Option<Decimal>,
+    /// `budget_usd` per period instead of lifetime.
+    pub budget_period: Option<BudgetPeriod>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -270,6 +320,8 @@ pub struct KeyDef {
     pub models: Option<Vec<String>>,
     #[serde(default, deserialize_with = "opt_decimal")]
     pub budget_usd: Option<Decimal>,
+    /// `budget_usd` per period instead of lifetime.
+    pub budget_period: Option<BudgetPeriod>,
     #[serde(default, deserialize_with = "opt_datetime")]
     pub expires: Option<toml::value::Datetime>,
     #[serde(default)]
@@ -315,6 +367,13 @@ fn decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
 
 fn opt_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
     Ok(Some(to_decimal(Number::deserialize(d)?)?))
+}
+
+fn decimal_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Decimal>, D::Error> {
+    BTreeMap::<String, Number>::deserialize(d)?
+        .into_iter()
+        .map(|(name, n)| Ok((name, to_decimal(n)?)))
+        .collect()
 }
 
 /// A date-time written bare (`2027-01-01T00:00:00Z`, a TOML datetime) or

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 
-use super::ChannelType;
+use super::{BudgetPeriod, ChannelType};
 use crate::health::ChannelHealth;
 use crate::providers::{self, Endpoint, Reach, Upstream};
 
@@ -52,16 +52,72 @@ pub struct Group {
     pub description: String,
     pub connectivity: String,
     pub all_channels: bool,
+    /// `user_ratios`: (user group, ratio), few, looked up by a scan.
+    pub user_ratios: Vec<(String, Decimal)>,
 }
 
-/// Base prices, USD per 1M tokens (per_request: USD per request).
-#[derive(Debug, Clone, PartialEq)]
+impl Group {
+    /// The ratio for a request of a user in `user_group` (none: a key
+    /// without a user).
+    pub fn ratio_for(&self, user_group: Option<&str>) -> Decimal {
+        user_group
+            .and_then(|ug| self.user_ratios.iter().find(|(g, _)| g == ug))
+            .map_or(self.ratio, |(_, r)| *r)
+    }
+}
+
+/// Base prices, USD per 1M tokens (per_request: USD per request), with
+/// every fallback of an unset price already applied.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Price {
     pub input: Decimal,
     pub output: Decimal,
     pub cached_input: Decimal,
     pub cache_write: Decimal,
+    pub cache_write_1h: Decimal,
     pub per_request: Decimal,
+    /// Long-context tiers, by ascending threshold.
+    pub tiers: Vec<PriceTier>,
+}
+
+/// The token prices a request pays, USD per 1M tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TokenPrices {
+    pub input: Decimal,
+    pub output: Decimal,
+    pub cached_input: Decimal,
+    pub cache_write: Decimal,
+    pub cache_write_1h: Decimal,
+}
+
+/// Prices for requests whose whole input is above `above_input_tokens`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceTier {
+    pub above_input_tokens: u64,
+    pub prices: TokenPrices,
+}
+
+impl Price {
+    /// The token prices below every tier.
+    pub fn base(&self) -> TokenPrices {
+        TokenPrices {
+            input: self.input,
+            output: self.output,
+            cached_input: self.cached_input,
+            cache_write: self.cache_write,
+            cache_write_1h: self.cache_write_1h,
+        }
+    }
+
+    /// The token prices of a request of `whole_input` prompt tokens: the
+    /// tier of the highest threshold it is strictly above, else the base.
+    pub fn for_input(&self, whole_input: u64) -> TokenPrices {
+        self.tiers
+            .iter()
+            .rev()
+            .find(|t| whole_input > t.above_input_tokens)
+            .map_or_else(|| self.base(), |t| t.prices)
+    }
 }
 
 pub struct Channel {
@@ -125,6 +181,10 @@ pub struct Key {
     pub expires_unix: Option<i64>,
     pub allow_ips: Vec<IpNet>,
     pub budget_usd: Option<Decimal>,
+    pub budget_period: Option<BudgetPeriod>,
+    /// The `group` of the key's user (`default` when she names none), for
+    /// `[[groups]] user_ratios`; none for a key without a user.
+    pub user_group: Option<String>,
     pub rpm: Option<u32>,
     pub tpm: Option<u64>,
     pub max_concurrent: Option<u32>,
@@ -149,6 +209,7 @@ pub struct User {
     /// The group of her keys that name none (`default` when unset).
     pub group: Option<String>,
     pub budget_usd: Option<Decimal>,
+    pub budget_period: Option<BudgetPeriod>,
 }
 
 impl Snapshot {

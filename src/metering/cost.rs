@@ -1,15 +1,19 @@
 //! The price of one request (docs/api.md, "Cost"), exact:
 //!
-//! cost = ratio × (input·p_in + output·p_out + cached·p_cached + cache_write·p_cw) / 1e6
+//! cost = ratio × (input·p_in + output·p_out + cached·p_cached
+//!                 + cache_write·p_cw + cache_write_1h·p_cw1h) / 1e6
 //!      + ratio × per_request
 //!
-//! Prices are USD per 1M tokens as exact decimals from the config; the
-//! result is rounded once, to whole nano-USD (1e-9 USD), and kept as an
-//! integer from then on, so sums over the ledger are exact.
+//! The token prices are the model's base prices, or those of its
+//! long-context tier when the request's whole input is above the tier's
+//! threshold; the ratio is the serving group's, or its ratio for the key's
+//! user group. Prices are USD per 1M tokens as exact decimals from the
+//! config; the result is rounded once, to whole nano-USD (1e-9 USD), and
+//! kept as an integer from then on, so sums over the ledger are exact.
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use crate::config::Price;
+use crate::config::{Price, TokenPrices};
 use crate::usage::Usage;
 
 /// Nano-USD per USD.
@@ -22,31 +26,50 @@ pub const NANOS_PER_USD: i64 = 1_000_000_000;
 /// rounding errors cancel instead of always leaning one way (half-up would
 /// overcharge by 0.25 nano-USD per request on average at those edges).
 /// Absurd inputs that overflow the decimal range saturate instead of
-/// panicking.
+/// panicking. Allocation-free: the tier is found by a scan of the model's
+/// few tiers and its prices are copied, not built.
 pub fn cost_nanos(price: &Price, ratio: Decimal, usage: &Usage) -> i64 {
-    exact_cost_nanos(price, ratio, usage)
+    let tokens = price.for_input(usage.whole_input());
+    cost_at(&tokens, price.per_request, ratio, usage)
+}
+
+/// The cost of `usage` at these token prices, rounded once.
+pub(super) fn cost_at(
+    tokens: &TokenPrices,
+    per_request: Decimal,
+    ratio: Decimal,
+    usage: &Usage,
+) -> i64 {
+    exact_cost_nanos(tokens, per_request, ratio, usage)
         .map(|n| n.round_dp_with_strategy(0, RoundingStrategy::MidpointNearestEven))
         .and_then(|n| i64::try_from(n).ok())
         .unwrap_or(i64::MAX)
 }
 
 /// The unrounded cost in nano-USD, or `None` on decimal overflow.
-fn exact_cost_nanos(price: &Price, ratio: Decimal, usage: &Usage) -> Option<Decimal> {
+fn exact_cost_nanos(
+    tokens: &TokenPrices,
+    per_request: Decimal,
+    ratio: Decimal,
+    usage: &Usage,
+) -> Option<Decimal> {
     let terms = [
-        (usage.input, price.input),
-        (usage.output, price.output),
-        (usage.cached_input, price.cached_input),
-        (usage.cache_write, price.cache_write),
+        (usage.input, tokens.input),
+        (usage.output, tokens.output),
+        (usage.cached_input, tokens.cached_input),
+        (usage.cache_write, tokens.cache_write),
+        (usage.cache_write_1h, tokens.cache_write_1h),
     ];
     let mut per_million = Decimal::ZERO;
-    for (tokens, unit) in terms {
-        per_million = per_million.checked_add(Decimal::from(tokens).checked_mul(unit)?)?;
+    // Most requests use two or three of the five kinds: a kind with no
+    // tokens adds nothing, and skipping its decimal product keeps the
+    // fifth kind (1-hour writes) from costing every request.
+    for (count, unit) in terms.into_iter().filter(|(count, _)| *count != 0) {
+        per_million = per_million.checked_add(Decimal::from(count).checked_mul(unit)?)?;
     }
     // USD per 1M tokens -> nano-USD per token is a factor 1e9 / 1e6 = 1000.
     let tokens_nanos = per_million.checked_mul(Decimal::from(1000))?;
-    let request_nanos = price
-        .per_request
-        .checked_mul(Decimal::from(NANOS_PER_USD))?;
+    let request_nanos = per_request.checked_mul(Decimal::from(NANOS_PER_USD))?;
     ratio.checked_mul(tokens_nanos.checked_add(request_nanos)?)
 }
 
@@ -79,7 +102,9 @@ mod tests {
             output: d(output),
             cached_input: d(cached),
             cache_write: d(write),
+            cache_write_1h: d(write),
             per_request: d(per_request),
+            tiers: Vec::new(),
         }
     }
 
@@ -89,6 +114,7 @@ mod tests {
             output,
             cached_input,
             cache_write,
+            cache_write_1h: 0,
         }
     }
 
@@ -139,6 +165,143 @@ mod tests {
         for (i, (p, ratio, u, expected)) in cases.iter().enumerate() {
             assert_eq!(
                 cost_nanos(p, d(ratio), u),
+                *expected,
+                "case {i}: {u:?} x {ratio}"
+            );
+        }
+    }
+
+    fn tokens(input: &str, output: &str, cached: &str, write: &str, write_1h: &str) -> TokenPrices {
+        TokenPrices {
+            input: d(input),
+            output: d(output),
+            cached_input: d(cached),
+            cache_write: d(write),
+            cache_write_1h: d(write_1h),
+        }
+    }
+
+    /// Sonnet-like: 3 / 15 / 0.30 / 3.75 (5 min) / 6 (1 h) per 1M, and a
+    /// long-context tier above 200,000 input tokens at twice that, with a
+    /// per-request price that tiers do not change.
+    fn long_context(per_request: &str) -> Price {
+        let mut p = price("3", "15", "0.30", "3.75", per_request);
+        p.cache_write_1h = d("6");
+        p.tiers = vec![crate::config::PriceTier {
+            above_input_tokens: 200_000,
+            prices: tokens("6", "22.5", "0.6", "7.5", "12"),
+        }];
+        p
+    }
+
+    /// A group of ratio 0.5 whose users in group `vip` pay 0.4 instead.
+    fn claude_group() -> crate::config::Group {
+        crate::config::Group {
+            name: "claude".into(),
+            ratio: d("0.5"),
+            description: String::new(),
+            connectivity: String::new(),
+            all_channels: false,
+            user_ratios: vec![("vip".into(), d("0.4"))],
+        }
+    }
+
+    fn full(input: u64, output: u64, cached: u64, write: u64, write_1h: u64) -> Usage {
+        Usage {
+            input,
+            output,
+            cached_input: cached,
+            cache_write: write,
+            cache_write_1h: write_1h,
+        }
+    }
+
+    #[test]
+    fn tiers_one_hour_writes_and_user_ratios_combine_exactly() {
+        let group = claude_group();
+        let (plain, vip) = (
+            group.ratio_for(Some("default")),
+            group.ratio_for(Some("vip")),
+        );
+        assert_eq!((plain, vip), (d("0.5"), d("0.4")));
+        let no_user = group.ratio_for(None);
+        let p = long_context("0");
+        let with_fee = long_context("0.01");
+        let no_1h = price("3", "15", "0.30", "3.75", "0");
+        // Base prices, 5-minute and 1-hour writes apart (whole input 10,000):
+        // 1000x3 + 500x15 + 2000x0.30 + 3000x3.75 + 4000x6
+        //   = 3000 + 7500 + 600 + 11250 + 24000 = 46,350 per 1M -> 46,350,000 nano
+        let small = full(1000, 500, 2000, 3000, 4000);
+        // Above the tier (whole input 150,000 + 40,000 + 5,000 + 5,001 = 200,001):
+        // 150000x6 + 1000x22.5 + 40000x0.6 + 5000x7.5 + 5001x12
+        //   = 900000 + 22500 + 24000 + 37500 + 60012 = 1,044,012 -> 1,044,012,000 nano
+        let long = full(150_000, 1000, 40_000, 5000, 5001);
+        // Exactly at the threshold (200,000) is not above it: base prices.
+        // 150000x3 + 1000x15 + 40000x0.3 + 5000x3.75 + 5000x6
+        //   = 450000 + 15000 + 12000 + 18750 + 30000 = 525,750 -> 525,750,000 nano
+        let at = full(150_000, 1000, 40_000, 5000, 5000);
+        let cases: &[(&Price, Decimal, Usage, i64)] = &[
+            (&p, Decimal::ONE, small, 46_350_000),
+            (&p, no_user, small, 23_175_000),
+            (&p, plain, small, 23_175_000),
+            (&p, vip, small, 18_540_000),
+            (&p, Decimal::ONE, long, 1_044_012_000),
+            (&p, plain, long, 522_006_000),
+            (&p, vip, long, 417_604_800),
+            (&p, Decimal::ONE, at, 525_750_000),
+            (&p, vip, at, 210_300_000),
+            (&p, plain, at, 262_875_000),
+            // Without a 1-hour price, 1-hour writes cost `cache_write`:
+            // 0.5 x (46,350 - 4000x6 + 4000x3.75) = 0.5 x 37,350
+            (&no_1h, plain, small, 18_675_000),
+            // per_request (0.01 USD = 10,000,000 nano) on top, times the ratio:
+            // 0.4 x (46,350,000 + 10,000,000) = 22,540,000
+            (&with_fee, vip, small, 22_540_000),
+            // 0.4 x (1,044,012,000 + 10,000,000) = 421,604,800
+            (&with_fee, vip, long, 421_604_800),
+            // 0.5 x (525,750,000 + 10,000,000) = 267,875,000
+            (&with_fee, plain, at, 267_875_000),
+            // per_request alone: the tier does not change it.
+            (&with_fee, vip, Usage::default(), 4_000_000),
+        ];
+        for (i, (price, ratio, u, expected)) in cases.iter().enumerate() {
+            assert_eq!(
+                cost_nanos(price, *ratio, u),
+                *expected,
+                "case {i}: {u:?} x {ratio}"
+            );
+        }
+    }
+
+    #[test]
+    fn tier_costs_round_once_half_to_even() {
+        // Base 0.1 nano per input token; above 10 input tokens 0.3 nano per
+        // input token and 0.5 nano per 1-hour write.
+        let mut p = price("0.0001", "0", "0", "0", "0");
+        p.tiers = vec![crate::config::PriceTier {
+            above_input_tokens: 10,
+            prices: tokens("0.0003", "0", "0", "0", "0.0005"),
+        }];
+        let cases: &[(&str, Usage, i64)] = &[
+            // 10 input: base, 1.0 nano
+            ("1", full(10, 0, 0, 0, 0), 1),
+            // 11 input: tier, 3.3 -> 3
+            ("1", full(11, 0, 0, 0, 0), 3),
+            // 15 one-hour writes: tier (whole input 15), 7.5 -> 8 (even)
+            ("1", full(0, 0, 0, 0, 15), 8),
+            // 25: 12.5 -> 12 (even)
+            ("1", full(0, 0, 0, 0, 25), 12),
+            // the ratio applies before the one rounding: 0.5 x 12.5 = 6.25 -> 6
+            ("0.5", full(0, 0, 0, 0, 25), 6),
+            // 0.4 x (11 x 0.3 + 1 x 0.5) = 0.4 x 3.8 = 1.52 -> 2
+            ("0.4", full(11, 0, 0, 0, 1), 2),
+            // 0.4 x (5 x 0.3 + 7 x 0.5) = 0.4 x 5 = 2.0: whole input 12 is
+            // above 10 whatever the kind of its tokens
+            ("0.4", full(5, 0, 0, 0, 7), 2),
+        ];
+        for (i, (ratio, u, expected)) in cases.iter().enumerate() {
+            assert_eq!(
+                cost_nanos(&p, d(ratio), u),
                 *expected,
                 "case {i}: {u:?} x {ratio}"
             );

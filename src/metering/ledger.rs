@@ -1,6 +1,7 @@
 //! The usage ledger in sled (docs/api.md, "Ledger"): hourly aggregates per (key, user,
-//! group, model, channel), running totals per key and per user, and a
-//! per-request log with retention.
+//! group, model, channel), running totals per key and per user, the same
+//! per key and user and UTC day of admission (what budget periods are
+//! checked against after a restart), and a per-request log with retention.
 //!
 //! Requests never touch sled: a settled charge goes into a bounded queue,
 //! and every `[store] flush_ms` a background writer folds the queue into
@@ -35,6 +36,7 @@ use sled::Transactional;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
+use super::period::{day_of, DaySpend};
 use super::request_log;
 use crate::store::Store;
 use crate::usage::Usage;
@@ -57,12 +59,17 @@ const HOUR_MS: u64 = 60 * MINUTE_MS;
 const DAY_MS: u64 = 24 * HOUR_MS;
 const HOURLY_TREE: &str = "usage_hourly";
 const TOTALS_TREE: &str = "usage_totals";
+/// Per key and user and UTC day of admission (budget periods).
+const DAILY_TREE: &str = "usage_daily";
 const REQUEST_LOG_TREE: &str = "request_log";
 
 /// One billed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Charge {
+    /// When it was billed: the hour of its aggregate row.
     pub at_ms: u64,
+    /// When it was admitted: the day whose budget it counts in.
+    pub admitted_ms: u64,
     pub key: String,
     /// "" when the key has no user.
     pub user: String,
@@ -85,9 +92,16 @@ pub struct Counts {
     pub cost_nanos: i64,
     /// Requests whose usage was estimated (the provider reported none).
     pub estimated: i64,
+    /// Anthropic 1-hour cache writes (stored last: see `COUNTS_LEN_V1`).
+    pub cache_write_1h: i64,
 }
 
-const COUNTS_LEN: usize = 7 * 8;
+/// Stored counts are big-endian i64 fields in [`Counts::fields`] order.
+/// Values written before `cache_write_1h` existed hold the first seven
+/// fields only; they read with no 1-hour writes and are rewritten whole
+/// the next time a batch adds to them.
+const COUNTS_LEN: usize = 8 * 8;
+const COUNTS_LEN_V1: usize = 7 * 8;
 
 impl Counts {
     pub fn of(c: &Charge) -> Counts {
@@ -100,10 +114,24 @@ impl Counts {
             cache_write: tokens(c.usage.cache_write),
             cost_nanos: c.cost_nanos,
             estimated: i64::from(c.estimated),
+            cache_write_1h: tokens(c.usage.cache_write_1h),
         }
     }
 
-    fn fields(&self) -> [i64; 7] {
+    /// Every token of every kind.
+    pub fn tokens(&self) -> i64 {
+        [
+            self.input,
+            self.output,
+            self.cached_input,
+            self.cache_write,
+            self.cache_write_1h,
+        ]
+        .iter()
+        .fold(0i64, |sum, n| sum.saturating_add(*n))
+    }
+
+    fn fields(&self) -> [i64; 8] {
         [
             self.requests,
             self.input,
@@ -112,16 +140,17 @@ impl Counts {
             self.cache_write,
             self.cost_nanos,
             self.estimated,
+            self.cache_write_1h,
         ]
     }
 
     pub fn add(&mut self, other: &Counts) {
         let (a, b) = (self.fields(), other.fields());
-        let sum: [i64; 7] = std::array::from_fn(|i| a[i].saturating_add(b[i]));
+        let sum: [i64; 8] = std::array::from_fn(|i| a[i].saturating_add(b[i]));
         *self = Counts::from_fields(&sum);
     }
 
-    fn from_fields(f: &[i64]) -> Counts {
+    fn from_fields(f: &[i64; 8]) -> Counts {
         Counts {
             requests: f[0],
             input: f[1],
@@ -130,6 +159,7 @@ impl Counts {
             cache_write: f[4],
             cost_nanos: f[5],
             estimated: f[6],
+            cache_write_1h: f[7],
         }
     }
 
@@ -142,13 +172,13 @@ impl Counts {
     }
 
     fn from_bytes(b: &[u8]) -> Counts {
-        if b.len() != COUNTS_LEN {
+        if b.len() != COUNTS_LEN && b.len() != COUNTS_LEN_V1 {
             return Counts::default();
         }
-        let f: Vec<i64> = b
-            .chunks_exact(8)
-            .map(|c| i64::from_be_bytes(c.try_into().expect("8 bytes")))
-            .collect();
+        let mut f = [0i64; 8];
+        for (field, bytes) in f.iter_mut().zip(b.chunks_exact(8)) {
+            *field = i64::from_be_bytes(bytes.try_into().expect("8 bytes"));
+        }
         Counts::from_fields(&f)
     }
 }
@@ -193,6 +223,17 @@ fn write_total_key(k: &mut Vec<u8>, kind: u8, name: &str) {
     k.extend_from_slice(name.as_bytes());
 }
 
+/// Daily row key: `k` or `u`, the name length-prefixed, then the day
+/// (big-endian), so one account's days are one contiguous range.
+fn write_daily_key(k: &mut Vec<u8>, kind: u8, name: &str, day: u32) {
+    k.clear();
+    k.push(kind);
+    let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
+    k.extend_from_slice(&len.to_be_bytes());
+    k.extend_from_slice(&name.as_bytes()[..usize::from(len)]);
+    k.extend_from_slice(&day.to_be_bytes());
+}
+
 /// A selection of aggregate rows (`/admin/usage`, docs/operations.md).
 #[derive(Debug, Default, Clone)]
 pub struct Query {
@@ -223,7 +264,7 @@ pub struct Ledger {
 impl Ledger {
     /// Fails if the store lost batches that were once on disk.
     pub fn open(store: &Store, pending: IntGauge, dropped: IntCounter) -> Result<Ledger> {
-        for tree in [HOURLY_TREE, REQUEST_LOG_TREE] {
+        for tree in [HOURLY_TREE, DAILY_TREE, REQUEST_LOG_TREE] {
             store.tree(tree)?;
         }
         let written = batches_written(&store.tree(TOTALS_TREE)?)?;
@@ -265,6 +306,23 @@ impl Ledger {
 
     pub fn user_totals(&self, user: &str) -> Counts {
         self.read_total(&total_key(b'u', user))
+    }
+
+    /// Spend of a key (`b'k'`) or user (`b'u'`) by admission day, for the
+    /// days in `[first, end)` (as stored; queued charges are not included).
+    pub fn daily_spend(&self, kind: u8, name: &str, (first, end): (u32, u32)) -> DaySpend {
+        let mut days = DaySpend::default();
+        let Some(daily) = self.tree(DAILY_TREE) else {
+            return days;
+        };
+        let (mut from, mut to) = (Vec::new(), Vec::new());
+        write_daily_key(&mut from, kind, name, first);
+        write_daily_key(&mut to, kind, name, end);
+        for (k, v) in daily.range(from..to).filter_map(|r| r.ok()) {
+            let day = be_u32(&k[k.len() - 4..]);
+            days.add_spent(day, Counts::from_bytes(&v).cost_nanos);
+        }
+        days
     }
 
     fn read_total(&self, k: &[u8]) -> Counts {
@@ -356,24 +414,22 @@ impl Ledger {
     /// the batch, in one transaction (in memory until the next flush).
     /// Returns the count of batches ever written.
     fn write_sums(&self, sums: &Sums) -> Result<u64> {
-        let trees = (self.store.tree(HOURLY_TREE)?, self.store.tree(TOTALS_TREE)?);
-        let written = (&trees.0, &trees.1)
-            .transaction(|(h, t)| {
-                for (k, add) in &sums.hourly {
-                    let mut v = h
-                        .get(k)?
-                        .map(|v| Counts::from_bytes(&v))
-                        .unwrap_or_default();
-                    v.add(add);
-                    h.insert(k.as_slice(), &v.to_bytes()[..])?;
-                }
-                for (k, add) in &sums.totals {
-                    let mut v = t
-                        .get(k)?
-                        .map(|v| Counts::from_bytes(&v))
-                        .unwrap_or_default();
-                    v.add(add);
-                    t.insert(k.as_slice(), &v.to_bytes()[..])?;
+        let trees = (
+            self.store.tree(HOURLY_TREE)?,
+            self.store.tree(TOTALS_TREE)?,
+            self.store.tree(DAILY_TREE)?,
+        );
+        let written = (&trees.0, &trees.1, &trees.2)
+            .transaction(|(h, t, d)| {
+                for (tree, rows) in [(h, &sums.hourly), (t, &sums.totals), (d, &sums.daily)] {
+                    for (k, add) in rows {
+                        let mut v = tree
+                            .get(k)?
+                            .map(|v| Counts::from_bytes(&v))
+                            .unwrap_or_default();
+                        v.add(add);
+                        tree.insert(k.as_slice(), &v.to_bytes()[..])?;
+                    }
                 }
                 let written = t.get(BATCHES_KEY)?.map_or(0, |v| be_u64(&v)) + 1;
                 t.insert(BATCHES_KEY, &written.to_be_bytes())?;
@@ -469,11 +525,13 @@ impl Ledger {
     }
 }
 
-/// A batch's charges summed per aggregate row and per running total.
+/// A batch's charges summed per aggregate row, per running total and per
+/// admission day.
 #[derive(Default)]
 struct Sums {
     hourly: foldhash::HashMap<Vec<u8>, Counts>,
     totals: foldhash::HashMap<Vec<u8>, Counts>,
+    daily: foldhash::HashMap<Vec<u8>, Counts>,
 }
 
 impl Sums {
@@ -494,11 +552,16 @@ impl Sums {
             ];
             write_hourly_key(&mut k, hour, dims);
             add_counts(&mut self.hourly, &k, &counts);
+            let day = day_of(c.admitted_ms);
             write_total_key(&mut k, b'k', &c.key);
             add_counts(&mut self.totals, &k, &counts);
+            write_daily_key(&mut k, b'k', &c.key, day);
+            add_counts(&mut self.daily, &k, &counts);
             if !c.user.is_empty() {
                 write_total_key(&mut k, b'u', &c.user);
                 add_counts(&mut self.totals, &k, &counts);
+                write_daily_key(&mut k, b'u', &c.user, day);
+                add_counts(&mut self.daily, &k, &counts);
             }
         }
     }
@@ -515,6 +578,10 @@ fn add_counts(rows: &mut foldhash::HashMap<Vec<u8>, Counts>, k: &[u8], counts: &
 
 fn be_u64(bytes: &[u8]) -> u64 {
     bytes.try_into().map_or(0, u64::from_be_bytes)
+}
+
+fn be_u32(bytes: &[u8]) -> u32 {
+    bytes.try_into().map_or(0, u32::from_be_bytes)
 }
 
 fn batches_written(totals: &sled::Tree) -> Result<u64> {
@@ -580,6 +647,7 @@ pub(super) mod tests {
     pub(crate) fn charge(at_ms: u64, key: &str, group: &str, cost: i64) -> Charge {
         Charge {
             at_ms,
+            admitted_ms: at_ms,
             key: key.into(),
             user: "alice".into(),
             group: group.into(),
@@ -590,6 +658,7 @@ pub(super) mod tests {
                 output: 5,
                 cached_input: 2,
                 cache_write: 0,
+                cache_write_1h: 0,
             },
             cost_nanos: cost,
             estimated: false,
@@ -617,8 +686,48 @@ pub(super) mod tests {
             cache_write: 5,
             cost_nanos: -6,
             estimated: 7,
+            cache_write_1h: 8,
         };
         assert_eq!(Counts::from_bytes(&c.to_bytes()), c);
+    }
+
+    #[test]
+    fn counts_stored_before_one_hour_writes_still_load_and_grow() {
+        let (_dir, l) = ledger();
+        // A running total as an earlier version stored it: seven fields.
+        let old = [1i64, 10, 5, 2, 3, 700, 0];
+        let bytes: Vec<u8> = old.iter().flat_map(|v| v.to_be_bytes()).collect();
+        assert_eq!(bytes.len(), COUNTS_LEN_V1);
+        let totals = l.store.tree(TOTALS_TREE).unwrap();
+        totals.insert(total_key(b'k', "k1"), bytes).unwrap();
+        let read = l.key_totals("k1");
+        assert_eq!(
+            (
+                read.requests,
+                read.cache_write,
+                read.cost_nanos,
+                read.cache_write_1h
+            ),
+            (1, 3, 700, 0)
+        );
+        let mut c = charge(HOUR_MS, "k1", "g", 50);
+        c.usage.cache_write_1h = 4;
+        l.record(c);
+        l.write_pending(7);
+        let read = l.key_totals("k1");
+        assert_eq!(
+            (
+                read.requests,
+                read.input,
+                read.cost_nanos,
+                read.cache_write_1h
+            ),
+            (2, 20, 750, 4)
+        );
+        let stored = totals.get(total_key(b'k', "k1")).unwrap().unwrap();
+        assert_eq!(stored.len(), COUNTS_LEN, "rewritten in the current layout");
+        // Anything else is unreadable and counts as nothing.
+        assert_eq!(Counts::from_bytes(&[0u8; 12]), Counts::default());
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::ledger::Counts;
+use super::period::{bounds, DaySpend};
+use crate::config::BudgetPeriod;
 
 /// Spend and in-flight reservations of one key or one user, in nano-USD.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +22,16 @@ pub struct Spend {
     pub totals: Counts,
     /// Sum of the reservations of requests still running.
     pub reserved: i64,
+    /// The same by admission day, for budgets per period. Kept for every
+    /// account, so a reload that gives a key a period finds its spend.
+    pub days: DaySpend,
+}
+
+/// A budget in nano-USD, for the lifetime or per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub nanos: i64,
+    pub period: Option<BudgetPeriod>,
 }
 
 /// Why a budget refuses a request.
@@ -32,21 +44,51 @@ pub enum BudgetRefusal {
 }
 
 impl Spend {
-    /// Reserves `amount` if the budget still has room once running requests
-    /// are counted. A request is admitted while settled + reserved spend is
-    /// below the budget, so when reservations cover actual costs, the final
-    /// spend exceeds the budget by less than the last admitted request.
-    pub fn try_reserve(&mut self, budget: Option<i64>, amount: i64) -> Result<(), BudgetRefusal> {
+    /// (spent, reserved) that count against a budget of `period` on day
+    /// `today`: lifetime sums, or the days of the current period.
+    pub fn against(&self, period: Option<BudgetPeriod>, today: u32) -> (i64, i64) {
+        match period {
+            None => (self.totals.cost_nanos, self.reserved),
+            Some(p) => {
+                let (first, end) = bounds(p, today);
+                self.days.sum(first, end)
+            }
+        }
+    }
+
+    /// Reserves `amount` for a request admitted on day `today` if the
+    /// budget still has room once running requests are counted. A request
+    /// is admitted while settled + reserved spend is below the budget, so
+    /// when reservations cover actual costs, the final spend exceeds the
+    /// budget by less than the last admitted request (per period).
+    pub fn try_reserve(
+        &mut self,
+        budget: Option<Budget>,
+        today: u32,
+        amount: i64,
+    ) -> Result<(), BudgetRefusal> {
         if let Some(budget) = budget {
-            if self.totals.cost_nanos >= budget {
+            let (spent, reserved) = self.against(budget.period, today);
+            if spent >= budget.nanos {
                 return Err(BudgetRefusal::Exhausted);
             }
-            if self.totals.cost_nanos.saturating_add(self.reserved) >= budget {
+            if spent.saturating_add(reserved) >= budget.nanos {
                 return Err(BudgetRefusal::HeldInFlight);
             }
         }
         self.reserved = self.reserved.saturating_add(amount);
+        self.days.add_reserved(today, amount);
         Ok(())
+    }
+
+    /// Ends a request admitted on `day` that reserved `reserved`: the
+    /// reservation goes, its counts (nothing for a request not billed)
+    /// stay, in that day even when it ends on a later one.
+    pub fn settle(&mut self, day: u32, reserved: i64, counts: &Counts) {
+        self.reserved -= reserved;
+        self.days.add_reserved(day, -reserved);
+        self.totals.add(counts);
+        self.days.add_spent(day, counts.cost_nanos);
     }
 }
 
@@ -243,16 +285,60 @@ mod tests {
     fn budget_reservations_bound_overdraw() {
         let mut s = Spend::default();
         // budget 100, each request reserves 30.
-        let budget = Some(100);
-        assert!(s.try_reserve(budget, 30).is_ok());
-        assert!(s.try_reserve(budget, 30).is_ok());
-        assert!(s.try_reserve(budget, 30).is_ok());
-        assert!(s.try_reserve(budget, 30).is_ok(), "90 < 100 still admits");
-        assert_eq!(s.try_reserve(budget, 30), Err(BudgetRefusal::HeldInFlight));
+        let budget = Some(Budget {
+            nanos: 100,
+            period: None,
+        });
+        assert!(s.try_reserve(budget, 9, 30).is_ok());
+        assert!(s.try_reserve(budget, 9, 30).is_ok());
+        assert!(s.try_reserve(budget, 9, 30).is_ok());
+        assert!(
+            s.try_reserve(budget, 9, 30).is_ok(),
+            "90 < 100 still admits"
+        );
+        assert_eq!(
+            s.try_reserve(budget, 9, 30),
+            Err(BudgetRefusal::HeldInFlight)
+        );
         s.reserved = 0;
         s.totals.cost_nanos = 100;
-        assert_eq!(s.try_reserve(budget, 1), Err(BudgetRefusal::Exhausted));
-        assert!(s.try_reserve(None, 1).is_ok());
+        assert_eq!(s.try_reserve(budget, 9, 1), Err(BudgetRefusal::Exhausted));
+        assert!(s.try_reserve(None, 9, 1).is_ok());
+    }
+
+    #[test]
+    fn a_daily_budget_counts_requests_in_the_day_they_were_admitted() {
+        let mut s = Spend::default();
+        let daily = Some(Budget {
+            nanos: 100,
+            period: Some(BudgetPeriod::Day),
+        });
+        let (monday, tuesday) = (20_794, 20_795);
+        assert!(s.try_reserve(daily, monday, 60).is_ok());
+        assert!(s.try_reserve(daily, monday, 60).is_ok(), "60 < 100");
+        assert_eq!(
+            s.try_reserve(daily, monday, 60),
+            Err(BudgetRefusal::HeldInFlight)
+        );
+        // After midnight: a new day with nothing spent or held.
+        assert!(s.try_reserve(daily, tuesday, 60).is_ok());
+        // Monday's two requests end on Tuesday, costing 70 and 50: Monday
+        // overdraws by less than one request, Tuesday is untouched.
+        let cost = |n| Counts {
+            requests: 1,
+            cost_nanos: n,
+            ..Counts::default()
+        };
+        s.settle(monday, 60, &cost(70));
+        s.settle(monday, 60, &cost(50));
+        assert_eq!(s.against(Some(BudgetPeriod::Day), monday), (120, 0));
+        assert_eq!(s.against(Some(BudgetPeriod::Day), tuesday), (0, 60));
+        assert_eq!(s.against(None, tuesday), (120, 60), "lifetime sums");
+        assert_eq!(
+            s.try_reserve(daily, monday, 1),
+            Err(BudgetRefusal::Exhausted)
+        );
+        assert!(s.try_reserve(daily, tuesday, 30).is_ok(), "60 + 0 < 100");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 pub mod cost;
 pub mod ledger;
 pub mod limits;
+pub mod period;
 pub mod report;
 mod request_log;
 
@@ -28,18 +29,20 @@ use pingora_core::services::background::BackgroundService;
 use rust_decimal::Decimal;
 use tracing::info;
 
-use crate::clock::now_ms;
-use crate::config::{Group, Key, Price, Snapshot, StoreSection};
+use crate::clock::{now_ms, Clock};
+use crate::config::{Group, Key, Price, Snapshot, StoreSection, TokenPrices};
 use crate::errors::{ApiError, ErrorKind};
 use crate::metrics::{Metrics, ModelSeries, TokenKind};
 use crate::store::Store;
 use crate::tokenizer::estimate_tokens;
 use crate::usage::Usage;
-use cost::{cost_nanos, usd_to_nanos};
+use cost::{cost_at, cost_nanos, usd_to_nanos};
 use ledger::{Charge, Counts, Ledger};
 use limits::{
-    lock_rates, lock_spend, Account, Accounts, BudgetRefusal, ConcurrencySlot, KeyAccount, Spend,
+    lock_rates, lock_spend, Account, Accounts, Budget, BudgetRefusal, ConcurrencySlot, KeyAccount,
+    Spend,
 };
+use period::{day_of, DaySpend};
 
 /// Estimated input tokens of a request body, for answers that ended
 /// without a usage report: the text of every `content`, `text`, `prompt`,
@@ -112,27 +115,42 @@ pub const DEFAULT_RESERVED_OUTPUT_TOKENS: u64 = 4096;
 
 /// The most a request can cost before it runs, in nano-USD: every body byte
 /// counted as an input token (a token is at least one byte of text, so
-/// this bounds the prompt), at the dearest input-side price, plus
-/// `max_output` output tokens, at the highest ratio among the key's
-/// groups (failover may end in any of them).
+/// this bounds the prompt), at the dearest input-side price of the base
+/// and of every long-context tier the prompt could reach, plus
+/// `max_output` output tokens at the dearest output price among those, at
+/// the highest of the `ratios` (failover may end in any of the key's
+/// groups).
 pub fn reservation_nanos(
     price: &Price,
     ratios: impl Iterator<Item = Decimal>,
     body_len: usize,
     max_output: Option<u64>,
 ) -> i64 {
-    let dearest_input = price.input.max(price.cached_input).max(price.cache_write);
-    let bound = Price {
-        input: dearest_input,
-        ..price.clone()
-    };
+    let body_tokens = body_len as u64;
+    let reachable = std::iter::once(price.base()).chain(
+        price
+            .tiers
+            .iter()
+            .filter(|t| t.above_input_tokens < body_tokens)
+            .map(|t| t.prices),
+    );
+    let mut bound = TokenPrices::default();
+    for p in reachable {
+        let dearest_input = p
+            .input
+            .max(p.cached_input)
+            .max(p.cache_write)
+            .max(p.cache_write_1h);
+        bound.input = bound.input.max(dearest_input);
+        bound.output = bound.output.max(p.output);
+    }
     let usage = Usage {
-        input: body_len as u64,
+        input: body_tokens,
         output: max_output.unwrap_or(DEFAULT_RESERVED_OUTPUT_TOKENS),
         ..Usage::default()
     };
     let ratio = ratios.max().unwrap_or(Decimal::ONE);
-    cost_nanos(&bound, ratio, &usage)
+    cost_at(&bound, price.per_request, ratio, &usage)
 }
 
 /// What a request came to: the group and channel that served it (none
@@ -172,6 +190,8 @@ pub struct Admission {
     key: Arc<KeyAccount>,
     user: Option<Arc<Account>>,
     reserved: i64,
+    /// When it was admitted: its cost counts in that day's budget period.
+    admitted_ms: u64,
     _slot: Option<ConcurrencySlot>,
 }
 
@@ -179,10 +199,9 @@ impl Admission {
     /// Settles the reservation with the actual cost (0 = just release).
     fn close(&mut self, counts: &Counts) {
         let reserved = std::mem::take(&mut self.reserved);
+        let day = day_of(self.admitted_ms);
         for account in std::iter::once(&self.key.account).chain(self.user.as_deref()) {
-            let mut s = lock_spend(account);
-            s.reserved -= reserved;
-            s.totals.add(counts);
+            lock_spend(account).settle(day, reserved, counts);
         }
     }
 }
@@ -202,10 +221,18 @@ pub struct Metering {
     metrics: Arc<Metrics>,
     /// Monotonic clock origin for rate limits.
     epoch: Instant,
+    /// Wall clock: charge times and budget periods.
+    clock: Clock,
 }
 
 impl Metering {
     pub fn open(store: &Store, metrics: Arc<Metrics>) -> Result<Metering> {
+        Metering::open_with_clock(store, metrics, Clock::system())
+    }
+
+    /// With a clock of the caller's (tests move a manual one across a
+    /// budget reset).
+    pub fn open_with_clock(store: &Store, metrics: Arc<Metrics>, clock: Clock) -> Result<Metering> {
         let ledger = Ledger::open(
             store,
             metrics.ledger_pending.clone(),
@@ -217,6 +244,7 @@ impl Metering {
             users: Accounts::new(),
             metrics,
             epoch: Instant::now(),
+            clock,
         })
     }
 
@@ -224,15 +252,31 @@ impl Metering {
         &self.ledger
     }
 
+    /// Today's number (days since 1970-01-01 UTC) on the metering clock.
+    pub fn today(&self) -> u32 {
+        day_of(self.clock.now_ms())
+    }
+
+    /// Spend as the ledger holds it, for an account used the first time.
+    fn stored_spend(&self, kind: u8, name: &str, totals: Counts) -> Spend {
+        Spend {
+            totals,
+            reserved: 0,
+            days: self
+                .ledger
+                .daily_spend(kind, name, DaySpend::window(self.today())),
+        }
+    }
+
     fn key_account(&self, name: &str) -> Arc<KeyAccount> {
         self.keys.get(name, |a| {
-            lock_spend(&a.account).totals = self.ledger.key_totals(name);
+            *lock_spend(&a.account) = self.stored_spend(b'k', name, self.ledger.key_totals(name));
         })
     }
 
     fn user_account(&self, name: &str) -> Arc<Account> {
         self.users.get(name, |a| {
-            lock_spend(a).totals = self.ledger.user_totals(name);
+            *lock_spend(a) = self.stored_spend(b'u', name, self.ledger.user_totals(name));
         })
     }
 
@@ -261,35 +305,47 @@ impl Metering {
     ) -> Result<Admission, ApiError> {
         let key_acc = self.key_account(&key.name);
         let user_acc = key.user.as_deref().map(|u| self.user_account(u));
-        let key_budget = key.budget_usd.map(usd_to_nanos);
+        let key_budget = key.budget_usd.map(|b| Budget {
+            nanos: usd_to_nanos(b),
+            period: key.budget_period,
+        });
         let user_budget = key
             .user
             .as_deref()
             .and_then(|u| snap.users.get(u))
-            .and_then(|u| u.budget_usd)
-            .map(usd_to_nanos);
+            .and_then(|u| {
+                u.budget_usd.map(|b| Budget {
+                    nanos: usd_to_nanos(b),
+                    period: u.budget_period,
+                })
+            });
         let reserved = match (key_budget, user_budget, snap.prices.get(model)) {
             (None, None, _) | (_, _, None) => 0,
             (_, _, Some(price)) => reservation_nanos(
                 price,
-                key.groups.iter().map(|&g| snap.groups[g].ratio),
+                key.groups
+                    .iter()
+                    .map(|&g| snap.groups[g].ratio_for(key.user_group.as_deref())),
                 body_len,
                 max_output,
             ),
         };
+        let admitted_ms = self.clock.now_ms();
+        let today = day_of(admitted_ms);
         lock_spend(&key_acc.account)
-            .try_reserve(key_budget, reserved)
+            .try_reserve(key_budget, today, reserved)
             .map_err(|r| budget_error(r, "this API key"))?;
         let mut admission = Admission {
             key: Arc::clone(&key_acc),
             user: None,
             reserved: 0,
+            admitted_ms,
             _slot: None,
         };
         // From here on, dropping `admission` gives back what it holds.
         admission.reserved = reserved;
         if let Some(user) = user_acc {
-            if let Err(r) = lock_spend(&user).try_reserve(user_budget, reserved) {
+            if let Err(r) = lock_spend(&user).try_reserve(user_budget, today, reserved) {
                 return Err(budget_error(r, "this user"));
             }
             admission.user = Some(user);
@@ -341,12 +397,14 @@ impl Metering {
         let Some(group) = served.group.filter(|_| served.status < 400) else {
             return 0;
         };
+        let ratio = group.ratio_for(key.user_group.as_deref());
         let cost = snap
             .prices
             .get(served.model)
-            .map_or(0, |p| cost_nanos(p, group.ratio, &served.usage));
+            .map_or(0, |p| cost_nanos(p, ratio, &served.usage));
         let charge = Charge {
-            at_ms: now_ms(),
+            at_ms: self.clock.now_ms(),
+            admitted_ms: admission.admitted_ms,
             key: key.name.clone(),
             user: key.user.clone().unwrap_or_default(),
             group: group.name.clone(),
@@ -388,6 +446,7 @@ impl Metering {
             (TokenKind::Output, u.output),
             (TokenKind::CachedInput, u.cached_input),
             (TokenKind::CacheWrite, u.cache_write),
+            (TokenKind::CacheWrite1h, u.cache_write_1h),
         ] {
             if n > 0 {
                 series.tokens(m, kind).inc_by(n);
@@ -395,11 +454,16 @@ impl Metering {
         }
     }
 
-    /// Sets `tollgate_budget_remaining_usd` for every user with a budget.
+    /// Sets `tollgate_budget_remaining_usd` for every user with a budget
+    /// (what is left of the current period's, for a budget per period).
     pub fn refresh_budget_gauges(&self, snap: &Snapshot) {
+        let today = self.today();
         for user in snap.users.values() {
             if let Some(budget) = user.budget_usd {
-                let left = usd_to_nanos(budget) - self.user_spend(&user.name).totals.cost_nanos;
+                let (spent, _) = self
+                    .user_spend(&user.name)
+                    .against(user.budget_period, today);
+                let left = usd_to_nanos(budget) - spent;
                 self.metrics
                     .budget_remaining_usd
                     .with_label_values(&[&user.name])
@@ -515,7 +579,9 @@ mod tests {
             output: d("10"),
             cached_input: d("1"),
             cache_write: d("3"),
+            cache_write_1h: d("3"),
             per_request: d("0.001"),
+            tiers: Vec::new(),
         };
         // 1000 bytes at the dearest input price (3) + 50 output at 10,
         // per 1M: 3000 + 500 = 3500 -> 3.5e-3 USD, + 0.001 -> 4.5e-3; x1.5
@@ -524,5 +590,41 @@ mod tests {
         // Without max_tokens: the documented default.
         let r = reservation_nanos(&price, [d("1")].into_iter(), 0, None);
         assert_eq!(r, 4096 * 10 * 1000 + 1_000_000);
+    }
+
+    #[test]
+    fn reservation_bounds_the_tiers_the_body_can_reach() {
+        let d = |s| Decimal::from_str(s).unwrap();
+        let tier = |above, input, output, write_1h| crate::config::PriceTier {
+            above_input_tokens: above,
+            prices: TokenPrices {
+                input: d(input),
+                output: d(output),
+                cached_input: d("0"),
+                cache_write: d("0"),
+                cache_write_1h: d(write_1h),
+            },
+        };
+        let price = Price {
+            input: d("3"),
+            output: d("15"),
+            cached_input: d("0.3"),
+            cache_write: d("3.75"),
+            cache_write_1h: d("6"),
+            per_request: d("0"),
+            tiers: vec![tier(100, "6", "22.5", "12"), tier(1000, "7", "30", "7")],
+        };
+        // 100 bytes cannot be above 100 tokens: base prices, 1-hour writes
+        // dearest: 100 x 6 + 10 x 15 = 750 per 1M -> 750,000 nano, x 0.4.
+        let r = reservation_nanos(&price, [d("0.4")].into_iter(), 100, Some(10));
+        assert_eq!(r, 300_000);
+        // 101 bytes may be: the first tier's 1-hour writes (12) and output
+        // (22.5): 101 x 12 + 10 x 22.5 = 1437 -> 1,437,000 nano.
+        let r = reservation_nanos(&price, [d("1")].into_iter(), 101, Some(10));
+        assert_eq!(r, 1_437_000);
+        // Past both: the dearest of each kind, 12 and 30:
+        // 2000 x 12 + 10 x 30 = 24300 -> 24,300,000 nano.
+        let r = reservation_nanos(&price, [d("1")].into_iter(), 2000, Some(10));
+        assert_eq!(r, 24_300_000);
     }
 }

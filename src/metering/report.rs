@@ -8,9 +8,10 @@ use serde_json::{json, Value};
 
 use super::cost::{nanos_to_usd, usd_to_nanos};
 use super::ledger::{Counts, Query, DIMENSIONS};
-use super::Metering;
+use super::limits::Spend;
+use super::{period, Metering};
 use crate::clock::now_ms;
-use crate::config::{Key, Snapshot};
+use crate::config::{BudgetPeriod, Key, Snapshot};
 
 /// What OpenAI-style clients are shown as the limit of a key without any
 /// budget (the convention of one-api/new-api).
@@ -36,39 +37,103 @@ fn tokens(c: &Counts) -> Value {
         "output": c.output,
         "cached_input": c.cached_input,
         "cache_write": c.cache_write,
-        "total": c.input + c.output + c.cached_input + c.cache_write,
+        "cache_write_1h": c.cache_write_1h,
+        "total": c.tokens(),
     })
 }
 
-/// Budget state of a key: (key spent, what is left across the key's and
-/// its user's budgets, or None when neither has one).
-fn spent_and_left(m: &Metering, snap: &Snapshot, key: &Key) -> (Counts, Option<i64>) {
-    let spent = m.key_spend(&key.name).totals;
-    let mut left: Option<i64> = key.budget_usd.map(|b| usd_to_nanos(b) - spent.cost_nanos);
-    if let Some(user) = key.user.as_deref() {
-        if let Some(budget) = snap.users.get(user).and_then(|u| u.budget_usd) {
-            let user_left = usd_to_nanos(budget) - m.user_spend(user).totals.cost_nanos;
-            left = Some(left.map_or(user_left, |l| l.min(user_left)));
-        }
+/// One budget as `/api/usage` shows it: its period, the spend that counts
+/// against it, and what is left.
+struct BudgetState {
+    period: Option<BudgetPeriod>,
+    /// Settled spend in the current period (lifetime without a period).
+    spent: i64,
+    left: Option<i64>,
+}
+
+fn budget_state(
+    spend: &Spend,
+    budget: Option<rust_decimal::Decimal>,
+    period: Option<BudgetPeriod>,
+    today: u32,
+) -> BudgetState {
+    let (spent, _) = spend.against(period, today);
+    BudgetState {
+        period,
+        spent,
+        left: budget.map(|b| usd_to_nanos(b) - spent),
     }
-    (spent, left.map(|l| l.max(0)))
+}
+
+impl BudgetState {
+    /// The budget's period fields, merged into a usage object.
+    fn fields(&self, today: u32) -> serde_json::Map<String, Value> {
+        let (period, spent_usd, spent_nanos, resets) = match self.period {
+            Some(p) => (
+                json!(p.as_str()),
+                usd(self.spent),
+                json!(self.spent),
+                json!(period::resets_at(p, today)),
+            ),
+            None => (Value::Null, Value::Null, Value::Null, Value::Null),
+        };
+        let mut out = serde_json::Map::new();
+        out.insert("budget_period".into(), period);
+        out.insert("period_spent_usd".into(), spent_usd);
+        out.insert("period_spent_nano_usd".into(), spent_nanos);
+        out.insert("budget_resets_at".into(), resets);
+        out
+    }
+}
+
+/// Budget state of a key and its user's (when she has a budget), and what
+/// is left across both (None when neither has a budget).
+fn budgets(
+    m: &Metering,
+    snap: &Snapshot,
+    key: &Key,
+    today: u32,
+) -> (BudgetState, Option<BudgetState>, Option<i64>) {
+    let mine = budget_state(
+        &m.key_spend(&key.name),
+        key.budget_usd,
+        key.budget_period,
+        today,
+    );
+    let user = key
+        .user
+        .as_deref()
+        .and_then(|name| snap.users.get(name))
+        .map(|u| budget_state(&m.user_spend(&u.name), u.budget_usd, u.budget_period, today));
+    let left = [Some(&mine), user.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b.left)
+        .min();
+    (mine, user, left.map(|l| l.max(0)))
 }
 
 /// `GET /api/usage`: the calling key's spend, budget left, tokens, requests.
 pub fn key_usage(m: &Metering, snap: &Snapshot, key: &Key) -> Value {
-    let (spent, left) = spent_and_left(m, snap, key);
+    let today = m.today();
+    let spent = m.key_spend(&key.name).totals;
+    let (mine, user_budget, left) = budgets(m, snap, key, today);
     let user = key.user.as_deref().map(|name| {
         let s = m.user_spend(name).totals;
         let budget = snap.users.get(name).and_then(|u| u.budget_usd);
-        json!({
+        let mut user = json!({
             "name": name,
             "spent_usd": usd(s.cost_nanos),
             "spent_nano_usd": s.cost_nanos,
             "budget_usd": budget.map(|b| usd(usd_to_nanos(b))),
             "requests": s.requests,
-        })
+        });
+        if let (Some(fields), Some(b)) = (user.as_object_mut(), &user_budget) {
+            fields.extend(b.fields(today));
+        }
+        user
     });
-    json!({
+    let mut doc = json!({
         "object": "usage",
         "key": key.name,
         "requests": spent.requests,
@@ -80,14 +145,19 @@ pub fn key_usage(m: &Metering, snap: &Snapshot, key: &Key) -> Value {
         "remaining_usd": left.map(usd),
         "remaining_nano_usd": left,
         "user": user,
-    })
+    });
+    if let Some(fields) = doc.as_object_mut() {
+        fields.extend(mine.fields(today));
+    }
+    doc
 }
 
 /// `GET /v1/dashboard/billing/subscription` (OpenAI legacy). The limit is
 /// what the key has spent plus what it has left, so that clients showing
 /// `hard_limit_usd - total_usage` show the real balance.
 pub fn billing_subscription(m: &Metering, snap: &Snapshot, key: &Key) -> Value {
-    let (spent, left) = spent_and_left(m, snap, key);
+    let spent = m.key_spend(&key.name).totals;
+    let (_, _, left) = budgets(m, snap, key, m.today());
     let limit = match left {
         Some(l) => usd(spent.cost_nanos + l),
         None => json!(UNLIMITED_USD),
@@ -213,6 +283,7 @@ fn counts_json(c: &Counts) -> serde_json::Map<String, Value> {
     row.insert("output".into(), json!(c.output));
     row.insert("cached_input".into(), json!(c.cached_input));
     row.insert("cache_write".into(), json!(c.cache_write));
+    row.insert("cache_write_1h".into(), json!(c.cache_write_1h));
     row.insert("estimated".into(), json!(c.estimated));
     row.insert("cost_usd".into(), usd(c.cost_nanos));
     row.insert("cost_nano_usd".into(), json!(c.cost_nanos));

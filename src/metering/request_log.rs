@@ -6,7 +6,8 @@
 //! same entry as JSON took ~200). sled's cost is per insert, not per byte,
 //! so four times the entries per chunk cut the writer's CPU per request
 //! by more than half. Chunks written before 2026-12-03 are JSON lines;
-//! they start with `{`, and are still read and pruned.
+//! they start with `{`, and are still read and pruned. Binary chunks of
+//! format 1 have no `cache_write_1h` count; they read with none.
 
 use serde_json::{json, Value};
 
@@ -15,6 +16,8 @@ use crate::usage::Usage;
 
 /// The first byte of a binary chunk (a JSON chunk starts with `{`).
 const BINARY_V1: u8 = 1;
+/// Format 2 adds the `cache_write_1h` count after `cache_write`.
+const BINARY_V2: u8 = 2;
 /// A chunk closes once it is this long. sled keeps up to 16 values per
 /// page and each of its 256 cache shards holds on to its newest page
 /// whatever the cache bound, so the chunk size sets a floor under the
@@ -40,7 +43,7 @@ pub(super) fn chunks(batch: &[Charge]) -> Vec<(u64, Vec<u8>)> {
             None => {
                 // Sized for the whole chunk: entries are written in place.
                 let mut chunk = Vec::with_capacity(CHUNK_BYTES + 256);
-                chunk.push(BINARY_V1);
+                chunk.push(BINARY_V2);
                 chunks.push((minute, chunk));
                 &mut chunks.last_mut().expect("just pushed").1
             }
@@ -53,19 +56,41 @@ pub(super) fn chunks(batch: &[Charge]) -> Vec<(u64, Vec<u8>)> {
 /// A stored chunk's entries, as `/admin/requests` shows them. A damaged
 /// entry ends the chunk: what precedes it is still shown.
 pub(super) fn read(chunk: &[u8]) -> Vec<Value> {
-    match chunk.split_first() {
-        Some((&BINARY_V1, entries)) => Entries(entries).map(|e| e.to_json()).collect(),
-        _ => json_lines(chunk)
+    match binary(chunk) {
+        Some(entries) => entries.map(|e| e.to_json()).collect(),
+        None => json_lines(chunk)
             .filter_map(|line| serde_json::from_slice(line).ok())
+            .map(|mut entry: Value| {
+                // JSON chunks predate 1-hour writes: show them as none.
+                if let Some(fields) = entry.as_object_mut() {
+                    fields.entry("cache_write_1h").or_insert(json!(0));
+                }
+                entry
+            })
             .collect(),
     }
 }
 
 /// How many entries a stored chunk holds.
 pub(super) fn count(chunk: &[u8]) -> usize {
+    match binary(chunk) {
+        Some(entries) => entries.count(),
+        None => json_lines(chunk).count(),
+    }
+}
+
+/// The entries of a binary chunk, or `None` for a JSON one.
+fn binary(chunk: &[u8]) -> Option<Entries<'_>> {
     match chunk.split_first() {
-        Some((&BINARY_V1, entries)) => Entries(entries).count(),
-        _ => json_lines(chunk).count(),
+        Some((&BINARY_V1, rest)) => Some(Entries {
+            rest,
+            one_hour_writes: false,
+        }),
+        Some((&BINARY_V2, rest)) => Some(Entries {
+            rest,
+            one_hour_writes: true,
+        }),
+        _ => None,
     }
 }
 
@@ -80,7 +105,13 @@ fn write_entry(c: &Charge, out: &mut Vec<u8>) {
         out.extend_from_slice(text.as_bytes());
     }
     let u = &c.usage;
-    for count in [u.input, u.output, u.cached_input, u.cache_write] {
+    for count in [
+        u.input,
+        u.output,
+        u.cached_input,
+        u.cache_write,
+        u.cache_write_1h,
+    ] {
         put_varint(out, count);
     }
     // Zigzag: a refund's negative cost stays short.
@@ -122,6 +153,7 @@ impl Entry<'_> {
             "output": self.usage.output,
             "cached_input": self.usage.cached_input,
             "cache_write": self.usage.cache_write,
+            "cache_write_1h": self.usage.cache_write_1h,
             "cost_nanos": self.cost_nanos,
             "estimated": self.estimated,
         })
@@ -129,21 +161,25 @@ impl Entry<'_> {
 }
 
 /// Decodes a binary chunk's entries (after its format byte).
-struct Entries<'a>(&'a [u8]);
+struct Entries<'a> {
+    rest: &'a [u8],
+    /// Format 2: entries hold a `cache_write_1h` count.
+    one_hour_writes: bool,
+}
 
 impl<'a> Iterator for Entries<'a> {
     type Item = Entry<'a>;
 
     fn next(&mut self) -> Option<Entry<'a>> {
-        let entry = take_entry(&mut self.0);
+        let entry = take_entry(&mut self.rest, self.one_hour_writes);
         if entry.is_none() {
-            self.0 = &[];
+            self.rest = &[];
         }
         entry
     }
 }
 
-fn take_entry<'a>(rest: &mut &'a [u8]) -> Option<Entry<'a>> {
+fn take_entry<'a>(rest: &mut &'a [u8], one_hour_writes: bool) -> Option<Entry<'a>> {
     let at_ms = take_varint(rest)?;
     let mut names = [""; 5];
     for name in &mut names {
@@ -154,6 +190,11 @@ fn take_entry<'a>(rest: &mut &'a [u8]) -> Option<Entry<'a>> {
         output: take_varint(rest)?,
         cached_input: take_varint(rest)?,
         cache_write: take_varint(rest)?,
+        cache_write_1h: if one_hour_writes {
+            take_varint(rest)?
+        } else {
+            0
+        },
     };
     let zigzag = take_varint(rest)?;
     let cost_nanos = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
@@ -205,7 +246,8 @@ mod tests {
             "at_ms": c.at_ms, "key": c.key, "user": c.user, "group": c.group,
             "model": c.model, "channel": c.channel, "input": c.usage.input,
             "output": c.usage.output, "cached_input": c.usage.cached_input,
-            "cache_write": c.usage.cache_write, "cost_nanos": c.cost_nanos,
+            "cache_write": c.usage.cache_write, "cache_write_1h": c.usage.cache_write_1h,
+            "cost_nanos": c.cost_nanos,
             "estimated": c.estimated,
         })
     }
@@ -222,6 +264,7 @@ mod tests {
             output: 127,
             cached_input: 128,
             cache_write: u64::MAX,
+            cache_write_1h: 0,
         };
         odd.estimated = true;
         for cost in [i64::MIN, -42, -1, 0, 63, 64, i64::MAX] {
@@ -278,6 +321,7 @@ mod tests {
             output: 2,
             cached_input: 3,
             cache_write: 4,
+            cache_write_1h: 0,
         };
         second.cost_nanos = -5;
         second.estimated = true;
@@ -285,6 +329,40 @@ mod tests {
         assert_eq!(read[1], as_json_chunks_had_it(&second));
         assert_eq!(read[0]["model"], "gpt-4o-mini");
         assert_eq!(read[0]["cost_nanos"], 40_200);
+    }
+
+    #[test]
+    fn format_1_chunks_read_with_no_one_hour_writes() {
+        // An entry as format 1 wrote it: four token counts.
+        let mut chunk = vec![BINARY_V1];
+        put_varint(&mut chunk, 1_764_745_200_123);
+        for text in ["k", "u", "g", "m", "c"] {
+            put_varint(&mut chunk, text.len() as u64);
+            chunk.extend_from_slice(text.as_bytes());
+        }
+        for count in [12, 64, 3, 4] {
+            put_varint(&mut chunk, count);
+        }
+        put_varint(&mut chunk, 40_200 << 1);
+        chunk.push(0);
+        assert_eq!(count(&chunk), 1);
+        let mut want = charge(1_764_745_200_123, "k");
+        (want.user, want.group, want.model, want.channel) =
+            ("u".into(), "g".into(), "m".into(), "c".into());
+        want.usage = Usage {
+            input: 12,
+            output: 64,
+            cached_input: 3,
+            cache_write: 4,
+            cache_write_1h: 0,
+        };
+        want.cost_nanos = 40_200;
+        assert_eq!(read(&chunk), vec![as_json_chunks_had_it(&want)]);
+        // And format 2 keeps the count.
+        want.usage.cache_write_1h = 300;
+        let (_, chunk) = &chunks(std::slice::from_ref(&want))[0];
+        assert_eq!(chunk[0], BINARY_V2);
+        assert_eq!(read(chunk)[0]["cache_write_1h"], 300);
     }
 
     #[test]

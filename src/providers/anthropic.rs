@@ -116,34 +116,87 @@ pub fn betas(req: &ClientRequest<'_>) -> Vec<String> {
 
 /// The `usage` object of a message; every field is optional because
 /// `message_delta` may carry only some of them.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
 pub struct AnthropicUsage {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    /// All cache writes, whatever their lifetime.
     cache_creation_input_tokens: Option<u64>,
+    /// The same writes by lifetime (prompt caching with `ttl`).
+    cache_creation: Option<CacheCreation>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+struct CacheCreation {
+    ephemeral_5m_input_tokens: Option<u64>,
+    ephemeral_1h_input_tokens: Option<u64>,
 }
 
 impl AnthropicUsage {
+    /// The tokens to bill. `cache_creation_input_tokens` is the sum of both
+    /// lifetimes, so the 1-hour writes are taken out of it and the rest
+    /// billed as 5-minute writes: no write is billed twice.
     pub fn to_usage(&self) -> Usage {
-        let mut u = Usage::default();
-        self.merge_into(&mut u);
-        u
+        let by_ttl = self.cache_creation.unwrap_or_default();
+        let one_hour = by_ttl.ephemeral_1h_input_tokens.unwrap_or(0);
+        let all_writes = self.cache_creation_input_tokens.unwrap_or_else(|| {
+            one_hour.saturating_add(by_ttl.ephemeral_5m_input_tokens.unwrap_or(0))
+        });
+        let one_hour = one_hour.min(all_writes);
+        Usage {
+            input: self.input_tokens.unwrap_or(0),
+            output: self.output_tokens.unwrap_or(0),
+            cached_input: self.cache_read_input_tokens.unwrap_or(0),
+            cache_write: all_writes - one_hour,
+            cache_write_1h: one_hour,
+        }
     }
 
-    /// Fields present here replace those in `u` (the counts are cumulative).
-    fn merge_into(&self, u: &mut Usage) {
-        if let Some(n) = self.input_tokens {
-            u.input = n;
+    /// Fields present in `newer` replace those here (the counts are
+    /// cumulative). Raw fields are merged, not billed tokens: a later
+    /// event may repeat the writes' total without their split.
+    fn merge(&mut self, newer: &AnthropicUsage) {
+        fn take(old: &mut Option<u64>, new: Option<u64>) {
+            if new.is_some() {
+                *old = new;
+            }
         }
-        if let Some(n) = self.output_tokens {
-            u.output = n;
+        take(&mut self.input_tokens, newer.input_tokens);
+        take(&mut self.output_tokens, newer.output_tokens);
+        take(
+            &mut self.cache_read_input_tokens,
+            newer.cache_read_input_tokens,
+        );
+        take(
+            &mut self.cache_creation_input_tokens,
+            newer.cache_creation_input_tokens,
+        );
+        if let Some(by_ttl) = newer.cache_creation {
+            let mine = self.cache_creation.get_or_insert_with(Default::default);
+            take(
+                &mut mine.ephemeral_5m_input_tokens,
+                by_ttl.ephemeral_5m_input_tokens,
+            );
+            take(
+                &mut mine.ephemeral_1h_input_tokens,
+                by_ttl.ephemeral_1h_input_tokens,
+            );
         }
-        if let Some(n) = self.cache_read_input_tokens {
-            u.cached_input = n;
-        }
-        if let Some(n) = self.cache_creation_input_tokens {
-            u.cache_write = n;
+    }
+}
+
+impl From<Usage> for AnthropicUsage {
+    fn from(u: Usage) -> Self {
+        AnthropicUsage {
+            input_tokens: Some(u.input),
+            output_tokens: Some(u.output),
+            cache_read_input_tokens: Some(u.cached_input),
+            cache_creation_input_tokens: Some(u.cache_write.saturating_add(u.cache_write_1h)),
+            cache_creation: Some(CacheCreation {
+                ephemeral_5m_input_tokens: Some(u.cache_write),
+                ephemeral_1h_input_tokens: Some(u.cache_write_1h),
+            }),
         }
     }
 }
@@ -177,7 +230,7 @@ struct Delta<'a> {
 /// events, or a whole body's `usage`.
 #[derive(Default)]
 pub struct AnthropicMeter {
-    usage: Option<Usage>,
+    usage: Option<AnthropicUsage>,
     estimated_output: OutputEstimate,
 }
 
@@ -188,7 +241,7 @@ impl AnthropicMeter {
     /// Takes usage found elsewhere (Bedrock's invocation metrics) when the
     /// events carried none.
     pub fn fallback_usage(&mut self, usage: Usage) {
-        self.usage.get_or_insert(usage);
+        self.usage.get_or_insert(AnthropicUsage::from(usage));
     }
 }
 
@@ -214,18 +267,18 @@ impl Meter for AnthropicMeter {
             _ => None,
         };
         if let Some(u) = usage {
-            u.merge_into(self.usage.get_or_insert_with(Usage::default));
+            self.usage.get_or_insert_with(Default::default).merge(&u);
         }
     }
 
     fn observe_tail(&mut self, tail: &Tail) {
         if let Some(u) = tail.last_value::<AnthropicUsage>("usage") {
-            self.usage = Some(u.to_usage());
+            self.usage = Some(u);
         }
     }
 
     fn usage(&self) -> Option<Usage> {
-        self.usage
+        self.usage.as_ref().map(AnthropicUsage::to_usage)
     }
 
     fn estimated_output_tokens(&self) -> u64 {
@@ -342,7 +395,8 @@ mod tests {
                     input: 25,
                     output: 15,
                     cached_input: 2000,
-                    cache_write: 100
+                    cache_write: 100,
+                    cache_write_1h: 0
                 })
             );
             assert_eq!(a.estimated_output_tokens(), 2); // cl100k: "Hello there"
@@ -361,9 +415,65 @@ mod tests {
                 input: 12,
                 output: 6,
                 cached_input: 30,
-                cache_write: 0
+                cache_write: 0,
+                cache_write_1h: 0
             })
         );
+    }
+
+    /// What a stream with 1-hour cache writes is billed as.
+    fn usage_of_stream(start_usage: &str, delta_usage: &str) -> Option<Usage> {
+        let stream = format!(
+            "event: message_start\ndata: {{\"type\":\"message_start\",\"message\":{{\"usage\":{start_usage}}}}}\n\n\
+             event: message_delta\ndata: {{\"type\":\"message_delta\",\"usage\":{delta_usage}}}\n\n"
+        );
+        let mut a = AnthropicAdapter::new(true);
+        a.on_chunk(Bytes::from(stream));
+        a.on_end();
+        a.usage()
+    }
+
+    #[test]
+    fn one_hour_cache_writes_are_split_out_of_the_write_total() {
+        let split = concat!(
+            r#"{"input_tokens":9,"cache_creation_input_tokens":1500,"cache_read_input_tokens":40,"#,
+            r#""cache_creation":{"ephemeral_5m_input_tokens":1000,"ephemeral_1h_input_tokens":500},"#,
+            r#""output_tokens":1}"#
+        );
+        let want = Usage {
+            input: 9,
+            output: 70,
+            cached_input: 40,
+            cache_write: 1000,
+            cache_write_1h: 500,
+        };
+        // A delta with the output only, and one that repeats the input side
+        // with the writes' total but not their split (newer API versions):
+        // neither bills the 1-hour writes a second time.
+        assert_eq!(
+            usage_of_stream(split, r#"{"output_tokens":70}"#),
+            Some(want)
+        );
+        let repeated = r#"{"input_tokens":9,"cache_creation_input_tokens":1500,"cache_read_input_tokens":40,"output_tokens":70}"#;
+        assert_eq!(usage_of_stream(split, repeated), Some(want));
+        // Non-stream body.
+        let body = format!(
+            r#"{{"id":"m","type":"message","content":[],"usage":{}}}"#,
+            split
+        );
+        let mut a = AnthropicAdapter::new(false);
+        a.on_chunk(Bytes::from(body));
+        a.on_end();
+        assert_eq!(a.usage(), Some(Usage { output: 1, ..want }));
+        // The split alone, without the total: the total is their sum.
+        let only_split = r#"{"input_tokens":1,"cache_creation":{"ephemeral_5m_input_tokens":3,"ephemeral_1h_input_tokens":4}}"#;
+        let u = usage_of_stream(only_split, r#"{"output_tokens":2}"#).unwrap();
+        assert_eq!((u.cache_write, u.cache_write_1h), (3, 4));
+        // A 1-hour count above the total (inconsistent) never bills more
+        // writes than the total.
+        let odd = r#"{"cache_creation_input_tokens":10,"cache_creation":{"ephemeral_1h_input_tokens":25}}"#;
+        let u = usage_of_stream(odd, r#"{"output_tokens":2}"#).unwrap();
+        assert_eq!((u.cache_write, u.cache_write_1h), (0, 10));
     }
 
     #[test]

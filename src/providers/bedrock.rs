@@ -372,6 +372,7 @@ impl EventStreamAdapter {
                         output: m.output_token_count.unwrap_or(0),
                         cached_input: m.cache_read_input_token_count.unwrap_or(0),
                         cache_write: m.cache_write_input_token_count.unwrap_or(0),
+                        cache_write_1h: 0,
                     });
                 }
                 out.extend_from_slice(
@@ -545,7 +546,8 @@ mod tests {
                     input: 21,
                     output: 9,
                     cached_input: 7,
-                    cache_write: 3
+                    cache_write: 3,
+                    cache_write_1h: 0
                 })
             );
         }
@@ -557,6 +559,29 @@ mod tests {
         }
         assert_eq!(String::from_utf8(out).unwrap(), expected);
         assert!(a.pending.is_empty());
+    }
+
+    #[test]
+    fn one_hour_cache_writes_are_read_from_the_event_stream() {
+        let mut events = events();
+        events[0]["message"]["usage"] = json!({"input_tokens": 21, "cache_read_input_tokens": 7,
+            "cache_creation_input_tokens": 30,
+            "cache_creation": {"ephemeral_5m_input_tokens": 10, "ephemeral_1h_input_tokens": 20},
+            "output_tokens": 1});
+        let wire: Vec<u8> = events.iter().flat_map(chunk).collect();
+        let mut a = EventStreamAdapter::new();
+        a.on_chunk(Bytes::from(wire));
+        a.on_end();
+        assert_eq!(
+            a.usage(),
+            Some(Usage {
+                input: 21,
+                output: 9,
+                cached_input: 7,
+                cache_write: 10,
+                cache_write_1h: 20
+            })
+        );
     }
 
     #[test]
@@ -594,7 +619,8 @@ mod tests {
                 input: 40,
                 output: 12,
                 cached_input: 5,
-                cache_write: 0
+                cache_write: 0,
+                cache_write_1h: 0
             })
         );
     }

@@ -105,6 +105,7 @@ impl UsageMetadata {
                 + self.thoughts_token_count.unwrap_or(0),
             cached_input: cached,
             cache_write: 0,
+            cache_write_1h: 0,
         }
     }
 }
@@ -194,7 +195,8 @@ mod tests {
                 input: 400,
                 output: 100,
                 cached_input: 600,
-                cache_write: 0
+                cache_write: 0,
+                cache_write_1h: 0
             }
         );
     }

@@ -113,6 +113,7 @@ impl OpenAiUsage {
             output: self.completion_tokens.or(self.output_tokens).unwrap_or(0),
             cached_input: cached,
             cache_write: 0,
+            cache_write_1h: 0,
         }
     }
 }
@@ -358,7 +359,8 @@ mod tests {
                     input: 60,
                     output: 7,
                     cached_input: 40,
-                    cache_write: 0
+                    cache_write: 0,
+                    cache_write_1h: 0
                 })
             );
         }
@@ -453,7 +455,8 @@ mod tests {
                 input: 20,
                 output: 9,
                 cached_input: 10,
-                cache_write: 0
+                cache_write: 0,
+                cache_write_1h: 0
             })
         );
         assert_eq!(a.estimated_output_tokens(), 1);

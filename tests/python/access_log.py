@@ -16,6 +16,7 @@ class Metered:
     estimated: bool
     model: str
     channel: str
+    cache_write_1h: int = 0
 
 
 def metered(tollgate) -> list[Metered]:
@@ -34,6 +35,7 @@ def metered(tollgate) -> list[Metered]:
                 estimated=fields["estimated"] == "true",
                 model=fields["model"],
                 channel=fields["channel"],
+                cache_write_1h=int(fields.get("cache_write_1h", 0)),
             )
         )
     return out

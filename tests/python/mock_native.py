@@ -12,7 +12,11 @@ Answers are deterministic so tests can assert exact values:
   (with its leading space) per event;
 - Anthropic usage: ``input_tokens = ANTHROPIC_INPUT``, cache reads
   ``ANTHROPIC_CACHE_READ``, cache writes ``ANTHROPIC_CACHE_WRITE``,
-  ``output_tokens`` = number of words; count_tokens: ``ANTHROPIC_COUNT``;
+  ``output_tokens`` = number of words; count_tokens: ``ANTHROPIC_COUNT``.
+  A test may set ``mock.anthropic_usage`` to report another input side
+  (e.g. a long context, or ``cache_creation`` by lifetime); streams then
+  repeat its counts, without ``cache_creation``, in ``message_delta`` as
+  newer API versions do. ``reset()`` puts the default back;
 - Gemini usage: ``promptTokenCount = GEMINI_PROMPT`` of which
   ``GEMINI_CACHED`` cached, ``candidatesTokenCount`` = number of words,
   ``thoughtsTokenCount = GEMINI_THOUGHTS``; countTokens: ``GEMINI_COUNT``.
@@ -269,6 +273,7 @@ class MockNative:
         self.tools = tools
         self.requests: list[Received] = []
         self._failures: list[tuple[int, dict]] = []
+        self.anthropic_usage: dict | None = None
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -297,6 +302,7 @@ class MockNative:
         with self._lock:
             self.requests.clear()
             self._failures.clear()
+            self.anthropic_usage = None
 
     def fail_next(self, status: int, body: dict) -> None:
         """The next request answers ``status`` with ``body``."""
@@ -405,11 +411,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._tool_use(body, tool)
                 return
             pieces = words(anthropic_tool_result(body) or anthropic_text(body))
-        usage = {
+        usage = self.owner.anthropic_usage or {
             "input_tokens": ANTHROPIC_INPUT,
             "cache_creation_input_tokens": ANTHROPIC_CACHE_WRITE,
             "cache_read_input_tokens": ANTHROPIC_CACHE_READ,
         }
+        final_usage = {"output_tokens": len(pieces)}
+        if self.owner.anthropic_usage:
+            final_usage.update({k: v for k, v in usage.items() if k != "cache_creation"})
         message = {
             "id": "msg_mock01",
             "type": "message",
@@ -444,7 +453,7 @@ class _Handler(BaseHTTPRequestHandler):
             ("content_block_stop", {"type": "content_block_stop", "index": 0}),
             ("message_delta", {"type": "message_delta",
                                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                               "usage": {"output_tokens": len(pieces)}}),
+                               "usage": final_usage}),
             ("message_stop", {"type": "message_stop"}),
         ]
         if bedrock:

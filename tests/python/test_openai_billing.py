@@ -168,6 +168,7 @@ def test_streams_are_billed_exactly_with_and_without_a_usage_request(stack):
             "output": 7,
             "cached_input": 2 * CACHED_TOKENS,
             "cache_write": 0,
+            "cache_write_1h": 0,
             "estimated": 0,
             "cost_usd": float(Decimal(expected) / Decimal(1_000_000_000)),
             "cost_nano_usd": expected,

@@ -243,6 +243,7 @@ mod tests {
             cached_input: 1.into(),
             cache_write: 1.into(),
             per_request: 0.into(),
+            ..Price::default()
         };
         names
             .iter()

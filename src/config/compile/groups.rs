@@ -29,9 +29,38 @@ pub(super) fn compile(defs: &[Arc<GroupDef>], src: &Source<'_>) -> Result<Vec<Gr
             description: g.description.clone(),
             connectivity: g.connectivity.clone(),
             all_channels: g.all_channels,
+            user_ratios: Vec::new(),
         });
     }
+    // A second pass: a user ratio may name a group defined further down.
+    for (i, g) in defs.iter().enumerate() {
+        groups[i].user_ratios = user_ratios(g, &groups).map_err(|e| {
+            src.error(
+                field(i, "user_ratios"),
+                format!("[[groups]] \"{}\": {e}", g.name),
+            )
+        })?;
+    }
     Ok(groups)
+}
+
+/// `user_ratios`: every name a group (users' `group` names one), every
+/// ratio > 0 like a group's own.
+fn user_ratios(g: &GroupDef, groups: &[Group]) -> Result<Vec<(String, Decimal)>, String> {
+    g.user_ratios
+        .iter()
+        .map(|(user_group, ratio)| {
+            if index_of(groups, user_group).is_none() {
+                return Err(format!("user_ratios names unknown group \"{user_group}\""));
+            }
+            if *ratio <= Decimal::ZERO {
+                return Err(format!(
+                    "user_ratios: the ratio for \"{user_group}\" must be > 0, got {ratio}"
+                ));
+            }
+            Ok((user_group.clone(), ratio.normalize()))
+        })
+        .collect()
 }
 
 /// The group indexes that `auto` expands to, in order.
@@ -86,6 +115,27 @@ mod tests {
         assert_eq!(e.line, Some(5), "{e}");
         let e = compiled("[[groups]]\nname = \"a\"\n\nratio = 0\n").unwrap_err();
         assert_eq!(e.line, Some(4), "{e}");
+    }
+
+    #[test]
+    fn user_ratios_name_groups_and_are_positive() {
+        let text = "[[groups]]\nname = \"claude\"\nratio = 0.5\nuser_ratios = { vip = 0.40, default = 0.45 }\n\
+                    [[groups]]\nname = \"vip\"\nratio = 1\n[[groups]]\nname = \"default\"\nratio = 1\n";
+        let groups = compiled(text).unwrap();
+        let claude = &groups[0];
+        assert_eq!(claude.ratio_for(Some("vip")).to_string(), "0.4");
+        assert_eq!(claude.ratio_for(Some("default")).to_string(), "0.45");
+        assert_eq!(claude.ratio_for(Some("other")).to_string(), "0.5");
+        assert_eq!(claude.ratio_for(None).to_string(), "0.5");
+        assert_eq!(groups[1].ratio_for(Some("vip")).to_string(), "1");
+        let e = compiled("[[groups]]\nname = \"a\"\nratio = 1\n\nuser_ratios = { vpi = 0.4 }\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("unknown group \"vpi\""), "{e}");
+        let e =
+            compiled("[[groups]]\nname = \"a\"\nratio = 1\nuser_ratios = { a = 0 }\n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("must be > 0, got 0"), "{e}");
     }
 
     #[test]

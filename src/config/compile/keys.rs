@@ -12,7 +12,8 @@ use rust_decimal::Decimal;
 
 use super::groups::index_of;
 use crate::config::{
-    expand_vars, sha256, ConfigError, Group, Key, KeyDef, Source, User, AUTO_GROUP, DEFAULT_GROUP,
+    expand_vars, sha256, BudgetPeriod, ConfigError, Group, Key, KeyDef, Source, User, AUTO_GROUP,
+    DEFAULT_GROUP,
 };
 
 /// The keys by the sha256 of their secret.
@@ -101,6 +102,7 @@ fn compile_key(
     };
     let key_groups = expand_groups(&group_names, groups, auto_groups)?;
     check_budget(k.budget_usd).map_err(|e| ("budget_usd", e))?;
+    check_budget_period(k.budget_usd, k.budget_period).map_err(|e| ("budget_period", e))?;
     for (field, value) in [
         ("rpm", k.rpm.map(u64::from)),
         ("tpm", k.tpm),
@@ -126,6 +128,8 @@ fn compile_key(
             .map(|cidr| ip_net(cidr))
             .collect::<Result<_, _>>()?,
         budget_usd: k.budget_usd,
+        budget_period: k.budget_period,
+        user_group: user.map(|u| u.group.as_deref().unwrap_or(DEFAULT_GROUP).to_string()),
         rpm: k.rpm,
         tpm: k.tpm,
         max_concurrent: k.max_concurrent,
@@ -194,6 +198,20 @@ fn ip_net(cidr: &str) -> Result<IpNet, FieldError> {
         })
 }
 
+/// A period without a budget to reset is a mistake, not a no-op.
+pub(super) fn check_budget_period(
+    budget: Option<Decimal>,
+    period: Option<BudgetPeriod>,
+) -> Result<(), String> {
+    match (budget, period) {
+        (None, Some(p)) => Err(format!(
+            "budget_period = \"{}\" needs a budget_usd",
+            p.as_str()
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(super) fn check_budget(budget: Option<Decimal>) -> Result<(), String> {
     match budget {
         Some(b) if b.is_sign_negative() => Err(format!("budget_usd must be >= 0, got {b}")),
@@ -240,6 +258,7 @@ mod tests {
             description: String::new(),
             connectivity: String::new(),
             all_channels: false,
+            user_ratios: Vec::new(),
         }
     }
 

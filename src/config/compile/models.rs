@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use foldhash::HashMap;
 
-use crate::config::{ConfigError, ModelDef, Price, Source};
+use crate::config::{ConfigError, ModelDef, Price, PriceTier, Source, TierDef, TokenPrices};
 
 #[derive(Debug)]
 pub(super) struct Models {
@@ -32,25 +32,34 @@ pub(super) fn compile(defs: &[Arc<ModelDef>], src: &Source<'_>) -> Result<Models
             max_output.insert(m.name.clone(), limit);
         }
         let values = [
-            m.input,
-            m.output,
-            m.cached_input.unwrap_or_default(),
-            m.cache_write.unwrap_or_default(),
-            m.per_request,
+            Some(m.input),
+            Some(m.output),
+            m.cached_input,
+            m.cache_write,
+            m.cache_write_1h,
+            Some(m.per_request),
         ];
-        if values.iter().any(|v| v.is_sign_negative()) {
+        if values.iter().flatten().any(|v| v.is_sign_negative()) {
             return Err(src.error(
                 src.line_of("models", Some(i)),
                 format!("{item}: prices must be >= 0"),
             ));
         }
+        let tiers = tiers(m).map_err(|e| {
+            src.error(
+                src.line_of_field("models", Some(i), "tiers"),
+                format!("{item}: {e}"),
+            )
+        })?;
+        let base = resolve(m, &TierDef::default());
         let price = Price {
-            input: m.input,
-            output: m.output,
-            // Unset cache prices fall back to the input price: never free.
-            cached_input: m.cached_input.unwrap_or(m.input),
-            cache_write: m.cache_write.unwrap_or(m.input),
+            input: base.input,
+            output: base.output,
+            cached_input: base.cached_input,
+            cache_write: base.cache_write,
+            cache_write_1h: base.cache_write_1h,
             per_request: m.per_request,
+            tiers,
         };
         if prices.insert(m.name.clone(), price).is_some() {
             return Err(src.error(
@@ -83,6 +92,57 @@ pub(super) fn compile(defs: &[Arc<ModelDef>], src: &Source<'_>) -> Result<Models
         max_output,
         aliases,
     })
+}
+
+/// The token prices of `tier` (the base prices for an empty one). A price
+/// the tier leaves out is the model's own; a kind the model leaves out too
+/// follows its fallback inside the tier: cache reads and writes cost the
+/// tier's input price, 1-hour writes its `cache_write` price (never free).
+fn resolve(m: &ModelDef, tier: &TierDef) -> TokenPrices {
+    let input = tier.input.unwrap_or(m.input);
+    let cache_write = tier.cache_write.or(m.cache_write).unwrap_or(input);
+    TokenPrices {
+        input,
+        output: tier.output.unwrap_or(m.output),
+        cached_input: tier.cached_input.or(m.cached_input).unwrap_or(input),
+        cache_write,
+        cache_write_1h: tier
+            .cache_write_1h
+            .or(m.cache_write_1h)
+            .unwrap_or(cache_write),
+    }
+}
+
+/// The model's tiers by ascending threshold, checked.
+fn tiers(m: &ModelDef) -> Result<Vec<PriceTier>, String> {
+    let mut out: Vec<PriceTier> = Vec::with_capacity(m.tiers.len());
+    for t in &m.tiers {
+        let at = t.above_input_tokens;
+        if at == 0 {
+            return Err("tiers: above_input_tokens must be > 0".into());
+        }
+        if out.iter().any(|o| o.above_input_tokens == at) {
+            return Err(format!("tiers: two tiers above {at} input tokens"));
+        }
+        let prices = [
+            t.input,
+            t.output,
+            t.cached_input,
+            t.cache_write,
+            t.cache_write_1h,
+        ];
+        if prices.iter().flatten().any(|v| v.is_sign_negative()) {
+            return Err(format!(
+                "tiers: the tier above {at} input tokens has a price < 0"
+            ));
+        }
+        out.push(PriceTier {
+            above_input_tokens: at,
+            prices: resolve(m, t),
+        });
+    }
+    out.sort_by_key(|t| t.above_input_tokens);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -124,6 +184,100 @@ mod tests {
         let e = limits("[[models]]\nname = \"a\"\n\nmax_output = 0\n").unwrap_err();
         assert_eq!(e.line, Some(4), "{e}");
         assert!(e.message.contains("max_output must be at least 1"), "{e}");
+    }
+
+    fn dec(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn tiers_are_sorted_and_fall_back_to_the_models_prices() {
+        let text = r#"[[models]]
+name = "m"
+input = 3
+output = 15
+cached_input = 0.3
+cache_write = 3.75
+tiers = [{ above_input_tokens = 1000000, input = 12 },
+         { above_input_tokens = 200000, input = 6.0, output = 22.5, cache_write_1h = 12 }]
+"#;
+        let p = &compiled(text).unwrap()["m"];
+        assert_eq!(
+            p.cache_write_1h,
+            dec("3.75"),
+            "unset: the cache_write price"
+        );
+        let at: Vec<u64> = p.tiers.iter().map(|t| t.above_input_tokens).collect();
+        assert_eq!(at, [200_000, 1_000_000]);
+        let first = p.tiers[0].prices;
+        assert_eq!(
+            (
+                first.input,
+                first.output,
+                first.cached_input,
+                first.cache_write,
+                first.cache_write_1h
+            ),
+            (dec("6.0"), dec("22.5"), dec("0.3"), dec("3.75"), dec("12"))
+        );
+        let second = p.tiers[1].prices;
+        assert_eq!(
+            (second.input, second.output, second.cache_write_1h),
+            (dec("12"), dec("15"), dec("3.75"))
+        );
+        // The tier of the highest threshold strictly below the input.
+        assert_eq!(p.for_input(200_000), p.base());
+        assert_eq!(p.for_input(200_001), first);
+        assert_eq!(p.for_input(1_000_000), first);
+        assert_eq!(p.for_input(1_000_001), second);
+    }
+
+    #[test]
+    fn kinds_the_model_leaves_out_follow_their_fallback_inside_a_tier() {
+        let text = "[[models]]\nname = \"m\"\ninput = 2\noutput = 8\n\
+                    tiers = [{ above_input_tokens = 10, input = 4, cache_write = 5 }]\n";
+        let p = &compiled(text).unwrap()["m"];
+        let base = p.base();
+        assert_eq!(
+            (base.cached_input, base.cache_write, base.cache_write_1h),
+            (dec("2"), dec("2"), dec("2"))
+        );
+        let tier = p.tiers[0].prices;
+        assert_eq!(
+            (tier.cached_input, tier.cache_write, tier.cache_write_1h),
+            (dec("4"), dec("5"), dec("5"))
+        );
+    }
+
+    #[test]
+    fn bad_tiers_are_refused_on_their_line() {
+        let cases = [
+            (
+                "tiers = [{ above_input_tokens = 0, input = 1 }]",
+                "above_input_tokens must be > 0",
+            ),
+            (
+                "tiers = [{ above_input_tokens = 5 }, { above_input_tokens = 5, input = 1 }]",
+                "two tiers above 5 input tokens",
+            ),
+            (
+                "tiers = [{ above_input_tokens = 5, output = -1 }]",
+                "the tier above 5 input tokens has a price < 0",
+            ),
+            ("cache_write_1h = -0.5", "prices must be >= 0"),
+        ];
+        for (line, message) in cases {
+            let text = format!("[[models]]\nname = \"m\"\ninput = 1\n{line}\n");
+            let e = compiled(&text).unwrap_err();
+            assert!(e.message.contains(message), "{e}");
+            let want = if line.starts_with("tiers") { 4 } else { 1 };
+            assert_eq!(e.line, Some(want), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("t.toml:{want}: [[models]] \"m\": ")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

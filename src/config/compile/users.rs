@@ -4,7 +4,7 @@ use foldhash::HashMap;
 use std::sync::Arc;
 
 use super::groups::index_of;
-use super::keys::check_budget;
+use super::keys::{check_budget, check_budget_period};
 use crate::config::{ConfigError, Group, Source, User, UserDef, AUTO_GROUP};
 
 pub(super) fn compile(
@@ -29,10 +29,17 @@ pub(super) fn compile(
                 format!("{item}: {e}"),
             )
         })?;
+        check_budget_period(u.budget_usd, u.budget_period).map_err(|e| {
+            src.error(
+                src.line_of_field("users", Some(i), "budget_period"),
+                format!("{item}: {e}"),
+            )
+        })?;
         let user = User {
             name: u.name.clone(),
             group: u.group.clone(),
             budget_usd: u.budget_usd,
+            budget_period: u.budget_period,
         };
         if users.insert(u.name.clone(), user).is_some() {
             return Err(src.error(
