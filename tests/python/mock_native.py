@@ -274,6 +274,9 @@ class MockNative:
         self.requests: list[Received] = []
         self._failures: list[tuple[int, dict]] = []
         self.anthropic_usage: dict | None = None
+        # Overrides the prompt side of Gemini's usageMetadata
+        # (``promptTokenCount``, ``cachedContentTokenCount``).
+        self.gemini_prompt: dict | None = None
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -303,6 +306,7 @@ class MockNative:
             self.requests.clear()
             self._failures.clear()
             self.anthropic_usage = None
+            self.gemini_prompt = None
 
     def fail_next(self, status: int, body: dict) -> None:
         """The next request answers ``status`` with ``body``."""
@@ -518,10 +522,12 @@ class _Handler(BaseHTTPRequestHandler):
             candidate: dict = {"content": {"parts": parts, "role": "model"}, "index": 0}
             if last:
                 candidate["finishReason"] = "STOP"
+            prompt = self.owner.gemini_prompt or {
+                "promptTokenCount": GEMINI_PROMPT, "cachedContentTokenCount": GEMINI_CACHED}
             usage = {
-                "promptTokenCount": GEMINI_PROMPT,
-                "cachedContentTokenCount": GEMINI_CACHED,
-                "totalTokenCount": GEMINI_PROMPT + candidates + (GEMINI_THOUGHTS if last else 0),
+                **prompt,
+                "totalTokenCount": prompt["promptTokenCount"] + candidates
+                + (GEMINI_THOUGHTS if last else 0),
             }
             if candidates:
                 usage["candidatesTokenCount"] = candidates
