@@ -90,15 +90,15 @@ wait_port $TG_PORT
 
 cpu_ns() { cat /proc/"$TG_PID"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
 field() { sed -n "s/^$1=//p" <<<"$2"; }
-streams() { # URL -> bench_client output
-  taskset -c 1 "$BIN/examples/bench_client" streams --url "$1" --key $KEY \
+streams() { # URL [FORMAT] -> bench_client output
+  taskset -c 1 "$BIN/examples/bench_client" streams --url "$1" --format "${2:-chat}" --key $KEY \
     --streams "$STREAMS" --events "$EVENTS" --gap-ms "$GAP_MS" --ramp-ms 500
 }
-# run NAME URL: one measured run, a result row in $W/NAME
+# run NAME URL FORMAT: one measured run, a result row in $W/NAME
 run() {
   local before out after ok
   before=$(cpu_ns)
-  out=$(streams "$2")
+  out=$(streams "$2" "$3")
   after=$(cpu_ns)
   ok=$(field streams_ok "$out")
   [ "$ok" = "$STREAMS" ] || { echo "$1: only $ok of $STREAMS streams complete" >&2; exit 1; }
@@ -110,17 +110,17 @@ col() { awk -v c="$2" '{print $c}' "$W/$1" | median; }
 NATIVE="http://127.0.0.1:$TG_PORT/v1/chat/completions"
 TRANSLATED="http://127.0.0.1:$TG_PORT/v1/messages"
 streams "$NATIVE" >/dev/null # warm-up
-streams "$TRANSLATED" >/dev/null
+streams "$TRANSLATED" anthropic >/dev/null
 : >"$W/native"
 : >"$W/translated"
 : >"$W/direct"
 for i in $(seq "$ROUNDS"); do
   if [ $((i % 2)) = 1 ]; then
-    run native "$NATIVE"
-    run translated "$TRANSLATED"
+    run native "$NATIVE" chat
+    run translated "$TRANSLATED" anthropic
   else
-    run translated "$TRANSLATED"
-    run native "$NATIVE"
+    run translated "$TRANSLATED" anthropic
+    run native "$NATIVE" chat
   fi
   out=$(streams "http://127.0.0.1:$MOCK_PORT/v1/chat/completions")
   echo "0 $(field ttfe_p50_us "$out") $(field gap_p99_us "$out")" >>"$W/direct"

@@ -5,9 +5,12 @@
 //!   evenly over a ramp. Records time to first event, every gap between two
 //!   content events, and stalls (a gap over `--stall-ms`, or a stream that
 //!   failed or ended early). Prints `key=value` lines. `--body-bytes`
-//!   pads the prompt (also for `requests`). A `--url` ending in
-//!   `/v1/messages` sends an Anthropic Messages request instead of a chat
-//!   one (to measure translated streams).
+//!   pads the prompt (also for `requests`). `--format
+//!   anthropic|gemini|responses` sends the request in that client format
+//!   (point `--url` at `/v1/messages`,
+//!   `.../models/M:streamGenerateContent?alt=sse` or `/v1/responses`) and
+//!   counts its text events; `--ttfe-list 1` also prints every stream's
+//!   time to first event (`ttfe_us=a,b,...`).
 //! * `requests`: a fixed number of non-stream POSTs over keep-alive
 //!   connections (for instruction counts under callgrind, where a
 //!   time-bound load generator would make runs incomparable).
@@ -48,6 +51,8 @@ struct Opts {
     channels: usize,
     upstream: String,
     variant: u32,
+    format: String,
+    ttfe_list: bool,
 }
 
 fn parse_args() -> Opts {
@@ -69,6 +74,8 @@ fn parse_args() -> Opts {
         channels: 500,
         upstream: "127.0.0.1:18000".into(),
         variant: 0,
+        format: "chat".into(),
+        ttfe_list: false,
     };
     while let Some(arg) = args.next() {
         let v = args.next().unwrap_or_default();
@@ -93,6 +100,8 @@ fn parse_args() -> Opts {
             "--channels" => o.channels = n() as usize,
             "--upstream" => o.upstream = v,
             "--variant" => o.variant = n() as u32,
+            "--format" => o.format = v,
+            "--ttfe-list" => o.ttfe_list = n() != 0,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -136,12 +145,19 @@ struct StreamResult {
 }
 
 async fn run_streams(o: Opts) {
-    let body = chat_body(&o, true);
-    // What marks a content event in the answer's format.
-    let needle: &'static [u8] = if anthropic(&o) {
-        b"\"text_delta\""
-    } else {
-        b"\"content\""
+    let body = match o.format.as_str() {
+        "chat" => chat_body(&o, true),
+        "anthropic" => r#"{"model":"gpt-4o-mini","max_tokens":1024,"stream":true,"messages":[{"role":"user","content":"Say hello."}]}"#.to_string(),
+        "gemini" => r#"{"contents":[{"role":"user","parts":[{"text":"Say hello."}]}]}"#.to_string(),
+        "responses" => r#"{"model":"gpt-4o-mini","stream":true,"input":"Say hello."}"#.to_string(),
+        other => panic!("unknown format {other}"),
+    };
+    // What marks an event that carries text in the client's format.
+    let marker: &'static [u8] = match o.format.as_str() {
+        "anthropic" => b"\"text_delta\"",
+        "gemini" => b"\"text\"",
+        "responses" => b"response.output_text.delta",
+        _ => b"\"content\"",
     };
     let headers = format!(
         "x-bench-events: {}\r\nx-bench-gap-ms: {}\r\n",
@@ -158,7 +174,7 @@ async fn run_streams(o: Opts) {
         let live = live.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until((started + at).into()).await;
-            one_stream(&host, &req, &live, needle)
+            one_stream(&host, &req, &live, marker)
                 .await
                 .unwrap_or_default()
         }));
@@ -179,6 +195,10 @@ async fn run_streams(o: Opts) {
         gaps.extend(r.gaps_us);
     }
     let stalled_gaps = gaps.iter().filter(|&&g| g > o.stall_ms * 1000).count();
+    if o.ttfe_list {
+        let list: Vec<String> = ttfe.iter().map(u64::to_string).collect();
+        println!("ttfe_us={}", list.join(","));
+    }
     ttfe.sort_unstable();
     gaps.sort_unstable();
     println!("streams={}", o.streams);
@@ -231,7 +251,7 @@ async fn one_stream(
     host: &str,
     req: &[u8],
     live: &Live,
-    needle: &[u8],
+    marker: &[u8],
 ) -> std::io::Result<StreamResult> {
     let mut socket = TcpStream::connect(host).await?;
     socket.set_nodelay(true)?;
@@ -253,7 +273,7 @@ async fn one_stream(
         let done = decoder.decode(&mut buf, &mut body);
         while let Some(end) = find(&body, b"\n\n") {
             let event = body.split_to(end + 2);
-            if find(&event, needle).is_none() {
+            if find(&event, marker).is_none() {
                 continue;
             }
             let now = Instant::now();
@@ -332,23 +352,11 @@ impl Chunked {
 }
 
 /// A chat request of about `--body-bytes` (a long prompt), or a short one.
-/// The request body: OpenAI chat, or Anthropic Messages when the URL is
-/// `/v1/messages` (an Anthropic client, which tollgate translates for an
-/// OpenAI channel).
 fn chat_body(o: &Opts, stream: bool) -> String {
     let padding = "x".repeat(o.body_bytes.saturating_sub(100));
-    let max_tokens = if anthropic(o) {
-        r#""max_tokens":1024,"#
-    } else {
-        ""
-    };
     format!(
-        r#"{{"model":"gpt-4o-mini",{max_tokens}"stream":{stream},"messages":[{{"role":"user","content":"Say hello.{padding}"}}]}}"#
+        r#"{{"model":"gpt-4o-mini","stream":{stream},"messages":[{{"role":"user","content":"Say hello.{padding}"}}]}}"#
     )
-}
-
-fn anthropic(o: &Opts) -> bool {
-    o.path.ends_with("/v1/messages")
 }
 
 async fn run_requests(o: Opts) {

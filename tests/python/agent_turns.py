@@ -132,7 +132,11 @@ def gemini_turn(body: dict) -> AgentTurn:
         for p in parts:
             if "functionResponse" in p:
                 response = p["functionResponse"].get("response", {})
-                output = response.get("output", response) if isinstance(response, dict) else response
+                # Google documents "output"; "result" is what the genai SDKs
+                # (and tollgate, from other formats) put a text under.
+                output = response
+                if isinstance(response, dict):
+                    output = response.get("output", response.get("result", response))
                 results.append(output if isinstance(output, str) else json.dumps(output))
     offered = [
         d.get("name")

@@ -7,6 +7,10 @@ settings the docs give, against mock upstreams on loopback.
   Completions); Codex CLI (``codex exec``) on an OpenAI channel with
   ``/v1/responses`` (native) and on a chat-only one (``responses = false``,
   translated); Gemini CLI (``gemini -p``) on a Gemini channel (native).
+- And each CLI on the channel types that serve its format by translation,
+  through the Chat pivot where neither side speaks Chat
+  (``test_cli_through_translation``): Gemini CLI on a chat host and on
+  Anthropic, Codex on Anthropic and on Gemini, Claude Code on Gemini.
 - Each CLI gets a plain turn and a tool-call turn: the mocks answer in
   ``tools="directed"`` mode (see ``agent_turns``), so a prompt
   ``CALL <tool> <args>`` makes the model call one of the CLI's own tools
@@ -91,6 +95,16 @@ input = 0.3
 output = 2.5
 cached_input = 0.075
 
+[[models]]
+name = "mock-codex"
+input = 1
+output = 2
+
+[[channels]]
+name = "demo"
+type = "mock"
+models = ["mock-codex"]
+
 [[channels]]
 name = "claude"
 type = "anthropic"
@@ -133,6 +147,7 @@ PRICES = {
     "claude-sonnet-4-6": (3_000, 300, 3_750, 15_000),
     "deepseek-chat": (270, 70, 0, 1_100),
     "gpt-5": (1_250, 125, 0, 10_000),
+    "mock-codex": (1_000, 1_000, 1_000, 2_000),
     "gemini-2.5-flash": (300, 75, 0, 2_500),
 }
 
@@ -413,6 +428,19 @@ def test_codex_tool_turn_on_an_openai_channel_with_responses(stack, workdir):
     assert CANARY in json.dumps(output)
 
 
+def test_codex_on_the_mock_channel(stack, workdir):
+    """The demo config's offline channel: Codex prints the mock's answer
+    (its Responses stream has every event Codex waits for)."""
+    bill = Bill(stack.tollgate)
+    r = codex(stack, workdir, "Hello there", "mock-codex")
+    assert r.answer == ("Hello from the tollgate mock channel. This answer is deterministic, "
+                        "so tests and demos can rely on it.")
+    [m] = bill.since(1)
+    assert (m.model, m.channel, m.output, m.estimated) == ("mock-codex", "demo", 18, False)
+    assert m.input > 0
+    assert bill.spent_since(nanos(m)) == nanos(m)
+
+
 def test_codex_on_a_chat_only_channel(stack, workdir):
     bill = Bill(stack.tollgate)
     r = codex(stack, workdir, "Hello there", "deepseek-chat")
@@ -459,7 +487,7 @@ def test_codex_falls_back_from_websocket_at_once(stack, workdir):
 # -- Gemini CLI -------------------------------------------------------------------
 
 
-def gemini(stack: Stack, project: Path, prompt: str) -> Run:
+def gemini(stack: Stack, project: Path, prompt: str, model: str = "gemini-2.5-flash") -> Run:
     """GOOGLE_GEMINI_BASE_URL alone selects the "gateway" auth type, which
     this version refuses when not interactive ("Invalid auth method
     selected."): settings.json selects the API-key type, and the base URL
@@ -477,7 +505,7 @@ def gemini(stack: Stack, project: Path, prompt: str) -> Run:
         "GEMINI_API_KEY": CLIENT_KEY,
         "GEMINI_CLI_TRUST_WORKSPACE": "true",
     }
-    return run([cli("gemini"), "-p", prompt, "-m", "gemini-2.5-flash"], project, env)
+    return run([cli("gemini"), "-p", prompt, "-m", model], project, env)
 
 
 def test_gemini_cli_on_a_gemini_channel(stack, workdir):
@@ -495,9 +523,12 @@ def test_gemini_cli_on_a_gemini_channel(stack, workdir):
     assert got.headers["x-goog-api-key"] == GEMINI_CHANNEL_KEY
 
 
+READ_FILE = call_directive("read_file", {"file_path": "canary.txt"})
+
+
 def test_gemini_cli_tool_turn_on_a_gemini_channel(stack, workdir):
     bill = Bill(stack.tollgate)
-    r = gemini(stack, workdir, call_directive("read_file", {"file_path": "canary.txt"}))
+    r = gemini(stack, workdir, READ_FILE)
     assert r.answer == TOOL_ANSWER
     call, answer = bill.since(2)
     assert usage(call) == ("gemini-2.5-flash", "gemini", 30, 10, 0, 6, False)
@@ -508,3 +539,126 @@ def test_gemini_cli_tool_turn_on_a_gemini_channel(stack, workdir):
     responses = [p["functionResponse"] for c in sent["contents"] for p in c.get("parts", [])
                  if "functionResponse" in p]
     assert CANARY in json.dumps(responses[-1])
+
+
+# -- Every CLI on every other channel type ----------------------------------------
+#
+# Each CLI on the channels that serve its format by translation, so through
+# the Chat pivot where neither side speaks Chat: Gemini CLI on a chat host
+# (Gemini -> Chat) and on Anthropic (Gemini -> Chat -> Anthropic); Codex on
+# Anthropic and on Gemini (Responses -> Chat -> either); Claude Code on
+# Gemini (Anthropic -> Chat -> Gemini). The same checks as above: the exact
+# answer, the tokens metered from the upstream's own usage, the exact bill,
+# the channel's key upstream, and the tool's result in the next turn.
+
+
+@dataclass(frozen=True)
+class Channel:
+    """What a channel's mock meters (input, cached input, cache write,
+    output) and what that costs in nano-USD: a plain 3-word answer, a
+    directed tool call, and the 5-word answer that quotes the tool."""
+
+    name: str
+    model: str
+    plain: tuple[int, int, int, int]
+    plain_nanos: int
+    call: tuple[int, int, int, int]
+    call_nanos: int
+    answer: tuple[int, int, int, int]
+    answer_nanos: int
+
+
+CHANNELS = {
+    # Anthropic's input excludes the cache reads and writes; the call
+    # carries no cache figures, the mock's tool_use costs 7 output tokens.
+    "claude": Channel("claude", "claude-sonnet-4-6",
+                      (30, 200, 50, 3), 382_500, (30, 0, 0, 7), 195_000, (30, 200, 50, 5), 412_500),
+    # OpenAI's 21 prompt tokens include the 5 cached ones; a call is no words.
+    "compatible": Channel("compatible", "deepseek-chat",
+                          (16, 5, 0, 3), 7_970, (16, 5, 0, 0), 4_670, (16, 5, 0, 5), 10_170),
+    # 40 prompt tokens of which 10 cached; words + 3 thought tokens, a call 6.
+    "gemini": Channel("gemini", "gemini-2.5-flash",
+                      (30, 10, 0, 6), 24_750, (30, 10, 0, 6), 24_750, (30, 10, 0, 8), 29_750),
+}
+
+
+def upstream_got(stack: Stack, channel: str):
+    """The last request the channel's mock got, checked for the channel's
+    key on the channel's own endpoint."""
+    if channel == "compatible":
+        got = stack.openai.last()
+        assert got.path == "/v1/chat/completions"
+        assert got.headers["authorization"] == f"Bearer {COMPATIBLE_CHANNEL_KEY}"
+    elif channel == "claude":
+        got = stack.native.last()
+        assert got.path.split("?")[0] == "/v1/messages"
+        assert got.headers["x-api-key"] == ANTHROPIC_CHANNEL_KEY
+    else:
+        got = stack.native.last()
+        assert got.path == "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        assert got.headers["x-goog-api-key"] == GEMINI_CHANNEL_KEY
+    return got.json()
+
+
+def tool_results(channel: str, sent: dict) -> list:
+    """The tool results in a request of the channel's format."""
+    if channel == "compatible":
+        return [m["content"] for m in sent["messages"] if m["role"] == "tool"]
+    if channel == "claude":
+        return [b for m in sent["messages"] if isinstance(m["content"], list)
+                for b in m["content"] if b.get("type") == "tool_result"]
+    return [p["functionResponse"] for c in sent["contents"] for p in c.get("parts", [])
+            if "functionResponse" in p]
+
+
+def ask(agent: str, stack: Stack, project: Path, prompt: str, model: str) -> Run:
+    if agent == "claude-code":
+        return claude(stack, project, prompt, model, "ANTHROPIC_API_KEY")
+    if agent == "codex":
+        return codex(stack, project, prompt, model)
+    return gemini(stack, project, prompt, model)
+
+
+def tool_prompt(agent: str, project: Path) -> str:
+    if agent == "claude-code":
+        return call_directive("Read", {"file_path": str(project / "canary.txt")})
+    return CAT if agent == "codex" else READ_FILE
+
+
+TRANSLATED = [
+    ("gemini-cli", "compatible"),
+    ("gemini-cli", "claude"),
+    ("codex", "claude"),
+    ("codex", "gemini"),
+    ("claude-code", "gemini"),
+]
+CELL_IDS = [f"{agent}-on-{channel}" for agent, channel in TRANSLATED]
+
+
+@pytest.mark.parametrize("agent,channel", TRANSLATED, ids=CELL_IDS)
+def test_cli_through_translation(stack, workdir, agent, channel):
+    ch = CHANNELS[channel]
+    bill = Bill(stack.tollgate)
+    r = ask(agent, stack, workdir, "Hello there", ch.model)
+    assert r.answer == "echo: Hello there"
+    [m] = bill.since(1)
+    assert usage(m) == (ch.model, ch.name, *ch.plain, False)
+    assert nanos(m) == ch.plain_nanos
+    assert bill.spent_since(ch.plain_nanos) == ch.plain_nanos
+    upstream_got(stack, channel)
+
+
+@pytest.mark.parametrize("agent,channel", TRANSLATED, ids=CELL_IDS)
+def test_cli_tool_turn_through_translation(stack, workdir, agent, channel):
+    ch = CHANNELS[channel]
+    bill = Bill(stack.tollgate)
+    r = ask(agent, stack, workdir, tool_prompt(agent, workdir), ch.model)
+    assert r.answer == TOOL_ANSWER
+    call, answer = bill.since(2)
+    assert usage(call) == (ch.model, ch.name, *ch.call, False)
+    assert usage(answer) == (ch.model, ch.name, *ch.answer, False)
+    assert (nanos(call), nanos(answer)) == (ch.call_nanos, ch.answer_nanos)
+    total = ch.call_nanos + ch.answer_nanos
+    assert bill.spent_since(total) == total
+    results = tool_results(channel, upstream_got(stack, channel))
+    assert len(results) == 1 and CANARY in json.dumps(results[0])

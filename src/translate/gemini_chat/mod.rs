@@ -12,7 +12,7 @@
 //! | `fileData` with a public http(s) image URI | `image_url` with that URL (toward Gemini with the media type its extension names, `image/jpeg` else) |
 //! | `functionDeclarations` (`parameters` in Gemini's OpenAPI dialect, or `parametersJsonSchema`) | function tools (JSON Schema, sent to Gemini as `parametersJsonSchema`) |
 //! | `functionCall` parts | `tool_calls` (parallel calls too) |
-//! | `functionResponse` | `tool` messages; `response` `{"result": text}` ⇄ the text, other objects ⇄ their JSON |
+//! | `functionResponse` | `tool` messages; `response` `{"result": text}` ⇄ the text (also `{"output": text}` toward chat), other objects ⇄ their JSON |
 //! | `functionCallingConfig` `AUTO` / `ANY` / `NONE` | `tool_choice` `auto` / `required` / `none` |
 //! | `ANY` with one `allowedFunctionNames` | `tool_choice` naming the function |
 //! | `ANY` with several names | only those tools offered, `required` (and back from `allowed_tools`) |

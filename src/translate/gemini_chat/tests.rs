@@ -131,6 +131,35 @@ fn gemini_history_maps_calls_and_responses_by_name_and_order() {
     );
 }
 
+/// Gemini CLI answers a call with `{"output": text}` (Google's documented
+/// key for a function's output): a chat host gets the text, as a Gemini
+/// model would read it, not the object's JSON. An `error` stays JSON, so
+/// the model still sees that the call failed.
+#[test]
+fn gemini_output_responses_reach_chat_as_their_text() {
+    let chat = to_chat(json!({
+        "contents": [
+            user_text("Read it"),
+            {"role": "model", "parts": [
+                {"functionCall": {"id": "c1", "name": "read_file", "args": {"file_path": "a.txt"}}},
+                {"functionCall": {"id": "c2", "name": "read_file", "args": {"file_path": "b.txt"}}},
+            ]},
+            {"role": "user", "parts": [
+                {"functionResponse": {"id": "c1", "name": "read_file", "response": {"output": "line one\nline two\n"}}},
+                {"functionResponse": {"id": "c2", "name": "read_file", "response": {"error": "no such file"}}},
+            ]},
+        ],
+    }));
+    assert_eq!(
+        chat["messages"][2],
+        json!({"role": "tool", "tool_call_id": "c1", "content": "line one\nline two\n"})
+    );
+    assert_eq!(
+        chat["messages"][3],
+        json!({"role": "tool", "tool_call_id": "c2", "content": "{\"error\":\"no such file\"}"})
+    );
+}
+
 #[test]
 fn gemini_call_ids_the_client_gave_are_kept_and_matched() {
     let chat = to_chat(json!({

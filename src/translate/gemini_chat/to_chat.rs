@@ -246,15 +246,19 @@ fn parts_of(content: &Value) -> &[Value] {
         .map_or(&[], Vec::as_slice)
 }
 
-/// A function's `response` object as tool message text: `{"result":
-/// "<text>"}` as its text (what the other direction makes of plain text),
-/// anything else as its JSON.
+/// A function's `response` object as tool message text: `{"output":
+/// "<text>"}` (the key Google documents for a function's output, which
+/// Gemini CLI sends) and `{"result": "<text>"}` (what the other direction
+/// makes of plain text, and the genai SDKs' automatic calls) as their
+/// text, anything else (`{"error": ...}` too) as its JSON.
 fn response_text(response: &Value) -> String {
     match response.as_object() {
-        Some(object) if object.len() == 1 => match object.get("result") {
-            Some(Value::String(text)) => text.clone(),
-            _ => response.to_string(),
-        },
+        Some(object) if object.len() == 1 => {
+            match object.get("output").or_else(|| object.get("result")) {
+                Some(Value::String(text)) => text.clone(),
+                _ => response.to_string(),
+            }
+        }
         Some(_) => response.to_string(),
         None if response.is_null() => String::new(),
         None => response.to_string(),
