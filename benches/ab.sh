@@ -42,22 +42,9 @@ UPSTREAM=$ROOT/target/release/examples/bench_upstream
 [ -x "$UPSTREAM" ] || (cd "$ROOT" && cargo build --release --quiet --example bench_upstream)
 MOCK_PORT=18711
 KEY=sk-bench-ab
-W=$(mktemp -d /tmp/tollgate-ab.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-wait_port() {
-  for _ in $(seq 100); do
-    (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2
-  return 1
-}
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+bench_workdir ab
 
 taskset -c 1 "$UPSTREAM" --listen "127.0.0.1:$MOCK_PORT" --events 64 --gap-ms 20 2>"$W/mock.log" &
 PIDS+=($!)
@@ -66,43 +53,7 @@ wait_port $MOCK_PORT
 # start NAME BIN PORT ROUTING -> the process id in $W/NAME.pid
 start() {
   mkdir -p "$W/$1"
-  cat >"$W/$1/tollgate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$3"
-admin_listen = "127.0.0.1:$(($3 + 1))"
-data_dir = "$W/$1/data"
-threads = 1
-shutdown_grace_seconds = 0
-
-[routing]
-$4
-
-[[groups]]
-name = "default"
-ratio = 1.0
-all_channels = true
-
-[[models]]
-name = "gpt-4o-mini"
-input = 0.15
-output = 0.60
-
-[[channels]]
-name = "bench-1"
-type = "openai"
-base_url = "http://127.0.0.1:$MOCK_PORT"
-api_key = "sk-upstream"
-
-[[channels]]
-name = "bench-2"
-type = "openai"
-base_url = "http://127.0.0.1:$MOCK_PORT"
-api_key = "sk-upstream"
-
-[[keys]]
-name = "bench"
-key_sha256 = "$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)"
-EOF
+  bench_config "$3" $MOCK_PORT $KEY "$W/$1/data" "$4" 2 >"$W/$1/tollgate.toml"
   taskset -c 0 "$2" run -c "$W/$1/tollgate.toml" 2>"$W/$1.log" &
   PIDS+=($!)
   echo $! >"$W/$1.pid"
@@ -112,7 +63,6 @@ start a "$A_BIN" 18712 "$A_ROUTING"
 start b "$B_BIN" 18714 "$B_ROUTING"
 printf %s "$BODY" >"$W/body.json"
 
-cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
 field() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 wrk_run() { # port conns seconds -> WRK line
   BENCH_KEY=$KEY BENCH_BODY_FILE=$W/body.json taskset -c 1 wrk -t1 -c"$2" -d"$3"s --latency \
@@ -130,7 +80,6 @@ measure() {
   echo "$(((after - before) / $(field requests "$line")))" \
     "$(field p99_us "$(wrk_run "$2" 1 "$SECONDS_PER_RUN")")"
 }
-median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 # Warm-up: pooled connections, lazy statics, page faults.
 wrk_run 18712 16 1 >/dev/null

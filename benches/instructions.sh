@@ -23,55 +23,15 @@ EX=$ROOT/target/release/examples
 MOCK_PORT=18721
 TG_PORT=18722
 KEY=sk-bench-instructions
-W=$(mktemp -d /tmp/tollgate-instr.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-wait_port() {
-  for _ in $(seq 600); do
-    (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2
-  return 1
-}
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+bench_workdir instructions
 
 "$EX/bench_upstream" --listen "127.0.0.1:$MOCK_PORT" --events 64 --gap-ms 20 2>"$W/mock.log" &
 PIDS+=($!)
 wait_port $MOCK_PORT
 
-cat >"$W/tollgate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$TG_PORT"
-admin_listen = "127.0.0.1:$((TG_PORT + 1))"
-data_dir = "$W/data"
-threads = 1
-shutdown_grace_seconds = 0
-
-[[groups]]
-name = "default"
-ratio = 1.0
-all_channels = true
-
-[[models]]
-name = "gpt-4o-mini"
-input = 0.15
-output = 0.60
-
-[[channels]]
-name = "bench"
-type = "openai"
-base_url = "http://127.0.0.1:$MOCK_PORT"
-api_key = "sk-upstream"
-
-[[keys]]
-name = "bench"
-key_sha256 = "$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)"
-EOF
+bench_config $TG_PORT $MOCK_PORT $KEY "$W/data" >"$W/tollgate.toml"
 
 # run BIN COUNT DIR: callgrind's files of a run in DIR, one per thread
 # (out.<pid>-<thread number>, numbered in the order threads start).

@@ -33,62 +33,21 @@ BIN=$ROOT/target/release
 MOCK_PORT=18741
 TG_PORT=18742
 KEY=sk-bench-translation
-W=$(mktemp -d /tmp/tollgate-translation.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+bench_workdir translation
 ulimit -n "$(ulimit -Hn)"
-wait_port() {
-  for _ in $(seq 100); do
-    (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2
-  return 1
-}
 
 taskset -c 1 "$BIN/examples/bench_upstream" --listen "127.0.0.1:$MOCK_PORT" \
   --events "$EVENTS" --gap-ms "$GAP_MS" 2>"$W/mock.log" &
 PIDS+=($!)
-cat >"$W/tollgate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$TG_PORT"
-admin_listen = "127.0.0.1:$((TG_PORT + 1))"
-data_dir = "$W/data"
-threads = 1
-shutdown_grace_seconds = 0
-
-[[groups]]
-name = "default"
-ratio = 1.0
-all_channels = true
-
-[[models]]
-name = "gpt-4o-mini"
-input = 0.15
-output = 0.60
-
-[[channels]]
-name = "bench"
-type = "openai"
-base_url = "http://127.0.0.1:$MOCK_PORT"
-api_key = "sk-upstream"
-
-[[keys]]
-name = "bench"
-key_sha256 = "$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)"
-EOF
+bench_config $TG_PORT $MOCK_PORT $KEY "$W/data" >"$W/tollgate.toml"
 taskset -c 0 "$BIN/tollgate" run -c "$W/tollgate.toml" 2>"$W/tollgate.log" &
 TG_PID=$!
 PIDS+=("$TG_PID")
 wait_port $MOCK_PORT
 wait_port $TG_PORT
 
-cpu_ns() { cat /proc/"$TG_PID"/task/*/schedstat | awk '{s += $1} END {printf "%.0f", s}'; }
 field() { sed -n "s/^$1=//p" <<<"$2"; }
 streams() { # URL [FORMAT] -> bench_client output
   taskset -c 1 "$BIN/examples/bench_client" streams --url "$1" --format "${2:-chat}" --key $KEY \
@@ -97,14 +56,13 @@ streams() { # URL [FORMAT] -> bench_client output
 # run NAME URL FORMAT: one measured run, a result row in $W/NAME
 run() {
   local before out after ok
-  before=$(cpu_ns)
+  before=$(cpu_ns "$TG_PID")
   out=$(streams "$2" "$3")
-  after=$(cpu_ns)
+  after=$(cpu_ns "$TG_PID")
   ok=$(field streams_ok "$out")
   [ "$ok" = "$STREAMS" ] || { echo "$1: only $ok of $STREAMS streams complete" >&2; exit 1; }
   echo "$(((after - before) / (STREAMS * EVENTS))) $(field ttfe_p50_us "$out") $(field gap_p99_us "$out")" >>"$W/$1"
 }
-median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 col() { awk -v c="$2" '{print $c}' "$W/$1" | median; }
 
 NATIVE="http://127.0.0.1:$TG_PORT/v1/chat/completions"

@@ -29,64 +29,20 @@ while [ $# -gt 0 ]; do
 done
 MOCK_PORT=${BENCH_MOCK_PORT:-18711}
 TG_PORT=${BENCH_TG_PORT:-18713}
-TG_ADMIN=${BENCH_TG_ADMIN_PORT:-18714}
 KEY=sk-bench-ttfe
 
 echo "building release binaries..." >&2
 (cd "$ROOT" && cargo build --release --quiet --bin tollgate --example bench_upstream --example bench_client)
 BIN=$ROOT/target/release
-W=$(mktemp -d /tmp/tollgate-ttfe.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-
-wait_port() {
-  for _ in $(seq 100); do
-    (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "port $1 did not open" >&2
-  return 1
-}
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+bench_workdir ttfe
 
 taskset -c 1 "$BIN/examples/bench_upstream" --listen "127.0.0.1:$MOCK_PORT" \
   --events 8 --gap-ms 1 2>"$W/mock.log" &
 PIDS+=("$!")
 mkdir -p "$W/etc"
-cat >"$W/etc/tollgate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$TG_PORT"
-admin_listen = "127.0.0.1:$TG_ADMIN"
-data_dir = "$W/data"
-threads = 1
-shutdown_grace_seconds = 0
-
-[[groups]]
-name = "default"
-ratio = 1.0
-all_channels = true
-
-[[models]]
-name = "gpt-4o-mini"
-input = 0.15
-output = 0.60
-
-[[channels]]
-name = "bench"
-type = "openai"
-base_url = "http://127.0.0.1:$MOCK_PORT"
-api_key = "sk-upstream"
-responses = false
-models = ["gpt-4o-mini"]
-
-[[keys]]
-name = "bench"
-key_sha256 = "$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)"
-EOF
+bench_config "$TG_PORT" "$MOCK_PORT" $KEY "$W/data" "" 1 "responses = false" >"$W/etc/tollgate.toml"
 taskset -c 0 "$BIN/tollgate" run -c "$W/etc/tollgate.toml" 2>"$W/tollgate.log" &
 PIDS+=("$!")
 wait_port "$MOCK_PORT"
@@ -115,11 +71,10 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 
-median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
-NATIVE=$(median "$W/chat.txt")
+NATIVE=$(median <"$W/chat.txt" | cut -d. -f1)
 echo "rounds=$ROUNDS streams_per_format=$((ROUNDS * STREAMS)) load=$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-10s %14s %18s\n' format ttfe_p50_us added_p50_us
 for f in $FORMATS; do
-  m=$(median "$W/$f.txt")
+  m=$(median <"$W/$f.txt" | cut -d. -f1)
   printf '%-10s %14s %18s\n' "$f" "$m" "$((m - NATIVE))"
 done
