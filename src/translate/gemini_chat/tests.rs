@@ -728,6 +728,18 @@ fn thought_signatures_survive_a_round_trip_through_a_chat_client() {
     );
 }
 
+#[test]
+fn the_skip_placeholder_signature_does_not_lengthen_chat_ids() {
+    let chat = to_chat(json!({"contents": [
+        {"role": "user", "parts": [{"text": "go"}]},
+        {"role": "model", "parts": [{"functionCall": {"id": "c1", "name": "f", "args": {}},
+                                     "thoughtSignature": "skip_thought_signature_validator"}]},
+        {"role": "user", "parts": [{"functionResponse": {"id": "c1", "name": "f", "response": {"output": "ok"}}}]},
+    ]}));
+    assert_eq!(chat["messages"][1]["tool_calls"][0]["id"], "c1");
+    assert_eq!(chat["messages"][2]["tool_call_id"], "c1");
+}
+
 // ---------------------------------------------------------------------
 // Streams.
 

@@ -6,6 +6,10 @@ use crate::translate::Untranslatable;
 
 use super::common::*;
 
+/// What clients (Gemini CLI) put in `thoughtSignature` for a call that came
+/// without one, so that Gemini 3 skips its check.
+const SKIP_SIGNATURE_VALIDATOR: &str = "skip_thought_signature_validator";
+
 /// Gemini `generateContent` request JSON → OpenAI Chat Completions request
 /// JSON. `model` is the upstream model name; `stream` comes from the
 /// client's path (`:streamGenerateContent`), as Gemini bodies do not say.
@@ -124,7 +128,10 @@ impl History {
                     Some(id) => id,
                     None => own.as_str(),
                 };
-                let signature = str_of(part, "thoughtSignature").filter(|s| !s.is_empty());
+                // Gemini's documented placeholder for "no signature" is not
+                // worth carrying: it only lengthens the id a chat host sees.
+                let signature = str_of(part, "thoughtSignature")
+                    .filter(|s| !s.is_empty() && *s != SKIP_SIGNATURE_VALIDATOR);
                 let id = id_with_signature(id, signature);
                 let arguments = call.get("args").cloned().unwrap_or_else(|| json!({}));
                 calls.push(json!({
