@@ -486,6 +486,57 @@ mod tests {
         );
     }
 
+    #[test]
+    fn anthropic_signatures_survive_a_round_trip_through_a_responses_client() {
+        let claude_answer = json!({"id": "msg_9", "type": "message", "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "Need weather.", "signature": "QU5USFJPUElD"},
+                {"type": "tool_use", "id": "toolu_9", "name": "weather", "input": {"city": "Rome"}},
+            ],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 5, "output_tokens": 7}});
+        let request = br#"{"model":"m","input":"Weather?","tools":[{"type":"function","name":"weather","parameters":{"type":"object"}}]}"#;
+        let answer =
+            AnswerTranslation::new(Format::Anthropic, Format::Responses, "m", false, request);
+        let response: Value =
+            serde_json::from_slice(&answer.whole(claude_answer.to_string().as_bytes()).unwrap())
+                .unwrap();
+        let call = response["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|item| item["type"] == "function_call")
+            .unwrap()
+            .clone();
+        assert_eq!(call["name"], "weather");
+        // Codex echoes the answer's output items (the reasoning summary and
+        // the call) and adds the call's output on the next turn.
+        let mut input = vec![json!({"role": "user", "content": "Weather?"})];
+        input.extend(response["output"].as_array().unwrap().iter().cloned());
+        input.push(
+            json!({"type": "function_call_output", "call_id": call["call_id"], "output": "rain"}),
+        );
+        let anthropic = translated(
+            Format::Responses,
+            Format::Anthropic,
+            json!({"model": "m", "input": input}),
+            false,
+        );
+        let turn = &anthropic["messages"][1]["content"];
+        assert_eq!(
+            turn[0],
+            json!({"type": "thinking", "thinking": "Need weather.", "signature": "QU5USFJPUElD"}),
+            "{anthropic}"
+        );
+        assert_eq!(
+            turn[1],
+            json!({"type": "tool_use", "id": "toolu_9", "name": "weather", "input": {"city": "Rome"}})
+        );
+        assert_eq!(
+            anthropic["messages"][2]["content"][0]["tool_use_id"],
+            "toolu_9"
+        );
+    }
+
     /// Feeds `bytes` cut at `cut` (0: whole) through an SSE parser into
     /// `translator`, as the gateway does.
     fn run(bytes: &[u8], cut: usize, mut translator: StreamTranslator) -> String {
