@@ -76,6 +76,7 @@ fn table(by: &str, doc: &Value) -> String {
         "OUTPUT".into(),
         "CACHED".into(),
         "CACHE_WRITE".into(),
+        "CACHE_WRITE_1H".into(),
         "COST_USD".into(),
     ];
     let num = |row: &Value, f: &str| row[f].as_i64().unwrap_or(0).to_string();
@@ -88,16 +89,17 @@ fn table(by: &str, doc: &Value) -> String {
             num(row, "output"),
             num(row, "cached_input"),
             num(row, "cache_write"),
+            num(row, "cache_write_1h"),
             crate::metering::cost::nanos_to_usd(nanos).to_string(),
         ]
     };
-    let mut rows: Vec<[String; 7]> = vec![header];
+    let mut rows: Vec<[String; 8]> = vec![header];
     for row in doc["rows"].as_array().into_iter().flatten() {
         let name = row[by].as_str().unwrap_or("").to_string();
         rows.push(line(if name.is_empty() { "-".into() } else { name }, row));
     }
     rows.push(line("TOTAL".into(), &doc["total"]));
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..8)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -129,19 +131,19 @@ mod tests {
         let doc = json!({
             "rows": [
                 {"group": "claude", "requests": 2, "input": 10, "output": 5, "cached_input": 0,
-                 "cache_write": 0, "cost_nano_usd": 1_500_000},
+                 "cache_write": 0, "cache_write_1h": 40, "cost_nano_usd": 1_500_000},
                 {"group": "default", "requests": 1, "input": 3, "output": 1, "cached_input": 2,
                  "cache_write": 0, "cost_nano_usd": 20}
             ],
             "total": {"requests": 3, "input": 13, "output": 6, "cached_input": 2,
-                      "cache_write": 0, "cost_nano_usd": 1_500_020}
+                      "cache_write": 0, "cache_write_1h": 40, "cost_nano_usd": 1_500_020}
         });
         assert_eq!(
             table("group", &doc),
-            "GROUP    REQUESTS  INPUT  OUTPUT  CACHED  CACHE_WRITE    COST_USD\n\
-             claude          2     10       5       0            0      0.0015\n\
-             default         1      3       1       2            0  0.00000002\n\
-             TOTAL           3     13       6       2            0  0.00150002\n"
+            "GROUP    REQUESTS  INPUT  OUTPUT  CACHED  CACHE_WRITE  CACHE_WRITE_1H    COST_USD\n\
+             claude          2     10       5       0            0              40      0.0015\n\
+             default         1      3       1       2            0               0  0.00000002\n\
+             TOTAL           3     13       6       2            0              40  0.00150002\n"
         );
     }
 }
