@@ -158,12 +158,46 @@ fn percent_decoded(s: &str) -> Vec<u8> {
     out
 }
 
-/// Authenticates a request against the snapshot at time `now_unix`.
+/// The key a connection presented last, so that the requests it sends over
+/// keep-alive skip the SHA-256 of their secret (~3,600 instructions, a
+/// tenth of a request's cost). Good for one config generation.
+#[derive(Default)]
+pub struct KeyMemo {
+    last: Option<(String, u64, Arc<Key>)>,
+}
+
+impl KeyMemo {
+    fn lookup(&mut self, snapshot: &Snapshot, secret: &str) -> Option<Arc<Key>> {
+        if let Some((known, generation, key)) = &self.last {
+            if *generation == snapshot.generation && same_secret(known, secret) {
+                return Some(key.clone());
+            }
+        }
+        let key = snapshot.keys_by_hash.get(&sha256(secret))?.clone();
+        self.last = Some((secret.to_string(), snapshot.generation, key.clone()));
+        Some(key)
+    }
+}
+
+/// Equality in time that depends on the length only: a proxy in front of
+/// tollgate may send several clients' requests over one connection, and
+/// one of them must not learn another's secret byte by byte.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |diff, (x, y)| diff | (x ^ y))
+            == 0
+}
+
+/// Authenticates a request against the snapshot at time `now_unix`;
+/// `memo` is the connection's.
 pub fn authenticate(
     snapshot: &Snapshot,
     req: &RequestHeader,
     client_ip: Option<IpAddr>,
     now_unix: i64,
+    memo: &mut KeyMemo,
 ) -> Result<Arc<Key>, ApiError> {
     let secret = presented_secret(req)?.ok_or_else(|| {
         ApiError::new(
@@ -171,9 +205,8 @@ pub fn authenticate(
             "missing API key: send it as `Authorization: Bearer <key>`",
         )
     })?;
-    let key = snapshot
-        .keys_by_hash
-        .get(&sha256(secret))
+    let key = memo
+        .lookup(snapshot, secret)
         .ok_or_else(|| ApiError::new(ErrorKind::InvalidApiKey, "invalid API key"))?;
     if key.expires_unix.is_some_and(|t| now_unix >= t) {
         return Err(ApiError::new(
@@ -187,7 +220,7 @@ pub fn authenticate(
             "this API key may not be used from this address",
         ));
     }
-    Ok(key.clone())
+    Ok(key)
 }
 
 #[cfg(test)]
@@ -290,5 +323,51 @@ mod tests {
             "beta=true"
         );
         assert_eq!(forwarded("/v1/chat/completions", &[]), "");
+    }
+
+    fn snapshot(keys: &[&str], generation: u64) -> Snapshot {
+        let mut text = String::from(
+            "[[groups]]\nname = \"g\"\nratio = 1\n[[models]]\nname = \"m\"\ninput = 1\n",
+        );
+        for (i, secret) in keys.iter().enumerate() {
+            text.push_str(&format!(
+                "[[keys]]\nname = \"k{i}\"\nkey_sha256 = \"{}\"\ngroups = [\"g\"]\n",
+                crate::config::sha256(secret)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            ));
+        }
+        crate::config::load_text(
+            "t.toml",
+            text,
+            &|_: &str| None,
+            &crate::health::HealthRegistry::default(),
+            generation,
+            &mut Default::default(),
+        )
+        .unwrap()
+        .snapshot
+    }
+
+    #[test]
+    fn a_connections_key_memo_never_answers_for_another_secret_or_config() {
+        let mut memo = KeyMemo::default();
+        let both = snapshot(&["sk-alice", "sk-bob"], 1);
+        let name = |key: Option<Arc<Key>>| key.map(|k| k.name.clone());
+        assert_eq!(name(memo.lookup(&both, "sk-alice")).as_deref(), Some("k0"));
+        assert_eq!(name(memo.lookup(&both, "sk-alice")).as_deref(), Some("k0"));
+        // Another client behind the same proxy connection.
+        assert_eq!(name(memo.lookup(&both, "sk-bob")).as_deref(), Some("k1"));
+        assert_eq!(name(memo.lookup(&both, "sk-alicf")), None);
+        // A reload that removes bob's key takes effect on the same connection.
+        let alice_only = snapshot(&["sk-alice"], 2);
+        assert_eq!(name(memo.lookup(&alice_only, "sk-bob")), None);
+        assert_eq!(
+            name(memo.lookup(&alice_only, "sk-alice")).as_deref(),
+            Some("k0")
+        );
+        assert!(same_secret("sk-1", "sk-1"));
+        assert!(!same_secret("sk-1", "sk-2") && !same_secret("sk-1", "sk-12"));
     }
 }

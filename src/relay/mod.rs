@@ -68,7 +68,7 @@ impl Gateway {
 
     /// One request: which endpoint (route), whose key (auth), then the
     /// gateway's own answer or the relay.
-    async fn serve(&self, session: &mut ClientSession) -> Disposition {
+    async fn serve(&self, session: &mut ClientSession, keys: &mut auth::KeyMemo) -> Disposition {
         let started = Instant::now();
         let snap = self.config.load();
         let req = session.req_header();
@@ -92,7 +92,7 @@ impl Gateway {
             }
             Route::Models | Route::GeminiModels | Route::Relay(_) | Route::Usage(_) => {
                 let now = (now_ms() / 1000) as i64;
-                match auth::authenticate(&snap, req, session.client_ip(), now) {
+                match auth::authenticate(&snap, req, session.client_ip(), now, keys) {
                     Ok(key) => key,
                     Err(e) => return refuse(session, &self.metrics, dialect, &e, started).await,
                 }
@@ -175,6 +175,7 @@ impl Gateway {
     /// Serves the requests of one client connection until it closes.
     async fn serve_connection(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
         let mut session = ClientSession::new(stream);
+        let mut keys = auth::KeyMemo::default();
         loop {
             if !session.read_request(&self.config.load().server).await {
                 return;
@@ -182,7 +183,7 @@ impl Gateway {
             if *shutdown.borrow() {
                 session.close_after_answer();
             }
-            match self.serve(&mut session).await {
+            match self.serve(&mut session, &mut keys).await {
                 Disposition::Abort => return,
                 Disposition::Close => {
                     session.close_after_answer();
