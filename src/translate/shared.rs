@@ -174,6 +174,30 @@ pub(crate) fn refuse_chat_only_fields(
     Ok(())
 }
 
+/// The text of a chat system (or developer) message `i`: a string, or
+/// text parts joined by newlines; other parts cannot be a system prompt.
+pub(crate) fn chat_system_text(message: &Value, i: usize) -> Result<String, Untranslatable> {
+    match message.get("content") {
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(Value::Array(parts)) => {
+            let mut texts = Vec::with_capacity(parts.len());
+            for (j, part) in parts.iter().enumerate() {
+                match (str_of(part, "type"), str_of(part, "text")) {
+                    (Some("text"), Some(text)) => texts.push(text),
+                    _ => {
+                        return Err(Untranslatable::new(
+                            format!("messages[{i}].content[{j}].type"),
+                            "system content must be text",
+                        ))
+                    }
+                }
+            }
+            Ok(texts.join("\n"))
+        }
+        _ => Ok(String::new()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::translate::shared::refuse_chat_only_fields;
+use crate::translate::shared::{chat_system_text, refuse_chat_only_fields};
 use crate::translate::Untranslatable;
 
 use super::common::*;
@@ -161,28 +161,6 @@ pub(super) fn chat_messages_to_anthropic(
         .map(|(role, content)| json!({"role": role, "content": content}))
         .collect();
     Ok((system, turns))
-}
-
-pub(super) fn chat_system_text(message: &Value, i: usize) -> Result<String, Untranslatable> {
-    match message.get("content") {
-        Some(Value::String(text)) => Ok(text.clone()),
-        Some(Value::Array(parts)) => {
-            let mut texts = Vec::with_capacity(parts.len());
-            for (j, part) in parts.iter().enumerate() {
-                match (str_of(part, "type"), str_of(part, "text")) {
-                    (Some("text"), Some(text)) => texts.push(text),
-                    _ => {
-                        return Err(Untranslatable::new(
-                            format!("messages[{i}].content[{j}].type"),
-                            "system content must be text",
-                        ))
-                    }
-                }
-            }
-            Ok(texts.join("\n"))
-        }
-        _ => Ok(String::new()),
-    }
 }
 
 pub(super) fn chat_user_blocks(message: &Value, i: usize) -> Result<Vec<Value>, Untranslatable> {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use crate::translate::shared::refuse_chat_only_fields;
+use crate::translate::shared::{chat_system_text, refuse_chat_only_fields};
 use crate::translate::Untranslatable;
 
 use super::common::*;
@@ -48,7 +48,7 @@ impl Turns {
         for (i, message) in messages.iter().enumerate() {
             let (role, parts) = match str_of(message, "role") {
                 Some("system" | "developer") => {
-                    let text = system_text(message, i)?;
+                    let text = chat_system_text(message, i)?;
                     if !text.is_empty() {
                         system.push(text);
                     }
@@ -175,28 +175,6 @@ fn response_object(text: &str) -> Value {
     match serde_json::from_str::<Value>(text) {
         Ok(object @ Value::Object(_)) => object,
         _ => json!({"result": text}),
-    }
-}
-
-fn system_text(message: &Value, i: usize) -> Result<String, Untranslatable> {
-    match message.get("content") {
-        Some(Value::String(text)) => Ok(text.clone()),
-        Some(Value::Array(parts)) => {
-            let mut texts = Vec::with_capacity(parts.len());
-            for (j, part) in parts.iter().enumerate() {
-                match (str_of(part, "type"), str_of(part, "text")) {
-                    (Some("text"), Some(text)) => texts.push(text),
-                    _ => {
-                        return Err(Untranslatable::new(
-                            format!("messages[{i}].content[{j}].type"),
-                            "system content must be text",
-                        ))
-                    }
-                }
-            }
-            Ok(texts.join("\n"))
-        }
-        _ => Ok(String::new()),
     }
 }
 
