@@ -52,6 +52,44 @@ fn token_matches(presented: Option<&str>, expected: &str) -> bool {
 }
 
 impl AdminApp {
+    /// Ready unless stopping; in cluster mode, whether Redis is reached:
+    /// without it a `local` node still serves (degraded, 200) and a
+    /// `refuse` node does not (503), so a load balancer can tell.
+    fn readyz(&self, generation: u64) -> Response<Vec<u8>> {
+        let Some(cluster) = self.metering.cluster() else {
+            return json_response(200, json!({"ready": true, "generation": generation}));
+        };
+        let up = cluster.is_up();
+        let ready = up || !cluster.refuses_when_down();
+        json_response(
+            if ready { 200 } else { 503 },
+            json!({
+                "ready": ready,
+                "degraded": !up,
+                "generation": generation,
+                "cluster": {"node": cluster.node(), "up": up, "on_redis_error": cluster.mode()},
+            }),
+        )
+    }
+
+    /// `GET /admin/cluster`: the nodes registered in Redis and their admin
+    /// URLs (what `tollgate usage --cluster` merges).
+    async fn cluster_nodes(&self) -> Response<Vec<u8>> {
+        let Some(cluster) = self.metering.cluster() else {
+            return json_response(404, json!({"error": "not in cluster mode"}));
+        };
+        match cluster.nodes().await {
+            Some(nodes) => {
+                let nodes: Vec<_> = nodes
+                    .into_iter()
+                    .map(|(node, admin_url)| json!({"node": node, "admin_url": admin_url}))
+                    .collect();
+                json_response(200, json!({"node": cluster.node(), "nodes": nodes}))
+            }
+            None => json_response(503, json!({"error": "Redis is not reachable"})),
+        }
+    }
+
     /// Sets `tollgate_channel_up` from the current health of every channel.
     fn refresh_channel_gauges(&self) {
         let snap = self.config.load();
@@ -133,15 +171,14 @@ impl AdminApp {
                 503,
                 json!({"ready": false, "draining": true, "generation": snap.generation}),
             ),
-            (Method::GET, "/readyz") => {
-                json_response(200, json!({"ready": true, "generation": snap.generation}))
-            }
+            (Method::GET, "/readyz") => self.readyz(snap.generation),
             (Method::GET, "/metrics") => {
                 self.refresh_channel_gauges();
                 self.metering.refresh_budget_gauges(&snap);
                 respond(200, "text/plain; version=0.0.4", self.metrics.render())
             }
             (Method::GET, "/admin/channels") => json_response(200, self.channels()),
+            (Method::GET, "/admin/cluster") => self.cluster_nodes().await,
             (Method::GET, path @ ("/admin/usage" | "/admin/requests")) => {
                 // Write queued charges first, so the answer includes every
                 // request billed before it was asked.

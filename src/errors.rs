@@ -24,6 +24,9 @@ pub enum ErrorKind {
     UnsupportedTransferEncoding,
     /// The gateway is stopping; retry elsewhere or a moment later.
     ShuttingDown,
+    /// Cluster mode with `on_redis_error = "refuse"`: the shared state is
+    /// out of reach.
+    ClusterUnavailable,
     UnknownEndpoint,
     /// A WebSocket upgrade on `/v1/responses`: the client is to POST over
     /// HTTP instead.
@@ -72,8 +75,9 @@ pub struct Shape {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 29] = [
+    pub const ALL: [ErrorKind; 30] = [
         ErrorKind::InvalidRequest,
+        ErrorKind::ClusterUnavailable,
         ErrorKind::HeaderTooLarge,
         ErrorKind::UriTooLong,
         ErrorKind::UnsupportedTransferEncoding,
@@ -137,6 +141,11 @@ impl ErrorKind {
             K::ShuttingDown => row(
                 503,
                 "shutting_down",
+                ["server_error", "overloaded_error", "UNAVAILABLE"],
+            ),
+            K::ClusterUnavailable => row(
+                503,
+                "cluster_unavailable",
                 ["server_error", "overloaded_error", "UNAVAILABLE"],
             ),
             K::UnknownEndpoint => row(

@@ -78,6 +78,17 @@ impl ChannelHealth {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
     }
 
+    /// Takes on a cooldown another node reported for this channel (cluster
+    /// mode): at least `failures` failures and cooling until `until_ms`.
+    /// Never shortens a cooldown of our own.
+    pub fn adopt_cooldown(&self, until_ms: u64, failures: u32, reason: String) {
+        self.consecutive_failures
+            .fetch_max(failures.max(1), Ordering::AcqRel);
+        if self.cooldown_until_ms.fetch_max(until_ms, Ordering::AcqRel) < until_ms {
+            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+        }
+    }
+
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures.load(Ordering::Acquire)
     }
@@ -159,5 +170,21 @@ mod tests {
         h.record_success();
         assert_eq!(h.availability(4_200), Availability::Up);
         assert!(h.try_acquire(4_200) && h.try_acquire(4_200));
+    }
+
+    #[test]
+    fn an_adopted_cooldown_never_shortens_our_own() {
+        let h = ChannelHealth::default();
+        h.adopt_cooldown(5_000, 2, "edge-2: 503".into());
+        assert_eq!(h.availability(4_999), Availability::Cooling);
+        assert_eq!(h.consecutive_failures(), 2);
+        assert_eq!(h.last_error().as_deref(), Some("edge-2: 503"));
+        h.adopt_cooldown(3_000, 1, "edge-3: 429".into());
+        assert_eq!(
+            (h.cooldown_until_ms(), h.consecutive_failures()),
+            (5_000, 2)
+        );
+        assert_eq!(h.last_error().as_deref(), Some("edge-2: 503"));
+        assert_eq!(h.availability(5_000), Availability::ProbeReady);
     }
 }

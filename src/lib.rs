@@ -14,6 +14,7 @@ pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod drain;
 pub mod errors;

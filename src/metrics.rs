@@ -305,6 +305,12 @@ impl Metrics {
         Arc::clone(series)
     }
 
+    /// Registers a collector of a part that exists only in some setups
+    /// (cluster mode), so that without it /metrics shows nothing of it.
+    pub fn register(&self, c: Box<dyn Collector>) -> prometheus::Result<()> {
+        self.registry.register(c)
+    }
+
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         TextEncoder::new()

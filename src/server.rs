@@ -16,6 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info};
 
 use crate::admin::AdminApp;
+use crate::cluster::{Cluster, ClusterWorker, CooldownSink, OwnSpend};
 use crate::health::HealthRegistry;
 use crate::metering::{LedgerWriter, Metering};
 use crate::metrics::Metrics;
@@ -85,6 +86,18 @@ fn ensure_can_listen(field: &str, addr: &str) -> Result<()> {
     }
 }
 
+/// Applies another node's cooldown report to the channel of that name in
+/// the running config (health stays a leaf: this wires it).
+fn cooldown_sink(config: Arc<ConfigHandle>) -> CooldownSink {
+    Box::new(move |channel, left_ms, failures, reason| {
+        let snap = config.load();
+        if let Some(ch) = snap.channels.iter().find(|c| *c.name == *channel) {
+            ch.health
+                .adopt_cooldown(crate::clock::now_ms() + left_ms, failures, reason);
+        }
+    })
+}
+
 /// Runs tollgate until SIGTERM (graceful) or SIGINT (fast).
 pub fn run(config_path: &Path) -> Result<()> {
     ignore_sighup_until_handled();
@@ -100,7 +113,17 @@ pub fn run(config_path: &Path) -> Result<()> {
     let snap = config.load();
     ensure_can_listen("listen", &snap.server.listen)?;
     ensure_can_listen("admin_listen", &snap.server.admin_listen)?;
-    let metering = Arc::new(Metering::open(config.store(), Arc::clone(&metrics))?);
+    let cluster = match &snap.cluster {
+        Some(settings) => Some(Cluster::new(settings.clone(), config.store(), &metrics)?),
+        None => None,
+    };
+    let metering = Arc::new(
+        Metering::open(config.store(), Arc::clone(&metrics))?.with_cluster(cluster.clone()),
+    );
+    if let Some(cluster) = &cluster {
+        cluster.set_source(Arc::clone(&metering) as Arc<dyn OwnSpend>);
+        cluster.set_cooldown_sink(cooldown_sink(Arc::clone(&config)));
+    }
     crate::tokenizer::load_tokenizer();
 
     let threads = match snap.server.threads {
@@ -178,6 +201,10 @@ pub fn run(config_path: &Path) -> Result<()> {
         },
     ));
 
+    if let Some(cluster) = cluster {
+        info!(node = cluster.node(), mode = cluster.mode(), "cluster mode");
+        server.add_service(background_service("cluster", ClusterWorker { cluster }));
+    }
     drop(snap);
     server.run(RunArgs {
         shutdown_signal: Box::new(crate::drain::SignalWatch {

@@ -32,6 +32,8 @@ pub struct RawConfig {
     pub users: Vec<Arc<UserDef>>,
     #[serde(default)]
     pub keys: Vec<Arc<KeyDef>>,
+    /// Cluster mode (docs/cluster.md); absent = a single node.
+    pub cluster: Option<ClusterSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,6 +105,47 @@ impl Default for StoreSection {
             flush_ms: 250,
         }
     }
+}
+
+/// `[cluster]`: the Redis/Valkey that nodes share their live state through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// `redis://` or `rediss://` (TLS); `${VAR}` expands.
+    pub redis_url: String,
+    /// This node's name in the cluster; default: the hostname.
+    pub node: Option<String>,
+    #[serde(default)]
+    pub on_redis_error: OnRedisError,
+    /// Longest wait for Redis on the request path.
+    #[serde(default = "default_cluster_timeout_ms")]
+    pub timeout_ms: u64,
+    /// A concurrency slot (and a budget reservation) of a node that stops
+    /// renewing it comes back after this long.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
+    /// How the other nodes reach this node's admin listener (`tollgate
+    /// usage --cluster`); default: `http://` + `[server] admin_listen`.
+    pub admin_url: Option<String>,
+}
+
+fn default_cluster_timeout_ms() -> u64 {
+    100
+}
+
+fn default_lease_seconds() -> u64 {
+    30
+}
+
+/// What a node does while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRedisError {
+    /// Keep serving on the node's own view; publish when Redis is back.
+    #[default]
+    Local,
+    /// Answer 503 until Redis is back.
+    Refuse,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -43,6 +43,20 @@ pub struct Snapshot {
     pub routes: Vec<HashMap<String, Vec<Tier>>>,
     pub keys_by_hash: HashMap<[u8; 32], Arc<Key>>,
     pub users: HashMap<String, User>,
+    /// `[cluster]`, checked; read once at start (a change needs a restart).
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// `[cluster]` as the node runs it (docs/cluster.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// Expanded; may hold a password: never log it.
+    pub redis_url: String,
+    pub node: String,
+    pub on_redis_error: super::OnRedisError,
+    pub timeout: std::time::Duration,
+    pub lease: std::time::Duration,
+    pub admin_url: String,
 }
 
 #[derive(Debug)]

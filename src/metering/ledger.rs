@@ -308,6 +308,21 @@ impl Ledger {
         self.read_total(&total_key(b'u', user))
     }
 
+    /// Every key (`b'k'`) and user (`b'u'`) with stored totals, for a
+    /// cluster node re-publishing its own spend.
+    pub fn accounts(&self) -> Vec<(u8, String)> {
+        let Some(totals) = self.tree(TOTALS_TREE) else {
+            return Vec::new();
+        };
+        totals
+            .iter()
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| matches!(k.first(), Some(b'k' | b'u')))
+            .map(|k| (k[0], String::from_utf8_lossy(&k[1..]).into_owned()))
+            .collect()
+    }
+
     /// Spend of a key (`b'k'`) or user (`b'u'`) by admission day, for the
     /// days in `[first, end)` (as stored; queued charges are not included).
     pub fn daily_spend(&self, kind: u8, name: &str, (first, end): (u32, u32)) -> DaySpend {

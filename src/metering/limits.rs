@@ -25,6 +25,11 @@ pub struct Spend {
     /// The same by admission day, for budgets per period. Kept for every
     /// account, so a reload that gives a key a period finds its spend.
     pub days: DaySpend,
+    /// Cluster mode: the other nodes' spend in the budget's scope (its
+    /// period, or the lifetime), as last seen in Redis; 0 on a single node.
+    pub others: i64,
+    /// The same for the lifetime, for display.
+    pub others_lifetime: i64,
 }
 
 /// A budget in nano-USD, for the lifetime or per period.
@@ -45,15 +50,17 @@ pub enum BudgetRefusal {
 
 impl Spend {
     /// (spent, reserved) that count against a budget of `period` on day
-    /// `today`: lifetime sums, or the days of the current period.
+    /// `today`: lifetime sums, or the days of the current period (with the
+    /// other nodes' spend in cluster mode).
     pub fn against(&self, period: Option<BudgetPeriod>, today: u32) -> (i64, i64) {
-        match period {
+        let (spent, reserved) = match period {
             None => (self.totals.cost_nanos, self.reserved),
             Some(p) => {
                 let (first, end) = bounds(p, today);
                 self.days.sum(first, end)
             }
-        }
+        };
+        (spent.saturating_add(self.others), reserved)
     }
 
     /// Reserves `amount` for a request admitted on day `today` if the
@@ -101,6 +108,18 @@ pub struct Account {
 impl Account {
     pub fn snapshot(&self) -> Spend {
         *lock(&self.spend)
+    }
+}
+
+impl<A> Accounts<A> {
+    /// The names of the accounts used so far.
+    pub fn names(&self) -> Vec<String> {
+        self.by_name
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 }
 

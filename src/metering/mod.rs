@@ -18,6 +18,7 @@ pub mod limits;
 pub mod period;
 pub mod report;
 mod request_log;
+mod shared;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +31,7 @@ use rust_decimal::Decimal;
 use tracing::info;
 
 use crate::clock::{now_ms, Clock};
+use crate::cluster::{Cluster, Lease};
 use crate::config::{Group, Key, Price, Snapshot, StoreSection, TokenPrices};
 use crate::errors::{ApiError, ErrorKind};
 use crate::metrics::{Metrics, ModelSeries, TokenKind};
@@ -43,6 +45,7 @@ use limits::{
     Spend,
 };
 use period::{day_of, DaySpend};
+use shared::Plan;
 
 /// Estimated input tokens of a request body, for answers that ended
 /// without a usage report: the text of every `content`, `text`, `prompt`,
@@ -193,6 +196,9 @@ pub struct Admission {
     /// When it was admitted: its cost counts in that day's budget period.
     admitted_ms: u64,
     _slot: Option<ConcurrencySlot>,
+    /// Cluster mode: the request's lease in Redis, when the cluster
+    /// admitted it (not while Redis is down).
+    lease: Option<(Arc<Cluster>, Lease)>,
 }
 
 impl Admission {
@@ -211,6 +217,9 @@ impl Drop for Admission {
         if self.reserved != 0 {
             self.close(&Counts::default());
         }
+        if let Some((cluster, lease)) = self.lease.take() {
+            cluster.release(lease);
+        }
     }
 }
 
@@ -223,6 +232,8 @@ pub struct Metering {
     epoch: Instant,
     /// Wall clock: charge times and budget periods.
     clock: Clock,
+    /// Cluster mode: budgets, limits and spend shared through Redis.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Metering {
@@ -245,7 +256,18 @@ impl Metering {
             metrics,
             epoch: Instant::now(),
             clock,
+            cluster: None,
         })
+    }
+
+    /// Shares budgets, limits and spend with the other nodes.
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Metering {
+        self.cluster = cluster;
+        self
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -262,6 +284,8 @@ impl Metering {
         Spend {
             totals,
             reserved: 0,
+            others: 0,
+            others_lifetime: 0,
             days: self
                 .ledger
                 .daily_spend(kind, name, DaySpend::window(self.today())),
@@ -294,8 +318,11 @@ impl Metering {
     }
 
     /// Budgets first (no side effect but the reservation), then the key's
-    /// concurrency, tpm and rpm. Any refusal releases what was taken.
-    pub fn admit(
+    /// concurrency, tpm and rpm. Any refusal releases what was taken. In
+    /// cluster mode Redis decides (one round trip); while it cannot,
+    /// `on_redis_error` says whether the node's own view decides or the
+    /// request is refused.
+    pub async fn admit(
         &self,
         snap: &Snapshot,
         key: &Key,
@@ -303,22 +330,38 @@ impl Metering {
         max_output: Option<u64>,
         body_len: usize,
     ) -> Result<Admission, ApiError> {
+        let plan = self.plan(snap, key, model, max_output, body_len);
+        if let Some(cluster) = &self.cluster {
+            if let Some(decided) = self.admit_shared(cluster, key, &plan).await {
+                return decided.map(|lease| self.take(plan, key, lease));
+            }
+        }
+        self.admit_local(key, plan)
+    }
+
+    /// What a request asks of the budgets: the accounts, budgets and the
+    /// reservation.
+    fn plan(
+        &self,
+        snap: &Snapshot,
+        key: &Key,
+        model: &str,
+        max_output: Option<u64>,
+        body_len: usize,
+    ) -> Plan {
         let key_acc = self.key_account(&key.name);
         let user_acc = key.user.as_deref().map(|u| self.user_account(u));
         let key_budget = key.budget_usd.map(|b| Budget {
             nanos: usd_to_nanos(b),
             period: key.budget_period,
         });
-        let user_budget = key
-            .user
-            .as_deref()
-            .and_then(|u| snap.users.get(u))
-            .and_then(|u| {
-                u.budget_usd.map(|b| Budget {
-                    nanos: usd_to_nanos(b),
-                    period: u.budget_period,
-                })
-            });
+        let user = key.user.as_deref().and_then(|u| snap.users.get(u));
+        let user_budget = user.and_then(|u| {
+            u.budget_usd.map(|b| Budget {
+                nanos: usd_to_nanos(b),
+                period: u.budget_period,
+            })
+        });
         let reserved = match (key_budget, user_budget, snap.prices.get(model)) {
             (None, None, _) | (_, _, None) => 0,
             (_, _, Some(price)) => reservation_nanos(
@@ -331,57 +374,83 @@ impl Metering {
             ),
         };
         let admitted_ms = self.clock.now_ms();
-        let today = day_of(admitted_ms);
-        lock_spend(&key_acc.account)
-            .try_reserve(key_budget, today, reserved)
+        Plan {
+            key_acc,
+            user_acc,
+            key_budget,
+            user_budget,
+            key_period: key.budget_period,
+            user_period: user.and_then(|u| u.budget_period),
+            reserved,
+            admitted_ms,
+            today: day_of(admitted_ms),
+        }
+    }
+
+    /// Admission on this node's own view: a single node, or a cluster
+    /// node while Redis is away (with the others' spend as last seen).
+    fn admit_local(&self, key: &Key, plan: Plan) -> Result<Admission, ApiError> {
+        let (today, reserved) = (plan.today, plan.reserved);
+        lock_spend(&plan.key_acc.account)
+            .try_reserve(plan.key_budget, today, reserved)
             .map_err(|r| budget_error(r, "this API key"))?;
         let mut admission = Admission {
-            key: Arc::clone(&key_acc),
+            key: Arc::clone(&plan.key_acc),
             user: None,
             reserved: 0,
-            admitted_ms,
+            admitted_ms: plan.admitted_ms,
             _slot: None,
+            lease: None,
         };
         // From here on, dropping `admission` gives back what it holds.
         admission.reserved = reserved;
-        if let Some(user) = user_acc {
-            if let Err(r) = lock_spend(&user).try_reserve(user_budget, today, reserved) {
+        if let Some(user) = plan.user_acc {
+            if let Err(r) = lock_spend(&user).try_reserve(plan.user_budget, today, reserved) {
                 return Err(budget_error(r, "this user"));
             }
             admission.user = Some(user);
         }
         if let Some(max) = key.max_concurrent {
-            admission._slot = Some(ConcurrencySlot::try_take(&key_acc, max).ok_or_else(|| {
-                ApiError::new(
-                    ErrorKind::RateLimited,
-                    format!("this API key allows {max} concurrent requests"),
-                )
-                .with_retry_after(1)
-            })?);
+            admission._slot = Some(
+                ConcurrencySlot::try_take(&plan.key_acc, max)
+                    .ok_or_else(|| concurrency_error(max))?,
+            );
         }
         if key.rpm.is_some() || key.tpm.is_some() {
             let now = self.now_ns();
-            let mut rates = lock_rates(&key_acc);
+            let mut rates = lock_rates(&plan.key_acc);
             if let Some(tpm) = key.tpm {
-                rates.check_tokens(now).map_err(|wait| {
-                    ApiError::new(
-                        ErrorKind::RateLimited,
-                        format!("this API key allows {tpm} tokens per minute"),
-                    )
-                    .with_retry_after(wait)
-                })?;
+                rates
+                    .check_tokens(now)
+                    .map_err(|wait| tpm_error(tpm, wait))?;
             }
             if let Some(rpm) = key.rpm {
-                rates.take_request(rpm, now).map_err(|wait| {
-                    ApiError::new(
-                        ErrorKind::RateLimited,
-                        format!("this API key allows {rpm} requests per minute"),
-                    )
-                    .with_retry_after(wait)
-                })?;
+                rates
+                    .take_request(rpm, now)
+                    .map_err(|wait| rpm_error(rpm, wait))?;
             }
         }
         Ok(admission)
+    }
+
+    /// A request the cluster admitted: the same reservation and slot on
+    /// this node's own view, without checks (Redis has decided).
+    fn take(&self, plan: Plan, key: &Key, lease: (Arc<Cluster>, Lease)) -> Admission {
+        let (today, reserved) = (plan.today, plan.reserved);
+        let _ = lock_spend(&plan.key_acc.account).try_reserve(None, today, reserved);
+        if let Some(user) = &plan.user_acc {
+            let _ = lock_spend(user).try_reserve(None, today, reserved);
+        }
+        Admission {
+            _slot: key
+                .max_concurrent
+                .and_then(|_| ConcurrencySlot::try_take(&plan.key_acc, u32::MAX)),
+            key: plan.key_acc,
+            user: plan.user_acc,
+            reserved,
+            admitted_ms: plan.admitted_ms,
+            lease: Some(lease),
+        }
     }
 
     /// Bills a finished request: exact cost at the serving group's ratio,
@@ -417,6 +486,9 @@ impl Metering {
         admission.close(&Counts::of(&charge));
         if let Some(tpm) = key.tpm {
             lock_rates(&admission.key).spend_tokens(tpm, served.usage.total(), self.now_ns());
+        }
+        if let Some(cluster) = &self.cluster {
+            self.publish(cluster, &mut admission, key, served.usage.total());
         }
         let looked_up;
         let series = match served.series {
@@ -471,6 +543,30 @@ impl Metering {
             }
         }
     }
+}
+
+fn concurrency_error(max: u32) -> ApiError {
+    ApiError::new(
+        ErrorKind::RateLimited,
+        format!("this API key allows {max} concurrent requests"),
+    )
+    .with_retry_after(1)
+}
+
+fn tpm_error(tpm: u64, wait: u64) -> ApiError {
+    ApiError::new(
+        ErrorKind::RateLimited,
+        format!("this API key allows {tpm} tokens per minute"),
+    )
+    .with_retry_after(wait)
+}
+
+fn rpm_error(rpm: u32, wait: u64) -> ApiError {
+    ApiError::new(
+        ErrorKind::RateLimited,
+        format!("this API key allows {rpm} requests per minute"),
+    )
+    .with_retry_after(wait)
 }
 
 fn budget_error(refusal: BudgetRefusal, whose: &str) -> ApiError {

@@ -116,15 +116,20 @@ fn budgets(
 /// `GET /api/usage`: the calling key's spend, budget left, tokens, requests.
 pub fn key_usage(m: &Metering, snap: &Snapshot, key: &Key) -> Value {
     let today = m.today();
-    let spent = m.key_spend(&key.name).totals;
+    let key_spend = m.key_spend(&key.name);
+    let spent = key_spend.totals;
+    // Cluster-wide in cluster mode (0 from other nodes on a single node).
+    let spent_nanos = spent.cost_nanos + key_spend.others_lifetime;
     let (mine, user_budget, left) = budgets(m, snap, key, today);
     let user = key.user.as_deref().map(|name| {
-        let s = m.user_spend(name).totals;
+        let user_spend = m.user_spend(name);
+        let s = user_spend.totals;
+        let user_nanos = s.cost_nanos + user_spend.others_lifetime;
         let budget = snap.users.get(name).and_then(|u| u.budget_usd);
         let mut user = json!({
             "name": name,
-            "spent_usd": usd(s.cost_nanos),
-            "spent_nano_usd": s.cost_nanos,
+            "spent_usd": usd(user_nanos),
+            "spent_nano_usd": user_nanos,
             "budget_usd": budget.map(|b| usd(usd_to_nanos(b))),
             "requests": s.requests,
         });
@@ -139,8 +144,8 @@ pub fn key_usage(m: &Metering, snap: &Snapshot, key: &Key) -> Value {
         "requests": spent.requests,
         "estimated_requests": spent.estimated,
         "tokens": tokens(&spent),
-        "spent_usd": usd(spent.cost_nanos),
-        "spent_nano_usd": spent.cost_nanos,
+        "spent_usd": usd(spent_nanos),
+        "spent_nano_usd": spent_nanos,
         "budget_usd": key.budget_usd.map(|b| usd(usd_to_nanos(b))),
         "remaining_usd": left.map(usd),
         "remaining_nano_usd": left,
@@ -156,10 +161,10 @@ pub fn key_usage(m: &Metering, snap: &Snapshot, key: &Key) -> Value {
 /// what the key has spent plus what it has left, so that clients showing
 /// `hard_limit_usd - total_usage` show the real balance.
 pub fn billing_subscription(m: &Metering, snap: &Snapshot, key: &Key) -> Value {
-    let spent = m.key_spend(&key.name).totals;
+    let spend = m.key_spend(&key.name);
     let (_, _, left) = budgets(m, snap, key, m.today());
     let limit = match left {
-        Some(l) => usd(spent.cost_nanos + l),
+        Some(l) => usd(spend.totals.cost_nanos + spend.others_lifetime + l),
         None => json!(UNLIMITED_USD),
     };
     json!({
@@ -176,7 +181,8 @@ pub fn billing_subscription(m: &Metering, snap: &Snapshot, key: &Key) -> Value {
 /// `GET /v1/dashboard/billing/usage` (OpenAI legacy): the key's lifetime
 /// spend in cents (budgets are lifetime, so the date range is not used).
 pub fn billing_usage(m: &Metering, key: &Key) -> Value {
-    let spent = m.key_spend(&key.name).totals.cost_nanos;
+    let spend = m.key_spend(&key.name);
+    let spent = spend.totals.cost_nanos + spend.others_lifetime;
     // 1 cent = 1e7 nano-USD.
     let cents = number(rust_decimal::Decimal::new(spent, 7).normalize());
     json!({"object": "list", "total_usage": cents})

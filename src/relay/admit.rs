@@ -71,7 +71,9 @@ pub(super) async fn admit(
     let (model, long_context) = snap.resolve_model(requested);
     let model = model.to_string();
     check_model(snap, key, &model, endpoint)?;
-    let admission = metering.admit(snap, key, &model, probe.max_output_tokens, body.len())?;
+    let admission = metering
+        .admit(snap, key, &model, probe.max_output_tokens, body.len())
+        .await?;
     Ok(Admitted {
         body,
         probe,

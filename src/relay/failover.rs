@@ -337,6 +337,11 @@ impl Failover<'_> {
             failure.retry_after,
             format!("{}: {}", failure.reason.as_str(), failure.detail),
         );
+        if let Some(cluster) = self.metering.cluster() {
+            let left_ms = channel.health.cooldown_until_ms().saturating_sub(now_ms());
+            let failures = channel.health.consecutive_failures();
+            cluster.publish_cooldown(&channel.name, left_ms, failures, failure.reason.as_str());
+        }
     }
 
     /// Every attempt failed, or none could be made: the last upstream

@@ -105,6 +105,12 @@ impl Gateway {
             Route::GeminiModels => api::gemini_models(&snap, &key),
             Route::Usage(view) => {
                 let m = &self.metering;
+                let user_period = key
+                    .user
+                    .as_deref()
+                    .and_then(|u| snap.users.get(u))
+                    .and_then(|u| u.budget_period);
+                m.refresh_shared(&key, user_period).await;
                 match view {
                     UsageView::Key => metering::report::key_usage(m, &snap, &key),
                     UsageView::BillingSubscription => {

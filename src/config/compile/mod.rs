@@ -4,6 +4,7 @@
 //! schema is in `schema.rs`.
 
 mod channels;
+mod cluster;
 mod groups;
 mod keys;
 mod models;
@@ -23,6 +24,11 @@ pub(super) fn compile(
 ) -> Result<Loaded, ConfigError> {
     let mut warnings = Vec::new();
     server::check(&mut raw.server, &raw.routing, src, env)?;
+    let cluster = raw
+        .cluster
+        .as_ref()
+        .map(|c| cluster::compile(c, &raw.server, src, env))
+        .transpose()?;
     let groups = groups::compile(&raw.groups, src)?;
     let auto_groups = groups::auto_groups(&raw.routing.auto_groups, &groups, src)?;
     let models::Models {
@@ -69,6 +75,7 @@ pub(super) fn compile(
             routes,
             keys_by_hash,
             users,
+            cluster,
         },
         warnings,
     })

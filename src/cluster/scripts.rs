@@ -1,0 +1,210 @@
+//! The Lua scripts that make admission and settlement atomic in Redis, and
+//! the names of the Redis keys they touch (docs/cluster.md, "Data in
+//! Redis"). Times come from Redis's own clock (`TIME`), so the nodes'
+//! clocks need not agree.
+//!
+//! Amounts are integer nano-USD. Lua numbers are doubles: sums are exact
+//! up to 2^53 nano-USD (about 9 million USD) per account.
+
+use redis::Script;
+use std::sync::LazyLock;
+
+/// Admission: budgets (settled + in-flight across nodes), the key's
+/// concurrency leases, tpm, then rpm. Checks everything first, changes
+/// nothing on a refusal. Returns `{code, key_spent, user_spent}`;
+/// code 0 = admitted, else a [`super::Refusal`] code with the seconds to
+/// wait in the second field.
+///
+/// KEYS: 1 key spend, 2 key leases, 3 key held, 4 key rates, 5 user
+/// spend, 6 user leases, 7 user held, then the key's day hashes and the
+/// user's (budgets per period).
+/// ARGV: 1 lease id, 2 lease ms, 3 reserved nanos, 4 key budget (-1 =
+/// none), 5 user budget (-1), 6 max concurrent (0 = none), 7 rpm (0),
+/// 8 tpm (0), 9 key day hashes (-1 = lifetime), 10 user day hashes (-1),
+/// 11 has a user (0/1).
+const ADMIT_LUA: &str = r#"
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local lease, lease_ms, reserved = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local n_kd, n_ud, has_user = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11] == '1'
+local function hsum(k)
+  local s = 0
+  for _, v in ipairs(redis.call('HVALS', k)) do s = s + tonumber(v) end
+  return s
+end
+local function spent(total, first, n)
+  if n < 0 then return hsum(total) end
+  local s = 0
+  for i = first, first + n - 1 do s = s + hsum(KEYS[i]) end
+  return s
+end
+local function held(leases, amounts)
+  local dead = redis.call('ZRANGEBYSCORE', leases, '-inf', now_ms)
+  if #dead > 0 then
+    redis.call('ZREM', leases, unpack(dead))
+    redis.call('HDEL', amounts, unpack(dead))
+  end
+  return hsum(amounts)
+end
+local function check(budget, s, h, code)
+  if budget < 0 then return 0 end
+  if s >= budget then return code end
+  if s + h >= budget then return code + 1 end
+  return 0
+end
+local ks = spent(KEYS[1], 8, n_kd)
+local r = check(tonumber(ARGV[4]), ks, held(KEYS[2], KEYS[3]), 1)
+if r > 0 then return {r, 1, 0} end
+local us = 0
+if has_user then
+  us = spent(KEYS[5], 8 + math.max(n_kd, 0), n_ud)
+  r = check(tonumber(ARGV[5]), us, held(KEYS[6], KEYS[7]), 3)
+  if r > 0 then return {r, 1, 0} end
+end
+local max_conc, rpm, tpm = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+if max_conc > 0 and redis.call('ZCARD', KEYS[2]) >= max_conc then return {5, 1, 0} end
+if tpm > 0 then
+  local debt = tonumber(redis.call('HGET', KEYS[4], 't') or '0') - now_us
+  if debt >= 60000000 then return {6, math.floor((debt - 60000000) / 1000000) + 1, 0} end
+end
+local rpm_tat
+if rpm > 0 then
+  local interval = math.floor(60000000 / rpm)
+  local tat = math.max(tonumber(redis.call('HGET', KEYS[4], 'r') or '0'), now_us)
+  if tat - now_us > 60000000 - interval then
+    return {7, math.max(1, math.ceil((tat - now_us - 60000000 + interval) / 1000000)), 0}
+  end
+  rpm_tat = tat + interval
+end
+local exp = now_ms + lease_ms
+redis.call('ZADD', KEYS[2], exp, lease)
+redis.call('PEXPIRE', KEYS[2], lease_ms + 1000)
+if reserved > 0 then
+  redis.call('HSET', KEYS[3], lease, ARGV[3])
+  redis.call('PEXPIRE', KEYS[3], lease_ms + 1000)
+end
+if has_user then
+  redis.call('ZADD', KEYS[6], exp, lease)
+  redis.call('PEXPIRE', KEYS[6], lease_ms + 1000)
+  if reserved > 0 then
+    redis.call('HSET', KEYS[7], lease, ARGV[3])
+    redis.call('PEXPIRE', KEYS[7], lease_ms + 1000)
+  end
+end
+if rpm_tat then
+  redis.call('HSET', KEYS[4], 'r', string.format('%.0f', rpm_tat))
+  redis.call('PEXPIRE', KEYS[4], 3600000)
+end
+return {0, ks, us}
+"#;
+
+/// Publishes a node's own absolute totals of one account: its lifetime
+/// spend and its spend of some days. A field only ever grows, so an old
+/// or repeated publish changes nothing (replays are idempotent).
+/// KEYS: 1 spend hash, 2.. day hashes. ARGV: 1 node, 2 total, 3.. day totals.
+const RAISE_LUA: &str = r#"
+local node = ARGV[1]
+for i = 1, #KEYS do
+  local cur = tonumber(redis.call('HGET', KEYS[i], node) or '0')
+  if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[i], node, ARGV[i + 1]) end
+  if i > 1 then redis.call('EXPIRE', KEYS[i], 3456000) end
+end
+return 0
+"#;
+
+/// Counts a finished request's tokens in the key's shared tpm window.
+/// KEYS: 1 key rates. ARGV: 1 tpm, 2 tokens.
+const SPEND_TOKENS_LUA: &str = r#"
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = math.max(tonumber(redis.call('HGET', KEYS[1], 't') or '0'), now_us)
+tat = tat + math.floor(60000000 * tonumber(ARGV[2]) / math.max(tonumber(ARGV[1]), 1))
+redis.call('HSET', KEYS[1], 't', string.format('%.0f', tat))
+redis.call('PEXPIRE', KEYS[1], 3600000)
+return 0
+"#;
+
+/// Moves the expiry of running requests' leases on. KEYS: pairs of
+/// (leases, held) of each account; ARGV: 1 lease ms, then one lease id per
+/// pair.
+const RENEW_LUA: &str = r#"
+local t = redis.call('TIME')
+local lease_ms = tonumber(ARGV[1])
+local exp = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + lease_ms
+for i = 1, #KEYS, 2 do
+  redis.call('ZADD', KEYS[i], 'XX', exp, ARGV[(i + 1) / 2 + 1])
+  redis.call('PEXPIRE', KEYS[i], lease_ms + 1000)
+  redis.call('PEXPIRE', KEYS[i + 1], lease_ms + 1000)
+end
+return 0
+"#;
+
+pub static ADMIT: LazyLock<Script> = LazyLock::new(|| Script::new(ADMIT_LUA));
+pub static RAISE: LazyLock<Script> = LazyLock::new(|| Script::new(RAISE_LUA));
+pub static SPEND_TOKENS: LazyLock<Script> = LazyLock::new(|| Script::new(SPEND_TOKENS_LUA));
+pub static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_LUA));
+
+/// Every script's code, for `SCRIPT LOAD` after Redis (re)starts: the
+/// settlement pipeline calls them by hash.
+pub const ALL: [&str; 4] = [ADMIT_LUA, RAISE_LUA, SPEND_TOKENS_LUA, RENEW_LUA];
+
+/// `k` for a key, `u` for a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Key,
+    User,
+}
+
+impl Kind {
+    pub fn tag(self) -> char {
+        match self {
+            Kind::Key => 'k',
+            Kind::User => 'u',
+        }
+    }
+}
+
+/// The Redis keys of one account. Names are config names (no secrets).
+pub fn spend_key(kind: Kind, name: &str) -> String {
+    format!("tg:spend:{}:{name}", kind.tag())
+}
+
+pub fn day_key(kind: Kind, name: &str, day: u32) -> String {
+    format!("tg:day:{}:{name}:{day}", kind.tag())
+}
+
+pub fn leases_key(kind: Kind, name: &str) -> String {
+    format!("tg:lease:{}:{name}", kind.tag())
+}
+
+pub fn held_key(kind: Kind, name: &str) -> String {
+    format!("tg:held:{}:{name}", kind.tag())
+}
+
+pub fn rates_key(key: &str) -> String {
+    format!("tg:rate:k:{key}")
+}
+
+pub fn node_key(node: &str) -> String {
+    format!("tg:node:{node}")
+}
+
+/// The pub/sub channel of cooldowns (and other events).
+pub const EVENTS: &str = "tg:events";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_namespaced_by_kind() {
+        assert_eq!(spend_key(Kind::Key, "a"), "tg:spend:k:a");
+        assert_eq!(spend_key(Kind::User, "a"), "tg:spend:u:a");
+        assert_eq!(day_key(Kind::User, "bob", 20_000), "tg:day:u:bob:20000");
+        assert_eq!(leases_key(Kind::Key, "a"), "tg:lease:k:a");
+        assert_eq!(held_key(Kind::User, "a"), "tg:held:u:a");
+        assert_eq!(rates_key("a"), "tg:rate:k:a");
+        assert_eq!(node_key("edge-1"), "tg:node:edge-1");
+    }
+}

@@ -1,0 +1,462 @@
+//! The cluster's background work: connecting (with backoff), noticing
+//! Redis come and go, publishing settlements in pipelined batches,
+//! renewing the leases of running requests, re-publishing this node's
+//! totals when Redis lost them, and listening for other nodes' events.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use redis::aio::ConnectionManager;
+use redis::{Client, Pipeline};
+
+use super::scripts::{self, Kind};
+use super::{Cluster, Op, OwnTotals};
+
+/// How often the worker checks Redis and refreshes this node's entry.
+const TICK: Duration = Duration::from_millis(250);
+/// A node entry (its admin URL) outlives a few missed ticks.
+const NODE_TTL_MS: u64 = 5_000;
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Accounts per pipeline when re-publishing everything.
+const CHUNK: usize = 500;
+
+pub struct ClusterWorker {
+    pub cluster: Arc<Cluster>,
+}
+
+/// The worker's own state between ticks.
+struct State {
+    client: Option<Client>,
+    next_connect: Instant,
+    backoff: Duration,
+    /// Whether this process has published all its totals since it started.
+    published_all: bool,
+    last_renew: Instant,
+}
+
+#[async_trait]
+impl BackgroundService for ClusterWorker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let c = &self.cluster;
+        let Some(mut rx) = c.ops_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let client = match Client::open(c.settings.redis_url.as_str()) {
+            Ok(client) => Some(client),
+            Err(e) => {
+                // The URL is not logged: it may hold a password.
+                tracing::error!("cluster: [cluster] redis_url is not usable: {:?}", e.kind());
+                None
+            }
+        };
+        if let Some(client) = client.clone() {
+            tokio::spawn(listen(Arc::clone(c), client));
+        }
+        let mut state = State {
+            client,
+            next_connect: Instant::now(),
+            backoff: TICK,
+            published_all: false,
+            last_renew: Instant::now(),
+        };
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                op = rx.recv() => {
+                    let Some(op) = op else { return };
+                    let mut ops = vec![op];
+                    while ops.len() < 1024 {
+                        match rx.try_recv() {
+                            Ok(op) => ops.push(op),
+                            Err(_) => break,
+                        }
+                    }
+                    self.publish(ops).await;
+                }
+                _ = tick.tick() => self.heartbeat(&mut state).await,
+                _ = shutdown.changed() => {
+                    // Settlements still queued: publish what Redis takes
+                    // now, journal the rest.
+                    let mut ops = Vec::new();
+                    while let Ok(op) = rx.try_recv() {
+                        ops.push(op);
+                    }
+                    self.publish(ops).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl ClusterWorker {
+    fn conn(&self) -> Option<ConnectionManager> {
+        self.cluster
+            .conn
+            .load_full()
+            .map(|c| ConnectionManager::clone(&c))
+    }
+
+    /// Timeout of background calls: they may carry many requests' work.
+    fn batch_timeout(&self) -> Duration {
+        (self.cluster.settings.timeout * 4).max(Duration::from_millis(500))
+    }
+
+    async fn heartbeat(&self, state: &mut State) {
+        let c = &self.cluster;
+        if c.conn.load().is_none() {
+            if Instant::now() < state.next_connect {
+                return;
+            }
+            let Some(client) = state.client.clone() else {
+                return;
+            };
+            match connect(client, c.settings.timeout).await {
+                Some(conn) => {
+                    c.conn.store(Some(Arc::new(conn)));
+                    state.backoff = TICK;
+                }
+                None => {
+                    state.next_connect = Instant::now() + state.backoff;
+                    state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+                    c.set_up(false);
+                    return;
+                }
+            }
+        }
+        let Some(mut conn) = self.conn() else { return };
+        let node_key = scripts::node_key(&c.settings.node);
+        let mut refresh = redis::cmd("SET");
+        refresh
+            .arg(&node_key)
+            .arg(&c.settings.admin_url)
+            .arg("XX")
+            .arg("PX")
+            .arg(NODE_TTL_MS);
+        let refresh = refresh.query_async::<Option<String>>(&mut conn);
+        let known = match tokio::time::timeout(c.settings.timeout * 2, refresh).await {
+            Ok(Ok(v)) => v.is_some(),
+            _ => {
+                c.set_up(false);
+                return;
+            }
+        };
+        if !known || !state.published_all || !c.is_up() {
+            if !self
+                .recover(&mut conn, !known || !state.published_all)
+                .await
+            {
+                c.set_up(false);
+                return;
+            }
+            state.published_all = true;
+            let mut register = redis::cmd("SET");
+            register
+                .arg(&node_key)
+                .arg(&c.settings.admin_url)
+                .arg("PX")
+                .arg(NODE_TTL_MS);
+            let register = register.query_async::<()>(&mut conn);
+            if !matches!(
+                tokio::time::timeout(self.batch_timeout(), register).await,
+                Ok(Ok(()))
+            ) {
+                c.set_up(false);
+                return;
+            }
+            c.set_up(true);
+        }
+        if state.last_renew.elapsed() >= c.settings.lease / 3 {
+            state.last_renew = Instant::now();
+            self.renew(&mut conn).await;
+        }
+    }
+
+    /// After Redis was away (or lost its data): load the scripts, publish
+    /// every total of this node when `all`, and the journaled ones.
+    async fn recover(&self, conn: &mut ConnectionManager, all: bool) -> bool {
+        let c = &self.cluster;
+        let timeout = self.batch_timeout();
+        for code in scripts::ALL {
+            let mut load = redis::cmd("SCRIPT");
+            load.arg("LOAD").arg(code);
+            let load = load.query_async::<String>(conn);
+            if !matches!(tokio::time::timeout(timeout, load).await, Ok(Ok(_))) {
+                return false;
+            }
+        }
+        let Some(source) = c.source.get() else {
+            return true;
+        };
+        let journaled = c.journal.pending();
+        let mut accounts = if all {
+            source.all_accounts()
+        } else {
+            Vec::new()
+        };
+        accounts.extend(journaled.iter().cloned());
+        accounts.sort_by(|a, b| (a.0.tag(), &a.1).cmp(&(b.0.tag(), &b.1)));
+        accounts.dedup();
+        for chunk in accounts.chunks(CHUNK) {
+            let mut pipe = redis::pipe();
+            for (kind, name) in chunk {
+                raise(&mut pipe, &c.settings.node, &source.own_totals(*kind, name));
+            }
+            let sent = pipe.query_async::<()>(conn);
+            if !matches!(tokio::time::timeout(timeout, sent).await, Ok(Ok(()))) {
+                return false;
+            }
+        }
+        if all {
+            tracing::info!(
+                accounts = accounts.len(),
+                "cluster: this node's totals published"
+            );
+        }
+        let left = c.journal.remove(&journaled);
+        c.metrics.pending.set(left as i64);
+        true
+    }
+
+    /// Publishes queued settlements and events in one pipeline; while
+    /// Redis is down (or when this fails), journals the accounts instead.
+    async fn publish(&self, ops: Vec<Op>) {
+        let c = &self.cluster;
+        let mut pipe = redis::pipe();
+        let mut touched: Vec<(Kind, String)> = Vec::new();
+        for op in &ops {
+            match op {
+                Op::Settle {
+                    lease,
+                    totals,
+                    tokens,
+                } => {
+                    for t in totals {
+                        raise(&mut pipe, &c.settings.node, t);
+                        touched.push((t.kind, t.name.clone()));
+                    }
+                    if let Some((key, tpm, n)) = tokens {
+                        evalsha(
+                            &mut pipe,
+                            &scripts::SPEND_TOKENS,
+                            &[scripts::rates_key(key)],
+                        )
+                        .arg(*tpm)
+                        .arg(*n);
+                    }
+                    if let Some((id, accounts)) = lease {
+                        let member = c.lease_id_text(*id);
+                        let owners = std::iter::once((Kind::Key, accounts.key.as_str()))
+                            .chain(accounts.user.as_deref().map(|u| (Kind::User, u)));
+                        for (kind, name) in owners {
+                            pipe.cmd("ZREM")
+                                .arg(scripts::leases_key(kind, name))
+                                .arg(&member);
+                            pipe.cmd("HDEL")
+                                .arg(scripts::held_key(kind, name))
+                                .arg(&member);
+                        }
+                    }
+                }
+                Op::Cooldown(event) => {
+                    pipe.cmd("PUBLISH").arg(scripts::EVENTS).arg(event);
+                }
+            }
+        }
+        let sent = match self.conn().filter(|_| c.is_up()) {
+            Some(mut conn) => {
+                let started = Instant::now();
+                let q = pipe.query_async::<()>(&mut conn);
+                let ok = matches!(
+                    tokio::time::timeout(self.batch_timeout(), q).await,
+                    Ok(Ok(()))
+                );
+                c.metrics.roundtrip.observe(started.elapsed().as_secs_f64());
+                ok
+            }
+            None => false,
+        };
+        if !sent && !touched.is_empty() {
+            c.set_up(false);
+            let pending = c.journal.add(touched.iter().map(|(k, n)| (*k, n.as_str())));
+            c.metrics.pending.set(pending as i64);
+        }
+    }
+
+    /// Moves the running requests' leases on, in one script call.
+    async fn renew(&self, conn: &mut ConnectionManager) {
+        let c = &self.cluster;
+        let running: Vec<(u64, super::LeaseAccounts)> = c
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, a)| (*id, a.clone()))
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let mut inv = scripts::RENEW.prepare_invoke();
+        let mut ids = Vec::new();
+        for (id, a) in &running {
+            let owners = std::iter::once((Kind::Key, a.key.as_str()))
+                .chain(a.user.as_deref().map(|u| (Kind::User, u)));
+            for (kind, name) in owners {
+                inv.key(scripts::leases_key(kind, name))
+                    .key(scripts::held_key(kind, name));
+                ids.push(c.lease_id_text(*id));
+            }
+        }
+        inv.arg(c.settings.lease.as_millis() as u64);
+        for id in ids {
+            inv.arg(id);
+        }
+        let call = inv.invoke_async::<()>(conn);
+        if !matches!(
+            tokio::time::timeout(self.batch_timeout(), call).await,
+            Ok(Ok(()))
+        ) {
+            tracing::warn!("cluster: could not renew {} leases", running.len());
+        }
+    }
+}
+
+/// Appends `EVALSHA` of a script (loaded at every (re)connect) to a pipeline.
+fn evalsha<'p>(
+    pipe: &'p mut Pipeline,
+    script: &redis::Script,
+    keys: &[String],
+) -> &'p mut Pipeline {
+    let cmd = pipe.cmd("EVALSHA").arg(script.get_hash()).arg(keys.len());
+    for k in keys {
+        cmd.arg(k);
+    }
+    cmd
+}
+
+/// Publishes one account's own totals (lifetime and by day).
+fn raise(pipe: &mut Pipeline, node: &str, t: &OwnTotals) {
+    let mut keys = vec![scripts::spend_key(t.kind, &t.name)];
+    keys.extend(
+        t.days
+            .iter()
+            .map(|(d, _)| scripts::day_key(t.kind, &t.name, *d)),
+    );
+    let cmd = evalsha(pipe, &scripts::RAISE, &keys).arg(node).arg(t.total);
+    for (_, n) in &t.days {
+        cmd.arg(*n);
+    }
+}
+
+async fn connect(client: Client, timeout: Duration) -> Option<ConnectionManager> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(timeout.max(Duration::from_millis(500)))
+        .set_response_timeout(timeout.max(Duration::from_millis(500)) * 4)
+        .set_number_of_retries(2)
+        .set_max_delay(1_000);
+    let made = ConnectionManager::new_with_config(client, config);
+    match tokio::time::timeout(Duration::from_secs(3), made).await {
+        Ok(Ok(conn)) => Some(conn),
+        Ok(Err(e)) => {
+            tracing::warn!("cluster: cannot connect to Redis: {:?}", e.kind());
+            None
+        }
+        Err(_) => {
+            tracing::warn!("cluster: Redis did not accept a connection in time");
+            None
+        }
+    }
+}
+
+/// Other nodes' events (cooldowns), on a pub/sub connection of its own,
+/// reconnected with backoff for as long as the process runs.
+async fn listen(cluster: Arc<Cluster>, client: Client) {
+    let mut backoff = TICK;
+    loop {
+        let connected =
+            tokio::time::timeout(Duration::from_secs(3), client.get_async_pubsub()).await;
+        if let Ok(Ok(mut pubsub)) = connected {
+            if pubsub.subscribe(scripts::EVENTS).await.is_ok() {
+                backoff = TICK;
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    if let Ok(text) = msg.get_payload::<String>() {
+                        on_event(&cluster, &text);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn on_event(cluster: &Cluster, text: &str) {
+    let Ok(event) = serde_json::from_str::<serde_json::Value>(text) else {
+        return;
+    };
+    let node = event["node"].as_str().unwrap_or("");
+    if node == cluster.settings.node || event["type"] != "cooldown" {
+        return;
+    }
+    let (Some(channel), Some(left_ms)) = (event["channel"].as_str(), event["left_ms"].as_u64())
+    else {
+        return;
+    };
+    let failures = event["failures"]
+        .as_u64()
+        .unwrap_or(1)
+        .min(u64::from(u32::MAX)) as u32;
+    let reason = format!("{node}: {}", event["reason"].as_str().unwrap_or("failing"));
+    if let Some(sink) = cluster.on_cooldown.get() {
+        sink(channel, left_ms, failures, reason);
+    }
+}
+
+/// Node name -> admin URL of every registered node.
+pub(super) async fn registered_nodes(
+    mut conn: ConnectionManager,
+    timeout: Duration,
+) -> Option<Vec<(String, String)>> {
+    let work = async {
+        let mut names: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("tg:node:*")
+                .arg("COUNT")
+                .arg(200)
+                .query_async(&mut conn)
+                .await?;
+            names.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let urls: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&names)
+            .query_async(&mut conn)
+            .await?;
+        Ok::<_, redis::RedisError>(
+            names
+                .into_iter()
+                .zip(urls)
+                .filter_map(|(k, u)| Some((k.trim_start_matches("tg:node:").to_string(), u?)))
+                .collect(),
+        )
+    };
+    tokio::time::timeout(timeout, work).await.ok()?.ok()
+}

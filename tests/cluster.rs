@@ -1,0 +1,374 @@
+//! Cluster mode (docs/cluster.md): several real tollgate binaries sharing
+//! one real `redis-server` on loopback, started and stopped by the tests.
+//! Without redis-server the tests skip, unless `TOLLGATE_REDIS=required`
+//! (set by `./dev test`), where they fail.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// A private redis-server on a loopback port, without persistence.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// None when redis-server is missing and not required.
+    fn start() -> Option<Redis> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(
+                std::env::var("TOLLGATE_REDIS").as_deref() != Ok("required"),
+                "redis-server is missing (./dev deps installs it)"
+            );
+            eprintln!("skipped: redis-server is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Redis {
+            port: free_port(),
+            child: None,
+            _dir: dir,
+        };
+        r.launch();
+        Some(r)
+    }
+
+    /// Starts redis-server empty on the same port.
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--enable-debug-command",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(self._dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.cli(&["PING"]) != "PONG" {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The sum of a hash's values (a shared spend total).
+    fn hsum(&self, key: &str) -> i64 {
+        self.cli(&["HVALS", key])
+            .lines()
+            .filter_map(|v| v.trim().parse::<i64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// 50,000 nano-USD per request, whatever its tokens.
+const COST: i64 = 50_000;
+
+fn node_config(
+    redis: &Redis,
+    node: &str,
+    extra: &str,
+) -> impl FnOnce(u16, u16, &std::path::Path) -> String {
+    let cluster = format!(
+        "[cluster]\nredis_url = \"{}\"\nnode = \"{node}\"\ntimeout_ms = 200\nlease_seconds = 2\n{extra}\n",
+        redis.url()
+    );
+    move |port, admin, dir| {
+        format!(
+            r#"{server}
+[routing]
+cooldown_seconds = 30
+
+{cluster}
+
+[[groups]]
+name = "default"
+ratio = 1.0
+all_channels = true
+
+[[models]]
+name = "m"
+input = 0
+output = 0
+per_request = 0.00005
+
+[[channels]]
+name = "mock"
+type = "mock"
+groups = ["default"]
+models = ["m"]
+
+[[channels]]
+name = "slow"
+type = "mock"
+groups = ["slowgroup"]
+models = ["m"]
+delay_ms = 1500
+
+[[groups]]
+name = "slowgroup"
+ratio = 1.0
+
+[[users]]
+name = "alice"
+group = "default"
+
+[[keys]]
+name = "budget"
+key = "sk-cluster-budget-0001"
+user = "alice"
+budget_usd = 0.001
+
+[[keys]]
+name = "rpm"
+key = "sk-cluster-rpm-0001"
+rpm = 5
+
+[[keys]]
+name = "conc"
+key = "sk-cluster-conc-0001"
+groups = ["slowgroup"]
+max_concurrent = 2
+"#,
+            server = server_section(port, admin, dir)
+        )
+    }
+}
+
+fn start_node(redis: &Redis, node: &str, extra: &str) -> Tollgate {
+    Tollgate::start_with(node_config(redis, node, extra))
+}
+
+/// Waits until the node reports Redis reachable (or not) on /readyz.
+async fn wait_cluster_up(tg: &Tollgate, up: bool, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (_, body) = get_json(&tg.admin_url("/readyz"), None).await;
+        if body["cluster"]["up"] == json!(up) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster up != {up} on time: {body}; log:\n{}",
+            tg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn post(
+    http: &reqwest::Client,
+    tg: &Tollgate,
+    key: &str,
+) -> (u16, serde_json::Value, Option<String>) {
+    let resp = http
+        .post(tg.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .body(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, resp.json().await.unwrap_or_default(), retry)
+}
+
+/// The node's own billed total, from its ledger.
+async fn ledger_total(tg: &Tollgate) -> (i64, i64) {
+    let (status, body) = get_json(&tg.admin_url("/admin/usage?from=0"), None).await;
+    assert_eq!(status, 200, "{body}");
+    (
+        body["total"]["cost_nano_usd"].as_i64().unwrap(),
+        body["total"]["requests"].as_i64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_hold_budget_rpm_and_concurrency_cluster_wide() {
+    let Some(redis) = Redis::start() else { return };
+    let nodes = [
+        start_node(&redis, "n1", ""),
+        start_node(&redis, "n2", ""),
+        start_node(&redis, "n3", ""),
+    ];
+    for n in &nodes {
+        wait_cluster_up(n, true, Duration::from_secs(5)).await;
+    }
+    let http = client();
+
+    // Budget: $0.001 = 20 requests of 50,000 nano-USD. Four clients per
+    // node spend it concurrently.
+    let mut tasks = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for _ in 0..4 {
+            let http = http.clone();
+            let url = n.url("/v1/chat/completions");
+            tasks.push(tokio::spawn(async move {
+                let mut served = 0i64;
+                for _ in 0..40 {
+                    let resp = http
+                        .post(&url)
+                        .bearer_auth("sk-cluster-budget-0001")
+                        .body(
+                            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+                                .to_string(),
+                        )
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = resp.status().as_u16();
+                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                    match status {
+                        200 => served += 1,
+                        429 if body["error"]["code"] == "insufficient_quota" => break,
+                        429 => tokio::time::sleep(Duration::from_millis(5)).await,
+                        s => panic!("node {i}: unexpected {s}: {body}"),
+                    }
+                }
+                served
+            }));
+        }
+    }
+    let mut served = 0;
+    for t in tasks {
+        served += t.await.unwrap();
+    }
+    let budget = 1_000_000;
+    assert!(
+        served * COST >= budget && served * COST <= budget + 3 * COST,
+        "served {served} requests: overdraw beyond one request per node"
+    );
+    // Exact to the nano-dollar: the three ledgers, Redis and /api/usage
+    // on every node agree.
+    let mut ledgers = (0, 0);
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let (cost, requests) = ledger_total(n).await;
+            if cost == requests * COST || Instant::now() > deadline {
+                ledgers = (ledgers.0 + cost, ledgers.1 + requests);
+                break;
+            }
+        }
+    }
+    assert_eq!(ledgers, (served * COST, served));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while redis.hsum("tg:spend:k:budget") != served * COST && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(redis.hsum("tg:spend:k:budget"), served * COST);
+    assert_eq!(redis.hsum("tg:spend:u:alice"), served * COST);
+    for n in &nodes {
+        let (status, usage) = get_json(&n.url("/api/usage"), Some("sk-cluster-budget-0001")).await;
+        assert_eq!(status, 200);
+        assert_eq!(usage["spent_nano_usd"], json!(served * COST), "{usage}");
+        assert_eq!(
+            usage["user"]["spent_nano_usd"],
+            json!(served * COST),
+            "{usage}"
+        );
+        assert_eq!(usage["remaining_nano_usd"], json!(0), "{usage}");
+        let (status, body, _) = post(&http, n, "sk-cluster-budget-0001").await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (429, Some("insufficient_quota"))
+        );
+    }
+
+    // rpm = 5 across the cluster: 5 of 9 requests pass, round robin.
+    let mut ok = 0;
+    for i in 0..9 {
+        let (status, body, retry) = post(&http, &nodes[i % 3], "sk-cluster-rpm-0001").await;
+        match status {
+            200 => ok += 1,
+            429 => {
+                assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+                assert!(retry.is_some(), "Retry-After on an rpm refusal");
+            }
+            s => panic!("unexpected {s}: {body}"),
+        }
+    }
+    assert_eq!(ok, 5, "rpm 5 holds across three nodes");
+
+    // max_concurrent = 2: of nine slow requests at once, two run.
+    let mut tasks = Vec::new();
+    for i in 0..9 {
+        let http = http.clone();
+        let url = nodes[i % 3].url("/v1/chat/completions");
+        tasks.push(tokio::spawn(async move {
+            let resp = http
+                .post(&url)
+                .bearer_auth("sk-cluster-conc-0001")
+                .body(
+                    json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+                        .to_string(),
+                )
+                .send()
+                .await
+                .unwrap();
+            let retry = resp.headers().get("retry-after").is_some();
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            (status, body["error"]["code"].clone(), retry)
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let ran = results.iter().filter(|r| r.0 == 200).count();
+    assert_eq!(ran, 2, "{results:?}");
+    assert!(results
+        .iter()
+        .filter(|r| r.0 != 200)
+        .all(|r| r.0 == 429 && r.1 == "rate_limit_exceeded" && r.2));
+    // The slots came back: one more runs.
+    let (status, _, _) = post(&http, &nodes[0], "sk-cluster-conc-0001").await;
+    assert_eq!(status, 200);
+}
