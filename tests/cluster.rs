@@ -111,7 +111,9 @@ fn node_config(
     redis: &Redis,
     node: &str,
     extra: &str,
+    tail: &str,
 ) -> impl FnOnce(u16, u16, &std::path::Path) -> String {
+    let tail = tail.to_string();
     let cluster = format!(
         "[cluster]\nredis_url = \"{}\"\nnode = \"{node}\"\ntimeout_ms = 200\nlease_seconds = 2\n{extra}\n",
         redis.url()
@@ -127,7 +129,6 @@ cooldown_seconds = 30
 [[groups]]
 name = "default"
 ratio = 1.0
-all_channels = true
 
 [[models]]
 name = "m"
@@ -172,6 +173,29 @@ name = "conc"
 key = "sk-cluster-conc-0001"
 groups = ["slowgroup"]
 max_concurrent = 2
+
+[[keys]]
+name = "one"
+key = "sk-cluster-one-0001"
+groups = ["slowest"]
+max_concurrent = 1
+
+[[groups]]
+name = "slowest"
+ratio = 1.0
+
+[[channels]]
+name = "slowest"
+type = "mock"
+groups = ["slowest"]
+models = ["m"]
+delay_ms = 20000
+
+[[keys]]
+name = "outage"
+key = "sk-cluster-outage-0001"
+budget_usd = 1.0
+{tail}
 "#,
             server = server_section(port, admin, dir)
         )
@@ -179,7 +203,7 @@ max_concurrent = 2
 }
 
 fn start_node(redis: &Redis, node: &str, extra: &str) -> Tollgate {
-    Tollgate::start_with(node_config(redis, node, extra))
+    Tollgate::start_with(node_config(redis, node, extra, ""))
 }
 
 /// Waits until the node reports Redis reachable (or not) on /readyz.
@@ -371,4 +395,226 @@ async fn three_nodes_hold_budget_rpm_and_concurrency_cluster_wide() {
     // The slots came back: one more runs.
     let (status, _, _) = post(&http, &nodes[0], "sk-cluster-conc-0001").await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_channel_failing_on_one_node_is_skipped_by_the_others() {
+    let Some(redis) = Redis::start() else { return };
+    let failing = MockUpstream::start(|_| {
+        Reply::json(
+            500,
+            json!({"error": {"message": "down", "type": "server_error"}}),
+        )
+    })
+    .await;
+    let flaky = format!(
+        "[[channels]]\nname = \"flaky\"\ntype = \"openai\"\nbase_url = \"{}\"\napi_key = \"sk-upstream-flaky-1\"\n\
+         groups = [\"default\"]\nmodels = [\"m\"]\npriority = 10\n",
+        failing.base_url()
+    );
+    let nodes: Vec<Tollgate> = ["c1", "c2", "c3"]
+        .iter()
+        .map(|n| Tollgate::start_with(node_config(&redis, n, "", &flaky)))
+        .collect();
+    for n in &nodes {
+        wait_cluster_up(n, true, Duration::from_secs(5)).await;
+    }
+    let http = client();
+    let key = "sk-cluster-outage-0001";
+    let (status, body, _) = post(&http, &nodes[0], key).await;
+    assert_eq!(status, 200, "failed over to the mock: {body}");
+    assert_eq!(failing.count(), 1);
+    // Within 1 s the others skip it: no request of theirs reaches it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in &nodes[1..] {
+        for _ in 0..3 {
+            let (status, _, _) = post(&http, n, key).await;
+            assert_eq!(status, 200);
+        }
+        let channels = n.admin_json("/admin/channels").await;
+        let flaky = channels
+            .as_array()
+            .or(channels["channels"].as_array())
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "flaky")
+            .cloned()
+            .unwrap();
+        assert!(
+            flaky["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("c1: "),
+            "{flaky}"
+        );
+    }
+    assert_eq!(
+        failing.count(),
+        1,
+        "nodes 2 and 3 skipped the cooling channel"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_nodes_concurrency_slot_comes_back_within_the_lease() {
+    let Some(redis) = Redis::start() else { return };
+    let n1 = start_node(&redis, "k1", "");
+    let n2 = start_node(&redis, "k2", "");
+    wait_cluster_up(&n1, true, Duration::from_secs(5)).await;
+    wait_cluster_up(&n2, true, Duration::from_secs(5)).await;
+    let http = client();
+    // n2 runs a 20-second request of the key allowed one at a time...
+    let url = n2.url("/v1/chat/completions");
+    let holder = {
+        let http = http.clone();
+        tokio::spawn(async move {
+            let _ = http
+                .post(&url)
+                .bearer_auth("sk-cluster-one-0001")
+                .body(
+                    json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+                        .to_string(),
+                )
+                .send()
+                .await;
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while redis.cli(&["ZCARD", "tg:lease:k:one"]) != "1" {
+        assert!(Instant::now() < deadline, "the slot was never taken");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and renews its lease past the 2 s lease time.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, body, retry) = post(&http, &n1, "sk-cluster-one-0001").await;
+    assert_eq!((status, retry.as_deref()), (429, Some("1")), "{body}");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    // SIGKILL: nothing gives the slot back but the lease's expiry.
+    n2.signal("KILL");
+    let killed = Instant::now();
+    loop {
+        let attempt = http
+            .post(n1.url("/v1/chat/completions"))
+            .bearer_auth("sk-cluster-one-0001")
+            .body(
+                json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string(),
+            )
+            .timeout(Duration::from_millis(400))
+            .send()
+            .await;
+        match attempt {
+            Ok(resp) => assert_eq!(resp.status().as_u16(), 429),
+            // Admitted: it is running the 20-second answer.
+            Err(e) if e.is_timeout() => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(4),
+            "the slot did not come back within the lease time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back = killed.elapsed();
+    assert!(back <= Duration::from_millis(2900), "back after {back:?}");
+    holder.abort();
+}
+
+/// Redis stops under load and comes back empty: `local` nodes keep
+/// serving and re-publish; a `refuse` node answers 503 meanwhile. A slow
+/// Redis degrades the same way within the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_outage_and_slowness_degrade_per_on_redis_error() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let local = [start_node(&redis, "o1", ""), start_node(&redis, "o2", "")];
+    let refuse = start_node(&redis, "o3", "on_redis_error = \"refuse\"");
+    for n in local.iter().chain([&refuse]) {
+        wait_cluster_up(n, true, Duration::from_secs(5)).await;
+    }
+    let http = client();
+    let key = "sk-cluster-outage-0001";
+    let mut served = 0;
+    for n in local.iter().chain([&refuse]) {
+        for _ in 0..2 {
+            assert_eq!(post(&http, n, key).await.0, 200);
+            served += 1;
+        }
+    }
+
+    redis.stop();
+    for n in &local {
+        for _ in 0..3 {
+            let started = Instant::now();
+            let (status, body, _) = post(&http, n, key).await;
+            assert_eq!(status, 200, "{body}");
+            assert!(started.elapsed() < Duration::from_secs(1));
+            served += 1;
+        }
+        wait_cluster_up(n, false, Duration::from_secs(3)).await;
+        let (status, ready) = get_json(&n.admin_url("/readyz"), None).await;
+        assert_eq!((status, &ready["degraded"]), (200, &json!(true)), "{ready}");
+        n.wait_metric("tollgate_cluster_pending_deltas", &[], 1.0)
+            .await;
+    }
+    let (status, body, retry) = post(&http, &refuse, key).await;
+    assert_eq!((status, retry.as_deref()), (503, Some("1")), "{body}");
+    assert_eq!(body["error"]["code"], "cluster_unavailable");
+    let (status, _) = get_json(&refuse.admin_url("/readyz"), None).await;
+    assert_eq!(status, 503);
+
+    // Back, empty: every node re-publishes its own totals; the journal
+    // replays; nothing is counted twice.
+    redis.launch();
+    for n in local.iter().chain([&refuse]) {
+        wait_cluster_up(n, true, Duration::from_secs(8)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while redis.hsum("tg:spend:k:outage") != served * COST && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(redis.hsum("tg:spend:k:outage"), served * COST);
+    for n in &local {
+        let m = n.metrics().await;
+        assert_eq!(
+            metric_value(&m, "tollgate_cluster_pending_deltas", &[]),
+            Some(0.0)
+        );
+        assert_eq!(metric_value(&m, "tollgate_cluster_up", &[]), Some(1.0));
+    }
+    assert_eq!(post(&http, &refuse, key).await.0, 200);
+    served += 1;
+    let (_, usage) = get_json(&local[0].url("/api/usage"), Some(key)).await;
+    assert_eq!(usage["spent_nano_usd"], json!(served * COST), "{usage}");
+    let mut ledgers = 0;
+    for n in local.iter().chain([&refuse]) {
+        ledgers += ledger_total(n).await.0;
+    }
+    assert_eq!(ledgers, served * COST);
+
+    // Slow: Redis stalls 1.5 s. Nobody waits past the 200 ms timeout.
+    let port = redis.port;
+    let sleeper = std::thread::spawn(move || {
+        Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "DEBUG", "SLEEP", "1.5"])
+            .output()
+            .unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let (status, _, _) = post(&http, &local[0], key).await;
+    assert_eq!(status, 200);
+    let (status, body, _) = post(&http, &refuse, key).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (503, &json!("cluster_unavailable"))
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "blocked {:?} by a slow Redis",
+        started.elapsed()
+    );
+    sleeper.join().unwrap();
+    wait_cluster_up(&refuse, true, Duration::from_secs(5)).await;
+    assert_eq!(post(&http, &refuse, key).await.0, 200);
 }
