@@ -128,7 +128,7 @@ impl AdminApp {
         let path = req.uri.path().to_string();
         let query = req.uri.query().unwrap_or("").to_string();
         let snap = self.config.load();
-        if path == "/admin/session" {
+        if path == "/admin/session" || path == "/admin/keys" || path.starts_with("/admin/keys/") {
             if let Some(answer) = keys::admin_api(&self.keys, &snap, req, body, client_ip) {
                 return keys_response(answer);
             }

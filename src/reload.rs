@@ -35,7 +35,13 @@ pub struct ConfigHandle {
     /// The thread every reload runs on (see [`ConfigHandle::reload`]),
     /// started by the first one.
     reload_thread: OnceLock<mpsc::Sender<Job>>,
+    /// Called with each new snapshot after it is swapped in.
+    on_reload: Mutex<Vec<ReloadHook>>,
 }
+
+/// What another module does when a new config is in force (managed keys
+/// recompile against it and warn about what they lost).
+pub type ReloadHook = Box<dyn Fn(&Snapshot) + Send + Sync>;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -132,6 +138,7 @@ impl ConfigHandle {
             admin_bound,
             retired: Mutex::new(Vec::new()),
             reload_thread: OnceLock::new(),
+            on_reload: Mutex::new(Vec::new()),
         })
     }
 
@@ -141,6 +148,15 @@ impl ConfigHandle {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Calls `hook` with every snapshot a reload swaps in, on the reload
+    /// thread, right after the swap.
+    pub fn on_reload(&self, hook: ReloadHook) {
+        self.on_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
     }
 
     pub fn health(&self) -> &HealthRegistry {
@@ -274,6 +290,14 @@ impl ConfigHandle {
                 }
                 let new = Arc::new(loaded.snapshot);
                 self.current.store(Arc::clone(&new));
+                for hook in self
+                    .on_reload
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                {
+                    hook(&new);
+                }
                 self.metrics
                     .config_reloads_total
                     .with_label_values(&["ok"])

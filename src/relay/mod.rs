@@ -117,7 +117,8 @@ impl Gateway {
             }
             Route::Models | Route::GeminiModels | Route::Relay(_) | Route::Usage(_) => {
                 let now = (now_ms() / 1000) as i64;
-                match auth::authenticate(&snap, req, session.client_ip(), now, keys) {
+                let managed = self.keys.registry();
+                match auth::authenticate(&snap, managed, req, session.client_ip(), now, keys) {
                     Ok(key) => key,
                     Err(e) => return refuse(session, &self.metrics, dialect, &e, started).await,
                 }
