@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::{error, info, warn};
 
+use crate::clock::now_ms;
 use crate::config::{self, ConfigError, Snapshot};
 use crate::health::HealthRegistry;
 use crate::metrics::Metrics;
@@ -35,6 +36,18 @@ pub struct ConfigHandle {
     /// The thread every reload runs on (see [`ConfigHandle::reload`]),
     /// started by the first one.
     reload_thread: OnceLock<mpsc::Sender<Job>>,
+    /// For the admin view; a lock of its own, so reading it never waits
+    /// for a reload in progress.
+    status: Mutex<ReloadStatus>,
+}
+
+/// When the running config was loaded, and why the last load was refused
+/// if it was (cleared by the next good load).
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    pub loaded_at_ms: u64,
+    /// (when, the error as logged).
+    pub last_error: Option<(u64, String)>,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -64,6 +77,10 @@ impl ConfigHandle {
         let version = FileVersion::of(path);
         let mut parser = config::ParseCache::default();
         let first = config::load_file(path, &health, 1, &mut parser);
+        let mut status = ReloadStatus {
+            loaded_at_ms: now_ms(),
+            last_error: None,
+        };
         let (store, loaded) = match first {
             Ok(loaded) => {
                 metrics
@@ -99,6 +116,7 @@ impl ConfigHandle {
                      IN {} ({whence}): {e}",
                     data_dir.display()
                 );
+                status.last_error = Some((now_ms(), e.to_string()));
                 let loaded = config::load_text(
                     "<last good config>",
                     text,
@@ -132,11 +150,30 @@ impl ConfigHandle {
             admin_bound,
             retired: Mutex::new(Vec::new()),
             reload_thread: OnceLock::new(),
+            status: Mutex::new(status),
         })
     }
 
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_status(&self, result: &Result<u64, ConfigError>) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(_) => {
+                status.loaded_at_ms = now_ms();
+                status.last_error = None;
+            }
+            Err(e) => status.last_error = Some((now_ms(), e.to_string())),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -299,6 +336,7 @@ impl ConfigHandle {
                 Err(e)
             }
         };
+        self.set_status(&result);
         if result.is_ok() {
             self.retired
                 .lock()

@@ -33,13 +33,14 @@ use crate::api;
 use crate::auth;
 use crate::clock::now_ms;
 use crate::config::{Key, Snapshot};
+use crate::console::{self, Listener};
 use crate::errors::{ApiError, Dialect, ErrorKind};
 use crate::metering::{self, Metering};
 use crate::metrics::Metrics;
 use crate::providers::Endpoint;
 use crate::reload::ConfigHandle;
 use admit::Refused;
-use answer::{refuse, write_json};
+use answer::{refuse, write_json, write_response};
 use client::ClientSession;
 use failover::Failover;
 use route::{Route, UsageView};
@@ -76,6 +77,17 @@ impl Gateway {
         let dialect = route::dialect_of(route, req);
         let key = match route {
             Route::Pricing => return write_json(session, 200, &api::pricing(&snap)).await,
+            Route::Console => {
+                let tag = req
+                    .headers
+                    .get("if-none-match")
+                    .and_then(|v| v.to_str().ok());
+                if let Some(r) = console::response(req.uri.path(), Listener::Client, tag) {
+                    return write_response(session, r).await;
+                }
+                let e = ApiError::new(ErrorKind::UnknownEndpoint, "no such endpoint");
+                return refuse(session, &self.metrics, dialect, &e, started).await;
+            }
             Route::NotFound => {
                 let e = ApiError::new(ErrorKind::UnknownEndpoint, "no such endpoint");
                 return refuse(session, &self.metrics, dialect, &e, started).await;

@@ -5,6 +5,7 @@ use http::header::UPGRADE;
 use http::Method;
 use pingora_http::RequestHeader;
 
+use crate::console::{self, Listener};
 use crate::errors::Dialect;
 use crate::providers::Endpoint;
 
@@ -20,6 +21,8 @@ pub(super) enum Route {
     /// GET /v1beta/models: Gemini list.
     GeminiModels,
     Pricing,
+    /// GET / and the console's assets (`crate::console`).
+    Console,
     /// GET /api/usage and the OpenAI legacy billing endpoints.
     Usage(UsageView),
     NotFound,
@@ -57,6 +60,7 @@ pub(super) fn classify(method: &Method, path: &str) -> Route {
         (&Method::GET, "/v1/models") => Route::Models,
         (&Method::GET, "/v1beta/models") => Route::GeminiModels,
         (&Method::GET, "/api/pricing") => Route::Pricing,
+        (&Method::GET, p) if console::serves(method, p, Listener::Client) => Route::Console,
         (&Method::GET, "/api/usage") => Route::Usage(UsageView::Key),
         (
             &Method::GET,
@@ -125,6 +129,11 @@ mod tests {
         assert_eq!(classify(&Method::GET, "/v1/models"), Route::Models);
         assert_eq!(classify(&Method::GET, "/api/pricing"), Route::Pricing);
         assert_eq!(classify(&Method::POST, "/admin/reload"), Route::NotFound);
+        assert_eq!(classify(&Method::GET, "/"), Route::Console);
+        assert_eq!(classify(&Method::GET, "/console/client.js"), Route::Console);
+        assert_eq!(classify(&Method::GET, "/console/admin.js"), Route::Console);
+        assert_eq!(classify(&Method::GET, "/console/none.js"), Route::NotFound);
+        assert_eq!(classify(&Method::POST, "/"), Route::NotFound);
     }
 
     #[test]
