@@ -1,0 +1,254 @@
+"""The web console (SPEC §10) in a real browser: Debian's ``chromium``,
+headless, driven through ``chromedriver`` by ``selenium``, against the real
+binary and a mock OpenAI upstream.
+
+The browser comes from ``./dev deps`` (apt: chromium, chromium-driver).
+Without it these tests skip with a warning, except where
+``TOLLGATE_BROWSER=required`` (``./dev`` sets it in CI): there they fail.
+A failing test leaves a screenshot, the page's HTML and the browser's
+console log in ``target/test-artifacts/console/``. With
+``TOLLGATE_SCREENSHOTS=DIR`` the tests also save the README's screenshots
+in DIR (``scripts/console-screenshots.sh``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import StartTollgate
+from harness import REPO, Tollgate, sha256_hex
+from mock_openai import MockOpenAI
+
+CHROMIUM = Path(os.environ.get("TOLLGATE_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("TOLLGATE_CHROMEDRIVER", "/usr/bin/chromedriver"))
+ARTIFACTS = REPO / "target" / "test-artifacts" / "console"
+SHOTS = os.environ.get("TOLLGATE_SCREENSHOTS")
+WAIT = 10
+
+CHANNEL_KEY = "sk-console-upstream"
+ADMIN_TOKEN = "console-admin-token"
+
+
+def console_config(base_url: str) -> str:
+    """Two groups (``cheap`` at ratio 0.5) on one mock OpenAI upstream, and
+    an in-process mock channel for a second model. The first line belongs
+    to the harness's ``[server]`` table."""
+    return f"""admin_token = "{ADMIN_TOKEN}"
+
+[[groups]]
+name = "default"
+ratio = 1.0
+description = "Every channel, list price"
+connectivity = "good"
+
+[[groups]]
+name = "cheap"
+ratio = 0.5
+description = "Half price"
+connectivity = "acceptable"
+
+[[models]]
+name = "gpt-4o-mini"
+input = 0.15
+output = 0.6
+cached_input = 0.075
+
+[[models]]
+name = "claude-sonnet-4-6"
+input = 3
+output = 15
+cached_input = 0.3
+cache_write = 3.75
+
+[[channels]]
+name = "mock-openai"
+type = "openai"
+base_url = "{base_url}"
+api_key = "{CHANNEL_KEY}"
+groups = ["default", "cheap"]
+models = ["gpt-4o-mini"]
+
+[[channels]]
+name = "in-process"
+type = "mock"
+groups = ["default"]
+models = ["claude-sonnet-4-6"]
+"""
+
+
+def _missing_browser() -> str | None:
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("the selenium package (tests/python/requirements.txt)")
+    return ", ".join(missing) or None
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator["object"]:
+    missing = _missing_browser()
+    if missing:
+        reason = f"no browser for the console tests: missing {missing} (`./dev deps` installs them)"
+        if os.environ.get("TOLLGATE_BROWSER") == "required":
+            pytest.fail(reason)
+        print(f"\n*** WARNING: {reason}: SKIPPING THE BROWSER TESTS ***", file=sys.stderr)
+        warnings.warn(reason)
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,900", "--hide-scrollbars", "--no-first-run"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    yield d
+    d.quit()
+
+
+@pytest.fixture(autouse=True)
+def artifacts_on_failure(request: pytest.FixtureRequest, driver) -> Iterator[None]:
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is None or not report.failed:
+        return
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = request.node.name
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+    (ARTIFACTS / f"{name}.html").write_text(driver.page_source)
+    (ARTIFACTS / f"{name}.log").write_text(json.dumps(driver.get_log("browser"), indent=1))
+
+
+def screenshot(driver, name: str) -> None:
+    """Saves a README screenshot when TOLLGATE_SCREENSHOTS names a directory."""
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(SHOTS) / f"{name}.png"))
+
+
+def wait_ready(driver) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, WAIT).until(
+        lambda d: d.execute_script("return document.body.dataset.ready === '1'")
+    )
+
+
+def wait_for(driver, css: str, text: str | None = None):
+    """The first element matching ``css`` (whose text contains ``text``)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def found(d):
+        for el in d.find_elements(By.CSS_SELECTOR, css):
+            if el.is_displayed() and (text is None or text in el.text):
+                return el
+        return False
+
+    return WebDriverWait(driver, WAIT).until(found, f"no visible {css} with {text!r}")
+
+
+def by_css(driver, css: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, css)
+
+
+def no_script_errors(driver) -> list[str]:
+    """The browser's console errors, but for refused API calls (a 401
+    before sign-in is the page asking whether it is signed in)."""
+    return [
+        e["message"]
+        for e in driver.get_log("browser")
+        if e["level"] == "SEVERE" and "Failed to load resource" not in e["message"]
+    ]
+
+
+@pytest.fixture(scope="module")
+def gateway(start_tollgate_module: StartTollgate) -> Iterator[tuple[Tollgate, MockOpenAI]]:
+    mock = MockOpenAI().start()
+    try:
+        yield start_tollgate_module(console_config(mock.base_url)), mock
+    finally:
+        mock.stop()
+
+
+def open_page(driver, url: str) -> None:
+    driver.get(url)
+    wait_ready(driver)
+
+
+def pricing_row(driver, group: str, model: str) -> list[str]:
+    row = wait_for(driver, f'[data-group="{group}"] tr[data-model="{model}"]')
+    return [td.text for td in row.find_elements("css selector", "td")]
+
+
+def test_pricing_page_shows_each_groups_ratio_and_effective_prices(driver, gateway):
+    tollgate, _ = gateway
+    open_page(driver, tollgate.url("/"))
+    cheap = wait_for(driver, '[data-group="cheap"] .group-head')
+    assert "ratio ×0.5" in cheap.text
+    assert "acceptable" in cheap.text and "Half price" in cheap.text
+    assert "ratio ×1" in wait_for(driver, '[data-group="default"] .group-head').text
+    # model, then input, output, cached input, cache write: base → effective.
+    assert pricing_row(driver, "cheap", "gpt-4o-mini") == [
+        "gpt-4o-mini", "$0.15 → $0.075", "$0.6 → $0.3", "$0.075 → $0.0375", "$0.15 → $0.075",
+    ]
+    assert pricing_row(driver, "default", "claude-sonnet-4-6") == [
+        "claude-sonnet-4-6", "$3 → $3", "$15 → $15", "$0.3 → $0.3", "$3.75 → $3.75",
+    ]
+    # `cheap` has no channel for claude-sonnet-4-6: not listed there.
+    assert not by_css(driver, '[data-group="cheap"] tr[data-model="claude-sonnet-4-6"]')
+    assert no_script_errors(driver) == []
+    screenshot(driver, "console-pricing")
+
+
+def test_the_model_search_box_filters_rows_and_groups(driver, gateway):
+    tollgate, _ = gateway
+    open_page(driver, tollgate.url("/"))
+    search = wait_for(driver, "#model-search")
+    search.send_keys("sonnet")
+    wait_for(driver, '[data-group="default"] tr[data-model="claude-sonnet-4-6"]')
+    assert not by_css(driver, 'tr[data-model="gpt-4o-mini"]')
+    # A group without a match is hidden.
+    assert not by_css(driver, '[data-group="cheap"]')[0].is_displayed()
+    search.clear()
+    search.send_keys("no-such-model")
+    assert not any(g.is_displayed() for g in by_css(driver, ".group"))
+
+
+def test_first_request_snippets_use_this_gateways_url(driver, gateway):
+    tollgate, _ = gateway
+    open_page(driver, tollgate.url("/"))
+    wait_for(driver, "#nav-start").click()
+    base = tollgate.url("")
+    snippet = wait_for(driver, "#snippet")
+    assert f"curl {base}/v1/chat/completions" in snippet.text
+    tabs = {b.text: b for b in by_css(driver, "#snippet-tabs button")}
+    assert list(tabs) == ["curl", "Python openai", "Python anthropic", "Claude Code", "Codex CLI", "Gemini CLI"]
+    expected = {
+        "Python openai": f'OpenAI(base_url="{base}/v1"',
+        "Python anthropic": f'Anthropic(base_url="{base}"',
+        "Claude Code": f"export ANTHROPIC_BASE_URL={base}",
+        "Codex CLI": f'base_url = "{base}/v1"',
+        "Gemini CLI": f"export GOOGLE_GEMINI_BASE_URL={base}",
+    }
+    for name, text in expected.items():
+        tabs[name].click()
+        assert text in wait_for(driver, "#snippet").text, name
+    tabs["Codex CLI"].click()
+    codex = wait_for(driver, "#snippet").text
+    assert 'wire_api = "responses"' in codex and 'env_key = "TOLLGATE_API_KEY"' in codex
+    # The model picked is the one the snippets ask for.
+    tabs["curl"].click()
+    assert '"model": "claude-sonnet-4-6"' in wait_for(driver, "#snippet").text
