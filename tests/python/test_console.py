@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -111,9 +112,14 @@ def driver() -> Iterator["object"]:
                 "--window-size=1280,900", "--hide-scrollbars", "--no-first-run"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    downloads = tempfile.TemporaryDirectory(prefix="tollgate-console-downloads-")
+    options.add_experimental_option("prefs", {"download.default_directory": downloads.name,
+                                              "download.prompt_for_download": False})
     d = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    d.downloads = Path(downloads.name)
     yield d
     d.quit()
+    downloads.cleanup()
 
 
 @pytest.fixture(autouse=True)
