@@ -19,6 +19,7 @@ pub mod console;
 pub mod drain;
 pub mod errors;
 pub mod health;
+pub mod keys;
 pub mod metering;
 pub mod metrics;
 pub mod providers;

@@ -35,6 +35,7 @@ use crate::clock::now_ms;
 use crate::config::{Key, Snapshot};
 use crate::console::{self, Listener};
 use crate::errors::{ApiError, Dialect, ErrorKind};
+use crate::keys::{self, KeyService};
 use crate::metering::{self, Metering};
 use crate::metrics::Metrics;
 use crate::providers::Endpoint;
@@ -54,16 +55,62 @@ pub struct Gateway {
     outbound: Outbound,
     /// Outlives reloads: a session keeps its channel across them.
     affinity: Affinity,
+    /// Sign-in sessions, shared with the admin listener.
+    keys: Arc<KeyService>,
 }
 
+/// The most of a request body the user API reads (a key's settings).
+const MAX_ACCOUNT_BODY: usize = 64 * 1024;
+
 impl Gateway {
-    pub fn new(config: Arc<ConfigHandle>, metrics: Arc<Metrics>, metering: Arc<Metering>) -> Self {
+    pub fn new(
+        config: Arc<ConfigHandle>,
+        metrics: Arc<Metrics>,
+        metering: Arc<Metering>,
+        keys: Arc<KeyService>,
+    ) -> Self {
         Gateway {
             config,
             metrics,
             metering,
             outbound: Outbound::new(),
             affinity: Affinity::default(),
+            keys,
+        }
+    }
+
+    /// The user API (`/api/session`, `/api/keys`): its JSON body, then
+    /// [`keys::user_api`].
+    async fn account(&self, session: &mut ClientSession, snap: &Snapshot) -> Disposition {
+        let body = match admit::read_body(session, MAX_ACCOUNT_BODY).await {
+            Ok(body) => body,
+            Err(e) => return answer::write_account_answer(session, &e.into()).await,
+        };
+        let req = session.req_header();
+        let answer = keys::user_api(&self.keys, snap, req, &body, session.client_ip());
+        answer::write_account_answer(session, &answer).await
+    }
+
+    /// `GET /api/usage/daily`: the signed-in user's usage per day, by key,
+    /// model and group (user token or session, like the user API).
+    async fn user_usage(&self, session: &mut ClientSession, snap: &Snapshot) -> Disposition {
+        let req = session.req_header();
+        let user = match self.keys.signed_in_user(snap, req, session.client_ip()) {
+            Ok(user) => user,
+            Err(e) => return answer::write_account_answer(session, &e.into()).await,
+        };
+        // Queued charges first, so the answer includes every billed request.
+        let metering = Arc::clone(&self.metering);
+        let log_days = snap.store.request_log_days;
+        let report = tokio::task::spawn_blocking(move || {
+            metering.ledger().write_pending(log_days);
+            metering::report::user_daily(&metering, &user, now_ms())
+        })
+        .await;
+        match report {
+            Ok(doc) => answer::write_account_answer(session, &keys::Answer::json(200, &doc)).await,
+            // The report panicked: nothing sensible to answer.
+            Err(_) => Disposition::Close,
         }
     }
 
@@ -88,6 +135,8 @@ impl Gateway {
                 let e = ApiError::new(ErrorKind::UnknownEndpoint, "no such endpoint");
                 return refuse(session, &self.metrics, dialect, &e, started).await;
             }
+            Route::Account => return self.account(session, &snap).await,
+            Route::UserUsage => return self.user_usage(session, &snap).await,
             Route::NotFound => {
                 let e = ApiError::new(ErrorKind::UnknownEndpoint, "no such endpoint");
                 return refuse(session, &self.metrics, dialect, &e, started).await;

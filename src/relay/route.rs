@@ -23,6 +23,10 @@ pub(super) enum Route {
     Pricing,
     /// GET / and the console's assets (`crate::console`).
     Console,
+    /// The user API: `/api/session`, `/api/keys` (any method).
+    Account,
+    /// GET /api/usage/daily: the signed-in user's usage per day (console).
+    UserUsage,
     /// GET /api/usage and the OpenAI legacy billing endpoints.
     Usage(UsageView),
     NotFound,
@@ -57,11 +61,13 @@ fn asks_for_websocket(req: &RequestHeader) -> bool {
 
 pub(super) fn classify(method: &Method, path: &str) -> Route {
     match (method, path) {
+        _ if crate::keys::is_user_api(path) => Route::Account,
         (&Method::GET, "/v1/models") => Route::Models,
         (&Method::GET, "/v1beta/models") => Route::GeminiModels,
         (&Method::GET, "/api/pricing") => Route::Pricing,
         (&Method::GET, p) if console::serves(method, p, Listener::Client) => Route::Console,
         (&Method::GET, "/api/usage") => Route::Usage(UsageView::Key),
+        (&Method::GET, "/api/usage/daily") => Route::UserUsage,
         (
             &Method::GET,
             "/v1/dashboard/billing/subscription" | "/dashboard/billing/subscription",
@@ -129,11 +135,16 @@ mod tests {
         assert_eq!(classify(&Method::GET, "/v1/models"), Route::Models);
         assert_eq!(classify(&Method::GET, "/api/pricing"), Route::Pricing);
         assert_eq!(classify(&Method::POST, "/admin/reload"), Route::NotFound);
+        assert_eq!(classify(&Method::GET, "/api/usage/daily"), Route::UserUsage);
+        assert_eq!(classify(&Method::POST, "/api/usage/daily"), Route::NotFound);
         assert_eq!(classify(&Method::GET, "/"), Route::Console);
         assert_eq!(classify(&Method::GET, "/console/client.js"), Route::Console);
         assert_eq!(classify(&Method::GET, "/console/admin.js"), Route::Console);
         assert_eq!(classify(&Method::GET, "/console/none.js"), Route::NotFound);
         assert_eq!(classify(&Method::POST, "/"), Route::NotFound);
+        assert_eq!(classify(&Method::PATCH, "/api/keys/k"), Route::Account);
+        assert_eq!(classify(&Method::GET, "/api/session"), Route::Account);
+        assert_eq!(classify(&Method::GET, "/api/keysx"), Route::NotFound);
     }
 
     #[test]
