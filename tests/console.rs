@@ -247,3 +247,126 @@ async fn config_generation_and_the_last_reload_error() {
     assert!(fixed["last_reload_error"].is_null());
     assert!(fixed["loaded_at_ms"].as_u64().unwrap() > loaded_at);
 }
+
+/// Alice's keys in two groups, and bob's; the user token of each.
+fn users_config(upstream: &str) -> String {
+    format!(
+        r#"
+[[groups]]
+name = "default"
+ratio = 1
+all_channels = true
+
+[[groups]]
+name = "half"
+ratio = 0.5
+all_channels = true
+
+[[models]]
+name = "m"
+input = 1
+output = 1
+
+[[channels]]
+name = "up"
+type = "openai"
+base_url = "{upstream}"
+api_key = "sk-upstream-users"
+
+[[users]]
+name = "alice"
+token_sha256 = "{}"
+
+[[users]]
+name = "bob"
+token_sha256 = "{}"
+
+[[keys]]
+name = "alice-1"
+user = "alice"
+key_sha256 = "{}"
+
+[[keys]]
+name = "alice-2"
+user = "alice"
+groups = ["half"]
+key_sha256 = "{}"
+
+[[keys]]
+name = "bob-1"
+user = "bob"
+key_sha256 = "{}"
+"#,
+        sha256_hex("ut-alice-console"),
+        sha256_hex("ut-bob-console"),
+        sha256_hex("sk-alice-1"),
+        sha256_hex("sk-alice-2"),
+        sha256_hex("sk-bob-1"),
+    )
+}
+
+#[tokio::test]
+async fn a_users_daily_usage_by_key_model_and_group() {
+    let up = marked_upstream("ok").await;
+    let tg = start(&users_config(&up.base_url()));
+    let http = client();
+    for key in ["sk-alice-1", "sk-alice-1", "sk-alice-2", "sk-bob-1"] {
+        let (status, body) = chat(&http, &tg, key, "m").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, doc) = get_json(&tg.url("/api/usage/daily"), Some("ut-alice-console")).await;
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["user"], "alice");
+    let days: Vec<&str> = doc["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    let today = chrono::Utc::now().date_naive();
+    assert_eq!(days.len(), 30);
+    assert_eq!(days[29], today.to_string());
+    assert_eq!(days[0], (today - chrono::Days::new(29)).to_string());
+    // 12 tokens a request at 1 USD per 1M: 12,000 nano-USD at ratio 1,
+    // 6,000 at 0.5. Bob's request is not hers.
+    let rows: Vec<(String, String, String, String, u64, u64, i64)> = doc["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let s = |f: &str| r[f].as_str().unwrap().to_string();
+            (
+                s("day"),
+                s("key"),
+                s("model"),
+                s("group"),
+                r["requests"].as_u64().unwrap(),
+                r["input"].as_u64().unwrap() + r["output"].as_u64().unwrap(),
+                r["cost_nano_usd"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let day = today.to_string();
+    let row = |key: &str, group: &str, n, tokens, cost| {
+        let t = |s: &str| s.to_string();
+        (t(&day), t(key), t("m"), t(group), n, tokens, cost)
+    };
+    assert_eq!(
+        rows,
+        vec![
+            row("alice-1", "default", 2, 24, 24_000),
+            row("alice-2", "half", 1, 12, 6_000)
+        ]
+    );
+
+    // Bob sees only his; without a token or session, 401 in the OpenAI shape.
+    let (_, bob) = get_json(&tg.url("/api/usage/daily"), Some("ut-bob-console")).await;
+    assert_eq!(bob["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(bob["rows"][0]["key"], "bob-1");
+    let (status, refused) = get_json(&tg.url("/api/usage/daily"), None).await;
+    assert_eq!(status, 401);
+    assert_eq!(refused["error"]["type"], "authentication_error");
+    // An API key is not a user token.
+    let (status, _) = get_json(&tg.url("/api/usage/daily"), Some("sk-alice-1")).await;
+    assert_eq!(status, 401);
+}

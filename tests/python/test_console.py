@@ -13,18 +13,24 @@ in DIR (``scripts/console-screenshots.sh``).
 
 from __future__ import annotations
 
+import base64
+import csv
 import json
 import os
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 import warnings
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from conftest import StartTollgate
-from harness import REPO, Tollgate, sha256_hex
+from harness import REPO, Tollgate, remember_secret, sha256_hex
 from mock_openai import MockOpenAI
 
 CHROMIUM = Path(os.environ.get("TOLLGATE_CHROMIUM", "/usr/bin/chromium"))
@@ -35,12 +41,16 @@ WAIT = 10
 
 CHANNEL_KEY = "sk-console-upstream"
 ADMIN_TOKEN = "console-admin-token"
+ALICE_TOKEN = "ut-console-alice"
+ALICE_KEY = "sk-console-alice-toml"
+BOB_KEY = "sk-console-bob-toml"
 
 
 def console_config(base_url: str) -> str:
-    """Two groups (``cheap`` at ratio 0.5) on one mock OpenAI upstream, and
-    an in-process mock channel for a second model. The first line belongs
-    to the harness's ``[server]`` table."""
+    """Two groups (``cheap`` at ratio 0.5, selectable) on one mock OpenAI
+    upstream, and an in-process mock channel for a second model; alice (a
+    user token, a key of the file in ``cheap``) and bob (a key). The first
+    line belongs to the harness's ``[server]`` table."""
     return f"""admin_token = "{ADMIN_TOKEN}"
 
 [[groups]]
@@ -54,6 +64,7 @@ name = "cheap"
 ratio = 0.5
 description = "Half price"
 connectivity = "acceptable"
+selectable = true
 
 [[models]]
 name = "gpt-4o-mini"
@@ -81,6 +92,24 @@ name = "in-process"
 type = "mock"
 groups = ["default"]
 models = ["claude-sonnet-4-6"]
+
+[[users]]
+name = "alice"
+token_sha256 = "{sha256_hex(ALICE_TOKEN)}"
+
+[[users]]
+name = "bob"
+
+[[keys]]
+name = "alice-toml"
+user = "alice"
+groups = ["cheap"]
+key_sha256 = "{sha256_hex(ALICE_KEY)}"
+
+[[keys]]
+name = "bob-key"
+user = "bob"
+key_sha256 = "{sha256_hex(BOB_KEY)}"
 """
 
 
@@ -139,7 +168,19 @@ def screenshot(driver, name: str) -> None:
     """Saves a README screenshot when TOLLGATE_SCREENSHOTS names a directory."""
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(Path(SHOTS) / f"{name}.png"))
+        # The whole page, at most 1800 px high.
+        height = min(1800, driver.execute_script("return document.documentElement.scrollHeight"))
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": 1280, "height": height, "scale": 1},
+        })
+        (Path(SHOTS) / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
+
+
+def wait_until(driver, condition, message: str = ""):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT).until(condition, message)
 
 
 def wait_ready(driver) -> None:
@@ -204,8 +245,9 @@ def test_pricing_page_shows_each_groups_ratio_and_effective_prices(driver, gatew
     open_page(driver, tollgate.url("/"))
     cheap = wait_for(driver, '[data-group="cheap"] .group-head')
     assert "ratio ×0.5" in cheap.text
-    assert "acceptable" in cheap.text and "Half price" in cheap.text
-    assert "ratio ×1" in wait_for(driver, '[data-group="default"] .group-head').text
+    assert "acceptable" in cheap.text and "Half price" in cheap.text and "selectable" in cheap.text
+    default = wait_for(driver, '[data-group="default"] .group-head').text
+    assert "ratio ×1" in default and "selectable" not in default
     # model, then input, output, cached input, cache write: base → effective.
     assert pricing_row(driver, "cheap", "gpt-4o-mini") == [
         "gpt-4o-mini", "$0.15 → $0.075", "$0.6 → $0.3", "$0.075 → $0.0375", "$0.15 → $0.075",
@@ -258,3 +300,130 @@ def test_first_request_snippets_use_this_gateways_url(driver, gateway):
     # The model picked is the one the snippets ask for.
     tabs["curl"].click()
     assert '"model": "claude-sonnet-4-6"' in wait_for(driver, "#snippet").text
+
+
+def sign_in(driver, tollgate: Tollgate, token: str) -> None:
+    open_page(driver, tollgate.url("/"))
+    wait_for(driver, "#signin-token").send_keys(token)
+    wait_for(driver, "#signin-button").click()
+    wait_for(driver, "#who", "Signed in as alice")
+
+
+def nano_cost(prompt: int, cached: int, completion: int, ratio: str) -> int:
+    """gpt-4o-mini's exact cost in nano-USD, rounded half to even."""
+    usd_per_m = (Decimal(prompt - cached) * Decimal("0.15") + Decimal(cached) * Decimal("0.075")
+                 + Decimal(completion) * Decimal("0.6"))
+    return int((usd_per_m * Decimal(ratio) * 1000).to_integral_value(ROUND_HALF_EVEN))
+
+
+def admin_call(tollgate: Tollgate, path: str, method: str = "GET") -> dict:
+    req = urllib.request.Request(tollgate.admin_url(path), method=method,
+                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.load(r)
+
+
+def test_sign_in_see_usage_by_group_download_it_and_sign_out(driver, gateway):
+    import openai
+
+    tollgate, _ = gateway
+    client = openai.OpenAI(base_url=tollgate.url("/v1"), api_key=ALICE_KEY, max_retries=0)
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi there"}])
+    assert reply.choices[0].message.content == "echo: hi there"
+    u = reply.usage
+    cost = nano_cost(u.prompt_tokens, u.prompt_tokens_details.cached_tokens, u.completion_tokens, "0.5")
+
+    sign_in(driver, tollgate, ALICE_TOKEN)
+    # The groups she may pick, in order: her own (default), then the selectable one.
+    assert [c.text for c in by_css(driver, "#group-choices .chip")] == ["default", "cheap"]
+    # Neither the token nor the session are within the page's reach.
+    assert ALICE_TOKEN not in driver.current_url
+    stored = driver.execute_script(
+        "return JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie")
+    assert ALICE_TOKEN not in stored and "tollgate_session" not in stored
+    cookie = driver.get_cookie("tollgate_session")
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+
+    wait_for(driver, "#nav-usage").click()
+    wait_for(driver, '#usage-by [data-by="group"]').click()
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    line = wait_for(driver, "#usage-table tbody tr", "cheap")
+    cells = [td.text for td in line.find_elements("css selector", "td")]
+    assert cells[:3] == [today, "cheap", "1"]
+    shown = float(cells[6].removeprefix("$"))
+    assert abs(shown - cost / 1e9) <= cost / 1e9 * 0.005, cells[6]
+    assert by_css(driver, "#usage-spend svg rect")
+    assert "spend (USD)" in wait_for(driver, "#usage-spend").text
+    # The CSV, made in the page from the same rows: exact nano-USD.
+    wait_for(driver, "#usage-csv").click()
+    csv_file = driver.downloads / f"tollgate-usage-{today}.csv"
+    wait_until(driver, lambda d: csv_file.exists() and csv_file.stat().st_size > 0, "no CSV")
+    rows = list(csv.DictReader(csv_file.open()))
+    assert [(r["day"], r["key"], r["model"], r["group"], r["requests"], r["cost_nano_usd"])
+            for r in rows] == [(today, "alice-toml", "gpt-4o-mini", "cheap", "1", str(cost))]
+
+    wait_for(driver, "#signout").click()
+    wait_for(driver, "#signin-token")
+    assert not any(b.is_displayed() for b in by_css(driver, "#nav-keys, #nav-usage"))
+    assert driver.get_cookie("tollgate_session") is None
+    driver.refresh()
+    wait_ready(driver)
+    wait_for(driver, "#signin-token")
+    assert no_script_errors(driver) == []
+
+
+def test_a_wrong_token_is_refused_in_the_page(driver, gateway):
+    tollgate, _ = gateway
+    open_page(driver, tollgate.url("/"))
+    wait_for(driver, "#signin-token").send_keys("not-a-user-token")
+    wait_for(driver, "#signin-button").click()
+    assert "Sign-in failed: invalid user token" in wait_for(driver, "#signin-error").text
+    assert not any(b.is_displayed() for b in by_css(driver, "#nav-keys"))
+
+
+def test_the_admin_view_lists_channels_spend_and_the_last_reload_error(driver, gateway):
+    import openai
+
+    tollgate, _ = gateway
+    client = openai.OpenAI(base_url=tollgate.url("/v1"), api_key=BOB_KEY, max_retries=0)
+    for _ in range(2):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    open_page(driver, tollgate.admin_url("/"))
+    wait_for(driver, "#signin-token").send_keys(ADMIN_TOKEN)
+    wait_for(driver, "#signin-button").click()
+    row = wait_for(driver, "#channels tbody tr", "mock-openai")
+    cells = [td.text for td in row.find_elements("css selector", "td")]
+    channels = admin_call(tollgate, "/admin/channels")["channels"]
+    attempts = next(c for c in channels if c["name"] == "mock-openai")["requests_last_hour"]
+    assert attempts >= 2
+    assert cells[:7] == ["mock-openai", "openai", "up", "—", str(attempts), "0", "0.0 %"]
+    assert "in-process" in wait_for(driver, "#channels").text
+    # Spend by group: bars, a USD axis, the group in the legend.
+    chart = wait_for(driver, "#spend-chart")
+    assert by_css(driver, "#spend-chart svg rect")
+    assert "spend (USD)" in chart.text and "default" in chart.text
+    assert "bob-key" in wait_for(driver, "#top-keys").text
+    assert "bob" in wait_for(driver, "#top-users").text
+    assert "bob-key" in wait_for(driver, "#recent").text
+    assert "config generation 1" in wait_for(driver, "#config-line").text
+    cookie = driver.get_cookie("tollgate_admin")
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+    screenshot(driver, "console-admin")
+
+    # A refused reload shows, and goes once the file loads again.
+    text = tollgate.config_path.read_text()
+    try:
+        tollgate.config_path.write_text(text.replace("ratio = 0.5", 'ratio = "half"'))
+        with pytest.raises(urllib.error.HTTPError):
+            admin_call(tollgate, "/admin/reload", "POST")
+        wait_for(driver, "#refresh").click()
+        assert "is not a decimal number" in wait_for(driver, "#reload-error-text").text
+    finally:
+        tollgate.config_path.write_text(text)
+        admin_call(tollgate, "/admin/reload", "POST")
+    wait_for(driver, "#refresh").click()
+    wait_until(driver, lambda d: not by_css(d, "#reload-error-text"), "the reload error stayed")
+    wait_for(driver, "#signout").click()
+    wait_for(driver, "#signin-token")
+    assert no_script_errors(driver) == []

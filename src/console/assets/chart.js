@@ -3,7 +3,7 @@
 
 import { h, compact } from "./lib.js";
 
-const W = 760, H = 260, L = 64, R = 12, T = 24, B = 48;
+const W = 1000, H = 300, R = 12, T = 28, B = 48;
 
 /** A "nice" top of the y axis and its tick step. */
 function niceScale(max) {
@@ -21,12 +21,16 @@ function niceScale(max) {
 export function barChart({ labels, series, yTitle, xTitle, fmt = compact, title }) {
   const totals = labels.map((_, i) => series.reduce((s, x) => s + (x.values[i] || 0), 0));
   const { top, step } = niceScale(Math.max(0, ...totals));
+  const ticks = [];
+  for (let v = 0; v <= top + step / 2; v += step) ticks.push(v);
+  // Room on the left for the longest tick label and the axis title.
+  const L = 34 + 7 * Math.max(...ticks.map((v) => fmt(v).length));
   const plotW = W - L - R, plotH = H - T - B;
   const y = (v) => T + plotH - (v / top) * plotH;
   const bw = plotW / Math.max(1, labels.length);
   const svg = h("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title || yTitle });
   if (title) svg.append(h("text", { class: "title", x: L, y: 14 }, title));
-  for (let v = 0; v <= top + step / 2; v += step) {
+  for (const v of ticks) {
     svg.append(h("line", { class: "gridline", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
     svg.append(h("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, fmt(v)));
   }
@@ -49,7 +53,7 @@ export function barChart({ labels, series, yTitle, xTitle, fmt = compact, title 
   });
   svg.append(h("line", { class: "axis", x1: L, x2: W - R, y1: T + plotH, y2: T + plotH }));
   svg.append(h("line", { class: "axis", x1: L, x2: L, y1: T, y2: T + plotH }));
-  svg.append(h("text", { x: 14, y: T + plotH / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${T + plotH / 2})` }, yTitle));
+  svg.append(h("text", { x: 12, y: T + plotH / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${T + plotH / 2})` }, yTitle));
   if (xTitle) svg.append(h("text", { x: L + plotW / 2, y: H - 8, "text-anchor": "middle" }, xTitle));
   const legend = h("div", { class: "legend" },
     series.map((s, k) => h("span", {}, h("span", { class: "swatch c" + (k % 8) }), s.name)));

@@ -62,8 +62,14 @@ export function usdOfNanos(nanos, digits) {
 export function usd(value, digits) {
   if (value === null || value === undefined) return "—";
   const v = Number(value);
-  const d = digits ?? (Math.abs(v) >= 100 ? 2 : Math.abs(v) >= 1 ? 3 : v === 0 ? 2 : 6);
-  return "$" + v.toFixed(d).replace(/(\.\d*?[1-9])0+$|\.0+$/, "$1");
+  if (v === 0) return "$0";
+  if (digits === undefined) {
+    // Cents from a dollar up, 4 decimals from a cent up, else 3
+    // significant digits (small requests cost millionths of a dollar).
+    const a = Math.abs(v);
+    digits = a >= 1 ? 2 : a >= 0.01 ? 4 : Math.min(12, 2 - Math.floor(Math.log10(a)));
+  }
+  return (v < 0 ? "-$" : "$") + Math.abs(v).toFixed(digits);
 }
 
 /** A price per 1M tokens, trimmed of trailing zeros. */
