@@ -427,3 +427,17 @@ def test_the_admin_view_lists_channels_spend_and_the_last_reload_error(driver, g
     wait_for(driver, "#signout").click()
     wait_for(driver, "#signin-token")
     assert no_script_errors(driver) == []
+
+
+def test_without_an_admin_token_the_admin_view_is_open(driver, start_tollgate: StartTollgate):
+    mock = MockOpenAI().start()
+    try:
+        config = console_config(mock.base_url).replace(f'admin_token = "{ADMIN_TOKEN}"', "")
+        tollgate = start_tollgate(config)
+        open_page(driver, tollgate.admin_url("/"))
+        assert "mock-openai" in wait_for(driver, "#channels").text
+        assert not any(e.is_displayed() for e in by_css(driver, "#signin, #signout"))
+        assert "No spend yet." in wait_for(driver, "#top-keys").text
+        assert no_script_errors(driver) == []
+    finally:
+        mock.stop()

@@ -117,7 +117,7 @@ function renderKeys(editing) {
           h("button", { type: "button", class: "danger", "data-action": "revoke", onclick: (e) => revoke(k, e.currentTarget) }, "Revoke"))
       : h("td", { class: "muted" }, "from the config file");
     return h("tr", { "data-key": k.name },
-      h("td", {}, k.name), h("td", {}, "…" + (k.hint || "")), h("td", {}, (k.groups || []).join(" → ")),
+      h("td", {}, k.name), h("td", {}, k.hint ? "…" + k.hint : "—"), h("td", {}, (k.groups || []).join(" → ")),
       h("td", { class: "num" }, usd(k.spent_usd)), h("td", { class: "num" }, budgetText(k)),
       h("td", { class: "num" }, usd(k.budget_left_usd)), h("td", {}, limitsText(k)),
       h("td", {}, k.disabled ? "disabled" : k.expires ? `until ${k.expires}` : "active"), actions);
