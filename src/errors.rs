@@ -77,6 +77,8 @@ pub enum ErrorKind {
     KeyNotManaged,
     /// The user holds `max_keys_per_user` keys already.
     TooManyKeys,
+    /// The store cannot be written (a full disk): nothing was changed.
+    StoreUnavailable,
 }
 
 /// How one kind of error reads: its HTTP status and code, and its error
@@ -91,7 +93,7 @@ pub struct Shape {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 39] = [
+    pub const ALL: [ErrorKind; 40] = [
         ErrorKind::InvalidRequest,
         ErrorKind::ClusterUnavailable,
         ErrorKind::HeaderTooLarge,
@@ -131,6 +133,7 @@ impl ErrorKind {
         ErrorKind::KeyNotFound,
         ErrorKind::KeyNotManaged,
         ErrorKind::TooManyKeys,
+        ErrorKind::StoreUnavailable,
     ];
 
     /// The table.
@@ -230,6 +233,11 @@ impl ErrorKind {
             ),
             K::KeyNotManaged => row(409, "key_not_managed", BAD),
             K::TooManyKeys => row(403, "too_many_keys", DENIED),
+            K::StoreUnavailable => row(
+                503,
+                "store_unavailable",
+                ["server_error", "overloaded_error", "UNAVAILABLE"],
+            ),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod drain;
 pub mod errors;
 pub mod health;

@@ -9,10 +9,15 @@ use serde_json::{json, Value};
 const ALICE_TOKEN: &str = "ut-alice-0123456789";
 const BOB_TOKEN: &str = "ut-bob-0123456789";
 const ADMIN_TOKEN: &str = "admin-secret-0123456789";
+const ALICE_TOML_KEY: &str = "sk-alice-toml-0123456789";
 
 /// Groups `default` (ratio 1), `claude` (0.5, selectable), `vip` (2, only
 /// alice may pick it); the `mock` channel serves `m` in all of them.
 fn config(admin_token: bool) -> String {
+    config_with(admin_token, true)
+}
+
+fn config_with(admin_token: bool, vip: bool) -> String {
     format!(
         r#"{admin}
 [routing]
@@ -27,10 +32,7 @@ name = "claude"
 ratio = 0.5
 selectable = true
 
-[[groups]]
-name = "vip"
-ratio = 2
-
+{vip_group}
 [[models]]
 name = "m"
 input = 1
@@ -39,12 +41,19 @@ output = 2
 [[channels]]
 name = "mock"
 type = "mock"
-groups = ["default", "claude", "vip"]
+groups = {channel_groups}
 models = ["m"]
+
+[[keys]]
+name = "alice-toml"
+user = "alice"
+key_sha256 = "{alice_toml}"
+models = ["m"]
+rpm = 100
 
 [[users]]
 name = "alice"
-groups = ["vip", "auto"]
+groups = {alice_groups}
 token_sha256 = "{alice}"
 
 [[users]]
@@ -62,18 +71,36 @@ name = "carol"
         },
         alice = sha256_hex(ALICE_TOKEN),
         bob = sha256_hex(BOB_TOKEN),
+        alice_toml = sha256_hex(ALICE_TOML_KEY),
+        vip_group = if vip {
+            "[[groups]]\nname = \"vip\"\nratio = 2\n"
+        } else {
+            ""
+        },
+        alice_groups = if vip {
+            r#"["vip", "auto"]"#
+        } else {
+            r#"["auto"]"#
+        },
+        channel_groups = if vip {
+            r#"["default", "claude", "vip"]"#
+        } else {
+            r#"["default", "claude"]"#
+        },
     )
 }
 
 fn start(admin_token: bool) -> Tollgate {
-    let text = config(admin_token);
+    start_config(config(admin_token), "")
+}
+
+/// Starts on `text` with `server_extra` lines in `[server]`.
+fn start_config(text: String, server_extra: &str) -> Tollgate {
+    let server_extra = server_extra.to_string();
     Tollgate::start_with(move |port, admin, dir| {
         let server = server_section(port, admin, dir);
-        // admin_token belongs in [server]: put it there.
-        match text.split_once('\n') {
-            Some((first, rest)) => format!("{server}{first}\n{rest}"),
-            None => format!("{server}{text}"),
-        }
+        // admin_token belongs in [server]: its line is the text's first.
+        format!("{server}{server_extra}\n{text}")
     })
 }
 
@@ -394,4 +421,391 @@ fn user_token_prints_a_token_and_its_toml_line() {
         text.contains(&format!("token_sha256 = \"{}\"", sha256_hex(&token))),
         "{text}"
     );
+}
+
+// ---- Managed keys ----
+
+async fn chat_with(tg: &Tollgate, key: &str) -> Reply {
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    call(
+        "POST",
+        &tg.url("/v1/chat/completions"),
+        As::Bearer(key),
+        Some(body),
+    )
+    .await
+}
+
+/// Creates a key for a user through the user API; returns its secret.
+async fn create(tg: &Tollgate, token: &str, body: Value) -> Reply {
+    let r = call("POST", &tg.url("/api/keys"), As::Bearer(token), Some(body)).await;
+    if let Some(secret) = r.body["key"].as_str() {
+        remember_secret(secret);
+    }
+    r
+}
+
+/// The exact cost of an answer of the mock channel at `ratio_halves` / 2
+/// (input 1 USD and output 2 USD per 1M tokens), in nano-USD.
+fn mock_cost(reply: &Reply, ratio_halves: i64) -> i64 {
+    let usage = &reply.body["usage"];
+    let (p, c) = (
+        usage["prompt_tokens"].as_i64().unwrap(),
+        usage["completion_tokens"].as_i64().unwrap(),
+    );
+    (p * 1000 + c * 2000) * ratio_halves / 2
+}
+
+async fn admin_cost(tg: &Tollgate, query: &str) -> Value {
+    tg.admin_json(&format!("/admin/usage?{query}")).await
+}
+
+#[tokio::test]
+async fn a_user_creates_lists_changes_and_revokes_her_keys() {
+    let tg = start(false);
+    let keys = tg.url("/api/keys");
+    let r = create(
+        &tg,
+        ALICE_TOKEN,
+        json!({"name": "laptop", "groups": ["claude", "default"],
+        "budget_usd": 1.5, "budget_period": "month", "rpm": 60, "models": ["m*"]}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.headers["cache-control"], "no-store");
+    let secret = r.body["key"].as_str().unwrap().to_string();
+    assert!(
+        secret.starts_with("sk-tg-") && secret.len() == 54,
+        "{secret}"
+    );
+    let created = r.body["created"].as_str().unwrap().to_string();
+    let expected = json!({"name": "laptop", "key": secret, "hint": &secret[50..], "managed": true,
+        "groups": ["claude", "default"], "models": ["m*"], "budget_usd": 1.5,
+        "budget_period": "month", "spent_usd": 0.0, "spent_nano_usd": 0,
+        "budget_left_usd": 1.5, "budget_left_nano_usd": 1_500_000_000i64, "expires": null,
+        "rpm": 60, "tpm": null, "max_concurrent": null, "allow_ips": [], "disabled": false,
+        "created": created});
+    assert_eq!(r.body, expected);
+
+    // The key works at once, and is billed to the group that served it.
+    let answer = chat_with(&tg, &secret).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let cost = mock_cost(&answer, 1);
+    let mut usage = admin_cost(&tg, "group_by=key,group&key=laptop").await;
+    usage["rows"][0].as_object_mut().unwrap().remove("cost_usd");
+    assert_eq!(
+        usage["rows"],
+        json!([{"key": "laptop", "group": "claude", "requests": 1, "estimated": 0,
+        "input": answer.body["usage"]["prompt_tokens"], "output": answer.body["usage"]["completion_tokens"],
+        "cached_input": 0, "cache_write": 0, "cache_write_1h": 0, "cost_nano_usd": cost}]),
+        "{usage}"
+    );
+
+    // Listed with her TOML key (no hint: only its hash is known), spend included.
+    let r = call("GET", &keys, As::Bearer(ALICE_TOKEN), None).await;
+    assert_eq!(r.status, 200);
+    let rows = r.body["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{}", r.body);
+    assert_eq!(rows[0]["name"], "alice-toml");
+    assert_eq!(
+        (&rows[0]["managed"], &rows[0]["hint"], &rows[0]["rpm"]),
+        (&json!(false), &Value::Null, &json!(100))
+    );
+    assert_eq!(rows[0]["groups"], json!(["default"]));
+    assert_eq!(rows[1]["spent_nano_usd"], json!(cost));
+    assert_eq!(rows[1]["budget_left_nano_usd"], json!(1_500_000_000 - cost));
+    assert!(
+        rows.iter().all(|row| row.get("key").is_none()),
+        "no secret in a listing"
+    );
+
+    // Change: any subset of the fields; null clears one.
+    let patch = tg.url("/api/keys/laptop");
+    let r = call(
+        "PATCH",
+        &patch,
+        As::Bearer(ALICE_TOKEN),
+        Some(json!({"groups": ["vip"], "rpm": null, "tpm": 5000, "disabled": false})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (&r.body["groups"], &r.body["rpm"], &r.body["tpm"]),
+        (&json!(["vip"]), &Value::Null, &json!(5000))
+    );
+    assert!(r.body.get("key").is_none());
+    let answer = chat_with(&tg, &secret).await;
+    let usage = admin_cost(&tg, "group_by=group&key=laptop&group=vip").await;
+    assert_eq!(
+        usage["total"]["cost_nano_usd"],
+        json!(mock_cost(&answer, 4)),
+        "{usage}"
+    );
+    // Disabled: refused at once; enabled again: works.
+    let r = call(
+        "PATCH",
+        &patch,
+        As::Bearer(ALICE_TOKEN),
+        Some(json!({"disabled": true})),
+    )
+    .await;
+    assert_eq!(r.body["disabled"], true);
+    assert_eq!(code(&chat_with(&tg, &secret).await), "invalid_api_key");
+    call(
+        "PATCH",
+        &patch,
+        As::Bearer(ALICE_TOKEN),
+        Some(json!({"disabled": false})),
+    )
+    .await;
+    assert_eq!(chat_with(&tg, &secret).await.status, 200);
+
+    // Revoked: gone from the list, refused at once, its name stays taken.
+    let r = call("DELETE", &patch, As::Bearer(ALICE_TOKEN), None).await;
+    assert_eq!((r.status, &r.body), (204, &Value::Null));
+    assert_eq!(code(&chat_with(&tg, &secret).await), "invalid_api_key");
+    let r = call("GET", &keys, As::Bearer(ALICE_TOKEN), None).await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
+    let r = create(&tg, ALICE_TOKEN, json!({"name": "laptop"})).await;
+    assert_eq!((r.status, code(&r)), (409, "key_name_taken"));
+    let r = call("DELETE", &patch, As::Bearer(ALICE_TOKEN), None).await;
+    assert_eq!((r.status, code(&r)), (404, "key_not_found"));
+
+    // No groups: her default group. Metrics and logs never hold a secret.
+    let r = create(&tg, ALICE_TOKEN, json!({"name": "plain"})).await;
+    assert_eq!(r.body["groups"], json!(["default"]));
+    let metrics = tg.metrics().await;
+    assert_no_secret_in(&metrics, "/metrics");
+    assert!(!metrics.contains(&secret[6..]));
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_a_clear_error() {
+    let tg = start_config(config(false), "max_keys_per_user = 2");
+    let keys = tg.url("/api/keys");
+    let bad = |body: Value| create(&tg, ALICE_TOKEN, body);
+    for (body, status, code_, says) in [
+        (
+            json!({"name": "a b"}),
+            400,
+            "invalid_field",
+            "1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
+        ),
+        (json!({}), 400, "invalid_field", "invalid name"),
+        (
+            json!({"name": "x", "groups": ["claude", "secret"]}),
+            403,
+            "group_not_allowed",
+            "\"secret\"",
+        ),
+        (
+            json!({"name": "x", "groups": ["vip"], "budget_usd": -1}),
+            400,
+            "invalid_field",
+            "budget_usd must be a number of USD from 0 to 1000000000",
+        ),
+        (
+            json!({"name": "x", "rpm": 0}),
+            400,
+            "invalid_field",
+            "rpm must be a whole number from 1 to",
+        ),
+        (
+            json!({"name": "x", "tpm": "many"}),
+            400,
+            "invalid_field",
+            "tpm must be",
+        ),
+        (
+            json!({"name": "x", "max_concurrent": 1e9}),
+            400,
+            "invalid_field",
+            "max_concurrent must be",
+        ),
+        (
+            json!({"name": "x", "allow_ips": ["10.0.0.0/33"]}),
+            400,
+            "invalid_field",
+            "allow_ips entry \"10.0.0.0/33\" is not a CIDR",
+        ),
+        (
+            json!({"name": "x", "models": ["[m"]}),
+            400,
+            "invalid_field",
+            "models glob",
+        ),
+        (
+            json!({"name": "x", "expires": "2001-01-01T00:00:00Z"}),
+            400,
+            "invalid_field",
+            "expires must be in the future",
+        ),
+        (
+            json!({"name": "x", "budget_period": "day"}),
+            400,
+            "invalid_field",
+            "budget_period needs a budget_usd",
+        ),
+        (
+            json!({"name": "x", "user": "bob"}),
+            400,
+            "invalid_field",
+            "unknown or read-only field \"user\"",
+        ),
+        (
+            json!({"name": "x", "disabled": true}),
+            400,
+            "invalid_field",
+            "unknown or read-only field \"disabled\"",
+        ),
+        (
+            json!({"name": "alice-toml"}),
+            409,
+            "key_name_taken",
+            "is taken",
+        ),
+    ] {
+        let r = bad(body.clone()).await;
+        assert_eq!((r.status, code(&r)), (status, code_), "{body}: {}", r.body);
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{body}: {message}");
+    }
+    // bob may not pick alice's groups.
+    let r = create(&tg, BOB_TOKEN, json!({"name": "x", "groups": ["vip"]})).await;
+    assert_eq!((r.status, code(&r)), (403, "group_not_allowed"));
+    let r = create(&tg, BOB_TOKEN, json!({"name": "x", "groups": ["default"]})).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (403, "group_not_allowed"),
+        "default is alice's default, not bob's"
+    );
+    // Malformed JSON and non-objects.
+    for text in ["{", "[1]", ""] {
+        let r = call_typed(
+            "POST",
+            &keys,
+            As::Bearer(ALICE_TOKEN),
+            Some((text.into(), "application/json")),
+        )
+        .await;
+        assert_eq!((r.status, code(&r)), (400, "invalid_json"), "{text:?}");
+    }
+    // The cap (here 2): revoked keys do not count.
+    assert_eq!(bad(json!({"name": "k1"})).await.status, 201);
+    assert_eq!(bad(json!({"name": "k2"})).await.status, 201);
+    let r = bad(json!({"name": "k3"})).await;
+    assert_eq!((r.status, code(&r)), (403, "too_many_keys"), "{}", r.body);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("holds 2 keys"));
+    call(
+        "DELETE",
+        &tg.url("/api/keys/k1"),
+        As::Bearer(ALICE_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(bad(json!({"name": "k3"})).await.status, 201);
+    // PATCH: a TOML key is the file's; bad fields as for POST; wrong methods.
+    let r = call(
+        "PATCH",
+        &tg.url("/api/keys/alice-toml"),
+        As::Bearer(ALICE_TOKEN),
+        Some(json!({"rpm": 5})),
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (409, "key_not_managed"));
+    let r = call(
+        "DELETE",
+        &tg.url("/api/keys/alice-toml"),
+        As::Bearer(ALICE_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (409, "key_not_managed"));
+    let k2 = tg.url("/api/keys/k2");
+    for (body, code_) in [
+        (json!({"name": "new"}), "invalid_field"),
+        (json!({"groups": ["nope"]}), "group_not_allowed"),
+        (json!({"rpm": -1}), "invalid_field"),
+        (json!({"budget_period": "week"}), "invalid_field"),
+    ] {
+        let r = call("PATCH", &k2, As::Bearer(ALICE_TOKEN), Some(body.clone())).await;
+        assert_eq!(code(&r), code_, "{body}: {}", r.body);
+    }
+    let r = call("PUT", &k2, As::Bearer(ALICE_TOKEN), Some(json!({}))).await;
+    assert_eq!((r.status, code(&r)), (404, "unknown_endpoint"));
+    let r = call("GET", &keys, As::Nobody, None).await;
+    assert_eq!((r.status, code(&r)), (401, "sign_in_required"));
+    // An API key is not a user token.
+    let r = call("GET", &keys, As::Bearer(ALICE_TOML_KEY), None).await;
+    assert_eq!((r.status, code(&r)), (401, "invalid_user_token"));
+}
+
+#[tokio::test]
+async fn bob_never_sees_or_touches_alices_keys() {
+    let tg = start(false);
+    let r = create(&tg, ALICE_TOKEN, json!({"name": "alice-phone"})).await;
+    assert_eq!(r.status, 201);
+    let secret = r.body["key"].as_str().unwrap().to_string();
+    let r = call("GET", &tg.url("/api/keys"), As::Bearer(BOB_TOKEN), None).await;
+    assert_eq!(r.body["data"], json!([]), "bob has no keys");
+    let theirs = tg.url("/api/keys/alice-phone");
+    let r = call(
+        "PATCH",
+        &theirs,
+        As::Bearer(BOB_TOKEN),
+        Some(json!({"disabled": true})),
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (404, "key_not_found"));
+    let r = call("DELETE", &theirs, As::Bearer(BOB_TOKEN), None).await;
+    assert_eq!((r.status, code(&r)), (404, "key_not_found"));
+    let r = call(
+        "DELETE",
+        &tg.url("/api/keys/alice-toml"),
+        As::Bearer(BOB_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (404, "key_not_found"),
+        "not even that it is a TOML key"
+    );
+    // The name is global, but the refusal does not say whose it is.
+    let r = create(&tg, BOB_TOKEN, json!({"name": "alice-phone"})).await;
+    assert_eq!((r.status, code(&r)), (409, "key_name_taken"));
+    assert!(!r.body.to_string().contains("alice\""), "{}", r.body);
+    assert_eq!(chat_with(&tg, &secret).await.status, 200, "still works");
+    // Through the console too: bob's session sees only bob's.
+    let r = call(
+        "POST",
+        &tg.url("/api/session"),
+        As::Nobody,
+        Some(json!({"token": BOB_TOKEN})),
+    )
+    .await;
+    let pair = cookie_pair(&set_cookie(&r));
+    remember_secret(pair.split_once('=').unwrap().1);
+    let r = call("GET", &tg.url("/api/keys"), As::Cookie(&pair), None).await;
+    assert_eq!(r.body["data"], json!([]));
+    let r = call(
+        "POST",
+        &tg.url("/api/keys"),
+        As::Cookie(&pair),
+        Some(json!({"name": "bob-1"})),
+    )
+    .await;
+    assert_eq!((r.status, &r.body["groups"]), (201, &json!(["claude"])));
+    remember_secret(r.body["key"].as_str().unwrap());
+    let r = call_typed(
+        "DELETE",
+        &tg.url("/api/keys/bob-1"),
+        As::Cookie(&pair),
+        None,
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (403, "json_content_type_required"));
 }
