@@ -336,16 +336,13 @@ impl Ledger {
         self.read_total(&total_key(b'u', user))
     }
 
-    /// Every key (`b'k'`) and user (`b'u'`) with stored totals, for a
-    /// cluster node re-publishing its own spend.
+    /// Every key (`b'k'`) and user (`b'u'`) with stored totals (cluster mode).
     pub fn accounts(&self) -> Vec<(u8, String)> {
-        let Some(totals) = self.tree(TOTALS_TREE) else {
-            return Vec::new();
-        };
-        totals
-            .iter()
-            .keys()
-            .filter_map(|k| k.ok())
+        let keys = self
+            .tree(TOTALS_TREE)
+            .into_iter()
+            .flat_map(|t| t.iter().keys());
+        keys.filter_map(|k| k.ok())
             .filter(|k| matches!(k.first(), Some(b'k' | b'u')))
             .map(|k| (k[0], String::from_utf8_lossy(&k[1..]).into_owned()))
             .collect()
