@@ -161,6 +161,9 @@ pub fn run(config_path: &Path) -> Result<()> {
             }
         })
     });
+    if let Some(cluster) = &cluster {
+        cluster.set_keys(Arc::clone(&registry));
+    }
     let keys = Arc::new(crate::keys::KeyService::new(
         registry,
         Arc::clone(&metering),

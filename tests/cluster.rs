@@ -618,3 +618,71 @@ async fn redis_outage_and_slowness_degrade_per_on_redis_error() {
     wait_cluster_up(&refuse, true, Duration::from_secs(5)).await;
     assert_eq!(post(&http, &refuse, key).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_managed_key_created_or_revoked_on_one_node_holds_everywhere_within_a_second() {
+    let Some(redis) = Redis::start() else { return };
+    let nodes: Vec<Tollgate> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|n| start_node(&redis, n, ""))
+        .collect();
+    for n in &nodes {
+        wait_cluster_up(n, true, Duration::from_secs(5)).await;
+    }
+    let http = client();
+    let created = http
+        .post(nodes[0].admin_url("/admin/keys"))
+        .json(&json!({"name": "shared", "user": "alice", "groups": ["default"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let created_at = Instant::now();
+    let body: serde_json::Value = created.json().await.unwrap();
+    let secret = body["key"].as_str().unwrap().to_string();
+    remember_secret(&secret);
+    loop {
+        let (status, body, _) = post(&http, &nodes[2], &secret).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 401, "{body}");
+        assert!(
+            created_at.elapsed() < Duration::from_secs(1),
+            "a key created on node 1 did not work on node 3 within 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Node 2 has it too (within the same second) before it revokes it.
+    while post(&http, &nodes[1], &secret).await.0 != 200 {
+        assert!(created_at.elapsed() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let revoked = http
+        .delete(nodes[1].admin_url("/admin/keys/shared"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 204);
+    let revoked_at = Instant::now();
+    loop {
+        let (status, body, _) = post(&http, &nodes[0], &secret).await;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "a key revoked on node 2 still worked on node 1 after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Redis holds the revoked record, newest version.
+    let record: serde_json::Value =
+        serde_json::from_str(&redis.cli(&["HGET", "tg:keys", "shared"])).unwrap();
+    assert_eq!(record["revoked"], json!(true), "{record}");
+    assert!(
+        !record.to_string().contains(&secret),
+        "only the hash is shared"
+    );
+}

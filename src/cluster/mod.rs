@@ -10,6 +10,7 @@
 //! comes back empty is rebuilt from the nodes' sled ledgers.
 
 mod journal;
+mod keys;
 pub mod scripts;
 mod worker;
 
@@ -25,6 +26,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 
 use crate::config::{ClusterSettings, OnRedisError};
+use crate::keys::registry::Registry;
 use crate::metrics::Metrics;
 use crate::store::Store;
 pub use scripts::Kind;
@@ -159,6 +161,8 @@ pub struct Cluster {
     journal: journal::Journal,
     source: std::sync::OnceLock<Arc<dyn OwnSpend>>,
     on_cooldown: std::sync::OnceLock<CooldownSink>,
+    /// Managed keys, shared with the other nodes.
+    keys: std::sync::OnceLock<Arc<Registry>>,
     /// Lease ids are unique across this node's restarts.
     boot: u64,
     metrics: ClusterMetrics,
@@ -221,6 +225,7 @@ impl Cluster {
             journal,
             source: std::sync::OnceLock::new(),
             on_cooldown: std::sync::OnceLock::new(),
+            keys: std::sync::OnceLock::new(),
             boot: crate::clock::now_ms(),
             metrics,
         }))
@@ -234,6 +239,12 @@ impl Cluster {
     /// What to do with another node's cooldown report.
     pub fn set_cooldown_sink(&self, sink: CooldownSink) {
         let _ = self.on_cooldown.set(sink);
+    }
+
+    /// The managed keys to share (created or revoked on any node, in
+    /// force on all within a second).
+    pub fn set_keys(&self, registry: Arc<Registry>) {
+        let _ = self.keys.set(registry);
     }
 
     pub fn node(&self) -> &str {

@@ -140,14 +140,39 @@ end
 return 0
 "#;
 
+/// Stores a managed key's record unless Redis holds a newer one, and
+/// bumps the version that nodes poll. KEYS: 1 records, 2 their times,
+/// 3 version. ARGV: 1 name, 2 updated ms, 3 the record (JSON).
+const KEY_PUT_LUA: &str = r#"
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) <= held then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('INCR', KEYS[3])
+return 1
+"#;
+
 pub static ADMIT: LazyLock<Script> = LazyLock::new(|| Script::new(ADMIT_LUA));
 pub static RAISE: LazyLock<Script> = LazyLock::new(|| Script::new(RAISE_LUA));
 pub static SPEND_TOKENS: LazyLock<Script> = LazyLock::new(|| Script::new(SPEND_TOKENS_LUA));
 pub static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_LUA));
+pub static KEY_PUT: LazyLock<Script> = LazyLock::new(|| Script::new(KEY_PUT_LUA));
 
 /// Every script's code, for `SCRIPT LOAD` after Redis (re)starts: the
 /// settlement pipeline calls them by hash.
-pub const ALL: [&str; 4] = [ADMIT_LUA, RAISE_LUA, SPEND_TOKENS_LUA, RENEW_LUA];
+pub const ALL: [&str; 5] = [
+    ADMIT_LUA,
+    RAISE_LUA,
+    SPEND_TOKENS_LUA,
+    RENEW_LUA,
+    KEY_PUT_LUA,
+];
+
+/// Managed keys: name -> record (JSON), name -> its `updated_ms`, and a
+/// counter bumped by every change.
+pub const KEYS: &str = "tg:keys";
+pub const KEYS_AT: &str = "tg:keys:at";
+pub const KEYS_VERSION: &str = "tg:keys:version";
 
 /// `k` for a key, `u` for a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

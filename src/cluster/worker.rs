@@ -12,6 +12,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use redis::aio::ConnectionManager;
 use redis::{Client, Pipeline};
+use tokio::sync::broadcast;
 
 use super::scripts::{self, Kind};
 use super::{Cluster, Op, OwnTotals};
@@ -36,6 +37,8 @@ struct State {
     /// Whether this process has published all its totals since it started.
     published_all: bool,
     last_renew: Instant,
+    /// The managed-key version last applied from Redis.
+    keys_seen: i64,
 }
 
 #[async_trait]
@@ -62,7 +65,9 @@ impl BackgroundService for ClusterWorker {
             backoff: TICK,
             published_all: false,
             last_renew: Instant::now(),
+            keys_seen: -1,
         };
+        let mut changes = c.keys.get().map(|r| r.subscribe());
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -79,6 +84,10 @@ impl BackgroundService for ClusterWorker {
                     self.publish(ops).await;
                 }
                 _ = tick.tick() => self.heartbeat(&mut state).await,
+                name = next_change(&mut changes) => match name {
+                    Err(broadcast::error::RecvError::Closed) => changes = None,
+                    name => self.key_changed(name).await,
+                },
                 _ = shutdown.changed() => {
                     // Settlements still queued: publish what Redis takes
                     // now, journal the rest.
@@ -171,6 +180,12 @@ impl ClusterWorker {
             }
             c.set_up(true);
         }
+        if let Some(registry) = c.keys.get() {
+            let pull = super::keys::pull(&mut conn, registry, state.keys_seen);
+            if let Ok(Some(seen)) = tokio::time::timeout(self.batch_timeout(), pull).await {
+                state.keys_seen = seen;
+            }
+        }
         if state.last_renew.elapsed() >= c.settings.lease / 3 {
             state.last_renew = Instant::now();
             self.renew(&mut conn).await;
@@ -188,6 +203,15 @@ impl ClusterWorker {
             let load = load.query_async::<String>(conn);
             if !matches!(tokio::time::timeout(timeout, load).await, Ok(Ok(_))) {
                 return false;
+            }
+        }
+        if let Some(registry) = c.keys.get() {
+            let mut pipe = redis::pipe();
+            if super::keys::put_all(&mut pipe, registry) > 0 {
+                let sent = pipe.query_async::<()>(conn);
+                if !matches!(tokio::time::timeout(timeout, sent).await, Ok(Ok(()))) {
+                    return false;
+                }
             }
         }
         let Some(source) = c.source.get() else {
@@ -288,6 +312,32 @@ impl ClusterWorker {
         }
     }
 
+    /// Publishes a managed key changed on this node at once. Missed (Redis
+    /// down, or too many changes at once) it is published with all the
+    /// others when Redis is back.
+    async fn key_changed(&self, name: Result<String, broadcast::error::RecvError>) {
+        let c = &self.cluster;
+        let (Ok(name), Some(registry)) = (name, c.keys.get()) else {
+            // Lagged: republish everything on the next recovery.
+            c.set_up(false);
+            return;
+        };
+        let (Some(record), Some(mut conn)) =
+            (registry.get(&name), self.conn().filter(|_| c.is_up()))
+        else {
+            return;
+        };
+        let mut pipe = redis::pipe();
+        super::keys::put(&mut pipe, &record);
+        let sent = pipe.query_async::<()>(&mut conn);
+        if !matches!(
+            tokio::time::timeout(self.batch_timeout(), sent).await,
+            Ok(Ok(()))
+        ) {
+            c.set_up(false);
+        }
+    }
+
     /// Moves the running requests' leases on, in one script call.
     async fn renew(&self, conn: &mut ConnectionManager) {
         let c = &self.cluster;
@@ -350,6 +400,16 @@ fn raise(pipe: &mut Pipeline, node: &str, t: &OwnTotals) {
     let cmd = evalsha(pipe, &scripts::RAISE, &keys).arg(node).arg(t.total);
     for (_, n) in &t.days {
         cmd.arg(*n);
+    }
+}
+
+/// The next local managed-key change; never, without managed keys.
+async fn next_change(
+    changes: &mut Option<broadcast::Receiver<String>>,
+) -> Result<String, broadcast::error::RecvError> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
