@@ -745,7 +745,34 @@ async fn every_bad_input_gets_a_clear_error() {
         let r = call("PATCH", &k2, As::Bearer(ALICE_TOKEN), Some(body.clone())).await;
         assert_eq!(code(&r), code_, "{body}: {}", r.body);
     }
+    for text in ["{\"rpm\": ", "null"] {
+        let r = call_typed(
+            "PATCH",
+            &k2,
+            As::Bearer(ALICE_TOKEN),
+            Some((text.into(), "application/json")),
+        )
+        .await;
+        assert_eq!((r.status, code(&r)), (400, "invalid_json"), "{text:?}");
+    }
     let r = call("PUT", &k2, As::Bearer(ALICE_TOKEN), Some(json!({}))).await;
+    assert_eq!((r.status, code(&r)), (404, "unknown_endpoint"));
+    let r = call("DELETE", &keys, As::Bearer(ALICE_TOKEN), None).await;
+    assert_eq!((r.status, code(&r)), (404, "unknown_endpoint"));
+    let huge = json!({"name": "big", "models": ["x".repeat(70_000)]});
+    let r = call("POST", &keys, As::Bearer(ALICE_TOKEN), Some(huge)).await;
+    assert_eq!((r.status, code(&r)), (413, "request_too_large"));
+    // The admin API reads bodies the same way.
+    let admin = tg.admin_url("/admin/keys");
+    let r = call_typed(
+        "POST",
+        &admin,
+        As::Nobody,
+        Some(("{".into(), "application/json")),
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (400, "invalid_json"));
+    let r = call("PUT", &admin, As::Nobody, Some(json!({}))).await;
     assert_eq!((r.status, code(&r)), (404, "unknown_endpoint"));
     let r = call("GET", &keys, As::Nobody, None).await;
     assert_eq!((r.status, code(&r)), (401, "sign_in_required"));
