@@ -245,6 +245,34 @@ pub struct Query {
     pub filters: [Option<String>; 5],
     /// Dimensions to group by; empty = one total row.
     pub group_by: Vec<usize>,
+    /// Also group by the UTC hour or day a row falls in (its label comes
+    /// first in the grouped values).
+    pub bucket: Option<Bucket>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    Hour,
+    Day,
+}
+
+impl Bucket {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bucket::Hour => "hour",
+            Bucket::Day => "day",
+        }
+    }
+
+    /// `2026-12-07T13:00Z` for an hour, `2026-12-07` for a day (UTC): text
+    /// that sorts in time order.
+    fn label(self, hour_ms: u64) -> String {
+        let t = chrono::DateTime::from_timestamp_millis(hour_ms as i64).unwrap_or_default();
+        match self {
+            Bucket::Hour => t.format("%Y-%m-%dT%H:00Z").to_string(),
+            Bucket::Day => t.format("%Y-%m-%d").to_string(),
+        }
+    }
 }
 
 pub struct Ledger {
@@ -471,24 +499,43 @@ impl Ledger {
         removed
     }
 
-    /// Per-request log entries in [from_ms, to_ms), oldest first, at most
-    /// `limit`.
-    pub fn request_log(&self, from_ms: u64, to_ms: u64, limit: usize) -> Vec<serde_json::Value> {
+    /// Per-request log entries in [from_ms, to_ms), at most `limit`: the
+    /// oldest first, or with `newest` the newest first (read backwards, so
+    /// the last few of a busy day cost no more than the first few).
+    pub fn request_log(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+        newest: bool,
+    ) -> Vec<serde_json::Value> {
         let first_minute = from_ms - from_ms % MINUTE_MS;
         let Some(requests) = self.tree(REQUEST_LOG_TREE) else {
             return Vec::new();
         };
-        requests
-            .range(first_minute.to_be_bytes().to_vec()..to_ms.to_be_bytes().to_vec())
-            .filter_map(|r| r.ok())
-            .flat_map(|(_, chunk)| request_log::read(&chunk))
-            .filter(|entry| {
-                entry["at_ms"]
-                    .as_u64()
-                    .is_some_and(|at| (from_ms..to_ms).contains(&at))
-            })
-            .take(limit)
-            .collect()
+        let chunks =
+            requests.range(first_minute.to_be_bytes().to_vec()..to_ms.to_be_bytes().to_vec());
+        let in_range = |entry: &serde_json::Value| {
+            entry["at_ms"]
+                .as_u64()
+                .is_some_and(|at| (from_ms..to_ms).contains(&at))
+        };
+        if newest {
+            chunks
+                .rev()
+                .filter_map(|r| r.ok())
+                .flat_map(|(_, chunk)| request_log::read(&chunk).into_iter().rev())
+                .filter(in_range)
+                .take(limit)
+                .collect()
+        } else {
+            chunks
+                .filter_map(|r| r.ok())
+                .flat_map(|(_, chunk)| request_log::read(&chunk))
+                .filter(in_range)
+                .take(limit)
+                .collect()
+        }
     }
 
     /// Sums aggregate rows selected by `q`, grouped by `q.group_by`.
@@ -499,6 +546,8 @@ impl Ledger {
             return Vec::new();
         };
         let rows = hourly.range(from_hour.to_be_bytes().to_vec()..q.to_ms.to_be_bytes().to_vec());
+        // Rows come in hour order: one label per hour, not per row.
+        let mut label: (Option<u64>, String) = (None, String::new());
         for item in rows {
             let Ok((k, v)) = item else { continue };
             let Some((hour, dims)) = parse_hourly_key(&k) else {
@@ -515,7 +564,16 @@ impl Ledger {
             if !matches {
                 continue;
             }
-            let group: Vec<String> = q.group_by.iter().map(|&i| dims[i].clone()).collect();
+            let bucket = q.bucket.map(|b| {
+                if label.0 != Some(hour) {
+                    label = (Some(hour), b.label(hour));
+                }
+                label.1.clone()
+            });
+            let group: Vec<String> = bucket
+                .into_iter()
+                .chain(q.group_by.iter().map(|&i| dims[i].clone()))
+                .collect();
             groups
                 .entry(group)
                 .or_default()
@@ -760,6 +818,7 @@ pub(super) mod tests {
             to_ms: 3 * HOUR_MS,
             filters: [Some("k2".into()), None, None, None, None],
             group_by: vec![],
+            bucket: None,
         };
         let rows = l.query(&q);
         assert_eq!(rows, vec![(vec![], Counts::of(&charge(0, "k2", "g2", 3)))]);
@@ -767,7 +826,44 @@ pub(super) mod tests {
         l.record(charge(HOUR_MS + 10, "k1", "g1", 1));
         l.write_pending(7);
         assert_eq!(l.key_totals("k1").cost_nanos, 158);
-        assert_eq!(l.request_log(0, u64::MAX, 100).len(), 5);
+        assert_eq!(l.request_log(0, u64::MAX, 100, false).len(), 5);
+        // By hour and by day, the label first.
+        let by_hour = Query {
+            to_ms: 10 * HOUR_MS,
+            group_by: vec![0],
+            bucket: Some(Bucket::Hour),
+            ..Default::default()
+        };
+        let costs: Vec<(Vec<String>, i64)> = l
+            .query(&by_hour)
+            .into_iter()
+            .map(|(dims, c)| (dims, c.cost_nanos))
+            .collect();
+        let row = |a: &str, b: &str, cost| (vec![a.to_string(), b.to_string()], cost);
+        assert_eq!(
+            costs,
+            vec![
+                row("1970-01-01T01:00Z", "k1", 151),
+                row("1970-01-01T02:00Z", "k1", 7),
+                row("1970-01-01T02:00Z", "k2", 3),
+            ]
+        );
+        let by_day = Query {
+            bucket: Some(Bucket::Day),
+            group_by: vec![],
+            ..by_hour
+        };
+        let rows = l.query(&by_day);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0, vec!["1970-01-01".to_string()]);
+        assert_eq!(rows[0].1.cost_nanos, 161);
+        // The newest first, and the limit takes the newest.
+        let newest = l.request_log(0, u64::MAX, 2, true);
+        let at: Vec<u64> = newest
+            .iter()
+            .map(|e| e["at_ms"].as_u64().unwrap())
+            .collect();
+        assert_eq!(at, vec![2 * HOUR_MS + 1, 2 * HOUR_MS]);
     }
 
     /// Replaces sled's files (not the mark) in `to` with those in `from`.
@@ -857,7 +953,7 @@ pub(super) mod tests {
         l.write_pending(7);
         assert_eq!(l.key_totals("k").requests, n as i64);
         assert_eq!(l.key_totals("k").cost_nanos, 2 * n as i64);
-        assert_eq!(l.request_log(0, u64::MAX, 10 * n).len(), n);
+        assert_eq!(l.request_log(0, u64::MAX, 10 * n, false).len(), n);
         assert_eq!(l.pending.get(), 0);
         let mark = std::fs::read_to_string(dir.path().join(MARK_FILE)).unwrap();
         assert_eq!(
@@ -875,14 +971,14 @@ pub(super) mod tests {
         l.record(charge(now - 6 * DAY_MS, "k", "g", 1));
         l.write_pending(7);
         assert_eq!(l.prune(7, now), 1);
-        let left = l.request_log(0, u64::MAX, 10);
+        let left = l.request_log(0, u64::MAX, 10, false);
         assert_eq!(left.len(), 1);
         assert_eq!(left[0]["at_ms"], now - 6 * DAY_MS);
         // days = 0: no new log entries, and the old ones go.
         l.record(charge(now, "k", "g", 1));
         l.write_pending(0);
         assert_eq!(l.prune(0, now + 1), 1);
-        assert!(l.request_log(0, u64::MAX, 10).is_empty());
+        assert!(l.request_log(0, u64::MAX, 10, false).is_empty());
         assert_eq!(l.key_totals("k").requests, 3, "aggregates stay");
     }
 
@@ -905,7 +1001,7 @@ pub(super) mod tests {
         l.record(charge(t + 3_000, "new", "g", 7));
         l.record(charge(t + MINUTE_MS, "new", "g", 7));
         l.write_pending(7);
-        let log = l.request_log(0, u64::MAX, 10);
+        let log = l.request_log(0, u64::MAX, 10, false);
         let seen: Vec<(u64, &str)> = log
             .iter()
             .map(|e| (e["at_ms"].as_u64().unwrap(), e["key"].as_str().unwrap()))
@@ -921,7 +1017,7 @@ pub(super) mod tests {
         assert_eq!(log[2]["cost_nanos"], 7);
         // The first minute holds two old entries and one new one.
         assert_eq!(l.prune(7, t + MINUTE_MS + 7 * DAY_MS), 3);
-        assert_eq!(l.request_log(0, u64::MAX, 10).len(), 1);
+        assert_eq!(l.request_log(0, u64::MAX, 10, false).len(), 1);
     }
 
     #[test]
@@ -936,11 +1032,11 @@ pub(super) mod tests {
             v.iter().map(|e| e["at_ms"].as_u64().unwrap()).collect()
         };
         assert_eq!(
-            at(l.request_log(t + 20_000, t + MINUTE_MS, 10)),
+            at(l.request_log(t + 20_000, t + MINUTE_MS, 10, false)),
             vec![t + 30_000]
         );
         assert_eq!(
-            at(l.request_log(0, u64::MAX, 2)),
+            at(l.request_log(0, u64::MAX, 2, false)),
             vec![t + 5_000, t + 30_000]
         );
         // Retention ends at t + 40 s: the first minute still holds a newer
@@ -949,7 +1045,7 @@ pub(super) mod tests {
         assert_eq!(l.prune(7, t + 40_000 + days_7), 0);
         assert_eq!(l.prune(7, t + MINUTE_MS + days_7), 2);
         assert_eq!(
-            at(l.request_log(0, u64::MAX, 10)),
+            at(l.request_log(0, u64::MAX, 10, false)),
             vec![t + MINUTE_MS + 10_000]
         );
     }
