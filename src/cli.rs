@@ -48,6 +48,9 @@ enum Command {
         /// How far back: 90s, 30m, 24h, 7d
         #[arg(long, default_value = "24h")]
         since: String,
+        /// Every node of the cluster, merged (cluster mode)
+        #[arg(long)]
+        cluster: bool,
     },
 }
 
@@ -107,16 +110,18 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Check => check(&cli.config),
-        Command::Usage { by, since } => match crate::usage_cli::run(&cli.config, &by, &since) {
-            Ok(table) => {
-                print!("{table}");
-                ExitCode::SUCCESS
+        Command::Usage { by, since, cluster } => {
+            match crate::usage_cli::run(&cli.config, &by, &since, cluster) {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tollgate usage: {e:#}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("tollgate usage: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Key {
             action: KeyAction::New { name },
         } => {

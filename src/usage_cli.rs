@@ -13,17 +13,94 @@ use crate::config;
 use crate::health::HealthRegistry;
 use crate::metering::report::parse_age;
 
-pub fn run(config_path: &Path, by: &str, since: &str) -> Result<String> {
+pub fn run(config_path: &Path, by: &str, since: &str, cluster: bool) -> Result<String> {
     if parse_age(since).is_none() {
         bail!("--since {since:?} is not an age like 90s, 30m, 24h or 7d");
     }
     let path = format!("/admin/usage?group_by={by}&from={since}");
+    if cluster {
+        return run_cluster(config_path, by, &path);
+    }
     let (_, body) = admin_call(config_path, "GET", &path, None)?;
-    let doc: Value = serde_json::from_slice(&body).context("the admin API answered non-JSON")?;
+    Ok(table(by, &usage_doc(&body)?))
+}
+
+fn usage_doc(body: &[u8]) -> Result<Value> {
+    let doc: Value = serde_json::from_slice(body).context("the admin API answered non-JSON")?;
     if let Some(e) = doc.get("error") {
         bail!("the admin API refused: {e}");
     }
-    Ok(table(by, &doc))
+    Ok(doc)
+}
+
+/// `--cluster`: the nodes registered in Redis (`GET /admin/cluster` on
+/// this node), each node's `/admin/usage` (same admin token), merged. A
+/// node that does not answer is an error: a partial sum would mislead.
+fn run_cluster(config_path: &Path, by: &str, path: &str) -> Result<String> {
+    let (status, body) = admin_call(config_path, "GET", "/admin/cluster", None)?;
+    let doc: Value = serde_json::from_slice(&body).context("the admin API answered non-JSON")?;
+    if status != 200 {
+        bail!("no node list: {}", doc["error"].as_str().unwrap_or("?"));
+    }
+    let token = admin_token(config_path)?;
+    let mut docs = Vec::new();
+    for node in doc["nodes"].as_array().into_iter().flatten() {
+        let name = node["node"].as_str().unwrap_or("?");
+        let url = node["admin_url"].as_str().unwrap_or("");
+        let addr: SocketAddr = url
+            .strip_prefix("http://")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| anyhow!("node {name}: admin_url {url:?} is not http://IP:PORT"))?;
+        let (_, body) = http_call(addr, "GET", path, token.as_deref(), None)
+            .with_context(|| format!("node {name} ({url}) did not answer"))?;
+        docs.push(usage_doc(&body).with_context(|| format!("node {name}"))?);
+    }
+    Ok(table(by, &merge(by, &docs)))
+}
+
+fn admin_token(config_path: &Path) -> Result<Option<String>> {
+    let loaded = config::load_file(
+        config_path,
+        &HealthRegistry::default(),
+        1,
+        &mut Default::default(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    Ok(loaded.snapshot.server.admin_token.clone())
+}
+
+/// Sums the rows (by their `by` value) and totals of several nodes' usage.
+fn merge(by: &str, docs: &[Value]) -> Value {
+    const FIELDS: [&str; 8] = [
+        "requests",
+        "input",
+        "output",
+        "cached_input",
+        "cache_write",
+        "cache_write_1h",
+        "estimated",
+        "cost_nano_usd",
+    ];
+    let add = |into: &mut serde_json::Map<String, Value>, row: &Value| {
+        for f in FIELDS {
+            let sum =
+                into.get(f).and_then(Value::as_i64).unwrap_or(0) + row[f].as_i64().unwrap_or(0);
+            into.insert(f.to_string(), sum.into());
+        }
+    };
+    let mut rows: std::collections::BTreeMap<String, serde_json::Map<String, Value>> =
+        Default::default();
+    let mut total = serde_json::Map::new();
+    for doc in docs {
+        for row in doc["rows"].as_array().into_iter().flatten() {
+            let name = row[by].as_str().unwrap_or("").to_string();
+            let merged = rows.entry(name.clone()).or_default();
+            merged.insert(by.to_string(), name.into());
+            add(merged, row);
+        }
+        add(&mut total, &doc["total"]);
+    }
+    serde_json::json!({"rows": rows.into_values().collect::<Vec<_>>(), "total": total})
 }
 
 /// Calls the running gateway's admin API, at the `admin_listen` and with
@@ -151,6 +228,25 @@ fn table(by: &str, doc: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn merges_the_nodes_rows_and_totals() {
+        let row = |g: &str, req: i64, cost: i64| {
+            json!({"group": g, "requests": req, "input": 1, "output": 2, "cached_input": 0,
+                   "cache_write": 0, "cache_write_1h": 0, "estimated": 0, "cost_nano_usd": cost})
+        };
+        let a = json!({"rows": [row("claude", 2, 100), row("default", 1, 7)], "total": row("", 3, 107)});
+        let b =
+            json!({"rows": [row("claude", 5, 1_000_000_001)], "total": row("", 5, 1_000_000_001)});
+        let m = merge("group", &[a, b]);
+        assert_eq!(m["rows"][0]["group"], "claude");
+        assert_eq!(m["rows"][0]["requests"], 7);
+        assert_eq!(m["rows"][0]["cost_nano_usd"], 1_000_000_101i64);
+        assert_eq!(m["rows"][0]["input"], 2);
+        assert_eq!(m["rows"][1]["requests"], 1);
+        assert_eq!(m["total"]["requests"], 8);
+        assert_eq!(m["total"]["cost_nano_usd"], 1_000_000_108i64);
+    }
 
     #[test]
     fn prints_an_aligned_table_with_a_total() {

@@ -345,6 +345,29 @@ async fn three_nodes_hold_budget_rpm_and_concurrency_cluster_wide() {
         );
     }
 
+    // `tollgate usage --cluster` merges the three ledgers through the node
+    // list in Redis.
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["usage", "--cluster", "--by", "key", "-c"])
+        .arg(&nodes[0].config_path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let total: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("TOTAL"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(total[1], served.to_string(), "{text}");
+    let usd = tollgate::metering::cost::nanos_to_usd(served * COST).to_string();
+    assert_eq!(total.last(), Some(&usd.as_str()), "{text}");
+
     // rpm = 5 across the cluster: 5 of 9 requests pass, round robin.
     let mut ok = 0;
     for i in 0..9 {

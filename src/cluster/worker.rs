@@ -43,7 +43,9 @@ struct State {
 
 #[async_trait]
 impl BackgroundService for ClusterWorker {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    /// Runs until the process exits: settlements queued during the
+    /// shutdown grace period are still published as they come.
+    async fn start(&self, _shutdown: ShutdownWatch) {
         let c = &self.cluster;
         let Some(mut rx) = c.ops_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
@@ -88,16 +90,6 @@ impl BackgroundService for ClusterWorker {
                     Err(broadcast::error::RecvError::Closed) => changes = None,
                     name => self.key_changed(name).await,
                 },
-                _ = shutdown.changed() => {
-                    // Settlements still queued: publish what Redis takes
-                    // now, journal the rest.
-                    let mut ops = Vec::new();
-                    while let Ok(op) = rx.try_recv() {
-                        ops.push(op);
-                    }
-                    self.publish(ops).await;
-                    return;
-                }
             }
         }
     }
