@@ -25,10 +25,11 @@ wait_port() {
   return 1
 }
 
-# bench_config PORT UPSTREAM_PORT KEY DATA_DIR [ROUTING] [CHANNELS] [CHANNEL_LINES]:
+# bench_config PORT UPSTREAM_PORT KEY DATA_DIR [ROUTING] [CHANNELS] [CHANNEL_LINES] [KEY_LINES]:
 # a config with one worker thread, the key KEY in group default, model
 # gpt-4o-mini, and CHANNELS (default 1) identical OpenAI channels on the
-# upstream; ROUTING goes in [routing], CHANNEL_LINES in every channel.
+# upstream; ROUTING goes in [routing], CHANNEL_LINES in every channel,
+# KEY_LINES in the key (budgets, limits).
 bench_config() {
   cat <<EOF
 [server]
@@ -54,6 +55,7 @@ output = 0.60
 [[keys]]
 name = "bench"
 key_sha256 = "$(printf %s "$3" | sha256sum | cut -d' ' -f1)"
+${8:-}
 EOF
   for i in $(seq "${6:-1}"); do
     printf '\n[[channels]]\nname = "bench-%s"\ntype = "openai"\nbase_url = "http://127.0.0.1:%s"\napi_key = "sk-upstream"\n%s\n' \

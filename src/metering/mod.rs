@@ -331,9 +331,20 @@ impl Metering {
         body_len: usize,
     ) -> Result<Admission, ApiError> {
         let plan = self.plan(snap, key, model, max_output, body_len);
+        // A key without budgets or limits has nothing to ask Redis: its
+        // spend is published at settlement all the same.
+        let limited = plan.key_budget.is_some()
+            || plan.user_budget.is_some()
+            || key.max_concurrent.is_some()
+            || key.rpm.is_some()
+            || key.tpm.is_some();
         if let Some(cluster) = &self.cluster {
-            if let Some(decided) = self.admit_shared(cluster, key, &plan).await {
-                return decided.map(|lease| self.take(plan, key, lease));
+            if limited {
+                if let Some(decided) = self.admit_shared(cluster, key, &plan).await {
+                    return decided.map(|lease| self.take(plan, key, lease));
+                }
+            } else if !cluster.is_up() && cluster.refuses_when_down() {
+                return Err(shared::cluster_unavailable());
             }
         }
         self.admit_local(key, plan)

@@ -83,11 +83,7 @@ impl Metering {
                 Some(Ok((Arc::clone(cluster), admitted.lease)))
             }
             Ok(Err(refusal)) => Some(Err(refusal_error(refusal, key))),
-            Err(_) if cluster.refuses_when_down() => Some(Err(ApiError::new(
-                ErrorKind::ClusterUnavailable,
-                "the gateway cannot reach its cluster's shared state; retry shortly",
-            )
-            .with_retry_after(1))),
+            Err(_) if cluster.refuses_when_down() => Some(Err(cluster_unavailable())),
             Err(_) => None,
         }
     }
@@ -158,6 +154,15 @@ impl Metering {
             apply(&self.user_account(user), sums[2], sums[3], user_period);
         }
     }
+}
+
+/// `on_redis_error = "refuse"` while Redis is out of reach.
+pub(super) fn cluster_unavailable() -> ApiError {
+    ApiError::new(
+        ErrorKind::ClusterUnavailable,
+        "the gateway cannot reach its cluster's shared state; retry shortly",
+    )
+    .with_retry_after(1)
 }
 
 fn refusal_error(refusal: Refusal, key: &Key) -> ApiError {
