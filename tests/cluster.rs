@@ -607,8 +607,16 @@ async fn redis_outage_and_slowness_degrade_per_on_redis_error() {
     }
     assert_eq!(post(&http, &refuse, key).await.0, 200);
     served += 1;
-    let (_, usage) = get_json(&local[0].url("/api/usage"), Some(key)).await;
-    assert_eq!(usage["spent_nano_usd"], json!(served * COST), "{usage}");
+    // Settlements are published just after the answer: poll briefly.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (_, usage) = get_json(&local[0].url("/api/usage"), Some(key)).await;
+        if usage["spent_nano_usd"] == json!(served * COST) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{usage}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut ledgers = 0;
     for n in local.iter().chain([&refuse]) {
         ledgers += ledger_total(n).await.0;
