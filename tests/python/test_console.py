@@ -441,3 +441,62 @@ def test_without_an_admin_token_the_admin_view_is_open(driver, start_tollgate: S
         assert no_script_errors(driver) == []
     finally:
         mock.stop()
+
+
+def test_create_a_key_in_a_chosen_group_use_it_edit_it_revoke_it(driver, gateway):
+    import openai
+
+    tollgate, _ = gateway
+    sign_in(driver, tollgate, ALICE_TOKEN)
+    # Her key from the file is listed, read-only.
+    toml_row = wait_for(driver, 'tr[data-key="alice-toml"]')
+    assert "from the config file" in toml_row.text
+    assert not toml_row.find_elements("css selector", "button")
+    wait_for(driver, '#group-choices [data-group="cheap"]').click()
+    assert [li.text for li in by_css(driver, "#group-order li")] == ["cheap"]
+    wait_for(driver, "#key-name").send_keys("laptop")
+    wait_for(driver, "#create-key-button").click()
+    secret = wait_for(driver, "#secret-value").text
+    remember_secret(secret)
+    assert secret.startswith("sk-") and len(secret) >= 32
+    row = wait_for(driver, 'tr[data-key="laptop"]')
+    assert "cheap" in row.text and "…" + secret[-4:] in row.text
+    screenshot(driver, "console-keys")
+    # The secret is in the page only: not in the URL, not in storage.
+    assert secret not in driver.current_url
+    stored = driver.execute_script("return JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+    assert secret not in stored
+    wait_for(driver, "#secret-dismiss").click()
+    assert not by_css(driver, "#secret-value")
+    assert secret not in driver.page_source
+
+    # The secret works with the openai SDK and is billed to `cheap` (ratio 0.5).
+    client = openai.OpenAI(base_url=tollgate.url("/v1"), api_key=secret, max_retries=0)
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hello world"}])
+    assert reply.choices[0].message.content == "echo: hello world"
+    u = reply.usage
+    usage = admin_call(tollgate, "/admin/usage?key=laptop&group_by=group")
+    assert [(r["group"], r["requests"], r["cost_nano_usd"]) for r in usage["rows"]] == [
+        ("cheap", 1, nano_cost(u.prompt_tokens, u.prompt_tokens_details.cached_tokens,
+                               u.completion_tokens, "0.5")),
+    ]
+
+    # Edit its limits in place.
+    wait_for(driver, 'tr[data-key="laptop"] [data-action="edit"]').click()
+    form = wait_for(driver, 'form[data-edit="laptop"]')
+    rpm = form.find_element("css selector", 'input[name="rpm"]')
+    rpm.clear()
+    rpm.send_keys("7")
+    form.find_element("css selector", 'button[type="submit"]').click()
+    assert "7 rpm" in wait_for(driver, 'tr[data-key="laptop"]', "7 rpm").text
+
+    # Revoke (asks once more): the key stops working at once.
+    wait_for(driver, 'tr[data-key="laptop"] [data-action="revoke"]').click()
+    wait_for(driver, 'tr[data-key="laptop"] [data-action="revoke"]', "Really").click()
+    wait_until(driver, lambda d: not by_css(d, 'tr[data-key="laptop"]'), "the key stayed listed")
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    wait_for(driver, "#signout").click()
+    wait_for(driver, "#signin-token")
+    assert no_script_errors(driver) == []
