@@ -373,6 +373,17 @@ def test_sign_in_see_usage_by_group_download_it_and_sign_out(driver, gateway):
     assert no_script_errors(driver) == []
 
 
+def test_a_session_that_ends_returns_the_page_to_sign_in(driver, gateway):
+    tollgate, _ = gateway
+    sign_in(driver, tollgate, ALICE_TOKEN)
+    # As if it had expired: the next call is refused, and the page says so.
+    driver.delete_cookie("tollgate_session")
+    wait_for(driver, "#nav-usage").click()
+    wait_for(driver, "#signin-token")
+    assert not any(b.is_displayed() for b in by_css(driver, "#nav-keys, #nav-usage, #signout"))
+    assert wait_for(driver, "#nav-pricing").get_attribute("class") == "active"
+
+
 def test_a_wrong_token_is_refused_in_the_page(driver, gateway):
     tollgate, _ = gateway
     open_page(driver, tollgate.url("/"))
@@ -466,6 +477,8 @@ def test_create_a_key_in_a_chosen_group_use_it_edit_it_revoke_it(driver, gateway
     assert secret not in driver.current_url
     stored = driver.execute_script("return JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
     assert secret not in stored
+    wait_for(driver, "#secret-copy").click()
+    assert wait_for(driver, "#secret-copy").text in ("Copied", "Selected: press Ctrl+C")
     wait_for(driver, "#secret-dismiss").click()
     assert not by_css(driver, "#secret-value")
     assert secret not in driver.page_source
