@@ -414,6 +414,12 @@ def test_the_admin_view_lists_channels_spend_and_the_last_reload_error(driver, g
     chart = wait_for(driver, "#spend-chart")
     assert by_css(driver, "#spend-chart svg rect")
     assert "spend (USD)" in chart.text and "default" in chart.text
+    assert "Spend per hour by group" in chart.text and "hour (UTC)" in chart.text
+    wait_for(driver, '#spend-range [data-range="30d"]').click()
+    chart = wait_for(driver, "#spend-chart", "Spend per day by group")
+    assert "day (UTC)" in chart.text and by_css(driver, "#spend-chart svg rect")
+    wait_for(driver, '#spend-range [data-range="48h"]').click()
+    wait_for(driver, "#spend-chart", "Spend per hour by group")
     assert "bob-key" in wait_for(driver, "#top-keys").text
     assert "bob" in wait_for(driver, "#top-users").text
     assert "bob-key" in wait_for(driver, "#recent").text
