@@ -355,6 +355,7 @@ def test_sign_in_see_usage_by_group_download_it_and_sign_out(driver, gateway):
     assert abs(shown - cost / 1e9) <= cost / 1e9 * 0.005, cells[6]
     assert by_css(driver, "#usage-spend svg rect")
     assert "spend (USD)" in wait_for(driver, "#usage-spend").text
+    screenshot(driver, "console-usage")
     # The CSV, made in the page from the same rows: exact nano-USD.
     wait_for(driver, "#usage-csv").click()
     csv_file = driver.downloads / f"tollgate-usage-{today}.csv"
