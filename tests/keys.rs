@@ -456,8 +456,19 @@ fn mock_cost(reply: &Reply, ratio_halves: i64) -> i64 {
     (p * 1000 + c * 2000) * ratio_halves / 2
 }
 
-async fn admin_cost(tg: &Tollgate, query: &str) -> Value {
-    tg.admin_json(&format!("/admin/usage?{query}")).await
+/// `/admin/usage?{query}` once it counts `requests` (a request is settled
+/// just after its answer, so the client may ask first).
+async fn admin_usage(tg: &Tollgate, query: &str, requests: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let usage = tg.admin_json(&format!("/admin/usage?{query}")).await;
+        if usage["total"]["requests"].as_u64() >= Some(requests)
+            || std::time::Instant::now() > deadline
+        {
+            return usage;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -491,7 +502,7 @@ async fn a_user_creates_lists_changes_and_revokes_her_keys() {
     let answer = chat_with(&tg, &secret).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let cost = mock_cost(&answer, 1);
-    let mut usage = admin_cost(&tg, "group_by=key,group&key=laptop").await;
+    let mut usage = admin_usage(&tg, "group_by=key,group&key=laptop", 1).await;
     usage["rows"][0].as_object_mut().unwrap().remove("cost_usd");
     assert_eq!(
         usage["rows"],
@@ -535,7 +546,7 @@ async fn a_user_creates_lists_changes_and_revokes_her_keys() {
     );
     assert!(r.body.get("key").is_none());
     let answer = chat_with(&tg, &secret).await;
-    let usage = admin_cost(&tg, "group_by=group&key=laptop&group=vip").await;
+    let usage = admin_usage(&tg, "group_by=group&key=laptop&group=vip", 1).await;
     assert_eq!(
         usage["total"]["cost_nano_usd"],
         json!(mock_cost(&answer, 4)),
@@ -734,7 +745,34 @@ async fn every_bad_input_gets_a_clear_error() {
         let r = call("PATCH", &k2, As::Bearer(ALICE_TOKEN), Some(body.clone())).await;
         assert_eq!(code(&r), code_, "{body}: {}", r.body);
     }
+    for text in ["{\"rpm\": ", "null"] {
+        let r = call_typed(
+            "PATCH",
+            &k2,
+            As::Bearer(ALICE_TOKEN),
+            Some((text.into(), "application/json")),
+        )
+        .await;
+        assert_eq!((r.status, code(&r)), (400, "invalid_json"), "{text:?}");
+    }
     let r = call("PUT", &k2, As::Bearer(ALICE_TOKEN), Some(json!({}))).await;
+    assert_eq!((r.status, code(&r)), (404, "unknown_endpoint"));
+    let r = call("DELETE", &keys, As::Bearer(ALICE_TOKEN), None).await;
+    assert_eq!((r.status, code(&r)), (404, "unknown_endpoint"));
+    let huge = json!({"name": "big", "models": ["x".repeat(70_000)]});
+    let r = call("POST", &keys, As::Bearer(ALICE_TOKEN), Some(huge)).await;
+    assert_eq!((r.status, code(&r)), (413, "request_too_large"));
+    // The admin API reads bodies the same way.
+    let admin = tg.admin_url("/admin/keys");
+    let r = call_typed(
+        "POST",
+        &admin,
+        As::Nobody,
+        Some(("{".into(), "application/json")),
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (400, "invalid_json"));
+    let r = call("PUT", &admin, As::Nobody, Some(json!({}))).await;
     assert_eq!((r.status, code(&r)), (404, "unknown_endpoint"));
     let r = call("GET", &keys, As::Nobody, None).await;
     assert_eq!((r.status, code(&r)), (401, "sign_in_required"));
@@ -808,4 +846,363 @@ async fn bob_never_sees_or_touches_alices_keys() {
     )
     .await;
     assert_eq!((r.status, code(&r)), (403, "json_content_type_required"));
+}
+
+/// One HTTP/1.1 request on an open connection; the status and body.
+async fn on_connection(conn: &mut tokio::net::TcpStream, key: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed");
+        raw.extend_from_slice(&buf[..n]);
+        let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap();
+        if raw.len() >= end + 4 + length {
+            let status = head[9..12].parse().unwrap();
+            return (
+                status,
+                serde_json::from_slice(&raw[end + 4..end + 4 + length]).unwrap(),
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn revocation_takes_effect_on_the_next_request_of_a_kept_alive_connection() {
+    let tg = start(false);
+    let secret = create(&tg, BOB_TOKEN, json!({"name": "kept"})).await.body["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", tg.port))
+        .await
+        .unwrap();
+    assert_eq!(on_connection(&mut conn, &secret).await.0, 200);
+    assert_eq!(on_connection(&mut conn, &secret).await.0, 200);
+    // A change of groups on the same connection: bob may only pick claude,
+    // so the admin moves the key to default, and the next request bills it there.
+    let r = call(
+        "PATCH",
+        &tg.admin_url("/admin/keys/kept"),
+        As::Nobody,
+        Some(json!({"groups": ["default"]})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(on_connection(&mut conn, &secret).await.0, 200);
+    let usage = admin_usage(&tg, "group_by=group&key=kept", 3).await;
+    let groups: Vec<&str> = usage["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["claude", "default"], "{usage}");
+    let r = call(
+        "DELETE",
+        &tg.url("/api/keys/kept"),
+        As::Bearer(BOB_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    let (status, body) = on_connection(&mut conn, &secret).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
+}
+
+#[tokio::test]
+async fn managed_keys_survive_a_restart_and_their_secret_is_stored_nowhere() {
+    let mut tg = start(false);
+    let r = create(
+        &tg,
+        ALICE_TOKEN,
+        json!({"name": "durable", "groups": ["claude"], "budget_usd": 2}),
+    )
+    .await;
+    let secret = r.body["key"].as_str().unwrap().to_string();
+    let r = create(&tg, ALICE_TOKEN, json!({"name": "gone"})).await;
+    let revoked = r.body["key"].as_str().unwrap().to_string();
+    call(
+        "DELETE",
+        &tg.url("/api/keys/gone"),
+        As::Bearer(ALICE_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(chat_with(&tg, &secret).await.status, 200);
+    // Killed, not stopped: a key is on disk once its creation answered.
+    tg.kill_and_restart();
+    assert_eq!(chat_with(&tg, &secret).await.status, 200);
+    assert_eq!(code(&chat_with(&tg, &revoked).await), "invalid_api_key");
+    let r = create(&tg, ALICE_TOKEN, json!({"name": "gone"})).await;
+    assert_eq!(
+        r.status, 409,
+        "a revoked key's name stays taken across restarts"
+    );
+    let r = call("GET", &tg.url("/api/keys"), As::Bearer(ALICE_TOKEN), None).await;
+    let names: Vec<&str> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice-toml", "durable"]);
+    // Sessions do not survive a restart (they live in memory).
+    tg.signal("TERM");
+    tg.wait_exit(std::time::Duration::from_secs(10))
+        .expect("stopped");
+    let mut files = vec![tg.dir.path().join("data")];
+    let mut searched = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        searched += bytes.len();
+        for s in [&secret, &revoked] {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "{} holds a secret",
+                path.display()
+            );
+        }
+    }
+    assert!(searched > 0);
+}
+
+#[tokio::test]
+async fn a_reload_that_removes_a_group_or_user_stops_what_the_keys_lost() {
+    let tg = start(false);
+    let both = create(
+        &tg,
+        ALICE_TOKEN,
+        json!({"name": "both", "groups": ["vip", "claude"]}),
+    )
+    .await;
+    let both = both.body["key"].as_str().unwrap().to_string();
+    let only = create(
+        &tg,
+        ALICE_TOKEN,
+        json!({"name": "only-vip", "groups": ["vip"]}),
+    )
+    .await;
+    let only = only.body["key"].as_str().unwrap().to_string();
+    let bobs = create(&tg, BOB_TOKEN, json!({"name": "bobs"})).await;
+    let bobs = bobs.body["key"].as_str().unwrap().to_string();
+    let before = std::fs::read_to_string(&tg.config_path).unwrap();
+    let bob_block = before.find("[[users]]\nname = \"bob\"").unwrap();
+    let bob_end = bob_block + before[bob_block..].find("\n[[users]]").unwrap();
+    let after = format!("{}{}", &before[..bob_block], &before[bob_end + 1..])
+        .replace("[[groups]]\nname = \"vip\"\nratio = 2\n", "")
+        .replace(
+            r#"["default", "claude", "vip"]"#,
+            r#"["default", "claude"]"#,
+        )
+        .replace(r#"groups = ["vip", "auto"]"#, r#"groups = ["auto"]"#);
+    tg.write_config_by_rename(&after);
+    let r = call("POST", &tg.admin_url("/admin/reload"), As::Nobody, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let log = tg.log();
+    for warning in [
+        "managed key \"both\" (user \"alice\"): groups [\"vip\"] are no longer in the config; the key stops routing to them",
+        "managed key \"only-vip\" (user \"alice\"): groups [\"vip\"] are no longer in the config",
+        "managed key \"only-vip\" (user \"alice\"): none of its groups is left; the key stops working",
+        "managed key \"bobs\" (user \"bob\"): its user is no longer in the config; the key stops working",
+    ] {
+        assert!(log.contains(warning), "{warning}:\n{log}");
+    }
+    let answer = chat_with(&tg, &both).await;
+    assert_eq!(answer.status, 200);
+    let usage = admin_usage(&tg, "group_by=group&key=both", 1).await;
+    assert_eq!(usage["rows"][0]["group"], "claude", "{usage}");
+    assert_eq!(
+        usage["total"]["cost_nano_usd"],
+        json!(mock_cost(&answer, 1))
+    );
+    assert_eq!(code(&chat_with(&tg, &only).await), "invalid_api_key");
+    assert_eq!(code(&chat_with(&tg, &bobs).await), "invalid_api_key");
+    // Kept in the store: the config brings them back.
+    tg.write_config_by_rename(&before);
+    call("POST", &tg.admin_url("/admin/reload"), As::Nobody, None).await;
+    assert_eq!(chat_with(&tg, &only).await.status, 200);
+    assert_eq!(chat_with(&tg, &bobs).await.status, 200);
+}
+
+#[tokio::test]
+async fn the_admin_manages_anyones_keys() {
+    let tg = start(true);
+    let admin = tg.admin_url("/admin/keys");
+    let r = call("GET", &admin, As::Nobody, None).await;
+    assert_eq!((r.status, code(&r)), (401, "sign_in_required"));
+    let r = call("GET", &admin, As::Bearer("wrong-admin-token"), None).await;
+    assert_eq!(r.status, 401);
+    let token = As::Bearer(ADMIN_TOKEN);
+    // Any group of the config, for any user.
+    let r = call(
+        "POST",
+        &admin,
+        token,
+        Some(json!({"user": "bob", "name": "ops-1", "groups": ["vip"]})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.body["user"], &r.body["groups"]),
+        (201, &json!("bob"), &json!(["vip"])),
+        "{}",
+        r.body
+    );
+    let ops = r.body["key"].as_str().unwrap().to_string();
+    remember_secret(&ops);
+    create(&tg, ALICE_TOKEN, json!({"name": "a-1"})).await;
+    for (body, status, code_) in [
+        (json!({"name": "ops-2"}), 400, "invalid_field"),
+        (
+            json!({"name": "ops-2", "user": "nobody"}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "ops-2", "user": "bob", "groups": ["nope"]}),
+            403,
+            "group_not_allowed",
+        ),
+        (
+            json!({"name": "ops-1", "user": "bob"}),
+            409,
+            "key_name_taken",
+        ),
+        (
+            json!({"name": "alice-toml", "user": "bob"}),
+            409,
+            "key_name_taken",
+        ),
+    ] {
+        let r = call("POST", &admin, token, Some(body.clone())).await;
+        assert_eq!((r.status, code(&r)), (status, code_), "{body}: {}", r.body);
+    }
+    let r = call("GET", &admin, token, None).await;
+    let rows: Vec<(String, Value, bool)> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["name"].as_str().unwrap().to_string(),
+                k["user"].clone(),
+                k["managed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("a-1".into(), json!("alice"), true),
+            ("alice-toml".into(), json!("alice"), false),
+            ("ops-1".into(), json!("bob"), true)
+        ]
+    );
+    let r = call("GET", &tg.admin_url("/admin/keys?user=bob"), token, None).await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
+    let r = call(
+        "PATCH",
+        &tg.admin_url("/admin/keys/a-1"),
+        token,
+        Some(json!({"max_concurrent": 3})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.body["max_concurrent"], &r.body["user"]),
+        (200, &json!(3), &json!("alice"))
+    );
+    let r = call(
+        "PATCH",
+        &tg.admin_url("/admin/keys/alice-toml"),
+        token,
+        Some(json!({"rpm": 1})),
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (409, "key_not_managed"));
+    let r = call(
+        "PATCH",
+        &tg.admin_url("/admin/keys/nope"),
+        token,
+        Some(json!({"rpm": 1})),
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (404, "key_not_found"));
+    assert_eq!(chat_with(&tg, &ops).await.status, 200);
+    let r = call("DELETE", &tg.admin_url("/admin/keys/ops-1"), token, None).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(code(&chat_with(&tg, &ops).await), "invalid_api_key");
+
+    // The CLI goes through the same API, with the config's admin token.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("-c")
+            .arg(&tg.config_path)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = cli(&[
+        "key",
+        "create",
+        "--user",
+        "alice",
+        "--groups",
+        "claude,default",
+        "--name",
+        "cli-key",
+    ]);
+    assert!(ok, "{err}");
+    let secret = out
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit_once(": ")
+        .unwrap()
+        .1
+        .to_string();
+    remember_secret(&secret);
+    assert!(out.contains("groups: [\"claude\",\"default\"]"), "{out}");
+    assert_eq!(chat_with(&tg, &secret).await.status, 200);
+    let (ok, out, err) = cli(&["key", "create", "--user", "bob"]);
+    assert!(ok, "{err}");
+    remember_secret(out.lines().next().unwrap().rsplit_once(": ").unwrap().1);
+    assert!(out.starts_with("secret of key \"bob-"), "{out}");
+    let (ok, _, err) = cli(&["key", "create", "--user", "nobody"]);
+    assert!(!ok && err.contains("400: unknown user \"nobody\""), "{err}");
+    let (ok, out, _) = cli(&["key", "revoke", "cli-key"]);
+    assert!(ok && out.contains("revoked key \"cli-key\""), "{out}");
+    assert_eq!(code(&chat_with(&tg, &secret).await), "invalid_api_key");
+    let (ok, _, err) = cli(&["key", "revoke", "cli-key"]);
+    assert!(
+        !ok && err.contains("404: no key named \"cli-key\""),
+        "{err}"
+    );
 }

@@ -138,47 +138,34 @@ impl Registry {
         if compiled.generation == snap.generation && compiled.version == self.version() {
             return compiled.by_hash.get(hash).cloned();
         }
-        let (fresh, _) = self.compile(snap);
-        let key = fresh.by_hash.get(hash).cloned();
+        self.compiled_for(snap).by_hash.get(hash).cloned()
+    }
+
+    /// The table for `snap` at the current version, compiled by the first
+    /// caller that needs it; the others wait for it on the lock instead of
+    /// each compiling every key again.
+    fn compiled_for(&self, snap: &Snapshot) -> Arc<Compiled> {
+        let records = self.lock();
+        let compiled = self.compiled.load_full();
+        if compiled.generation == snap.generation && compiled.version == self.version() {
+            return compiled;
+        }
+        let (fresh, _) = compile(&records, self.version(), snap);
+        let fresh = Arc::new(fresh);
         // A request still on an older config does not replace the table.
         if fresh.generation >= compiled.generation {
-            self.compiled.store(Arc::new(fresh));
+            self.compiled.store(Arc::clone(&fresh));
         }
-        key
+        fresh
     }
 
     /// Compiles every record against `snap` now, for a reload, returning
     /// what the keys lost (warnings naming them).
     pub fn refresh(&self, snap: &Snapshot) -> Vec<String> {
-        let (fresh, warnings) = self.compile(snap);
+        let records = self.lock();
+        let (fresh, warnings) = compile(&records, self.version(), snap);
         self.compiled.store(Arc::new(fresh));
         warnings
-    }
-
-    fn compile(&self, snap: &Snapshot) -> (Compiled, Vec<String>) {
-        let records = self.lock();
-        let version = self.version();
-        let toml_names: HashSet<&str> = snap
-            .keys_by_hash
-            .values()
-            .map(|k| k.name.as_str())
-            .collect();
-        let mut by_hash = HashMap::default();
-        let mut warnings = Vec::new();
-        for r in records.values().filter(|r| !r.revoked) {
-            match compile_record(r, snap, &toml_names, &mut warnings) {
-                Some((hash, key)) if !r.disabled => {
-                    by_hash.insert(hash, Arc::new(key));
-                }
-                _ => {}
-            }
-        }
-        let compiled = Compiled {
-            generation: snap.generation,
-            version,
-            by_hash,
-        };
-        (compiled, warnings)
     }
 
     /// Every record, revoked ones included, by name.
@@ -264,6 +251,35 @@ impl Registry {
     }
 }
 
+/// The live records compiled against `snap` (`version`: the registry's,
+/// read under the records lock), and the warnings of what they lost.
+fn compile(
+    records: &BTreeMap<String, KeyRecord>,
+    version: u64,
+    snap: &Snapshot,
+) -> (Compiled, Vec<String>) {
+    let toml_names: HashSet<&str> = snap
+        .keys_by_hash
+        .values()
+        .map(|k| k.name.as_str())
+        .collect();
+    let mut by_hash = HashMap::default();
+    let mut warnings = Vec::new();
+    for r in records.values().filter(|r| !r.revoked) {
+        if let Some((hash, key)) = compile_record(r, snap, &toml_names, &mut warnings) {
+            if !r.disabled {
+                by_hash.insert(hash, Arc::new(key));
+            }
+        }
+    }
+    let compiled = Compiled {
+        generation: snap.generation,
+        version,
+        by_hash,
+    };
+    (compiled, warnings)
+}
+
 /// Why a key was not created.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CreateRefusal {
@@ -339,4 +355,119 @@ fn hex_hash(text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, user: &str, updated_ms: u64) -> KeyRecord {
+        KeyRecord {
+            name: name.into(),
+            user: user.into(),
+            sha256: hex::encode(crate::config::sha256(name)),
+            hint: "abcd".into(),
+            fields: KeyFields::default(),
+            disabled: false,
+            revoked: false,
+            created_ms: 1,
+            updated_ms,
+        }
+    }
+
+    fn snapshot(generation: u64, groups: &[&str]) -> Snapshot {
+        let mut text = String::from("[[models]]\nname = \"m\"\ninput = 1\n");
+        for g in groups {
+            text.push_str(&format!("[[groups]]\nname = \"{g}\"\nratio = 1\n"));
+        }
+        text.push_str("[[users]]\nname = \"u\"\ngroup = \"a\"\n");
+        crate::config::load_text(
+            "t.toml",
+            text,
+            &|_: &str| None,
+            &crate::health::HealthRegistry::default(),
+            generation,
+            &mut Default::default(),
+        )
+        .unwrap()
+        .snapshot
+    }
+
+    #[test]
+    fn records_persist_and_changes_from_elsewhere_apply_when_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let registry = Registry::open(&store).unwrap();
+        let mut changes = registry.subscribe();
+        assert_eq!(registry.create(record("k", "u", 5), 2).unwrap(), Ok(()));
+        assert_eq!(changes.try_recv().unwrap(), "k");
+        let v = registry.version();
+        // Elsewhere: an older record is ignored, a newer one applied, and
+        // neither is echoed to the subscribers.
+        assert!(!registry.upsert(record("k", "other", 4)).unwrap());
+        assert!(registry.upsert(record("k", "u2", 6)).unwrap());
+        assert!(changes.try_recv().is_err());
+        assert!(registry.version() > v);
+        assert_eq!(registry.get("k").unwrap().user, "u2");
+        registry.save(record("gone", "u", 1)).unwrap();
+        registry.remove("gone").unwrap();
+        drop(registry);
+        let reopened = Registry::open(&store).unwrap();
+        let names: Vec<(String, String)> = reopened
+            .records()
+            .into_iter()
+            .map(|r| (r.name, r.user))
+            .collect();
+        assert_eq!(names, [("k".to_string(), "u2".to_string())]);
+    }
+
+    #[test]
+    fn names_stay_taken_and_users_have_a_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&Store::open(dir.path()).unwrap()).unwrap();
+        registry.create(record("a", "u", 1), 2).unwrap().unwrap();
+        let mut revoked = record("b", "u", 1);
+        revoked.revoked = true;
+        registry.save(revoked).unwrap();
+        let taken = registry.create(record("b", "v", 1), 2).unwrap();
+        assert_eq!(taken, Err(CreateRefusal::NameTaken));
+        registry.create(record("c", "u", 1), 2).unwrap().unwrap();
+        let full = registry.create(record("d", "u", 1), 2).unwrap();
+        assert_eq!(full, Err(CreateRefusal::TooMany(2)));
+        registry.create(record("d", "v", 1), 2).unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_reload_drops_what_a_key_lost_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&Store::open(dir.path()).unwrap()).unwrap();
+        let mut both = record("both", "u", 1);
+        both.fields.groups = Some(vec!["a".into(), "b".into()]);
+        both.fields.models = Some(vec!["gone-model".into(), "m*".into()]);
+        let orphan = record("orphan", "nobody", 1);
+        registry.save(both).unwrap();
+        registry.save(orphan).unwrap();
+        let full = snapshot(1, &["a", "b"]);
+        let warnings = registry.refresh(&full);
+        assert_eq!(
+            warnings,
+            [
+                "managed key \"both\" (user \"u\"): model \"gone-model\" is no longer in the \
+                 config; the key cannot call it",
+                "managed key \"orphan\" (user \"nobody\"): its user is no longer in the config; \
+                 the key stops working (kept in the store, it works again if the user comes back)"
+            ]
+        );
+        let hash = crate::config::sha256("both");
+        assert_eq!(registry.lookup(&full, &hash).unwrap().groups, [0, 1]);
+        let less = snapshot(2, &["a"]);
+        let warnings = registry.refresh(&less);
+        assert!(warnings.iter().any(|w| w
+            == "managed key \"both\" (user \"u\"): groups [\"b\"] are no longer in the config; \
+                the key stops routing to them"));
+        assert_eq!(registry.lookup(&less, &hash).unwrap().groups, [0]);
+        // A request still on the older config sees the key as it was then.
+        assert_eq!(registry.lookup(&full, &hash).unwrap().groups, [0, 1]);
+        assert_eq!(registry.lookup(&less, &hash).unwrap().groups, [0]);
+    }
 }
