@@ -16,7 +16,9 @@ mod base_url;
 pub mod bedrock;
 pub mod gemini;
 pub mod head;
+pub mod media;
 pub mod mock;
+pub mod mock_media;
 pub mod openai;
 pub mod translated;
 pub mod vertex;
@@ -32,8 +34,9 @@ pub use base_url::{parse_base_url, BaseUrl};
 
 use crate::config::schema::{ChannelDef, ChannelType};
 use crate::errors::Dialect;
+use crate::media::MediaOp;
 use crate::translate::Format;
-use crate::usage::Usage;
+use crate::usage::{Units, Usage};
 
 /// A Gemini method, the part after `:` in `/v1beta/models/{model}:{method}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +83,48 @@ pub enum OpenAiOp {
     /// items (Codex uses it on long sessions). Only hosts with the
     /// Responses API serve it; there is nothing to translate it to.
     ResponsesCompact,
+    /// /v1/images/generations
+    ImageGenerations,
+    /// /v1/images/edits (multipart)
+    ImageEdits,
+    /// /v1/audio/transcriptions (multipart)
+    AudioTranscriptions,
+    /// /v1/audio/translations (multipart)
+    AudioTranslations,
+    /// /v1/audio/speech: audio bytes back.
+    AudioSpeech,
+    /// /v1/moderations
+    Moderations,
+    /// /v1/rerank: OpenAI-compatible hosts that have it (`rerank = true`).
+    Rerank,
+}
+
+impl OpenAiOp {
+    /// How a media operation is priced; `None` for token-priced ones.
+    pub fn media(self) -> Option<MediaOp> {
+        match self {
+            OpenAiOp::ImageGenerations | OpenAiOp::ImageEdits => Some(MediaOp::Image),
+            OpenAiOp::AudioTranscriptions | OpenAiOp::AudioTranslations => {
+                Some(MediaOp::Transcribe)
+            }
+            OpenAiOp::AudioSpeech => Some(MediaOp::Speech),
+            _ => None,
+        }
+    }
+
+    /// Operations with request and answer shapes of their own (images,
+    /// audio, moderation, rerank): never translated.
+    pub fn is_surface(self) -> bool {
+        self.media().is_some() || matches!(self, OpenAiOp::Moderations | OpenAiOp::Rerank)
+    }
+
+    /// Upload endpoints: their bodies may be `multipart/form-data`.
+    pub fn takes_multipart(self) -> bool {
+        matches!(
+            self,
+            OpenAiOp::ImageEdits | OpenAiOp::AudioTranscriptions | OpenAiOp::AudioTranslations
+        )
+    }
 }
 
 /// A relayed client endpoint (docs/api.md, "Endpoints"): which API format it speaks and
@@ -105,6 +150,15 @@ impl Endpoint {
             "/v1/embeddings" => Some((Endpoint::OpenAi(OpenAiOp::Embeddings), None)),
             "/v1/responses" => Some((Endpoint::OpenAi(OpenAiOp::Responses), None)),
             "/v1/responses/compact" => Some((Endpoint::OpenAi(OpenAiOp::ResponsesCompact), None)),
+            "/v1/images/generations" => Some((Endpoint::OpenAi(OpenAiOp::ImageGenerations), None)),
+            "/v1/images/edits" => Some((Endpoint::OpenAi(OpenAiOp::ImageEdits), None)),
+            "/v1/audio/transcriptions" => {
+                Some((Endpoint::OpenAi(OpenAiOp::AudioTranscriptions), None))
+            }
+            "/v1/audio/translations" => Some((Endpoint::OpenAi(OpenAiOp::AudioTranslations), None)),
+            "/v1/audio/speech" => Some((Endpoint::OpenAi(OpenAiOp::AudioSpeech), None)),
+            "/v1/moderations" => Some((Endpoint::OpenAi(OpenAiOp::Moderations), None)),
+            "/v1/rerank" => Some((Endpoint::OpenAi(OpenAiOp::Rerank), None)),
             "/v1/messages" => Some((Endpoint::AnthropicMessages, None)),
             "/v1/messages/count_tokens" => Some((Endpoint::AnthropicCountTokens, None)),
             _ => {
@@ -333,6 +387,11 @@ pub fn channel_format(kind: ChannelType, model: &str) -> Option<Format> {
 pub fn serves(kind: ChannelType, endpoint: Endpoint) -> bool {
     use ChannelType as T;
     match endpoint {
+        // Azure has no moderation endpoint; rerank also needs the channel's
+        // `rerank = true` (see `Channel::reach`).
+        Endpoint::OpenAi(OpenAiOp::Moderations | OpenAiOp::Rerank) => {
+            matches!(kind, T::Openai | T::Mock)
+        }
         Endpoint::OpenAi(_) => matches!(kind, T::Openai | T::Azure | T::Mock),
         Endpoint::AnthropicMessages => {
             matches!(kind, T::Anthropic | T::Bedrock | T::Vertex | T::Mock)
@@ -377,6 +436,10 @@ pub trait ResponseAdapter: Send {
     fn rewrites_body(&self) -> bool;
     /// Usage as reported by the provider, once seen.
     fn usage(&self) -> Option<Usage>;
+    /// Media units the answer reported (images, audio duration).
+    fn units(&self) -> Units {
+        Units::default()
+    }
     /// Output tokens estimated from the answer text seen so far.
     fn estimated_output_tokens(&self) -> u64;
 }
@@ -513,7 +576,11 @@ impl ClientRequest<'_> {
     pub fn body_for_model(&self, upstream_model: &str) -> Bytes {
         match self.probe.model_span {
             Some(span) if self.probe.model.as_deref() != Some(upstream_model) => {
-                crate::body::replace_string(self.body, span, upstream_model)
+                if self.probe.multipart {
+                    crate::body::replace_raw(self.body, span, upstream_model)
+                } else {
+                    crate::body::replace_string(self.body, span, upstream_model)
+                }
             }
             _ => self.body.clone(),
         }
@@ -727,6 +794,37 @@ mod tests {
     }
 
     #[test]
+    fn media_endpoints_are_served_natively_only() {
+        use ChannelType as T;
+        let on = |kind, op| reach(kind, true, true, Endpoint::OpenAi(op), "m");
+        for op in [
+            OpenAiOp::ImageGenerations,
+            OpenAiOp::ImageEdits,
+            OpenAiOp::AudioTranscriptions,
+            OpenAiOp::AudioTranslations,
+            OpenAiOp::AudioSpeech,
+        ] {
+            assert!(op.is_surface());
+            for kind in [T::Openai, T::Azure, T::Mock] {
+                assert_eq!(on(kind, op), Some(Reach::Native), "{op:?}");
+            }
+            for kind in [T::Anthropic, T::Bedrock, T::Gemini, T::Vertex] {
+                assert_eq!(on(kind, op), None, "{op:?} on {kind:?}");
+            }
+        }
+        for op in [OpenAiOp::Moderations, OpenAiOp::Rerank] {
+            assert_eq!(on(T::Openai, op), Some(Reach::Native));
+            assert_eq!(on(T::Mock, op), Some(Reach::Native));
+            assert_eq!(on(T::Azure, op), None);
+            assert_eq!(on(T::Anthropic, op), None);
+        }
+        assert!(
+            OpenAiOp::ImageEdits.takes_multipart() && !OpenAiOp::ImageGenerations.takes_multipart()
+        );
+        assert!(!OpenAiOp::Chat.is_surface());
+    }
+
+    #[test]
     fn compaction_goes_only_to_hosts_with_the_responses_api() {
         use ChannelType as T;
         let compact = Endpoint::OpenAi(OpenAiOp::ResponsesCompact);
@@ -762,6 +860,23 @@ mod tests {
             .unwrap();
         assert_eq!(e.line, Some(15), "{e}");
         assert!(e.message.contains("azure_style = \"v2\""), "{e}");
+        let e = load("type = \"anthropic\"\napi_key = \"k\"\nrerank = true\n")
+            .err()
+            .unwrap();
+        assert_eq!(e.line, Some(14), "{e}");
+        assert!(
+            e.message
+                .contains("`rerank` does not apply to type \"anthropic\""),
+            "{e}"
+        );
+        let ok = load("type = \"openai\"\napi_key = \"k\"\nrerank = true\n").unwrap();
+        let rerank = Endpoint::OpenAi(OpenAiOp::Rerank);
+        assert_eq!(
+            ok.snapshot.channels[0].reach(rerank, "m"),
+            Some(Reach::Native)
+        );
+        let off = load("type = \"openai\"\napi_key = \"k\"\n").unwrap();
+        assert_eq!(off.snapshot.channels[0].reach(rerank, "m"), None);
         let e = load("type = \"bedrock\"\napi_key = \"k\"\n").err().unwrap();
         assert!(e.message.contains("needs region"), "{e}");
         let e = load("type = \"openai\"\napi_key = \"k\"\nregion = \"us-east-1\"\n")

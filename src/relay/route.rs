@@ -125,6 +125,24 @@ mod tests {
         assert_eq!(classify(&Method::GET, "/v1/models"), Route::Models);
         assert_eq!(classify(&Method::GET, "/api/pricing"), Route::Pricing);
         assert_eq!(classify(&Method::POST, "/admin/reload"), Route::NotFound);
+        for (path, op) in [
+            ("/v1/images/generations", OpenAiOp::ImageGenerations),
+            ("/v1/images/edits", OpenAiOp::ImageEdits),
+            ("/v1/audio/transcriptions", OpenAiOp::AudioTranscriptions),
+            ("/v1/audio/translations", OpenAiOp::AudioTranslations),
+            ("/v1/audio/speech", OpenAiOp::AudioSpeech),
+            ("/v1/moderations", OpenAiOp::Moderations),
+            ("/v1/rerank", OpenAiOp::Rerank),
+        ] {
+            assert_eq!(
+                classify(&Method::POST, path),
+                Route::Relay(Endpoint::OpenAi(op))
+            );
+        }
+        assert_eq!(
+            classify(&Method::GET, "/v1/images/generations"),
+            Route::NotFound
+        );
     }
 
     #[test]
