@@ -17,10 +17,10 @@ use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::{RequestHeader, ResponseHeader};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::clock::now_ms;
 use crate::health::Availability;
+use crate::keys::{self, AdminAccess, KeyService};
 use crate::metering::{report, Metering};
 use crate::metrics::Metrics;
 use crate::relay::client::{self, ClientSession};
@@ -30,6 +30,8 @@ pub struct AdminApp {
     pub config: Arc<ConfigHandle>,
     pub metrics: Arc<Metrics>,
     pub metering: Arc<Metering>,
+    /// Admin sessions and managed keys, shared with the client listener.
+    pub keys: Arc<KeyService>,
 }
 
 fn respond(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -45,10 +47,23 @@ fn json_response(status: u16, value: Value) -> Response<Vec<u8>> {
     respond(status, "application/json", value.to_string().into_bytes())
 }
 
-/// Compares secrets by their hashes so the time taken says nothing about
-/// how much of the token matched.
-fn token_matches(presented: Option<&str>, expected: &str) -> bool {
-    presented.is_some_and(|p| Sha256::digest(p.as_bytes()) == Sha256::digest(expected.as_bytes()))
+/// An answer of the admin API in `crate::keys`, with its cookie.
+fn keys_response(answer: keys::Answer) -> Response<Vec<u8>> {
+    let mut r = Response::builder()
+        .status(answer.status)
+        .header("cache-control", "no-store");
+    if answer.status != 204 {
+        r = r
+            .header("content-type", "application/json")
+            .header("content-length", answer.body.len());
+    }
+    if let Some(cookie) = answer.set_cookie {
+        r = r.header("set-cookie", cookie);
+    }
+    if let Some(seconds) = answer.retry_after {
+        r = r.header("retry-after", seconds);
+    }
+    r.body(answer.body).expect("valid response")
 }
 
 impl AdminApp {
@@ -99,31 +114,52 @@ impl AdminApp {
     }
 }
 
-/// The most of a request body the admin listener reads (it uses none).
+/// The most of a request body the admin listener reads (a key's settings).
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 impl AdminApp {
-    async fn response(&self, req: &RequestHeader) -> Response<Vec<u8>> {
+    async fn response(
+        &self,
+        req: &RequestHeader,
+        body: &[u8],
+        client_ip: Option<std::net::IpAddr>,
+    ) -> Response<Vec<u8>> {
         let method = req.method.clone();
         let path = req.uri.path().to_string();
         let query = req.uri.query().unwrap_or("").to_string();
-        // Exactly one Authorization header: with two, which one a proxy in
-        // front would have checked is anyone's guess.
-        let mut authorization = req.headers.get_all("authorization").iter();
-        let presented = match (authorization.next(), authorization.next()) {
-            (Some(v), None) => v
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::to_string),
-            _ => None,
-        };
-
         let snap = self.config.load();
+        if path == "/admin/session" {
+            if let Some(answer) = keys::admin_api(&self.keys, &snap, req, body, client_ip) {
+                return keys_response(answer);
+            }
+        }
         let open_path = path == "/healthz" || path == "/readyz";
-        if let Some(token) = &snap.server.admin_token {
-            if !open_path && !token_matches(presented.as_deref(), token) {
-                return json_response(401, json!({"error": "admin token required"}));
+        // The admin token (exactly one Authorization header: with two,
+        // which one a proxy in front checked is anyone's guess) or the
+        // admin session cookie.
+        let access = match open_path {
+            true => AdminAccess::Open,
+            false => self.keys.admin_access(&snap, req, client_ip),
+        };
+        match access {
+            AdminAccess::Open | AdminAccess::Granted => {}
+            AdminAccess::Denied => {
+                return json_response(401, json!({"error": "admin token required"}))
+            }
+            AdminAccess::NotJson => {
+                return json_response(
+                    403,
+                    json!({"error": "a request signed in by cookie that changes something \
+                                     must be sent with `Content-Type: application/json`"}),
+                )
+            }
+            AdminAccess::Limited(seconds) => {
+                let mut r = json_response(
+                    429,
+                    json!({"error": "too many failed admin sign-ins from this address"}),
+                );
+                r.headers_mut().insert("retry-after", seconds.into());
+                return r;
             }
         }
         match (method, path.as_str()) {
@@ -192,7 +228,10 @@ impl ServerApp for AdminApp {
                 return None;
             }
             let response = match read_body(&mut session, &server).await {
-                Ok(()) => self.response(session.req_header()).await,
+                Ok(body) => {
+                    let ip = session.client_ip();
+                    self.response(session.req_header(), &body, ip).await
+                }
                 Err(status) => json_response(status, json!({"error": "request body not read"})),
             };
             if write(&mut session, response).await.is_err() {
@@ -206,18 +245,19 @@ impl ServerApp for AdminApp {
     }
 }
 
-/// Reads and drops the request body, within the client body timeout;
-/// `Err(status)` if it is too large (413), too slow (408) or malformed.
+/// Reads the request body, within the client body timeout; `Err(status)`
+/// if it is too large (413), too slow (408) or malformed.
 async fn read_body(
     session: &mut ClientSession,
     server: &crate::config::ServerSection,
-) -> std::result::Result<(), u16> {
+) -> std::result::Result<Vec<u8>, u16> {
     let read = async {
-        let mut left = MAX_ADMIN_BODY;
+        let mut body = Vec::new();
         loop {
             match session.read_request_body().await {
-                Ok(Some(piece)) => left = left.checked_sub(piece.len()).ok_or(413_u16)?,
-                Ok(None) => return Ok(()),
+                Ok(Some(piece)) if body.len() + piece.len() > MAX_ADMIN_BODY => return Err(413),
+                Ok(Some(piece)) => body.extend_from_slice(&piece),
+                Ok(None) => return Ok(body),
                 Err(_) => return Err(400),
             }
         }
@@ -239,16 +279,4 @@ async fn write(
     session.write_response_header(Box::new(head)).await?;
     session.write_response_body(Bytes::from(body)).await?;
     session.finish_body().await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison() {
-        assert!(token_matches(Some("s3cret"), "s3cret"));
-        assert!(!token_matches(Some("s3cre"), "s3cret"));
-        assert!(!token_matches(None, "s3cret"));
-    }
 }

@@ -35,6 +35,7 @@ pub fn pricing(snapshot: &Snapshot) -> Value {
                 "ratio": number(g.ratio),
                 "description": g.description,
                 "connectivity": g.connectivity,
+                "selectable": g.selectable,
                 "user_ratios": g.user_ratios.iter()
                     .map(|(user_group, r)| (user_group.clone(), number(*r)))
                     .collect::<serde_json::Map<_, _>>(),

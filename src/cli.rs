@@ -1,4 +1,5 @@
-//! Command line (docs/operations.md, "Command line"): `run`, `check`, `key new`, `usage`, `--version`.
+//! Command line (docs/operations.md, "Command line"): `run`, `check`, `key new`, `user token`,
+//! `usage`, `--version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,11 @@ enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Manage users
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
     /// Print spend and tokens from the running gateway's admin API
     Usage {
         /// Group rows by: group, user, key, model or channel
@@ -52,6 +58,23 @@ enum KeyAction {
         #[arg(long, default_value = "new-key")]
         name: String,
     },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Print a fresh user token (user API and console sign-in) and the
+    /// TOML line that stores its hash
+    Token {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// A fresh secret: `prefix` and 48 random hex digits (192 bits).
+fn fresh_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
 }
 
 pub fn main() -> ExitCode {
@@ -82,14 +105,22 @@ pub fn main() -> ExitCode {
         Command::Key {
             action: KeyAction::New { name },
         } => {
-            let mut bytes = [0u8; 24];
-            rand::thread_rng().fill_bytes(&mut bytes);
-            let secret = format!("sk-tg-{}", hex::encode(bytes));
+            let secret = fresh_secret("sk-tg-");
             println!("secret (give it to the user; it is not stored): {secret}");
             println!();
             println!("[[keys]]");
             println!("name = {name:?}");
             println!("key_sha256 = \"{}\"", hex::encode(sha256(&secret)));
+            ExitCode::SUCCESS
+        }
+        Command::User {
+            action: UserAction::Token { name },
+        } => {
+            let token = fresh_secret("ut-tg-");
+            println!("user token (give it to {name}; it is not stored): {token}");
+            println!();
+            println!("# in the [[users]] item with name = {name:?}:");
+            println!("token_sha256 = \"{}\"", hex::encode(sha256(&token)));
             ExitCode::SUCCESS
         }
     }

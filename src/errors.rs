@@ -58,6 +58,22 @@ pub enum ErrorKind {
     /// An upstream's error whose body had to be rewritten; it keeps the
     /// upstream's status (the table's is only a default).
     Upstream,
+    /// The user API without a user token or a live session.
+    SignInRequired,
+    InvalidUserToken,
+    /// A cookie-authenticated request that changes state, not sent as JSON.
+    JsonRequired,
+    /// A key's group that its user may not pick.
+    GroupNotAllowed,
+    /// A field of a key (or sign-in) request out of its range or shape.
+    InvalidField,
+    /// A key name in use (by a TOML key, another user's key, or a revoked one).
+    KeyNameTaken,
+    KeyNotFound,
+    /// A change to a key of the TOML file, which only the file changes.
+    KeyNotManaged,
+    /// The user holds `max_keys_per_user` keys already.
+    TooManyKeys,
 }
 
 /// How one kind of error reads: its HTTP status and code, and its error
@@ -72,7 +88,7 @@ pub struct Shape {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 29] = [
+    pub const ALL: [ErrorKind; 38] = [
         ErrorKind::InvalidRequest,
         ErrorKind::HeaderTooLarge,
         ErrorKind::UriTooLong,
@@ -102,6 +118,15 @@ impl ErrorKind {
         ErrorKind::NoAvailableChannel,
         ErrorKind::UpstreamStreamBroken,
         ErrorKind::Upstream,
+        ErrorKind::SignInRequired,
+        ErrorKind::InvalidUserToken,
+        ErrorKind::JsonRequired,
+        ErrorKind::GroupNotAllowed,
+        ErrorKind::InvalidField,
+        ErrorKind::KeyNameTaken,
+        ErrorKind::KeyNotFound,
+        ErrorKind::KeyNotManaged,
+        ErrorKind::TooManyKeys,
     ];
 
     /// The table.
@@ -183,6 +208,19 @@ impl ErrorKind {
             ),
             K::UpstreamStreamBroken => row(502, "upstream_stream_broken", UPSTREAM),
             K::Upstream => row(502, "upstream_error", UPSTREAM),
+            K::SignInRequired => row(401, "sign_in_required", AUTH),
+            K::InvalidUserToken => row(401, "invalid_user_token", AUTH),
+            K::JsonRequired => row(403, "json_content_type_required", DENIED),
+            K::GroupNotAllowed => row(403, "group_not_allowed", DENIED),
+            K::InvalidField => row(400, "invalid_field", BAD),
+            K::KeyNameTaken => row(409, "key_name_taken", BAD),
+            K::KeyNotFound => row(
+                404,
+                "key_not_found",
+                [BAD[0], "not_found_error", "NOT_FOUND"],
+            ),
+            K::KeyNotManaged => row(409, "key_not_managed", BAD),
+            K::TooManyKeys => row(403, "too_many_keys", DENIED),
         }
     }
 }

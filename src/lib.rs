@@ -18,6 +18,7 @@ pub mod config;
 pub mod drain;
 pub mod errors;
 pub mod health;
+pub mod keys;
 pub mod media;
 pub mod metering;
 pub mod metrics;

@@ -126,12 +126,14 @@ pub fn run(config_path: &Path) -> Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let keys = Arc::new(crate::keys::KeyService::default());
     let mut client = Service::new(
         "tollgate client listener".to_string(),
         Gateway::new(
             Arc::clone(&config),
             Arc::clone(&metrics),
             Arc::clone(&metering),
+            Arc::clone(&keys),
         ),
     );
     // Plain TCP: Pingora's own header and body buffers already batch the
@@ -147,6 +149,7 @@ pub fn run(config_path: &Path) -> Result<()> {
             config: Arc::clone(&config),
             metrics: Arc::clone(&metrics),
             metering: Arc::clone(&metering),
+            keys,
         },
     );
     admin.add_tcp(&snap.server.admin_listen);

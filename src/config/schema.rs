@@ -66,6 +66,8 @@ pub struct ServerSection {
     /// Longest a single response write may wait for a client that stopped
     /// reading.
     pub client_write_timeout_seconds: u64,
+    /// Most managed keys one user may hold (revoked ones do not count).
+    pub max_keys_per_user: usize,
 }
 
 impl Default for ServerSection {
@@ -85,6 +87,7 @@ impl Default for ServerSection {
             client_header_timeout_seconds: 30,
             client_body_timeout_seconds: 120,
             client_write_timeout_seconds: 300,
+            max_keys_per_user: 50,
         }
     }
 }
@@ -141,6 +144,9 @@ pub struct GroupDef {
     pub connectivity: String,
     #[serde(default)]
     pub all_channels: bool,
+    /// Any user may put this group on a key she creates.
+    #[serde(default)]
+    pub selectable: bool,
     /// Ratio by the `group` of the key's user, instead of `ratio`.
     #[serde(default, deserialize_with = "decimal_map")]
     pub user_ratios: BTreeMap<String, Decimal>,
@@ -320,6 +326,11 @@ pub struct ChannelDef {
 pub struct UserDef {
     pub name: String,
     pub group: Option<String>,
+    /// Groups she may put on her keys besides `group` and the selectable ones.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Hex SHA-256 of her user token (user API and console sign-in).
+    pub token_sha256: Option<String>,
     #[serde(default, deserialize_with = "opt_decimal")]
     pub budget_usd: Option<Decimal>,
     /// `budget_usd` per period instead of lifetime.

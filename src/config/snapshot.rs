@@ -43,6 +43,10 @@ pub struct Snapshot {
     pub routes: Vec<HashMap<String, Vec<Tier>>>,
     pub keys_by_hash: HashMap<[u8; 32], Arc<Key>>,
     pub users: HashMap<String, User>,
+    /// User names by the SHA-256 of their `token_sha256` user token.
+    pub users_by_token: HashMap<[u8; 32], String>,
+    /// `[routing] auto_groups` as group indexes, in order.
+    pub auto_groups: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -52,6 +56,8 @@ pub struct Group {
     pub description: String,
     pub connectivity: String,
     pub all_channels: bool,
+    /// Any user may put it on a key.
+    pub selectable: bool,
     /// `user_ratios`: (user group, ratio), few, looked up by a scan.
     pub user_ratios: Vec<(String, Decimal)>,
 }
@@ -231,15 +237,49 @@ impl Key {
     }
 }
 
+#[derive(Debug)]
 pub struct User {
     pub name: String,
     /// The group of her keys that name none (`default` when unset).
     pub group: Option<String>,
+    /// `groups`: what she may pick besides `group` and the selectable ones.
+    pub groups: Vec<String>,
+    /// SHA-256 of her user token, if she has one.
+    pub token_sha256: Option<[u8; 32]>,
     pub budget_usd: Option<Decimal>,
     pub budget_period: Option<BudgetPeriod>,
 }
 
+impl User {
+    /// Her default group: `group`, else `default`.
+    pub fn default_group(&self) -> &str {
+        self.group.as_deref().unwrap_or(DEFAULT_GROUP)
+    }
+}
+
 impl Snapshot {
+    /// The groups `user` may put on a key, in order: her default group, her
+    /// `groups`, then the selectable groups; each once, and only groups
+    /// that exist (`auto` when `[routing] auto_groups` is set).
+    pub fn pickable_groups<'a>(&'a self, user: &'a User) -> Vec<&'a str> {
+        let selectable = self.groups.iter().filter(|g| g.selectable);
+        let mut out: Vec<&str> = Vec::new();
+        let names = std::iter::once(user.default_group())
+            .chain(user.groups.iter().map(String::as_str))
+            .chain(selectable.map(|g| g.name.as_str()));
+        for name in names {
+            let exists = if name == AUTO_GROUP {
+                !self.auto_groups.is_empty()
+            } else {
+                self.group_index(name).is_some()
+            };
+            if exists && !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        out
+    }
+
     /// The model a client's name stands for (itself, or the model of an
     /// alias), and whether the name asks for the 1M-token context window:
     /// an alias ending in `[1m]`, as Claude Code writes `opus[1m]`.

@@ -316,6 +316,7 @@ mod tests {
             description: String::new(),
             connectivity: String::new(),
             all_channels: false,
+            selectable: false,
             user_ratios: vec![("vip".into(), d("0.4"))],
         }
     }

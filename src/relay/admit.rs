@@ -195,7 +195,7 @@ fn body_timed_out() -> ApiError {
 }
 
 /// Reads the whole request body, refusing more than `max` bytes early.
-async fn read_body(session: &mut ClientSession, max: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(session: &mut ClientSession, max: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorKind::RequestTooLarge,

@@ -58,6 +58,34 @@ pub(super) async fn write_raw(
     }
 }
 
+/// An answer of the user API: never cached (a new key's secret is in
+/// one), with its session cookie if it sets one.
+pub(super) async fn write_account_answer(
+    session: &mut ClientSession,
+    answer: &crate::keys::Answer,
+) -> Disposition {
+    let mut head = ResponseHeader::build(answer.status, Some(4)).expect("valid status");
+    let _ = head.insert_header("cache-control", "no-store");
+    if let Some(cookie) = &answer.set_cookie {
+        let _ = head.insert_header("set-cookie", cookie.as_str());
+    }
+    if let Some(seconds) = answer.retry_after {
+        let _ = head.insert_header("retry-after", seconds.to_string());
+    }
+    if answer.status == 204 {
+        // No body and no length (RFC 9110 §8.6).
+        if session.write_response_header(Box::new(head)).await.is_err() {
+            return Disposition::Close;
+        }
+        return match session.finish_body().await {
+            Ok(()) => Disposition::Reuse,
+            Err(_) => Disposition::Close,
+        };
+    }
+    let _ = head.insert_header("content-type", "application/json");
+    write_raw(session, head, Bytes::from(answer.body.clone())).await
+}
+
 /// Refuses a request before any channel was tried: recorded, then answered
 /// with `error` in the client's dialect.
 pub(super) async fn refuse(

@@ -34,6 +34,7 @@ use crate::auth;
 use crate::clock::now_ms;
 use crate::config::{Key, Snapshot};
 use crate::errors::{ApiError, Dialect, ErrorKind};
+use crate::keys::{self, KeyService};
 use crate::metering::{self, Metering};
 use crate::metrics::Metrics;
 use crate::providers::Endpoint;
@@ -53,17 +54,40 @@ pub struct Gateway {
     outbound: Outbound,
     /// Outlives reloads: a session keeps its channel across them.
     affinity: Affinity,
+    /// Sign-in sessions, shared with the admin listener.
+    keys: Arc<KeyService>,
 }
 
+/// The most of a request body the user API reads (a key's settings).
+const MAX_ACCOUNT_BODY: usize = 64 * 1024;
+
 impl Gateway {
-    pub fn new(config: Arc<ConfigHandle>, metrics: Arc<Metrics>, metering: Arc<Metering>) -> Self {
+    pub fn new(
+        config: Arc<ConfigHandle>,
+        metrics: Arc<Metrics>,
+        metering: Arc<Metering>,
+        keys: Arc<KeyService>,
+    ) -> Self {
         Gateway {
             config,
             metrics,
             metering,
             outbound: Outbound::new(),
             affinity: Affinity::default(),
+            keys,
         }
+    }
+
+    /// The user API (`/api/session`, `/api/keys`): its JSON body, then
+    /// [`keys::user_api`].
+    async fn account(&self, session: &mut ClientSession, snap: &Snapshot) -> Disposition {
+        let body = match admit::read_body(session, MAX_ACCOUNT_BODY).await {
+            Ok(body) => body,
+            Err(e) => return answer::write_account_answer(session, &e.into()).await,
+        };
+        let req = session.req_header();
+        let answer = keys::user_api(&self.keys, snap, req, &body, session.client_ip());
+        answer::write_account_answer(session, &answer).await
     }
 
     /// One request: which endpoint (route), whose key (auth), then the
@@ -76,6 +100,7 @@ impl Gateway {
         let dialect = route::dialect_of(route, req);
         let key = match route {
             Route::Pricing => return write_json(session, 200, &api::pricing(&snap)).await,
+            Route::Account => return self.account(session, &snap).await,
             Route::NotFound => {
                 let e = ApiError::new(ErrorKind::UnknownEndpoint, "no such endpoint");
                 return refuse(session, &self.metrics, dialect, &e, started).await;

@@ -20,6 +20,8 @@ pub(super) enum Route {
     /// GET /v1beta/models: Gemini list.
     GeminiModels,
     Pricing,
+    /// The user API: `/api/session`, `/api/keys` (any method).
+    Account,
     /// GET /api/usage and the OpenAI legacy billing endpoints.
     Usage(UsageView),
     NotFound,
@@ -54,6 +56,7 @@ fn asks_for_websocket(req: &RequestHeader) -> bool {
 
 pub(super) fn classify(method: &Method, path: &str) -> Route {
     match (method, path) {
+        _ if crate::keys::is_user_api(path) => Route::Account,
         (&Method::GET, "/v1/models") => Route::Models,
         (&Method::GET, "/v1beta/models") => Route::GeminiModels,
         (&Method::GET, "/api/pricing") => Route::Pricing,
@@ -143,6 +146,9 @@ mod tests {
             classify(&Method::GET, "/v1/images/generations"),
             Route::NotFound
         );
+        assert_eq!(classify(&Method::PATCH, "/api/keys/k"), Route::Account);
+        assert_eq!(classify(&Method::GET, "/api/session"), Route::Account);
+        assert_eq!(classify(&Method::GET, "/api/keysx"), Route::NotFound);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub(super) fn compile(defs: &[Arc<GroupDef>], src: &Source<'_>) -> Result<Vec<Gr
             description: g.description.clone(),
             connectivity: g.connectivity.clone(),
             all_channels: g.all_channels,
+            selectable: g.selectable,
             user_ratios: Vec::new(),
         });
     }

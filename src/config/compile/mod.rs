@@ -40,7 +40,7 @@ pub(super) fn compile(
         &mut warnings,
     )?;
     let routes = routes::build(&groups, &channels, &raw.channels);
-    let users = users::compile(&raw.users, &groups, src)?;
+    let (users, users_by_token) = users::compile(&raw.users, &groups, src)?;
     let keys_by_hash = keys::compile(
         &raw.keys,
         &users,
@@ -69,6 +69,8 @@ pub(super) fn compile(
             routes,
             keys_by_hash,
             users,
+            users_by_token,
+            auto_groups,
         },
         warnings,
     })

@@ -1,52 +1,108 @@
-//! `[[users]]`: people whose keys share a budget and a default group.
+//! `[[users]]`: people whose keys share a budget and a default group, with
+//! the groups they may pick and the token they sign in with.
 
 use foldhash::HashMap;
 use std::sync::Arc;
 
 use super::groups::index_of;
-use super::keys::{check_budget, check_budget_period};
+use super::keys::{check_budget, check_budget_period, sha256_from_hex};
 use crate::config::{ConfigError, Group, Source, User, UserDef, AUTO_GROUP};
+
+/// The users by name, and their names by the SHA-256 of their user token.
+pub(super) type Users = (HashMap<String, User>, HashMap<[u8; 32], String>);
 
 pub(super) fn compile(
     defs: &[Arc<UserDef>],
     groups: &[Group],
     src: &Source<'_>,
-) -> Result<HashMap<String, User>, ConfigError> {
+) -> Result<Users, ConfigError> {
     let mut users = HashMap::default();
+    let mut by_token = HashMap::default();
     for (i, u) in defs.iter().enumerate() {
-        let item = format!("[[users]] \"{}\"", u.name);
-        if let Some(g) = &u.group {
-            if g != AUTO_GROUP && index_of(groups, g).is_none() {
-                return Err(src.error(
-                    src.line_of_field("users", Some(i), "group"),
-                    format!("{item}: unknown group \"{g}\""),
+        let err = |field: &str, msg: String| {
+            src.error(
+                src.line_of_field("users", Some(i), field),
+                format!("[[users]] \"{}\": {msg}", u.name),
+            )
+        };
+        let known = |g: &String| g == AUTO_GROUP || index_of(groups, g).is_some();
+        if let Some(g) = u.group.as_ref().filter(|g| !known(g)) {
+            return Err(err("group", format!("unknown group \"{g}\"")));
+        }
+        if let Some(g) = u.groups.iter().find(|g| !known(g)) {
+            return Err(err("groups", format!("groups names unknown group \"{g}\"")));
+        }
+        check_budget(u.budget_usd).map_err(|e| err("budget_usd", e))?;
+        check_budget_period(u.budget_usd, u.budget_period).map_err(|e| err("budget_period", e))?;
+        let token_sha256 = match &u.token_sha256 {
+            Some(hex) => Some(sha256_from_hex(hex.trim()).ok_or_else(|| {
+                err(
+                    "token_sha256",
+                    "token_sha256 must be 64 hex characters (`tollgate user token`)".into(),
+                )
+            })?),
+            None => None,
+        };
+        if let Some(hash) = token_sha256 {
+            if by_token.insert(hash, u.name.clone()).is_some() {
+                return Err(err(
+                    "token_sha256",
+                    "the same user token is used by another user".into(),
                 ));
             }
         }
-        check_budget(u.budget_usd).map_err(|e| {
-            src.error(
-                src.line_of_field("users", Some(i), "budget_usd"),
-                format!("{item}: {e}"),
-            )
-        })?;
-        check_budget_period(u.budget_usd, u.budget_period).map_err(|e| {
-            src.error(
-                src.line_of_field("users", Some(i), "budget_period"),
-                format!("{item}: {e}"),
-            )
-        })?;
         let user = User {
             name: u.name.clone(),
             group: u.group.clone(),
+            groups: u.groups.clone(),
+            token_sha256,
             budget_usd: u.budget_usd,
             budget_period: u.budget_period,
         };
         if users.insert(u.name.clone(), user).is_some() {
-            return Err(src.error(
-                src.line_of_field("users", Some(i), "name"),
-                format!("{item}: duplicate user name"),
-            ));
+            return Err(err("name", "duplicate user name".into()));
         }
     }
-    Ok(users)
+    Ok((users, by_token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(users: &str) -> Result<Users, String> {
+        let src = Source {
+            file: "t.toml",
+            text: users,
+        };
+        let groups_text = "[[groups]]\nname = \"g\"\nratio = 1\n";
+        let groups =
+            super::super::groups::compile(&super::super::items("groups", groups_text), &src)
+                .map_err(|e| e.to_string())?;
+        compile(&super::super::items("users", users), &groups, &src).map_err(|e| e.message)
+    }
+
+    #[test]
+    fn groups_and_tokens_are_checked() {
+        let hash = "ab".repeat(32);
+        let (users, by_token) = load(&format!(
+            "[[users]]\nname = \"alice\"\ngroups = [\"g\", \"auto\"]\ntoken_sha256 = \"{hash}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(users["alice"].groups, ["g", "auto"]);
+        assert_eq!(by_token[&[0xab; 32]], "alice");
+        let e = load("[[users]]\nname = \"a\"\ngroups = [\"nope\"]\n").unwrap_err();
+        assert_eq!(e, "[[users]] \"a\": groups names unknown group \"nope\"");
+        let e = load("[[users]]\nname = \"a\"\ntoken_sha256 = \"xyz\"\n").unwrap_err();
+        assert!(e.contains("token_sha256 must be 64 hex characters"), "{e}");
+        let twice = format!(
+            "[[users]]\nname = \"a\"\ntoken_sha256 = \"{hash}\"\n\
+             [[users]]\nname = \"b\"\ntoken_sha256 = \"{hash}\"\n"
+        );
+        let e = load(&twice).unwrap_err();
+        assert_eq!(
+            e,
+            "[[users]] \"b\": the same user token is used by another user"
+        );
+    }
 }

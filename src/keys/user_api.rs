@@ -1,0 +1,102 @@
+//! The user API on the client listener: `/api/session` (console sign-in)
+//! and `/api/keys` (docs/api.md, "User API").
+
+use std::net::IpAddr;
+
+use http::Method;
+use pingora_http::RequestHeader;
+use serde_json::json;
+
+use super::service::{token_field, Answer, KeyService, USER_COOKIE};
+use super::session::{self, clear_cookie, set_cookie};
+use crate::clock::now_ms;
+use crate::config::Snapshot;
+use crate::errors::{ApiError, ErrorKind};
+
+/// Whether the user API answers `path` (any method).
+pub fn is_user_api(path: &str) -> bool {
+    path == "/api/session" || path == "/api/keys" || path.starts_with("/api/keys/")
+}
+
+/// Serves one request of the user API; `body` is the whole request body.
+pub fn user_api(
+    svc: &KeyService,
+    snap: &Snapshot,
+    req: &RequestHeader,
+    body: &[u8],
+    client_ip: Option<IpAddr>,
+) -> Answer {
+    let answer = match (&req.method, req.uri.path()) {
+        (&Method::POST, "/api/session") => sign_in(svc, snap, req, body, client_ip),
+        (&Method::GET, "/api/session") => svc
+            .signed_in_user(snap, req, client_ip)
+            .map(|user| Answer::json(200, &session_info(snap, &user))),
+        (&Method::DELETE, "/api/session") => sign_out(svc, snap, req, client_ip),
+        (_, "/api/session") => Err(wrong_method("GET, POST or DELETE", "/api/session")),
+        _ => Err(ApiError::new(
+            ErrorKind::UnknownEndpoint,
+            "no such endpoint",
+        )),
+    };
+    answer.unwrap_or_else(Answer::from)
+}
+
+fn wrong_method(allowed: &str, path: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::UnknownEndpoint,
+        format!("{path} answers {allowed} only"),
+    )
+}
+
+/// `POST /api/session {"token": "<user token>"}`: a session cookie.
+fn sign_in(
+    svc: &KeyService,
+    snap: &Snapshot,
+    req: &RequestHeader,
+    body: &[u8],
+    client_ip: Option<IpAddr>,
+) -> Result<Answer, ApiError> {
+    if !session::is_json(req) {
+        return Err(ApiError::new(
+            ErrorKind::JsonRequired,
+            "sign in with `Content-Type: application/json` and {\"token\": \"<user token>\"}",
+        ));
+    }
+    let now = now_ms();
+    svc.sign_ins.check(client_ip, now)?;
+    let token = token_field(body)?;
+    let user = svc.user_by_token(snap, &token, client_ip, now)?;
+    let credential = crate::config::sha256(&token);
+    let id = svc.user_sessions.open(&user, credential, now);
+    Ok(Answer::json(200, &json!({"user": user})).with_cookie(set_cookie(USER_COOKIE, &id, req)))
+}
+
+/// `DELETE /api/session`: ends the session the cookie names, if any.
+fn sign_out(
+    svc: &KeyService,
+    snap: &Snapshot,
+    req: &RequestHeader,
+    client_ip: Option<IpAddr>,
+) -> Result<Answer, ApiError> {
+    if let Some(id) = session::cookie(req, USER_COOKIE) {
+        if session::bearer(req).is_none() {
+            // The same rule as any cookie request that changes state.
+            session::require_json_if_changing(req)?;
+        }
+        svc.user_sessions.close(id);
+    } else {
+        svc.signed_in_user(snap, req, client_ip)?;
+    }
+    Ok(Answer::no_content().with_cookie(clear_cookie(USER_COOKIE)))
+}
+
+/// `GET /api/session`: who is signed in, what she may pick.
+fn session_info(snap: &Snapshot, user: &str) -> serde_json::Value {
+    let u = snap.users.get(user);
+    json!({
+        "user": user,
+        "groups": u.map(|u| snap.pickable_groups(u)).unwrap_or_default(),
+        "default_group": u.map(|u| u.default_group()),
+        "max_keys": snap.server.max_keys_per_user,
+    })
+}
