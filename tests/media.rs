@@ -619,3 +619,204 @@ async fn media_prices_show_in_pricing_and_check() {
         assert!(stdout.contains(line), "{stdout}");
     }
 }
+
+const GOOGLE_MODELS: &str = r#"
+[[models]]
+name = "gemini-2.5-flash-image"
+input = 0.3
+output = 30
+
+[[models]]
+name = "imagen-4"
+per_image = { "1024x1024" = 0.04, "auto" = 0.04 }
+
+[[models]]
+name = "gemini-2.5-flash"
+input = 0.3
+output = 2.5
+"#;
+
+fn gemini_image_answer() -> Value {
+    json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"text": "A cat."},
+            {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}]},
+          "finishReason": "STOP", "index": 0}],
+          "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 1294,
+                            "totalTokenCount": 1303}})
+}
+
+fn imagen_answer(n: usize) -> Value {
+    json!({"predictions": vec![json!({"bytesBase64Encoded": "QUJD", "mimeType": "image/png"}); n]})
+}
+
+#[tokio::test]
+async fn gemini_and_imagen_models_serve_openai_image_generations_by_translation() {
+    let up = MockUpstream::start(|r| {
+        if r.path.ends_with(":predict") {
+            let n = r.json()["parameters"]["sampleCount"].as_u64().unwrap() as usize;
+            Reply::json(200, imagen_answer(n))
+        } else {
+            Reply::json(200, gemini_image_answer())
+        }
+    })
+    .await;
+    let tg = Tollgate::start(&format!(
+        "{MODELS}{GOOGLE_MODELS}\n[[channels]]\nname = \"gemini\"\ntype = \"gemini\"\n\
+         base_url = \"{}\"\napi_key = \"AIza-media-upstream\"\ngroups = [\"half\"]\n\
+         models = [\"gemini-2.5-flash-image\", \"imagen-4\", \"gemini-2.5-flash\"]\n\
+         model_map = {{ \"imagen-4\" = \"imagen-4.0-generate-001\" }}\n{}",
+        up.base_url(),
+        key("k", "sk-media-client-9", &["half"])
+    ));
+    let secret = "sk-media-client-9";
+    let gen = |body: Value| {
+        let tg = &tg;
+        async move {
+            let resp = post(
+                tg,
+                secret,
+                "/v1/images/generations",
+                "application/json",
+                body.to_string().into_bytes(),
+            )
+            .await;
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, v) =
+        gen(json!({"model": "gemini-2.5-flash-image", "prompt": "a cat", "size": "1024x1536"}))
+            .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["data"],
+        json!([{"b64_json": "iVBORw0KGgo=", "revised_prompt": "A cat."}])
+    );
+    assert_eq!(v["usage"]["output_tokens"], 1294);
+    let sent = &up.requests()[0];
+    assert_eq!(
+        sent.path,
+        "/v1beta/models/gemini-2.5-flash-image:generateContent"
+    );
+    assert_eq!(sent.header("x-goog-api-key"), Some("AIza-media-upstream"));
+    assert_eq!(
+        sent.header("authorization"),
+        None,
+        "the client's key stays here"
+    );
+    assert_eq!(
+        sent.json(),
+        json!({"contents": [{"role": "user", "parts": [{"text": "a cat"}]}],
+               "generationConfig": {"responseModalities": ["TEXT", "IMAGE"],
+                                    "imageConfig": {"aspectRatio": "2:3"}}})
+    );
+    let (status, v) =
+        gen(json!({"model": "imagen-4", "prompt": "a cat", "n": 2, "size": "1024x1024"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    let sent = &up.requests()[1];
+    assert_eq!(sent.path, "/v1beta/models/imagen-4.0-generate-001:predict");
+    assert_eq!(
+        sent.json(),
+        json!({"instances": [{"prompt": "a cat"}], "parameters": {"sampleCount": 2, "aspectRatio": "1:1"}})
+    );
+    // Refused before anything goes upstream.
+    let (status, v) =
+        gen(json!({"model": "gemini-2.5-flash-image", "prompt": "p", "response_format": "url"}))
+            .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("unsupported_field")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`response_format` cannot be sent"),
+        "{v}"
+    );
+    let (status, v) = gen(json!({"model": "gemini-2.5-flash", "prompt": "p"})).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("unsupported_format")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("model with image output"),
+        "{v}"
+    );
+    assert_eq!(up.count(), 2);
+    // Gemini: (9 x 0.3 + 1294 x 30) / 1e6 = 0.0388227 USD; Imagen: 2 x 0.04;
+    // x 0.5: 19,411,350 + 40,000,000.
+    let usage = usage_by_model(&tg, 2).await;
+    assert_eq!(
+        row(&usage, "gemini-2.5-flash-image")["cost_nano_usd"],
+        19_411_350,
+        "{usage}"
+    );
+    assert_eq!(row(&usage, "gemini-2.5-flash-image")["images"], 1);
+    assert_eq!(
+        row(&usage, "imagen-4")["cost_nano_usd"],
+        40_000_000,
+        "{usage}"
+    );
+    assert_eq!(row(&usage, "imagen-4")["images"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn imagen_on_vertex_is_called_with_a_service_account_token() {
+    let tokens = MockUpstream::start(|_| {
+        Reply::json(
+            200,
+            json!({"access_token": "ya29.media-test", "expires_in": 3599, "token_type": "Bearer"}),
+        )
+    })
+    .await;
+    let up = MockUpstream::start(|r| {
+        let n = r.json()["parameters"]["sampleCount"].as_u64().unwrap_or(1) as usize;
+        Reply::json(200, imagen_answer(n))
+    })
+    .await;
+    let sa = json!({"type": "service_account", "project_id": "proj-1", "private_key_id": "kid1",
+        "private_key": include_str!("data/vertex-test-key.pem"),
+        "client_email": "tollgate-test@proj-1.iam.gserviceaccount.com",
+        "token_uri": "https://oauth2.googleapis.com/token"});
+    let tg = Tollgate::start(&format!(
+        "{MODELS}{GOOGLE_MODELS}\n[[channels]]\nname = \"vertex\"\ntype = \"vertex\"\n\
+         base_url = \"{}\"\nlocation = \"us-central1\"\ntoken_uri = \"{}/token\"\n\
+         credentials_json = '''{sa}'''\ngroups = [\"full\"]\nmodels = [\"imagen-4\"]\n\
+         model_map = {{ \"imagen-4\" = \"imagen-4.0-generate-001\" }}\n{}",
+        up.base_url(),
+        tokens.base_url(),
+        key("k", "sk-media-client-10", &["full"])
+    ));
+    let body = json!({"model": "imagen-4", "prompt": "a cat", "n": 3});
+    let resp = post(
+        &tg,
+        "sk-media-client-10",
+        "/v1/images/generations",
+        "application/json",
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", tg.log());
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 3);
+    let sent = &up.requests()[0];
+    assert_eq!(
+        sent.path,
+        "/v1/projects/proj-1/locations/us-central1/publishers/google/models/imagen-4.0-generate-001:predict"
+    );
+    assert_eq!(sent.header("authorization"), Some("Bearer ya29.media-test"));
+    // 3 x 0.04 ("auto": no size) at ratio 1.
+    let usage = usage_by_model(&tg, 1).await;
+    assert_eq!(
+        row(&usage, "imagen-4")["cost_nano_usd"],
+        120_000_000,
+        "{usage}"
+    );
+}

@@ -16,6 +16,7 @@ mod base_url;
 pub mod bedrock;
 pub mod gemini;
 pub mod head;
+pub mod images;
 pub mod media;
 pub mod mock;
 pub mod mock_media;
@@ -45,6 +46,9 @@ pub enum GeminiMethod {
     StreamGenerate,
     CountTokens,
     EmbedContent,
+    /// Imagen's `:predict`: only sent upstream (OpenAI image generations
+    /// translated, [`images`]), never a client endpoint.
+    Predict,
 }
 
 impl GeminiMethod {
@@ -54,6 +58,7 @@ impl GeminiMethod {
             GeminiMethod::StreamGenerate => "streamGenerateContent",
             GeminiMethod::CountTokens => "countTokens",
             GeminiMethod::EmbedContent => "embedContent",
+            GeminiMethod::Predict => "predict",
         }
     }
 
@@ -329,6 +334,13 @@ pub fn reach(
     model: &str,
 ) -> Option<Reach> {
     use ChannelType as T;
+    // Google's image models make OpenAI image generations by translation.
+    if endpoint == Endpoint::OpenAi(OpenAiOp::ImageGenerations)
+        && matches!(kind, T::Gemini | T::Vertex)
+    {
+        let images = translate && images::backend(model).is_some();
+        return images.then_some(Reach::Translated(Format::Gemini));
+    }
     let native = match endpoint {
         Endpoint::OpenAi(OpenAiOp::Responses | OpenAiOp::ResponsesCompact)
             if matches!(kind, T::Openai | T::Azure) =>
@@ -401,6 +413,7 @@ pub fn serves(kind: ChannelType, endpoint: Endpoint) -> bool {
         }
         // Vertex embeddings use `:predict` with another body shape.
         Endpoint::Gemini(GeminiMethod::EmbedContent) => matches!(kind, T::Gemini | T::Mock),
+        Endpoint::Gemini(GeminiMethod::Predict) => matches!(kind, T::Gemini | T::Vertex),
         Endpoint::Gemini(_) => matches!(kind, T::Gemini | T::Vertex | T::Mock),
     }
 }
@@ -818,6 +831,31 @@ mod tests {
             assert_eq!(on(T::Azure, op), None);
             assert_eq!(on(T::Anthropic, op), None);
         }
+        // Google's image models, by translation (generations only).
+        let gen = Endpoint::OpenAi(OpenAiOp::ImageGenerations);
+        let translated = Some(Reach::Translated(Format::Gemini));
+        for kind in [T::Gemini, T::Vertex] {
+            assert_eq!(
+                reach(kind, true, true, gen, "gemini-2.5-flash-image"),
+                translated
+            );
+            assert_eq!(
+                reach(kind, true, true, gen, "imagen-4.0-generate-001"),
+                translated
+            );
+            assert_eq!(reach(kind, true, true, gen, "gemini-2.5-flash"), None);
+            assert_eq!(
+                reach(kind, false, true, gen, "imagen-4.0-generate-001"),
+                None
+            );
+            let edits = Endpoint::OpenAi(OpenAiOp::ImageEdits);
+            assert_eq!(
+                reach(kind, true, true, edits, "gemini-2.5-flash-image"),
+                None
+            );
+        }
+        assert!(serves(T::Vertex, Endpoint::Gemini(GeminiMethod::Predict)));
+        assert!(!serves(T::Mock, Endpoint::Gemini(GeminiMethod::Predict)));
         assert!(
             OpenAiOp::ImageEdits.takes_multipart() && !OpenAiOp::ImageGenerations.takes_multipart()
         );

@@ -13,7 +13,7 @@ use super::deadline;
 use crate::body::{self, BodyProbe};
 use crate::config::{Key, Snapshot};
 use crate::errors::{ApiError, ErrorKind};
-use crate::media::{self, MediaAsk};
+use crate::media::{self, MediaAsk, MediaOp};
 use crate::metering::{cost, Admission, Metering};
 use crate::multipart;
 use crate::providers::{Endpoint, GeminiMethod};
@@ -164,11 +164,18 @@ fn check_model(
         Ok(()) => {}
     }
     if !routing::format_served(snap, &key.groups, model, endpoint) {
+        // The common mistake on the images endpoints: a text model.
+        let hint = match endpoint {
+            Endpoint::OpenAi(op) if op.media() == Some(MediaOp::Image) => {
+                " (is it a model with image output?)"
+            }
+            _ => "",
+        };
         return Err(ApiError::new(
             ErrorKind::UnsupportedFormat,
             format!(
                 "no channel of this key's groups serves model `{model}` in this API format, \
-                 natively or by translation"
+                 natively or by translation{hint}"
             ),
         ));
     }

@@ -30,6 +30,8 @@ Answers are deterministic so tests can assert exact values:
   it answers ``"tool said: <result>"``. Streams are SSE with ``alt=sse``,
   one JSON array without, as Google streams.
 - A directed ``functionCall`` answer: ``GEMINI_CALL_TOKENS`` out, no thoughts.
+- Imagen ``:predict``: ``parameters.sampleCount`` 1x1 PNGs as
+  ``predictions[].bytesBase64Encoded``, no usage.
 - With ``generationConfig.responseModalities`` holding ``"IMAGE"``, Gemini
   image models' answer: a text part and a 1x1 PNG as ``inlineData``, with
   ``promptTokenCount = GEMINI_PROMPT`` and ``candidatesTokenCount`` =
@@ -365,6 +367,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._gemini(body, stream=False)
         elif path.endswith(":streamGenerateContent"):
             self._gemini(body, stream=True, sse="alt=sse" in self.path.split("?", 1)[-1].split("&"))
+        elif path.endswith(":predict"):
+            self._imagen(body)
         else:
             self._json({"error": {"message": f"unknown path {path}"}}, status=404)
 
@@ -569,6 +573,16 @@ class _Handler(BaseHTTPRequestHandler):
             # Without alt=sse Google streams one JSON array, element by element.
             self._stream(["[" + json.dumps(chunks[0])] + ["," + json.dumps(c) for c in chunks[1:]] + ["]"],
                          content_type="application/json")
+
+    def _imagen(self, body: dict) -> None:
+        """Imagen's ``:predict``: ``sampleCount`` PNGs, no token usage."""
+        params = body.get("parameters") or {}
+        if set(params) - {"sampleCount", "aspectRatio", "personGeneration", "safetySetting"}:
+            self._json({"error": {"code": 400, "message": "unknown parameter", "status": "INVALID_ARGUMENT"}},
+                       status=400)
+            return
+        image = {"bytesBase64Encoded": base64.b64encode(PNG).decode(), "mimeType": "image/png"}
+        self._json({"predictions": [image] * int(params.get("sampleCount", 1))})
 
     def _gemini_image(self, stream: bool, sse: bool) -> None:
         out = GEMINI_IMAGE_TOKENS + GEMINI_IMAGE_TEXT_TOKENS

@@ -38,7 +38,7 @@ from mock_openai import (
 
 RATIO = Decimal("0.8")
 MAX_BODY = 2_000_000
-KEYS = ["images", "dalle", "audio", "speech", "moderation", "rerank", "errors", "gemini"]
+KEYS = ["images", "dalle", "audio", "speech", "moderation", "rerank", "errors", "gemini", "translated"]
 NO_RERANK_KEY = "sk-e2e-media-norerank"
 
 
@@ -98,6 +98,10 @@ name = "gemini-2.5-flash"
 input = 0.3
 output = 2.5
 
+[[models]]
+name = "imagen-4.0-generate-001"
+per_image = {{ "1024x1024" = 0.04 }}
+
 [[channels]]
 name = "openai-a"
 type = "openai"
@@ -123,7 +127,7 @@ type = "gemini"
 base_url = "{gemini_url}"
 api_key = "AIza-e2e-media-upstream"
 groups = ["media"]
-models = ["gemini-2.5-flash-image", "gemini-2.5-flash"]
+models = ["gemini-2.5-flash-image", "gemini-2.5-flash", "imagen-4.0-generate-001"]
 {keys}
 [[keys]]
 name = "norerank"
@@ -137,14 +141,14 @@ def stack(start_tollgate_module):
     mock = MockOpenAI().start()
     native = MockNative().start()
     tollgate = start_tollgate_module(config(mock.base_url, native.base_url))
-    yield tollgate, mock
+    yield tollgate, mock, native
     mock.stop()
     native.stop()
 
 
 @pytest.fixture
 def gateway(stack):
-    tollgate, mock = stack
+    tollgate, mock, _ = stack
     mock.reset()
     return tollgate, mock
 
@@ -270,12 +274,14 @@ def test_images_edit_fails_over_with_the_same_multipart_bytes(start_tollgate):
     assert admin_row(tollgate, "edit")["image_input"] == IMAGE_INPUT_TOKENS
 
 
+# The SDK marks audio.translations deprecated; OpenAI still serves it.
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 def test_transcriptions_and_translations_bill_by_the_second(gateway):
     tollgate, mock = gateway
     audio = wav(Decimal("2.5"))
     with client(tollgate, "audio") as c:
-        plain = c.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio, "audio/wav"))
-        verbose = c.audio.translations.create(
+        plain = c.audio.translations.create(model="whisper-1", file=("a.wav", audio, "audio/wav"))
+        verbose = c.audio.transcriptions.create(
             model="whisper-1", file=("a.wav", audio, "audio/wav"), response_format="verbose_json"
         )
         text = c.audio.transcriptions.create(
@@ -284,7 +290,7 @@ def test_transcriptions_and_translations_bill_by_the_second(gateway):
     assert plain.text == verbose.text == TRANSCRIPT
     assert text.strip() == TRANSCRIPT
     assert [r.path for r in mock.requests] == [
-        "/v1/audio/transcriptions", "/v1/audio/translations", "/v1/audio/transcriptions"
+        "/v1/audio/translations", "/v1/audio/transcriptions", "/v1/audio/transcriptions"
     ]
     # json: usage 3 s (2.5 rounded up); verbose_json: duration 2.5 s; text:
     # no duration, estimated from the WAV header (2.5 s).
@@ -360,6 +366,7 @@ def test_media_errors_in_the_openai_dialect(gateway):
         with pytest.raises(openai.BadRequestError) as e:
             c.images.generate(model="gemini-2.5-flash", prompt="p")
         assert e.value.code == "unsupported_format"
+        assert "model with image output" in e.value.message
         with pytest.raises(openai.APIStatusError) as e:
             c.images.edit(model="gpt-image-1", image=("big.png", b"\0" * (MAX_BODY + 1), "image/png"), prompt="p")
         assert e.value.status_code == 413
@@ -369,7 +376,7 @@ def test_media_errors_in_the_openai_dialect(gateway):
 
 
 def test_genai_image_generation_bills_candidates_tokens(stack):
-    tollgate, _ = stack
+    tollgate, _, _ = stack
     c = genai.Client(
         api_key=secret("gemini"),
         http_options=types.HttpOptions(base_url=tollgate.url(), api_version="v1beta", timeout=20_000),
@@ -386,3 +393,32 @@ def test_genai_image_generation_bills_candidates_tokens(stack):
     out = GEMINI_IMAGE_TOKENS + GEMINI_IMAGE_TEXT_TOKENS
     usd = RATIO * (GEMINI_PROMPT * Decimal("0.3") + out * Decimal(30)) / Decimal(1_000_000)
     assert billed(tollgate, "gemini", nanos(usd)) == nanos(usd) == 31_065_600
+
+
+def test_openai_image_generation_on_gemini_and_imagen_by_translation(stack):
+    tollgate, _, native = stack
+    native.reset()
+    with client(tollgate, "translated") as c:
+        gemini = c.images.generate(model="gemini-2.5-flash-image", prompt="a lighthouse", size="1024x1536")
+        imagen = c.images.generate(model="imagen-4.0-generate-001", prompt="a lighthouse", n=2,
+                                   size="1024x1024")
+        with pytest.raises(openai.BadRequestError) as e:
+            c.images.generate(model="gemini-2.5-flash-image", prompt="p", response_format="url")
+        assert e.value.code == "unsupported_field"
+        assert "b64_json" in e.value.message
+    assert base64.b64decode(gemini.data[0].b64_json) == PNG
+    assert gemini.data[0].revised_prompt == "Here is your image."
+    assert gemini.usage.output_tokens == GEMINI_IMAGE_TOKENS + GEMINI_IMAGE_TEXT_TOKENS
+    assert [base64.b64decode(d.b64_json) for d in imagen.data] == [PNG, PNG]
+    sent = [r for r in native.requests if r.method == "POST"]
+    assert [r.path for r in sent] == [
+        "/v1beta/models/gemini-2.5-flash-image:generateContent",
+        "/v1beta/models/imagen-4.0-generate-001:predict",
+    ]
+    assert json.loads(sent[0].body)["generationConfig"] == {
+        "responseModalities": ["TEXT", "IMAGE"], "imageConfig": {"aspectRatio": "2:3"}}
+    assert json.loads(sent[1].body)["parameters"] == {"sampleCount": 2, "aspectRatio": "1:1"}
+    out = GEMINI_IMAGE_TOKENS + GEMINI_IMAGE_TEXT_TOKENS
+    usd = RATIO * ((GEMINI_PROMPT * Decimal("0.3") + out * Decimal(30)) / Decimal(1_000_000)
+                   + 2 * Decimal("0.04"))
+    assert billed(tollgate, "translated", nanos(usd)) == nanos(usd) == 95_065_600
