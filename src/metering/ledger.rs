@@ -39,7 +39,7 @@ use tracing::{error, warn};
 use super::period::{day_of, DaySpend};
 use super::request_log;
 use crate::store::Store;
-use crate::usage::Usage;
+use crate::usage::{Units, Usage};
 
 /// Charges that may wait for the writer; beyond that they are dropped
 /// (and counted) rather than slowing requests down.
@@ -77,6 +77,8 @@ pub struct Charge {
     pub model: String,
     pub channel: String,
     pub usage: Usage,
+    /// Media units (images, audio, characters) besides the tokens.
+    pub units: Units,
     pub cost_nanos: i64,
     pub estimated: bool,
 }
@@ -92,16 +94,27 @@ pub struct Counts {
     pub cost_nanos: i64,
     /// Requests whose usage was estimated (the provider reported none).
     pub estimated: i64,
-    /// Anthropic 1-hour cache writes (stored last: see `COUNTS_LEN_V1`).
+    /// Anthropic 1-hour cache writes (stored after the first seven: see
+    /// `COUNTS_LEN_V1`).
     pub cache_write_1h: i64,
+    /// Media units (SPEC §13), stored after `cache_write_1h`.
+    pub images: i64,
+    pub image_input: i64,
+    pub audio_ms: i64,
+    pub chars: i64,
 }
 
 /// Stored counts are big-endian i64 fields in [`Counts::fields`] order.
 /// Values written before `cache_write_1h` existed hold the first seven
-/// fields only; they read with no 1-hour writes and are rewritten whole
-/// the next time a batch adds to them.
-const COUNTS_LEN: usize = 8 * 8;
+/// fields only, values written before the media units the first eight;
+/// they read with none of the missing kinds and are rewritten whole the
+/// next time a batch adds to them. A store written by this version is not
+/// readable by older ones (they take a 96-byte value for a damaged one and
+/// read it as zero): not downgradable.
+const FIELDS: usize = 12;
+const COUNTS_LEN: usize = FIELDS * 8;
 const COUNTS_LEN_V1: usize = 7 * 8;
+const COUNTS_LEN_V2: usize = 8 * 8;
 
 impl Counts {
     pub fn of(c: &Charge) -> Counts {
@@ -115,6 +128,10 @@ impl Counts {
             cost_nanos: c.cost_nanos,
             estimated: i64::from(c.estimated),
             cache_write_1h: tokens(c.usage.cache_write_1h),
+            images: tokens(c.units.images),
+            image_input: tokens(c.units.image_input),
+            audio_ms: tokens(c.units.audio_ms),
+            chars: tokens(c.units.chars),
         }
     }
 
@@ -131,7 +148,7 @@ impl Counts {
         .fold(0i64, |sum, n| sum.saturating_add(*n))
     }
 
-    fn fields(&self) -> [i64; 8] {
+    fn fields(&self) -> [i64; FIELDS] {
         [
             self.requests,
             self.input,
@@ -141,16 +158,20 @@ impl Counts {
             self.cost_nanos,
             self.estimated,
             self.cache_write_1h,
+            self.images,
+            self.image_input,
+            self.audio_ms,
+            self.chars,
         ]
     }
 
     pub fn add(&mut self, other: &Counts) {
         let (a, b) = (self.fields(), other.fields());
-        let sum: [i64; 8] = std::array::from_fn(|i| a[i].saturating_add(b[i]));
+        let sum: [i64; FIELDS] = std::array::from_fn(|i| a[i].saturating_add(b[i]));
         *self = Counts::from_fields(&sum);
     }
 
-    fn from_fields(f: &[i64; 8]) -> Counts {
+    fn from_fields(f: &[i64; FIELDS]) -> Counts {
         Counts {
             requests: f[0],
             input: f[1],
@@ -160,6 +181,10 @@ impl Counts {
             cost_nanos: f[5],
             estimated: f[6],
             cache_write_1h: f[7],
+            images: f[8],
+            image_input: f[9],
+            audio_ms: f[10],
+            chars: f[11],
         }
     }
 
@@ -172,10 +197,10 @@ impl Counts {
     }
 
     fn from_bytes(b: &[u8]) -> Counts {
-        if b.len() != COUNTS_LEN && b.len() != COUNTS_LEN_V1 {
+        if ![COUNTS_LEN, COUNTS_LEN_V1, COUNTS_LEN_V2].contains(&b.len()) {
             return Counts::default();
         }
-        let mut f = [0i64; 8];
+        let mut f = [0i64; FIELDS];
         for (field, bytes) in f.iter_mut().zip(b.chunks_exact(8)) {
             *field = i64::from_be_bytes(bytes.try_into().expect("8 bytes"));
         }
@@ -718,6 +743,7 @@ pub(super) mod tests {
                 cache_write: 0,
                 cache_write_1h: 0,
             },
+            units: Units::default(),
             cost_nanos: cost,
             estimated: false,
         }
@@ -745,6 +771,10 @@ pub(super) mod tests {
             cost_nanos: -6,
             estimated: 7,
             cache_write_1h: 8,
+            images: 9,
+            image_input: 10,
+            audio_ms: 11,
+            chars: 12,
         };
         assert_eq!(Counts::from_bytes(&c.to_bytes()), c);
     }
@@ -786,6 +816,43 @@ pub(super) mod tests {
         assert_eq!(stored.len(), COUNTS_LEN, "rewritten in the current layout");
         // Anything else is unreadable and counts as nothing.
         assert_eq!(Counts::from_bytes(&[0u8; 12]), Counts::default());
+    }
+
+    #[test]
+    fn counts_stored_before_media_units_still_load_and_grow() {
+        let (_dir, l) = ledger();
+        // A running total as the previous version stored it: eight fields.
+        let old = [1i64, 10, 5, 2, 3, 700, 0, 4];
+        let bytes: Vec<u8> = old.iter().flat_map(|v| v.to_be_bytes()).collect();
+        assert_eq!(bytes.len(), COUNTS_LEN_V2);
+        let totals = l.store.tree(TOTALS_TREE).unwrap();
+        totals.insert(total_key(b'k', "k1"), bytes).unwrap();
+        let read = l.key_totals("k1");
+        assert_eq!((read.cache_write_1h, read.images, read.audio_ms), (4, 0, 0));
+        let mut c = charge(HOUR_MS, "k1", "g", 50);
+        c.units = Units {
+            images: 2,
+            image_input: 64,
+            audio_ms: 1500,
+            chars: 11,
+        };
+        l.record(c);
+        l.write_pending(7);
+        let read = l.key_totals("k1");
+        assert_eq!(
+            (
+                read.requests,
+                read.cost_nanos,
+                read.cache_write_1h,
+                read.images,
+                read.image_input,
+                read.audio_ms,
+                read.chars
+            ),
+            (2, 750, 4, 2, 64, 1500, 11)
+        );
+        let stored = totals.get(total_key(b'k', "k1")).unwrap().unwrap();
+        assert_eq!(stored.len(), COUNTS_LEN, "rewritten in the current layout");
     }
 
     #[test]
