@@ -12,6 +12,7 @@
 //! does not settle (error answers, failover exhaustion, client gone, a
 //! cancelled task) releases exactly once.
 
+mod charge;
 pub mod cost;
 pub mod ledger;
 pub mod limits;
