@@ -295,6 +295,7 @@ groups = ["g"]
                 status: 200,
                 usage: Usage::default(),
                 estimated: false,
+                media: crate::metering::MediaUse::default(),
             };
             m.settle(a, snap, &key(snap), &served)
         }
