@@ -11,16 +11,22 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-/// A private redis-server on a loopback port, without persistence.
+/// A private redis-server on a loopback port, without persistence;
+/// with `tls`, TLS only, with a fresh self-signed certificate (`ca.pem`).
 struct Redis {
     port: u16,
     child: Option<Child>,
     _dir: tempfile::TempDir,
+    tls: bool,
 }
 
 impl Redis {
     /// None when redis-server is missing and not required.
     fn start() -> Option<Redis> {
+        Redis::start_with(false)
+    }
+
+    fn start_with(tls: bool) -> Option<Redis> {
         if Command::new("redis-server")
             .arg("--version")
             .output()
@@ -34,10 +40,16 @@ impl Redis {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
+        if tls {
+            let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+            std::fs::write(dir.path().join("ca.pem"), cert.cert.pem()).unwrap();
+            std::fs::write(dir.path().join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+        }
         let mut r = Redis {
             port: free_port(),
             child: None,
             _dir: dir,
+            tls,
         };
         r.launch();
         Some(r)
@@ -45,8 +57,26 @@ impl Redis {
 
     /// Starts redis-server empty on the same port.
     fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new("redis-server");
+        let (port, dir) = (self.port.to_string(), self._dir.path());
+        if self.tls {
+            cmd.args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(dir.join("ca.pem"))
+            .arg("--tls-key-file")
+            .arg(dir.join("key.pem"));
+        } else {
+            cmd.args(["--port", &port]);
+        }
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args([
                 "--save",
                 "",
@@ -77,11 +107,20 @@ impl Redis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    fn ca_file(&self) -> std::path::PathBuf {
+        self._dir.path().join("ca.pem")
     }
 
     fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
+        let mut cmd = Command::new("redis-cli");
+        if self.tls {
+            cmd.arg("--tls").arg("--cacert").arg(self.ca_file());
+        }
+        let out = cmd
             .args(["-p", &self.port.to_string()])
             .args(args)
             .output()
@@ -716,4 +755,23 @@ async fn a_managed_key_created_or_revoked_on_one_node_holds_everywhere_within_a_
         !record.to_string().contains(&secret),
         "only the hash is shared"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rediss_with_a_private_ca_shares_spend_over_tls() {
+    let Some(redis) = Redis::start_with(true) else {
+        return;
+    };
+    let extra = format!("ca_file = \"{}\"", redis.ca_file().display());
+    let node = start_node(&redis, "t1", &extra);
+    wait_cluster_up(&node, true, Duration::from_secs(5)).await;
+    let http = client();
+    for _ in 0..2 {
+        assert_eq!(post(&http, &node, "sk-cluster-outage-0001").await.0, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while redis.hsum("tg:spend:k:outage") != 2 * COST {
+        assert!(Instant::now() < deadline, "spend not shared over TLS");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -50,7 +50,7 @@ impl BackgroundService for ClusterWorker {
         let Some(mut rx) = c.ops_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
-        let client = match Client::open(c.settings.redis_url.as_str()) {
+        let client = match redis_client(&c.settings) {
             Ok(client) => Some(client),
             Err(e) => {
                 // The URL is not logged: it may hold a password.
@@ -393,6 +393,20 @@ fn raise(pipe: &mut Pipeline, node: &str, t: &OwnTotals) {
     for (_, n) in &t.days {
         cmd.arg(*n);
     }
+}
+
+/// The client of `redis_url`; with `ca_file`, trusting that CA (PEM)
+/// instead of the OS store for `rediss://`.
+fn redis_client(settings: &crate::config::ClusterSettings) -> redis::RedisResult<Client> {
+    let Some(ca_file) = &settings.ca_file else {
+        return Client::open(settings.redis_url.as_str());
+    };
+    let pem = std::fs::read(ca_file).map_err(redis::RedisError::from)?;
+    let certs = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    Client::build_with_tls(settings.redis_url.as_str(), certs)
 }
 
 /// The next local managed-key change; never, without managed keys.

@@ -130,6 +130,9 @@ pub struct ClusterSection {
     /// How the other nodes reach this node's admin listener (`tollgate
     /// usage --cluster`); default: `http://` + `[server] admin_listen`.
     pub admin_url: Option<String>,
+    /// `rediss://`: a PEM file of the CA(s) to trust instead of the OS
+    /// store (a private CA).
+    pub ca_file: Option<String>,
 }
 
 fn default_cluster_timeout_ms() -> u64 {

@@ -61,6 +61,8 @@ pub struct ClusterSettings {
     pub timeout: std::time::Duration,
     pub lease: std::time::Duration,
     pub admin_url: String,
+    /// PEM CA file trusted for `rediss://` instead of the OS roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug)]

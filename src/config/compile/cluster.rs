@@ -63,6 +63,24 @@ pub(super) fn compile(
         }
         None => format!("http://{}", server.admin_listen),
     };
+    let ca_file = match &c.ca_file {
+        Some(f) if !url.starts_with("rediss://") => {
+            return Err(err(
+                "ca_file",
+                format!("[cluster] ca_file = {f:?} needs a rediss:// redis_url"),
+            ))
+        }
+        Some(f) => match std::fs::metadata(f) {
+            Ok(m) if m.is_file() => Some(std::path::PathBuf::from(f)),
+            _ => {
+                return Err(err(
+                    "ca_file",
+                    format!("[cluster] ca_file = {f:?} is not a readable file"),
+                ))
+            }
+        },
+        None => None,
+    };
     Ok(ClusterSettings {
         redis_url: url,
         node,
@@ -70,6 +88,7 @@ pub(super) fn compile(
         timeout: Duration::from_millis(c.timeout_ms),
         lease: Duration::from_secs(c.lease_seconds),
         admin_url,
+        ca_file,
     })
 }
 
@@ -140,6 +159,10 @@ mod tests {
         assert!(e.message.contains("timeout_ms"), "{e}");
         let e = compiled("redis_url = \"redis://h\"\nlease_seconds = 0").unwrap_err();
         assert!(e.message.contains("lease_seconds"), "{e}");
+        let e = compiled("redis_url = \"redis://h\"\nca_file = \"/etc/hostname\"").unwrap_err();
+        assert!(e.message.contains("needs a rediss://"), "{e}");
+        let e = compiled("redis_url = \"rediss://h\"\nca_file = \"/nonexistent.pem\"").unwrap_err();
+        assert!(e.message.contains("not a readable file"), "{e}");
         let bad: Result<crate::config::RawConfig, _> =
             toml::from_str("[cluster]\nredis_url = \"redis://h\"\nmode = \"x\"\n");
         assert!(bad.is_err(), "unknown fields are errors");
