@@ -231,6 +231,17 @@ models = ["m"]
 delay_ms = 20000
 
 [[keys]]
+name = "tpm"
+key = "sk-cluster-tpm-0001"
+tpm = 50
+
+[[keys]]
+name = "daily"
+key = "sk-cluster-daily-0001"
+budget_usd = 0.0001
+budget_period = "day"
+
+[[keys]]
 name = "outage"
 key = "sk-cluster-outage-0001"
 budget_usd = 1.0
@@ -421,6 +432,28 @@ async fn three_nodes_hold_budget_rpm_and_concurrency_cluster_wide() {
         }
     }
     assert_eq!(ok, 5, "rpm 5 holds across three nodes");
+
+    // tpm = 50, 30 tokens a request (13 in, 17 out): the third request in
+    // a row waits, whichever node it reaches. A daily budget of two
+    // requests holds the same way. Each settlement is published before
+    // the next request (it follows the answer by well under 100 ms).
+    for (key, refusal) in [
+        ("sk-cluster-tpm-0001", "rate_limit_exceeded"),
+        ("sk-cluster-daily-0001", "insufficient_quota"),
+    ] {
+        let mut statuses = Vec::new();
+        for n in &nodes {
+            let (status, body, retry) = post(&http, n, key).await;
+            if status == 429 {
+                assert_eq!(body["error"]["code"], refusal, "{body}");
+                assert!(key.contains("daily") || retry.is_some());
+            }
+            statuses.push(status);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        assert_eq!(statuses, [200, 200, 429], "{key}");
+    }
+    assert_eq!(redis.hsum("tg:spend:k:daily"), 2 * COST);
 
     // max_concurrent = 2: of nine slow requests at once, two run.
     let mut tasks = Vec::new();
