@@ -175,7 +175,7 @@ pub const KEYS_AT: &str = "tg:keys:at";
 pub const KEYS_VERSION: &str = "tg:keys:version";
 
 /// `k` for a key, `u` for a user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Key,
     User,

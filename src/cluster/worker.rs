@@ -3,6 +3,7 @@
 //! renewing the leases of running requests, re-publishing this node's
 //! totals when Redis lost them, and listening for other nodes' events.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -243,47 +244,32 @@ impl ClusterWorker {
     /// Redis is down (or when this fails), journals the accounts instead.
     async fn publish(&self, ops: Vec<Op>) {
         let c = &self.cluster;
+        let batch = Batch::of(ops, |id| c.lease_id_text(id));
         let mut pipe = redis::pipe();
-        let mut touched: Vec<(Kind, String)> = Vec::new();
-        for op in &ops {
-            match op {
-                Op::Settle {
-                    lease,
-                    totals,
-                    tokens,
-                } => {
-                    for t in totals {
-                        raise(&mut pipe, &c.settings.node, t);
-                        touched.push((t.kind, t.name.clone()));
-                    }
-                    if let Some((key, tpm, n)) = tokens {
-                        evalsha(
-                            &mut pipe,
-                            &scripts::SPEND_TOKENS,
-                            &[scripts::rates_key(key)],
-                        )
-                        .arg(*tpm)
-                        .arg(*n);
-                    }
-                    if let Some((id, accounts)) = lease {
-                        let member = c.lease_id_text(*id);
-                        let owners = std::iter::once((Kind::Key, accounts.key.as_str()))
-                            .chain(accounts.user.as_deref().map(|u| (Kind::User, u)));
-                        for (kind, name) in owners {
-                            pipe.cmd("ZREM")
-                                .arg(scripts::leases_key(kind, name))
-                                .arg(&member);
-                            pipe.cmd("HDEL")
-                                .arg(scripts::held_key(kind, name))
-                                .arg(&member);
-                        }
-                    }
-                }
-                Op::Cooldown(event) => {
-                    pipe.cmd("PUBLISH").arg(scripts::EVENTS).arg(event);
-                }
-            }
+        for t in batch.totals.values() {
+            raise(&mut pipe, &c.settings.node, t);
         }
+        for ((key, tpm), n) in &batch.tokens {
+            evalsha(
+                &mut pipe,
+                &scripts::SPEND_TOKENS,
+                &[scripts::rates_key(key)],
+            )
+            .arg(*tpm)
+            .arg(*n);
+        }
+        for ((kind, name), members) in &batch.ended {
+            pipe.cmd("ZREM")
+                .arg(scripts::leases_key(*kind, name))
+                .arg(members);
+            pipe.cmd("HDEL")
+                .arg(scripts::held_key(*kind, name))
+                .arg(members);
+        }
+        for event in &batch.events {
+            pipe.cmd("PUBLISH").arg(scripts::EVENTS).arg(event);
+        }
+        let touched: Vec<(Kind, String)> = batch.totals.into_keys().collect();
         let sent = match self.conn().filter(|_| c.is_up()) {
             Some(mut conn) => {
                 let started = Instant::now();
@@ -364,6 +350,67 @@ impl ClusterWorker {
             Ok(Ok(()))
         ) {
             tracing::warn!("cluster: could not renew {} leases", running.len());
+        }
+    }
+}
+
+/// A batch of queued work, merged: publications are absolute totals, so
+/// only the highest of an account's counts; tokens of one key add up;
+/// ended leases of one account go in one `ZREM` and one `HDEL`.
+#[derive(Default)]
+struct Batch {
+    totals: BTreeMap<(Kind, String), OwnTotals>,
+    tokens: BTreeMap<(String, u64), u64>,
+    ended: BTreeMap<(Kind, String), Vec<String>>,
+    events: Vec<String>,
+}
+
+impl Batch {
+    fn of(ops: Vec<Op>, lease_id: impl Fn(u64) -> String) -> Batch {
+        let mut b = Batch::default();
+        for op in ops {
+            match op {
+                Op::Settle {
+                    lease,
+                    totals,
+                    tokens,
+                } => {
+                    for t in totals {
+                        b.total(t);
+                    }
+                    if let Some((key, tpm, n)) = tokens {
+                        *b.tokens.entry((key, tpm)).or_default() += n;
+                    }
+                    if let Some((id, accounts)) = lease {
+                        let member = lease_id(id);
+                        let owners = std::iter::once((Kind::Key, accounts.key))
+                            .chain(accounts.user.map(|u| (Kind::User, u)));
+                        for owner in owners {
+                            b.ended.entry(owner).or_default().push(member.clone());
+                        }
+                    }
+                }
+                Op::Cooldown(event) => b.events.push(event),
+            }
+        }
+        b
+    }
+
+    /// Keeps the highest total and the highest count of each day.
+    fn total(&mut self, t: OwnTotals) {
+        let held = self
+            .totals
+            .entry((t.kind, t.name.clone()))
+            .or_insert_with(|| OwnTotals {
+                days: Vec::new(),
+                ..t.clone()
+            });
+        held.total = held.total.max(t.total);
+        for (day, n) in t.days {
+            match held.days.iter_mut().find(|(d, _)| *d == day) {
+                Some((_, held_n)) => *held_n = (*held_n).max(n),
+                None => held.days.push((day, n)),
+            }
         }
     }
 }
@@ -525,4 +572,42 @@ pub(super) async fn registered_nodes(
         )
     };
     tokio::time::timeout(timeout, work).await.ok()?.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::LeaseAccounts;
+
+    #[test]
+    fn a_batch_keeps_the_highest_totals_and_merges_tokens_and_leases() {
+        let settle = |total: i64, day_total: i64, id: u64| Op::Settle {
+            lease: Some((
+                id,
+                LeaseAccounts {
+                    key: "k".into(),
+                    user: Some("u".into()),
+                },
+            )),
+            totals: vec![OwnTotals {
+                kind: Kind::Key,
+                name: "k".into(),
+                total,
+                days: vec![(7, day_total)],
+            }],
+            tokens: Some(("k".into(), 100, 30)),
+        };
+        let ops = vec![
+            settle(200, 20, 1),
+            settle(100, 10, 2),
+            Op::Cooldown("e".into()),
+        ];
+        let b = Batch::of(ops, |id| format!("n:{id}"));
+        let t = &b.totals[&(Kind::Key, "k".to_string())];
+        assert_eq!((t.total, t.days.clone()), (200, vec![(7, 20)]));
+        assert_eq!(b.tokens[&("k".to_string(), 100)], 60);
+        assert_eq!(b.ended[&(Kind::Key, "k".to_string())], ["n:1", "n:2"]);
+        assert_eq!(b.ended[&(Kind::User, "u".to_string())], ["n:1", "n:2"]);
+        assert_eq!(b.events, ["e"]);
+    }
 }
