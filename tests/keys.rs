@@ -1206,3 +1206,180 @@ async fn the_admin_manages_anyones_keys() {
         "{err}"
     );
 }
+
+// ---- Races, exact budgets, encoded names, the open admin listener ----
+
+#[tokio::test]
+async fn a_change_racing_a_revocation_never_brings_the_key_back() {
+    let tg = start_config(config(false), "max_keys_per_user = 100");
+    let n = 12;
+    let mut secrets = Vec::new();
+    for i in 0..n {
+        let r = create(&tg, ALICE_TOKEN, json!({"name": format!("race-{i}")})).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        secrets.push(r.body["key"].as_str().unwrap().to_string());
+    }
+    let mut races = Vec::new();
+    for i in 0..n {
+        let url = tg.url(&format!("/api/keys/race-{i}"));
+        races.push(tokio::spawn(async move {
+            let patch = call(
+                "PATCH",
+                &url,
+                As::Bearer(ALICE_TOKEN),
+                Some(json!({"rpm": 5})),
+            );
+            let revoke = call("DELETE", &url, As::Bearer(ALICE_TOKEN), None);
+            let (patch, revoke) = tokio::join!(patch, revoke);
+            assert_eq!(revoke.status, 204, "{}", revoke.body);
+            // Before the revocation: changed; after it: gone.
+            assert!([200, 404].contains(&patch.status), "{}", patch.body);
+        }));
+    }
+    for race in races {
+        race.await.unwrap();
+    }
+    let r = call("GET", &tg.url("/api/keys"), As::Bearer(ALICE_TOKEN), None).await;
+    let names: Vec<&str> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice-toml"], "every raced key stays revoked");
+    for secret in &secrets {
+        assert_eq!(code(&chat_with(&tg, secret).await), "invalid_api_key");
+    }
+}
+
+#[tokio::test]
+async fn a_budget_is_kept_to_the_nano_usd_as_sent() {
+    let tg = start(false);
+    let body = r#"{"name": "exact", "budget_usd": 123456789.123456789}"#;
+    let r = call_typed(
+        "POST",
+        &tg.url("/api/keys"),
+        As::Bearer(ALICE_TOKEN),
+        Some((body.into(), "application/json")),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    remember_secret(r.body["key"].as_str().unwrap());
+    assert_eq!(
+        r.body["budget_left_nano_usd"],
+        json!(123_456_789_123_456_789i64)
+    );
+    let r = call_typed(
+        "PATCH",
+        &tg.url("/api/keys/exact"),
+        As::Bearer(ALICE_TOKEN),
+        Some((r#"{"budget_usd": 0.000000001}"#.into(), "application/json")),
+    )
+    .await;
+    assert_eq!(r.body["budget_left_nano_usd"], json!(1), "{}", r.body);
+}
+
+#[tokio::test]
+async fn key_names_in_paths_are_percent_decoded() {
+    let tg = start(false);
+    let r = create(&tg, ALICE_TOKEN, json!({"name": "my-key.1"})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // `-` and `.` encoded, as some clients do.
+    let encoded = tg.url("/api/keys/my%2Dkey%2E1");
+    let r = call(
+        "PATCH",
+        &encoded,
+        As::Bearer(ALICE_TOKEN),
+        Some(json!({"rpm": 7})),
+    )
+    .await;
+    assert_eq!((r.status, &r.body["rpm"]), (200, &json!(7)), "{}", r.body);
+    // No key can have this name: the 404 says what names are.
+    let r = call(
+        "DELETE",
+        &tg.url("/api/keys/my%20key"),
+        As::Bearer(ALICE_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (404, "key_not_found"));
+    assert_eq!(
+        r.body["error"]["message"],
+        "no key has the name in this path: key names are 1 to 64 characters of A-Z, a-z, \
+         0-9, '.', '_' and '-'"
+    );
+    let r = call("DELETE", &encoded, As::Bearer(ALICE_TOKEN), None).await;
+    assert_eq!(r.status, 204);
+    let r = call(
+        "GET",
+        &tg.admin_url("/admin/keys?user=al%69ce"),
+        As::Nobody,
+        None,
+    )
+    .await;
+    let names: Vec<&str> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice-toml"], "{}", r.body);
+}
+
+#[tokio::test]
+async fn the_open_admin_listener_refuses_web_pages_of_other_sites() {
+    let tg = start(false);
+    let keys = tg.admin_url("/admin/keys");
+    let body = json!({"user": "alice", "name": "csrf"}).to_string();
+    // A plain form post from another site (text/plain: no preflight).
+    let r = client()
+        .post(&keys)
+        .header("origin", "http://evil.test")
+        .header("content-type", "text/plain")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r: Value = r.json().await.unwrap();
+    assert_eq!(r["error"]["code"], "cross_site_request", "{r}");
+    let r = client()
+        .post(tg.admin_url("/admin/reload"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // DNS rebinding: a page of evil.test whose name now points here.
+    let r = client()
+        .get(tg.admin_url("/admin/keys"))
+        .header("host", "evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = call("GET", &keys, As::Nobody, None).await;
+    assert_eq!(
+        r.body["data"].as_array().unwrap().len(),
+        1,
+        "nothing created"
+    );
+    // Programs (no Origin) and the admin's own console (same origin) work.
+    let origin = tg.admin_url("");
+    let r = client()
+        .post(&keys)
+        .header("origin", origin.trim_end_matches('/'))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    remember_secret(r.json::<Value>().await.unwrap()["key"].as_str().unwrap());
+    let r = client()
+        .post(tg.admin_url("/admin/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -133,22 +133,20 @@ impl KeyService {
         body: &[u8],
     ) -> Result<Answer, ApiError> {
         let body = json_object(body)?;
-        let mut record = self.managed_record(snap, actor, name)?;
-        let disabled = fields::apply(
-            &mut record.fields,
-            &body,
-            &MUTABLE,
-            (now_ms() / 1000) as i64,
-        )?;
-        if body.contains_key("groups") {
-            self.check_groups(snap, actor, &record.user, &record.fields)?;
-        }
-        check_compiles(snap, &record)?;
-        record.disabled = disabled.unwrap_or(record.disabled);
-        record.updated_ms = now_ms().max(record.updated_ms + 1);
-        self.registry
-            .save(record.clone())
-            .map_err(|e| store_failed(&e))?;
+        let record = self.update_record(snap, actor, name, |record| {
+            let disabled = fields::apply(
+                &mut record.fields,
+                &body,
+                &MUTABLE,
+                (now_ms() / 1000) as i64,
+            )?;
+            if body.contains_key("groups") {
+                self.check_groups(snap, actor, &record.user, &record.fields)?;
+            }
+            check_compiles(snap, record)?;
+            record.disabled = disabled.unwrap_or(record.disabled);
+            Ok(())
+        })?;
         Ok(Answer::json(
             200,
             &self.managed_row(snap, &record, matches!(actor, Actor::Admin)),
@@ -162,43 +160,29 @@ impl KeyService {
         actor: Actor<'_>,
         name: &str,
     ) -> Result<Answer, ApiError> {
-        let mut record = self.managed_record(snap, actor, name)?;
-        record.revoked = true;
-        record.updated_ms = now_ms().max(record.updated_ms + 1);
-        self.registry.save(record).map_err(|e| store_failed(&e))?;
+        self.update_record(snap, actor, name, |record| {
+            record.revoked = true;
+            Ok(())
+        })?;
         Ok(Answer::no_content())
     }
 
-    /// The live managed key `name` that `actor` may change: another user's
-    /// key reads as missing, a TOML key as not changeable here.
-    fn managed_record(
+    /// Changes the live managed key `name` that `actor` may change, as
+    /// `change` says, reading and writing it under the registry's lock.
+    fn update_record(
         &self,
         snap: &Snapshot,
         actor: Actor<'_>,
         name: &str,
+        change: impl FnOnce(&mut KeyRecord) -> Result<(), ApiError>,
     ) -> Result<KeyRecord, ApiError> {
-        let mine = |user: Option<&str>| match actor {
-            Actor::User(me) => user == Some(me),
-            Actor::Admin => true,
-        };
-        if let Some(r) = self
-            .registry
-            .get(name)
-            .filter(|r| !r.revoked && mine(Some(&r.user)))
-        {
-            return Ok(r);
-        }
-        if snap
-            .keys_by_hash
-            .values()
-            .any(|k| k.name == name && mine(k.user.as_deref()))
-        {
-            return Err(ApiError::new(
-                ErrorKind::KeyNotManaged,
-                format!("key \"{name}\" is defined in the config file; change it there"),
-            ));
-        }
-        Err(not_found(name))
+        let updated = self.registry.update(name, |held| {
+            let mut record = managed_record(snap, actor, name, held)?;
+            change(&mut record)?;
+            record.updated_ms = now_ms().max(record.updated_ms + 1);
+            Ok(record)
+        });
+        updated.map_err(|e| store_failed(&e))?
     }
 
     /// A user may put on a key only the groups she may pick; the admin any
@@ -309,6 +293,35 @@ impl KeyService {
             row.extend(fields);
         }
     }
+}
+
+/// The live managed key `name` (`held`: the record of that name) that
+/// `actor` may change: another user's key reads as missing, a TOML key as
+/// not changeable here.
+fn managed_record(
+    snap: &Snapshot,
+    actor: Actor<'_>,
+    name: &str,
+    held: Option<&KeyRecord>,
+) -> Result<KeyRecord, ApiError> {
+    let mine = |user: Option<&str>| match actor {
+        Actor::User(me) => user == Some(me),
+        Actor::Admin => true,
+    };
+    if let Some(r) = held.filter(|r| !r.revoked && mine(Some(&r.user))) {
+        return Ok(r.clone());
+    }
+    if snap
+        .keys_by_hash
+        .values()
+        .any(|k| k.name == name && mine(k.user.as_deref()))
+    {
+        return Err(ApiError::new(
+            ErrorKind::KeyNotManaged,
+            format!("key \"{name}\" is defined in the config file; change it there"),
+        ));
+    }
+    Err(not_found(name))
 }
 
 fn name_taken(name: &str) -> ApiError {

@@ -207,15 +207,37 @@ impl Registry {
         Ok(Ok(()))
     }
 
+    /// Changes the record `name` as `change` says, given the record held
+    /// (none: no such name), all under the records lock: a change computed
+    /// from a record read earlier could undo one made meanwhile (a `PATCH`
+    /// racing a `DELETE` would bring a revoked key back). `change` refusing
+    /// stores nothing; the outer error is the store's.
+    pub fn update<E>(
+        &self,
+        name: &str,
+        change: impl FnOnce(Option<&KeyRecord>) -> std::result::Result<KeyRecord, E>,
+    ) -> Result<std::result::Result<KeyRecord, E>> {
+        let mut records = self.lock();
+        let changed = match change(records.get(name)) {
+            Ok(changed) => changed,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.write(&mut records, changed.clone())?;
+        drop(records);
+        let _ = self.changes.send(changed.name.clone());
+        Ok(Ok(changed))
+    }
+
     /// Applies a record created or changed elsewhere (cluster mode): kept
-    /// if it is newer than the one held. Not echoed to subscribers.
+    /// if it is newer than the one held (compared and stored under one
+    /// lock). Not echoed to subscribers.
     pub fn upsert(&self, record: KeyRecord) -> Result<bool> {
-        let newer = self
-            .lock()
+        let mut records = self.lock();
+        let newer = records
             .get(&record.name)
             .is_none_or(|held| held.updated_ms < record.updated_ms);
         if newer {
-            self.put(record)?;
+            self.write(&mut records, record)?;
         }
         Ok(newer)
     }
@@ -241,10 +263,19 @@ impl Registry {
 
     /// Writes through to disk before the change is in force: a key shown
     /// to its user survives a crash right after.
+    /// A write that cannot be flushed is undone in the tree too, so that
+    /// a change refused to its caller does not come back after a restart.
     fn write(&self, records: &mut BTreeMap<String, KeyRecord>, record: KeyRecord) -> Result<()> {
         let tree = self.store.tree(TREE)?;
-        tree.insert(record.name.as_bytes(), serde_json::to_vec(&record)?)?;
-        tree.flush()?;
+        let key = record.name.as_bytes();
+        let before = tree.insert(key, serde_json::to_vec(&record)?)?;
+        if let Err(e) = tree.flush() {
+            let _ = match before {
+                Some(value) => tree.insert(key, value).map(|_| ()),
+                None => tree.remove(key).map(|_| ()),
+            };
+            return Err(e.into());
+        }
         records.insert(record.name.clone(), record);
         self.version.fetch_add(1, Ordering::AcqRel);
         Ok(())
@@ -419,6 +450,38 @@ mod tests {
             .map(|r| (r.name, r.user))
             .collect();
         assert_eq!(names, [("k".to_string(), "u2".to_string())]);
+    }
+
+    #[test]
+    fn an_update_sees_the_record_as_held_when_it_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let registry = Registry::open(&store).unwrap();
+        registry.create(record("k", "u", 1), 5).unwrap().unwrap();
+        let mut changes = registry.subscribe();
+        let revoke = |held: Option<&KeyRecord>| {
+            let mut r = held.cloned().ok_or("missing")?;
+            r.revoked = true;
+            Ok::<_, &str>(r)
+        };
+        assert!(registry.update("k", revoke).unwrap().unwrap().revoked);
+        assert_eq!(changes.try_recv().unwrap(), "k");
+        // A change made after the revocation starts from the revoked record.
+        let disable = |held: Option<&KeyRecord>| {
+            let mut r = held.cloned().ok_or("missing")?;
+            r.disabled = true;
+            Ok::<_, &str>(r)
+        };
+        let changed = registry.update("k", disable).unwrap().unwrap();
+        assert!(changed.revoked && changed.disabled);
+        assert_eq!(changes.try_recv().unwrap(), "k");
+        // Refused: nothing stored, nobody told.
+        let refused = registry.update("none", |held| held.cloned().ok_or("missing"));
+        assert_eq!(refused.unwrap(), Err("missing"));
+        assert!(registry.get("none").is_none() && changes.try_recv().is_err());
+        drop(registry);
+        let reopened = Registry::open(&store).unwrap().get("k").unwrap();
+        assert!(reopened.revoked && reopened.disabled);
     }
 
     #[test]
