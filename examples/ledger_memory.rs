@@ -54,6 +54,7 @@ fn charge(n: u64) -> Charge {
             cache_write: 0,
             cache_write_1h: 0,
         },
+        units: Default::default(),
         cost_nanos: 1876,
         estimated: false,
     }

@@ -5,7 +5,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use crate::config::{Key, Snapshot, TokenPrices};
+use crate::config::{Key, Price, Snapshot, TokenPrices};
 
 /// A decimal as a JSON number, for display only (billing never reads it).
 fn number(d: Decimal) -> Value {
@@ -59,12 +59,37 @@ pub fn pricing(snapshot: &Snapshot) -> Value {
             let mut model = token_prices(&p.base());
             model.insert("name".into(), json!(name));
             model.insert("per_request".into(), number(p.per_request));
+            media_prices(&mut model, p);
             model.insert("tiers".into(), json!(tiers));
             model.insert("aliases".into(), json!(snapshot.aliases_of(name)));
             Value::Object(model)
         })
         .collect();
     json!({"unit": "USD per 1M tokens", "groups": groups, "models": models})
+}
+
+/// The media prices a model sets (SPEC §13): `per_image` (USD per image
+/// by size and quality), `image_input` (USD per 1M input image tokens,
+/// where it differs from `input`), `per_second`, `per_1k_chars`.
+fn media_prices(model: &mut serde_json::Map<String, Value>, p: &Price) {
+    let m = &p.media;
+    if !m.per_image.is_empty() {
+        let table: serde_json::Map<String, Value> = m
+            .per_image
+            .iter()
+            .map(|(k, v)| (k.clone(), number(*v)))
+            .collect();
+        model.insert("per_image".into(), Value::Object(table));
+    }
+    if m.image_input != p.input {
+        model.insert("image_input".into(), number(m.image_input));
+    }
+    if let Some(v) = m.per_second {
+        model.insert("per_second".into(), number(v));
+    }
+    if let Some(v) = m.per_1k_chars {
+        model.insert("per_1k_chars".into(), number(v));
+    }
 }
 
 fn token_prices(p: &TokenPrices) -> serde_json::Map<String, Value> {

@@ -26,6 +26,9 @@ pub struct BodyProbe {
     /// `prompt_cache_key`, Anthropic's `metadata.user_id`, or OpenAI's
     /// `user`, the first of them that is a non-empty string.
     pub session: Option<String>,
+    /// A `multipart/form-data` body: `model_span` is the raw content of
+    /// the `model` part, replaced without JSON quoting.
+    pub multipart: bool,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +106,7 @@ pub fn probe(body: &[u8]) -> Result<BodyProbe, String> {
             .or(fields.max_tokens)
             .or(fields.max_output_tokens),
         session: session(&fields),
+        multipart: false,
     })
 }
 
@@ -141,6 +145,15 @@ pub fn replace_string(body: &Bytes, span: (usize, usize), value: &str) -> Bytes 
     let mut out = BytesMut::with_capacity(body.len() + quoted.len());
     out.extend_from_slice(&body[..span.0]);
     out.extend_from_slice(quoted.as_bytes());
+    out.extend_from_slice(&body[span.1..]);
+    out.freeze()
+}
+
+/// Replaces the bytes in `span` with `value` as is (a multipart field).
+pub fn replace_raw(body: &Bytes, span: (usize, usize), value: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(body.len() + value.len());
+    out.extend_from_slice(&body[..span.0]);
+    out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(&body[span.1..]);
     out.freeze()
 }

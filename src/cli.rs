@@ -221,6 +221,22 @@ fn prices_line(p: &config::TokenPrices) -> String {
     )
 }
 
+/// A model's media prices as `tollgate check` prints them, if it has any.
+fn media_line(m: &config::MediaPrices) -> Option<String> {
+    let mut parts: Vec<String> = m
+        .per_image
+        .iter()
+        .map(|(size, usd)| format!("per_image {size} {usd}"))
+        .collect();
+    if let Some(v) = m.per_second {
+        parts.push(format!("per_second {v}"));
+    }
+    if let Some(v) = m.per_1k_chars {
+        parts.push(format!("per_1k_chars {v}"));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 fn check(path: &std::path::Path) -> ExitCode {
     let loaded =
         match config::load_file(path, &HealthRegistry::default(), 1, &mut Default::default()) {
@@ -264,6 +280,11 @@ fn check(path: &std::path::Path) -> ExitCode {
                 t.above_input_tokens,
                 prices_line(&t.prices)
             );
+        }
+    }
+    for (name, price) in &snap.prices {
+        if let Some(line) = media_line(&price.media) {
+            println!("  {name}: {line}");
         }
     }
     let mut aliases: Vec<_> = snap.aliases.iter().collect();

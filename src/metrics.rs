@@ -47,7 +47,7 @@ pub struct ModelSeries {
     spend_nano_usd: OnceLock<IntCounter>,
     duration_seconds: OnceLock<Histogram>,
     /// By [`TokenKind`].
-    tokens: [OnceLock<IntCounter>; 5],
+    tokens: [OnceLock<IntCounter>; 9],
 }
 
 /// The `kind` label of `tollgate_tokens_total`.
@@ -58,6 +58,14 @@ pub enum TokenKind {
     CachedInput,
     CacheWrite,
     CacheWrite1h,
+    /// Images generated or edited.
+    Images,
+    /// Input image tokens (gpt-image-1).
+    ImageInput,
+    /// Milliseconds of transcribed audio.
+    AudioMs,
+    /// Characters of speech input.
+    Chars,
 }
 
 impl TokenKind {
@@ -68,6 +76,10 @@ impl TokenKind {
             TokenKind::CachedInput => "cached_input",
             TokenKind::CacheWrite => "cache_write",
             TokenKind::CacheWrite1h => "cache_write_1h",
+            TokenKind::Images => "images",
+            TokenKind::ImageInput => "image_input",
+            TokenKind::AudioMs => "audio_ms",
+            TokenKind::Chars => "chars",
         }
     }
 }

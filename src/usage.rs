@@ -30,3 +30,34 @@ impl Usage {
             .saturating_add(self.cache_write_1h)
     }
 }
+
+/// What a media request used besides tokens (SPEC §13), by how it is
+/// priced: images by count (at the per-image price of the request's size
+/// and quality), input image tokens (gpt-image-1's
+/// `input_tokens_details.image_tokens`), audio by duration in
+/// milliseconds (so that a `per_second` price of a 3.42 s clip is exact),
+/// and speech input by characters (Unicode scalar values).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Units {
+    pub images: u64,
+    pub image_input: u64,
+    pub audio_ms: u64,
+    pub chars: u64,
+}
+
+impl Units {
+    pub fn is_empty(&self) -> bool {
+        *self == Units::default()
+    }
+
+    /// Each kind from `self` where it is set, else from `other`.
+    pub fn or(self, other: Units) -> Units {
+        let pick = |a: u64, b: u64| if a != 0 { a } else { b };
+        Units {
+            images: pick(self.images, other.images),
+            image_input: pick(self.image_input, other.image_input),
+            audio_ms: pick(self.audio_ms, other.audio_ms),
+            chars: pick(self.chars, other.chars),
+        }
+    }
+}

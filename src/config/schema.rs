@@ -171,6 +171,19 @@ pub struct ModelDef {
     pub cache_write_1h: Option<Decimal>,
     #[serde(default, deserialize_with = "decimal")]
     pub per_request: Decimal,
+    /// USD per image by size and quality: `{ "1024x1024" = 0.04,
+    /// "1024x1536/high" = 0.25 }` (docs/configuration.md, "Media prices").
+    #[serde(default, deserialize_with = "decimal_map")]
+    pub per_image: BTreeMap<String, Decimal>,
+    /// USD per 1M input image tokens (unset: `input`).
+    #[serde(default, deserialize_with = "opt_decimal")]
+    pub image_input: Option<Decimal>,
+    /// USD per second of transcribed or translated audio.
+    #[serde(default, deserialize_with = "opt_decimal")]
+    pub per_second: Option<Decimal>,
+    /// USD per 1,000 characters of speech input.
+    #[serde(default, deserialize_with = "opt_decimal")]
+    pub per_1k_chars: Option<Decimal>,
     /// The `max_tokens` sent to a channel that requires one (Anthropic
     /// Messages) when a client of another format gave none.
     pub max_output: Option<u64>,
@@ -276,6 +289,10 @@ pub struct ChannelDef {
     /// `openai`, `azure`: the host has `/v1/responses` (default true);
     /// false translates Responses requests to Chat Completions.
     pub responses: Option<bool>,
+    /// `openai`: the host has `/v1/rerank` (Cohere/Jina-style, e.g. vLLM
+    /// or a reranker behind an OpenAI-compatible server); default false.
+    #[serde(default)]
+    pub rerank: bool,
     /// Accept any upstream TLS certificate (self-signed test hosts only).
     #[serde(default)]
     pub insecure_skip_verify: bool,

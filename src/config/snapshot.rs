@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::{BudgetPeriod, ChannelType};
 use crate::health::ChannelHealth;
-use crate::providers::{self, Endpoint, Reach, Upstream};
+use crate::providers::{self, Endpoint, OpenAiOp, Reach, Upstream};
 
 /// The group name that expands to `routing.auto_groups`.
 pub const AUTO_GROUP: &str = "auto";
@@ -84,6 +84,25 @@ pub struct Price {
     pub per_request: Decimal,
     /// Long-context tiers, by ascending threshold.
     pub tiers: Vec<PriceTier>,
+    /// Prices of images, audio and speech (SPEC §13).
+    pub media: MediaPrices,
+}
+
+/// Prices of the media endpoints. `None` is "not priced", which the
+/// gateway tells from a deliberate 0: a media request to a model with no
+/// price for it is refused, never served for free by accident
+/// (`metering::cost::media_price_check`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MediaPrices {
+    /// USD per image by `"WxH/quality"` or `"WxH"` (or `"auto"`).
+    pub per_image: BTreeMap<String, Decimal>,
+    /// USD per 1M input image tokens (gpt-image-1 edits); the model's
+    /// `input` price when unset.
+    pub image_input: Decimal,
+    /// USD per second of transcribed audio.
+    pub per_second: Option<Decimal>,
+    /// USD per 1,000 characters of speech input.
+    pub per_1k_chars: Option<Decimal>,
 }
 
 /// The token prices a request pays, USD per 1M tokens.
@@ -140,6 +159,8 @@ pub struct Channel {
     pub translate: bool,
     /// An OpenAI-format host with `/v1/responses`.
     pub responses: bool,
+    /// An OpenAI-compatible host with `/v1/rerank`.
+    pub rerank: bool,
     pub health: Arc<ChannelHealth>,
     /// Delay before each event of an in-process (`mock`) answer.
     pub delay_ms: u64,
@@ -154,6 +175,12 @@ impl Channel {
     /// Whether and how the channel serves `endpoint` for the client-facing
     /// `model` (a Vertex channel's format depends on the model it maps to).
     pub fn reach(&self, endpoint: Endpoint, model: &str) -> Option<Reach> {
+        if endpoint == Endpoint::OpenAi(OpenAiOp::Rerank)
+            && self.kind != ChannelType::Mock
+            && !self.rerank
+        {
+            return None;
+        }
         let upstream_model = self
             .upstream
             .as_ref()

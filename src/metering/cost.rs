@@ -14,7 +14,8 @@
 use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::config::{Price, TokenPrices};
-use crate::usage::Usage;
+use crate::media::{MediaAsk, MediaOp};
+use crate::usage::{Units, Usage};
 
 /// Nano-USD per USD.
 pub const NANOS_PER_USD: i64 = 1_000_000_000;
@@ -31,6 +32,118 @@ pub const NANOS_PER_USD: i64 = 1_000_000_000;
 pub fn cost_nanos(price: &Price, ratio: Decimal, usage: &Usage) -> i64 {
     let tokens = price.for_input(usage.whole_input());
     cost_at(&tokens, price.per_request, ratio, usage)
+}
+
+/// The cost of a request that also used media `units`, in nano-USD:
+///
+/// cost = ratio × (tokens as in [`cost_nanos`] + per_request
+///                 + images·image_price + image_input·p_image_input / 1e6
+///                 + audio_ms·per_second / 1000 + chars·per_1k_chars / 1000)
+///
+/// `image_price` is the per-image price of the request's size and quality
+/// ([`image_price`]). Rounded once, like every cost.
+pub fn media_cost_nanos(
+    price: &Price,
+    ratio: Decimal,
+    usage: &Usage,
+    units: &Units,
+    image_price: Decimal,
+) -> i64 {
+    let tokens = price.for_input(usage.whole_input());
+    match media_usd(price, units, image_price).and_then(|m| m.checked_add(price.per_request)) {
+        Some(fixed) => cost_at(&tokens, fixed, ratio, usage),
+        None => i64::MAX,
+    }
+}
+
+/// The USD of the media units, unrounded; `None` on decimal overflow.
+fn media_usd(price: &Price, units: &Units, image_price: Decimal) -> Option<Decimal> {
+    let m = &price.media;
+    let terms = [
+        (units.images, image_price, Decimal::ONE),
+        (units.image_input, m.image_input, Decimal::from(1_000_000)),
+        (
+            units.audio_ms,
+            m.per_second.unwrap_or_default(),
+            Decimal::from(1000),
+        ),
+        (
+            units.chars,
+            m.per_1k_chars.unwrap_or_default(),
+            Decimal::from(1000),
+        ),
+    ];
+    let mut usd = Decimal::ZERO;
+    for (count, unit, per) in terms.into_iter().filter(|(count, _, _)| *count != 0) {
+        usd = usd.checked_add(Decimal::from(count).checked_mul(unit)?.checked_div(per)?)?;
+    }
+    Some(usd)
+}
+
+/// The per-image price of an image request, or why the model cannot serve
+/// the request's media at a price (the client's error, in its dialect).
+/// Each media kind needs its price set (a deliberate 0 counts) or token or
+/// per-request prices to bill by; a model is never served for free by
+/// accident. Image prices are looked up as `"size/quality"`, then
+/// `"size"`; a request without `size` asks for `"auto"` (OpenAI's
+/// default); without `per_image`, images are billed by their tokens.
+pub fn media_price(
+    model: &str,
+    price: &Price,
+    op: MediaOp,
+    ask: &MediaAsk,
+) -> Result<Decimal, String> {
+    let m = &price.media;
+    let tokens_priced =
+        !(price.input.is_zero() && price.output.is_zero() && price.per_request.is_zero());
+    let unpriced = |kind: &str, field: &str| {
+        Err(format!(
+            "model `{model}` has no {kind} price: the operator must set `{field}` \
+             (or token prices) for it in [[models]]"
+        ))
+    };
+    match op {
+        MediaOp::Image if m.per_image.is_empty() => {
+            if tokens_priced || !m.image_input.is_zero() {
+                Ok(Decimal::ZERO)
+            } else {
+                unpriced("image", "per_image")
+            }
+        }
+        MediaOp::Image => image_price(model, &m.per_image, ask),
+        MediaOp::Transcribe if m.per_second.is_none() && !tokens_priced => {
+            unpriced("audio", "per_second")
+        }
+        MediaOp::Speech if m.per_1k_chars.is_none() && !tokens_priced => {
+            unpriced("speech", "per_1k_chars")
+        }
+        MediaOp::Transcribe | MediaOp::Speech => Ok(Decimal::ZERO),
+    }
+}
+
+/// The price of one image of the request's size and quality.
+fn image_price(
+    model: &str,
+    table: &std::collections::BTreeMap<String, Decimal>,
+    ask: &MediaAsk,
+) -> Result<Decimal, String> {
+    let size = ask.size.as_deref().unwrap_or("auto");
+    let exact = ask
+        .quality
+        .as_deref()
+        .and_then(|q| table.get(&format!("{size}/{q}")));
+    if let Some(p) = exact.or_else(|| table.get(size)) {
+        return Ok(*p);
+    }
+    let quality = ask
+        .quality
+        .as_deref()
+        .map_or(String::new(), |q| format!(" and quality `{q}`"));
+    let priced: Vec<&str> = table.keys().map(String::as_str).collect();
+    Err(format!(
+        "model `{model}` has no price for size `{size}`{quality}; priced sizes: {}",
+        priced.join(", ")
+    ))
 }
 
 /// The cost of `usage` at these token prices, rounded once.
@@ -105,6 +218,7 @@ mod tests {
             cache_write_1h: d(write),
             per_request: d(per_request),
             tiers: Vec::new(),
+            media: Default::default(),
         }
     }
 
@@ -336,6 +450,136 @@ mod tests {
         assert_eq!(
             cost_nanos(&big, d("1"), &usage(u64::MAX, u64::MAX, 0, 0)),
             i64::MAX
+        );
+    }
+
+    fn media_model(per_image: &[(&str, &str)]) -> Price {
+        let mut p = price("5", "40", "5", "5", "0");
+        p.media = crate::config::MediaPrices {
+            per_image: per_image
+                .iter()
+                .map(|(k, v)| (k.to_string(), d(v)))
+                .collect(),
+            image_input: d("10"),
+            per_second: Some(d("0.0001")),
+            per_1k_chars: Some(d("0.015")),
+        };
+        p
+    }
+
+    fn units(images: u64, image_input: u64, audio_ms: u64, chars: u64) -> Units {
+        Units {
+            images,
+            image_input,
+            audio_ms,
+            chars,
+        }
+    }
+
+    #[test]
+    fn media_costs_match_hand_computed_values() {
+        let p = media_model(&[("1024x1024", "0.011"), ("1024x1536/high", "0.25")]);
+        let cases: &[(&str, Usage, Units, &str, i64)] = &[
+            // 2 images at 0.25 = 0.5 USD
+            (
+                "1",
+                usage(0, 0, 0, 0),
+                units(2, 0, 0, 0),
+                "0.25",
+                500_000_000,
+            ),
+            // gpt-image-1 edit: 10 text x 5 + 64 image x 10 + 272 out x 40
+            // = 50 + 640 + 10880 = 11570 per 1M -> 11,570,000 nano; + 1 x 0.011
+            // = 22,570,000; x 0.8 = 18,056,000
+            (
+                "0.8",
+                usage(10, 272, 0, 0),
+                units(1, 64, 0, 0),
+                "0.011",
+                18_056_000,
+            ),
+            // 3.42 s of audio at 0.0001/s = 0.000342 USD = 342,000 nano
+            ("1", usage(0, 0, 0, 0), units(0, 0, 3420, 0), "0", 342_000),
+            // 1 ms: 0.0000001 USD = 100 nano, x 0.5 = 50
+            ("0.5", usage(0, 0, 0, 0), units(0, 0, 1, 0), "0", 50),
+            // 11 chars at 0.015 per 1k = 0.000165 USD = 165,000 nano; x 1.5 = 247,500
+            ("1.5", usage(0, 0, 0, 0), units(0, 0, 0, 11), "0", 247_500),
+            // everything at once: 1 char = 15,000 nano, 1 ms = 100 nano,
+            // 1 image token = 10,000 nano: 25,100 x 0.3 = 7,530
+            ("0.3", usage(0, 0, 0, 0), units(0, 1, 1, 1), "0", 7_530),
+            // rounded once, half to even: 100 x 0.015 = 1.5 -> 2, x 0.005 = 0.5 -> 0
+            ("0.015", usage(0, 0, 0, 0), units(0, 0, 1, 0), "0", 2),
+            ("0.005", usage(0, 0, 0, 0), units(0, 0, 1, 0), "0", 0),
+        ];
+        for (i, (ratio, u, m, image_price, expected)) in cases.iter().enumerate() {
+            assert_eq!(
+                media_cost_nanos(&p, d(ratio), u, m, d(image_price)),
+                *expected,
+                "case {i}"
+            );
+        }
+        // Without media units it is the token cost exactly.
+        let u = usage(1000, 500, 0, 0);
+        assert_eq!(
+            media_cost_nanos(&p, d("1"), &u, &Units::default(), d("9")),
+            cost_nanos(&p, d("1"), &u)
+        );
+    }
+
+    fn ask(size: Option<&str>, quality: Option<&str>) -> MediaAsk {
+        MediaAsk {
+            images: 1,
+            size: size.map(String::from),
+            quality: quality.map(String::from),
+            ..MediaAsk::default()
+        }
+    }
+
+    #[test]
+    fn image_prices_by_size_and_quality_with_fallbacks() {
+        let p = media_model(&[
+            ("1024x1024", "0.04"),
+            ("1024x1536/high", "0.25"),
+            ("auto", "0.02"),
+        ]);
+        let price = |size, quality| media_price("img", &p, MediaOp::Image, &ask(size, quality));
+        assert_eq!(price(Some("1024x1536"), Some("high")), Ok(d("0.25")));
+        // A quality without its own price falls back to the size's.
+        assert_eq!(price(Some("1024x1024"), Some("high")), Ok(d("0.04")));
+        assert_eq!(price(Some("1024x1024"), None), Ok(d("0.04")));
+        // No size: "auto".
+        assert_eq!(price(None, None), Ok(d("0.02")));
+        // A size without any price is refused, naming what is priced.
+        let e = price(Some("1024x1536"), Some("low")).unwrap_err();
+        assert_eq!(
+            e,
+            "model `img` has no price for size `1024x1536` and quality `low`; \
+             priced sizes: 1024x1024, 1024x1536/high, auto"
+        );
+        let e = price(Some("256x256"), None).unwrap_err();
+        assert!(e.contains("no price for size `256x256`;"), "{e}");
+    }
+
+    #[test]
+    fn media_without_a_price_is_refused_never_free() {
+        let none = price("0", "0", "0", "0", "0");
+        for op in [MediaOp::Image, MediaOp::Transcribe, MediaOp::Speech] {
+            let e = media_price("m", &none, op, &ask(None, None)).unwrap_err();
+            assert!(e.contains("model `m` has no"), "{e}");
+        }
+        let e = media_price("m", &none, MediaOp::Speech, &ask(None, None)).unwrap_err();
+        assert!(e.contains("`per_1k_chars`"), "{e}");
+        // Token prices (gpt-image-1 without per_image), or a deliberate 0.
+        let tokens = price("5", "40", "5", "5", "0");
+        assert_eq!(
+            media_price("m", &tokens, MediaOp::Image, &ask(Some("1x1"), None)),
+            Ok(Decimal::ZERO)
+        );
+        let mut free = none.clone();
+        free.media.per_second = Some(Decimal::ZERO);
+        assert_eq!(
+            media_price("m", &free, MediaOp::Transcribe, &ask(None, None)),
+            Ok(Decimal::ZERO)
         );
     }
 

@@ -31,15 +31,14 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
 use prometheus::{IntCounter, IntGauge};
-use serde::Serialize;
 use sled::Transactional;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
+pub use super::charge::{Charge, Counts};
 use super::period::{day_of, DaySpend};
 use super::request_log;
 use crate::store::Store;
-use crate::usage::Usage;
 
 /// Charges that may wait for the writer; beyond that they are dropped
 /// (and counted) rather than slowing requests down.
@@ -62,126 +61,6 @@ const TOTALS_TREE: &str = "usage_totals";
 /// Per key and user and UTC day of admission (budget periods).
 const DAILY_TREE: &str = "usage_daily";
 const REQUEST_LOG_TREE: &str = "request_log";
-
-/// One billed request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Charge {
-    /// When it was billed: the hour of its aggregate row.
-    pub at_ms: u64,
-    /// When it was admitted: the day whose budget it counts in.
-    pub admitted_ms: u64,
-    pub key: String,
-    /// "" when the key has no user.
-    pub user: String,
-    pub group: String,
-    pub model: String,
-    pub channel: String,
-    pub usage: Usage,
-    pub cost_nanos: i64,
-    pub estimated: bool,
-}
-
-/// Summed usage: what the ledger stores per aggregate row and per total.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    pub requests: i64,
-    pub input: i64,
-    pub output: i64,
-    pub cached_input: i64,
-    pub cache_write: i64,
-    pub cost_nanos: i64,
-    /// Requests whose usage was estimated (the provider reported none).
-    pub estimated: i64,
-    /// Anthropic 1-hour cache writes (stored last: see `COUNTS_LEN_V1`).
-    pub cache_write_1h: i64,
-}
-
-/// Stored counts are big-endian i64 fields in [`Counts::fields`] order.
-/// Values written before `cache_write_1h` existed hold the first seven
-/// fields only; they read with no 1-hour writes and are rewritten whole
-/// the next time a batch adds to them.
-const COUNTS_LEN: usize = 8 * 8;
-const COUNTS_LEN_V1: usize = 7 * 8;
-
-impl Counts {
-    pub fn of(c: &Charge) -> Counts {
-        let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        Counts {
-            requests: 1,
-            input: tokens(c.usage.input),
-            output: tokens(c.usage.output),
-            cached_input: tokens(c.usage.cached_input),
-            cache_write: tokens(c.usage.cache_write),
-            cost_nanos: c.cost_nanos,
-            estimated: i64::from(c.estimated),
-            cache_write_1h: tokens(c.usage.cache_write_1h),
-        }
-    }
-
-    /// Every token of every kind.
-    pub fn tokens(&self) -> i64 {
-        [
-            self.input,
-            self.output,
-            self.cached_input,
-            self.cache_write,
-            self.cache_write_1h,
-        ]
-        .iter()
-        .fold(0i64, |sum, n| sum.saturating_add(*n))
-    }
-
-    fn fields(&self) -> [i64; 8] {
-        [
-            self.requests,
-            self.input,
-            self.output,
-            self.cached_input,
-            self.cache_write,
-            self.cost_nanos,
-            self.estimated,
-            self.cache_write_1h,
-        ]
-    }
-
-    pub fn add(&mut self, other: &Counts) {
-        let (a, b) = (self.fields(), other.fields());
-        let sum: [i64; 8] = std::array::from_fn(|i| a[i].saturating_add(b[i]));
-        *self = Counts::from_fields(&sum);
-    }
-
-    fn from_fields(f: &[i64; 8]) -> Counts {
-        Counts {
-            requests: f[0],
-            input: f[1],
-            output: f[2],
-            cached_input: f[3],
-            cache_write: f[4],
-            cost_nanos: f[5],
-            estimated: f[6],
-            cache_write_1h: f[7],
-        }
-    }
-
-    fn to_bytes(self) -> [u8; COUNTS_LEN] {
-        let mut out = [0u8; COUNTS_LEN];
-        for (i, v) in self.fields().iter().enumerate() {
-            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_be_bytes());
-        }
-        out
-    }
-
-    fn from_bytes(b: &[u8]) -> Counts {
-        if b.len() != COUNTS_LEN && b.len() != COUNTS_LEN_V1 {
-            return Counts::default();
-        }
-        let mut f = [0i64; 8];
-        for (field, bytes) in f.iter_mut().zip(b.chunks_exact(8)) {
-            *field = i64::from_be_bytes(bytes.try_into().expect("8 bytes"));
-        }
-        Counts::from_fields(&f)
-    }
-}
 
 /// The dimensions of an aggregate row, in key order.
 pub const DIMENSIONS: [&str; 5] = ["key", "user", "group", "model", "channel"];
@@ -689,6 +568,8 @@ pub(super) mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::metering::charge::{COUNTS_LEN, COUNTS_LEN_V1, COUNTS_LEN_V2};
+    use crate::usage::{Units, Usage};
 
     fn ledger() -> (tempfile::TempDir, Ledger) {
         let dir = tempfile::tempdir().unwrap();
@@ -718,6 +599,7 @@ pub(super) mod tests {
                 cache_write: 0,
                 cache_write_1h: 0,
             },
+            units: Units::default(),
             cost_nanos: cost,
             estimated: false,
         }
@@ -745,6 +627,10 @@ pub(super) mod tests {
             cost_nanos: -6,
             estimated: 7,
             cache_write_1h: 8,
+            images: 9,
+            image_input: 10,
+            audio_ms: 11,
+            chars: 12,
         };
         assert_eq!(Counts::from_bytes(&c.to_bytes()), c);
     }
@@ -786,6 +672,43 @@ pub(super) mod tests {
         assert_eq!(stored.len(), COUNTS_LEN, "rewritten in the current layout");
         // Anything else is unreadable and counts as nothing.
         assert_eq!(Counts::from_bytes(&[0u8; 12]), Counts::default());
+    }
+
+    #[test]
+    fn counts_stored_before_media_units_still_load_and_grow() {
+        let (_dir, l) = ledger();
+        // A running total as the previous version stored it: eight fields.
+        let old = [1i64, 10, 5, 2, 3, 700, 0, 4];
+        let bytes: Vec<u8> = old.iter().flat_map(|v| v.to_be_bytes()).collect();
+        assert_eq!(bytes.len(), COUNTS_LEN_V2);
+        let totals = l.store.tree(TOTALS_TREE).unwrap();
+        totals.insert(total_key(b'k', "k1"), bytes).unwrap();
+        let read = l.key_totals("k1");
+        assert_eq!((read.cache_write_1h, read.images, read.audio_ms), (4, 0, 0));
+        let mut c = charge(HOUR_MS, "k1", "g", 50);
+        c.units = Units {
+            images: 2,
+            image_input: 64,
+            audio_ms: 1500,
+            chars: 11,
+        };
+        l.record(c);
+        l.write_pending(7);
+        let read = l.key_totals("k1");
+        assert_eq!(
+            (
+                read.requests,
+                read.cost_nanos,
+                read.cache_write_1h,
+                read.images,
+                read.image_input,
+                read.audio_ms,
+                read.chars
+            ),
+            (2, 750, 4, 2, 64, 1500, 11)
+        );
+        let stored = totals.get(total_key(b'k', "k1")).unwrap().unwrap();
+        assert_eq!(stored.len(), COUNTS_LEN, "rewritten in the current layout");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! does not settle (error answers, failover exhaustion, client gone, a
 //! cancelled task) releases exactly once.
 
+mod charge;
 pub mod cost;
 pub mod ledger;
 pub mod limits;
@@ -35,8 +36,8 @@ use crate::errors::{ApiError, ErrorKind};
 use crate::metrics::{Metrics, ModelSeries, TokenKind};
 use crate::store::Store;
 use crate::tokenizer::estimate_tokens;
-use crate::usage::Usage;
-use cost::{cost_at, cost_nanos, usd_to_nanos};
+use crate::usage::{Units, Usage};
+use cost::{cost_at, cost_nanos, media_cost_nanos, usd_to_nanos};
 use ledger::{Charge, Counts, Ledger};
 use limits::{
     lock_rates, lock_spend, Account, Accounts, Budget, BudgetRefusal, ConcurrencySlot, KeyAccount,
@@ -167,6 +168,16 @@ pub struct Served<'a> {
     /// Tokens as reported, or estimated when the answer carried no report.
     pub usage: Usage,
     pub estimated: bool,
+    /// What a media request used besides tokens, and its image price.
+    pub media: MediaUse,
+}
+
+/// The media units of a request (images, audio, characters) and the
+/// per-image price of its size and quality ([`cost::media_price`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MediaUse {
+    pub units: Units,
+    pub image_price: Decimal,
 }
 
 impl Served<'static> {
@@ -180,6 +191,7 @@ impl Served<'static> {
             status,
             usage: Usage::default(),
             estimated: false,
+            media: MediaUse::default(),
         }
     }
 }
@@ -401,7 +413,10 @@ impl Metering {
         let cost = snap
             .prices
             .get(served.model)
-            .map_or(0, |p| cost_nanos(p, ratio, &served.usage));
+            .map_or(0, |p| match served.media {
+                m if m.units.is_empty() => cost_nanos(p, ratio, &served.usage),
+                m => media_cost_nanos(p, ratio, &served.usage, &m.units, m.image_price),
+            });
         let charge = Charge {
             at_ms: self.clock.now_ms(),
             admitted_ms: admission.admitted_ms,
@@ -411,6 +426,7 @@ impl Metering {
             model: served.model.to_string(),
             channel: served.channel.to_string(),
             usage: served.usage,
+            units: served.media.units,
             cost_nanos: cost,
             estimated: served.estimated,
         };
@@ -447,6 +463,10 @@ impl Metering {
             (TokenKind::CachedInput, u.cached_input),
             (TokenKind::CacheWrite, u.cache_write),
             (TokenKind::CacheWrite1h, u.cache_write_1h),
+            (TokenKind::Images, c.units.images),
+            (TokenKind::ImageInput, c.units.image_input),
+            (TokenKind::AudioMs, c.units.audio_ms),
+            (TokenKind::Chars, c.units.chars),
         ] {
             if n > 0 {
                 series.tokens(m, kind).inc_by(n);
@@ -582,6 +602,7 @@ mod tests {
             cache_write_1h: d("3"),
             per_request: d("0.001"),
             tiers: Vec::new(),
+            media: Default::default(),
         };
         // 1000 bytes at the dearest input price (3) + 50 output at 10,
         // per 1M: 3000 + 500 = 3500 -> 3.5e-3 USD, + 0.001 -> 4.5e-3; x1.5
@@ -613,6 +634,7 @@ mod tests {
             cache_write_1h: d("6"),
             per_request: d("0"),
             tiers: vec![tier(100, "6", "22.5", "12"), tier(1000, "7", "30", "7")],
+            media: Default::default(),
         };
         // 100 bytes cannot be above 100 tokens: base prices, 1-hour writes
         // dearest: 100 x 6 + 10 x 15 = 750 per 1M -> 750,000 nano, x 0.4.

@@ -284,6 +284,7 @@ groups = ["g"]
                 status: 200,
                 usage: Usage::default(),
                 estimated: false,
+                media: crate::metering::MediaUse::default(),
             };
             m.settle(a, snap, &key(snap), &served)
         }

@@ -298,6 +298,17 @@ fn counts_json(c: &Counts) -> serde_json::Map<String, Value> {
     row.insert("cached_input".into(), json!(c.cached_input));
     row.insert("cache_write".into(), json!(c.cache_write));
     row.insert("cache_write_1h".into(), json!(c.cache_write_1h));
+    // Media units only where a row has any: token-only rows keep their shape.
+    for (name, n) in [
+        ("images", c.images),
+        ("image_input", c.image_input),
+        ("audio_ms", c.audio_ms),
+        ("chars", c.chars),
+    ] {
+        if n != 0 {
+            row.insert(name.into(), json!(n));
+        }
+    }
     row.insert("estimated".into(), json!(c.estimated));
     row.insert("cost_usd".into(), usd(c.cost_nanos));
     row.insert("cost_nano_usd".into(), json!(c.cost_nanos));

@@ -16,7 +16,10 @@ mod base_url;
 pub mod bedrock;
 pub mod gemini;
 pub mod head;
+pub mod images;
+pub mod media;
 pub mod mock;
+pub mod mock_media;
 pub mod openai;
 pub mod translated;
 pub mod vertex;
@@ -32,8 +35,9 @@ pub use base_url::{parse_base_url, BaseUrl};
 
 use crate::config::schema::{ChannelDef, ChannelType};
 use crate::errors::Dialect;
+use crate::media::MediaOp;
 use crate::translate::Format;
-use crate::usage::Usage;
+use crate::usage::{Units, Usage};
 
 /// A Gemini method, the part after `:` in `/v1beta/models/{model}:{method}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +46,9 @@ pub enum GeminiMethod {
     StreamGenerate,
     CountTokens,
     EmbedContent,
+    /// Imagen's `:predict`: only sent upstream (OpenAI image generations
+    /// translated, [`images`]), never a client endpoint.
+    Predict,
 }
 
 impl GeminiMethod {
@@ -51,6 +58,7 @@ impl GeminiMethod {
             GeminiMethod::StreamGenerate => "streamGenerateContent",
             GeminiMethod::CountTokens => "countTokens",
             GeminiMethod::EmbedContent => "embedContent",
+            GeminiMethod::Predict => "predict",
         }
     }
 
@@ -80,6 +88,48 @@ pub enum OpenAiOp {
     /// items (Codex uses it on long sessions). Only hosts with the
     /// Responses API serve it; there is nothing to translate it to.
     ResponsesCompact,
+    /// /v1/images/generations
+    ImageGenerations,
+    /// /v1/images/edits (multipart)
+    ImageEdits,
+    /// /v1/audio/transcriptions (multipart)
+    AudioTranscriptions,
+    /// /v1/audio/translations (multipart)
+    AudioTranslations,
+    /// /v1/audio/speech: audio bytes back.
+    AudioSpeech,
+    /// /v1/moderations
+    Moderations,
+    /// /v1/rerank: OpenAI-compatible hosts that have it (`rerank = true`).
+    Rerank,
+}
+
+impl OpenAiOp {
+    /// How a media operation is priced; `None` for token-priced ones.
+    pub fn media(self) -> Option<MediaOp> {
+        match self {
+            OpenAiOp::ImageGenerations | OpenAiOp::ImageEdits => Some(MediaOp::Image),
+            OpenAiOp::AudioTranscriptions | OpenAiOp::AudioTranslations => {
+                Some(MediaOp::Transcribe)
+            }
+            OpenAiOp::AudioSpeech => Some(MediaOp::Speech),
+            _ => None,
+        }
+    }
+
+    /// Operations with request and answer shapes of their own (images,
+    /// audio, moderation, rerank): never translated.
+    pub fn is_surface(self) -> bool {
+        self.media().is_some() || matches!(self, OpenAiOp::Moderations | OpenAiOp::Rerank)
+    }
+
+    /// Upload endpoints: their bodies may be `multipart/form-data`.
+    pub fn takes_multipart(self) -> bool {
+        matches!(
+            self,
+            OpenAiOp::ImageEdits | OpenAiOp::AudioTranscriptions | OpenAiOp::AudioTranslations
+        )
+    }
 }
 
 /// A relayed client endpoint (docs/api.md, "Endpoints"): which API format it speaks and
@@ -105,6 +155,15 @@ impl Endpoint {
             "/v1/embeddings" => Some((Endpoint::OpenAi(OpenAiOp::Embeddings), None)),
             "/v1/responses" => Some((Endpoint::OpenAi(OpenAiOp::Responses), None)),
             "/v1/responses/compact" => Some((Endpoint::OpenAi(OpenAiOp::ResponsesCompact), None)),
+            "/v1/images/generations" => Some((Endpoint::OpenAi(OpenAiOp::ImageGenerations), None)),
+            "/v1/images/edits" => Some((Endpoint::OpenAi(OpenAiOp::ImageEdits), None)),
+            "/v1/audio/transcriptions" => {
+                Some((Endpoint::OpenAi(OpenAiOp::AudioTranscriptions), None))
+            }
+            "/v1/audio/translations" => Some((Endpoint::OpenAi(OpenAiOp::AudioTranslations), None)),
+            "/v1/audio/speech" => Some((Endpoint::OpenAi(OpenAiOp::AudioSpeech), None)),
+            "/v1/moderations" => Some((Endpoint::OpenAi(OpenAiOp::Moderations), None)),
+            "/v1/rerank" => Some((Endpoint::OpenAi(OpenAiOp::Rerank), None)),
             "/v1/messages" => Some((Endpoint::AnthropicMessages, None)),
             "/v1/messages/count_tokens" => Some((Endpoint::AnthropicCountTokens, None)),
             _ => {
@@ -275,6 +334,13 @@ pub fn reach(
     model: &str,
 ) -> Option<Reach> {
     use ChannelType as T;
+    // Google's image models make OpenAI image generations by translation.
+    if endpoint == Endpoint::OpenAi(OpenAiOp::ImageGenerations)
+        && matches!(kind, T::Gemini | T::Vertex)
+    {
+        let images = translate && images::backend(model).is_some();
+        return images.then_some(Reach::Translated(Format::Gemini));
+    }
     let native = match endpoint {
         Endpoint::OpenAi(OpenAiOp::Responses | OpenAiOp::ResponsesCompact)
             if matches!(kind, T::Openai | T::Azure) =>
@@ -333,6 +399,11 @@ pub fn channel_format(kind: ChannelType, model: &str) -> Option<Format> {
 pub fn serves(kind: ChannelType, endpoint: Endpoint) -> bool {
     use ChannelType as T;
     match endpoint {
+        // Azure has no moderation endpoint; rerank also needs the channel's
+        // `rerank = true` (see `Channel::reach`).
+        Endpoint::OpenAi(OpenAiOp::Moderations | OpenAiOp::Rerank) => {
+            matches!(kind, T::Openai | T::Mock)
+        }
         Endpoint::OpenAi(_) => matches!(kind, T::Openai | T::Azure | T::Mock),
         Endpoint::AnthropicMessages => {
             matches!(kind, T::Anthropic | T::Bedrock | T::Vertex | T::Mock)
@@ -342,6 +413,7 @@ pub fn serves(kind: ChannelType, endpoint: Endpoint) -> bool {
         }
         // Vertex embeddings use `:predict` with another body shape.
         Endpoint::Gemini(GeminiMethod::EmbedContent) => matches!(kind, T::Gemini | T::Mock),
+        Endpoint::Gemini(GeminiMethod::Predict) => matches!(kind, T::Gemini | T::Vertex),
         Endpoint::Gemini(_) => matches!(kind, T::Gemini | T::Vertex | T::Mock),
     }
 }
@@ -377,6 +449,10 @@ pub trait ResponseAdapter: Send {
     fn rewrites_body(&self) -> bool;
     /// Usage as reported by the provider, once seen.
     fn usage(&self) -> Option<Usage>;
+    /// Media units the answer reported (images, audio duration).
+    fn units(&self) -> Units {
+        Units::default()
+    }
     /// Output tokens estimated from the answer text seen so far.
     fn estimated_output_tokens(&self) -> u64;
 }
@@ -513,7 +589,11 @@ impl ClientRequest<'_> {
     pub fn body_for_model(&self, upstream_model: &str) -> Bytes {
         match self.probe.model_span {
             Some(span) if self.probe.model.as_deref() != Some(upstream_model) => {
-                crate::body::replace_string(self.body, span, upstream_model)
+                if self.probe.multipart {
+                    crate::body::replace_raw(self.body, span, upstream_model)
+                } else {
+                    crate::body::replace_string(self.body, span, upstream_model)
+                }
             }
             _ => self.body.clone(),
         }
@@ -727,6 +807,62 @@ mod tests {
     }
 
     #[test]
+    fn media_endpoints_are_served_natively_only() {
+        use ChannelType as T;
+        let on = |kind, op| reach(kind, true, true, Endpoint::OpenAi(op), "m");
+        for op in [
+            OpenAiOp::ImageGenerations,
+            OpenAiOp::ImageEdits,
+            OpenAiOp::AudioTranscriptions,
+            OpenAiOp::AudioTranslations,
+            OpenAiOp::AudioSpeech,
+        ] {
+            assert!(op.is_surface());
+            for kind in [T::Openai, T::Azure, T::Mock] {
+                assert_eq!(on(kind, op), Some(Reach::Native), "{op:?}");
+            }
+            for kind in [T::Anthropic, T::Bedrock, T::Gemini, T::Vertex] {
+                assert_eq!(on(kind, op), None, "{op:?} on {kind:?}");
+            }
+        }
+        for op in [OpenAiOp::Moderations, OpenAiOp::Rerank] {
+            assert_eq!(on(T::Openai, op), Some(Reach::Native));
+            assert_eq!(on(T::Mock, op), Some(Reach::Native));
+            assert_eq!(on(T::Azure, op), None);
+            assert_eq!(on(T::Anthropic, op), None);
+        }
+        // Google's image models, by translation (generations only).
+        let gen = Endpoint::OpenAi(OpenAiOp::ImageGenerations);
+        let translated = Some(Reach::Translated(Format::Gemini));
+        for kind in [T::Gemini, T::Vertex] {
+            assert_eq!(
+                reach(kind, true, true, gen, "gemini-2.5-flash-image"),
+                translated
+            );
+            assert_eq!(
+                reach(kind, true, true, gen, "imagen-4.0-generate-001"),
+                translated
+            );
+            assert_eq!(reach(kind, true, true, gen, "gemini-2.5-flash"), None);
+            assert_eq!(
+                reach(kind, false, true, gen, "imagen-4.0-generate-001"),
+                None
+            );
+            let edits = Endpoint::OpenAi(OpenAiOp::ImageEdits);
+            assert_eq!(
+                reach(kind, true, true, edits, "gemini-2.5-flash-image"),
+                None
+            );
+        }
+        assert!(serves(T::Vertex, Endpoint::Gemini(GeminiMethod::Predict)));
+        assert!(!serves(T::Mock, Endpoint::Gemini(GeminiMethod::Predict)));
+        assert!(
+            OpenAiOp::ImageEdits.takes_multipart() && !OpenAiOp::ImageGenerations.takes_multipart()
+        );
+        assert!(!OpenAiOp::Chat.is_surface());
+    }
+
+    #[test]
     fn compaction_goes_only_to_hosts_with_the_responses_api() {
         use ChannelType as T;
         let compact = Endpoint::OpenAi(OpenAiOp::ResponsesCompact);
@@ -762,6 +898,23 @@ mod tests {
             .unwrap();
         assert_eq!(e.line, Some(15), "{e}");
         assert!(e.message.contains("azure_style = \"v2\""), "{e}");
+        let e = load("type = \"anthropic\"\napi_key = \"k\"\nrerank = true\n")
+            .err()
+            .unwrap();
+        assert_eq!(e.line, Some(14), "{e}");
+        assert!(
+            e.message
+                .contains("`rerank` does not apply to type \"anthropic\""),
+            "{e}"
+        );
+        let ok = load("type = \"openai\"\napi_key = \"k\"\nrerank = true\n").unwrap();
+        let rerank = Endpoint::OpenAi(OpenAiOp::Rerank);
+        assert_eq!(
+            ok.snapshot.channels[0].reach(rerank, "m"),
+            Some(Reach::Native)
+        );
+        let off = load("type = \"openai\"\napi_key = \"k\"\n").unwrap();
+        assert_eq!(off.snapshot.channels[0].reach(rerank, "m"), None);
         let e = load("type = \"bedrock\"\napi_key = \"k\"\n").err().unwrap();
         assert!(e.message.contains("needs region"), "{e}");
         let e = load("type = \"openai\"\napi_key = \"k\"\nregion = \"us-east-1\"\n")

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::head::{self, UpstreamHead};
 use super::{BaseUrl, Upstream};
-use super::{ClientRequest, Prepared, ResponseAdapter};
+use super::{ClientRequest, Endpoint, OpenAiOp, Prepared, ResponseAdapter};
 use crate::body::{self, BodyProbe};
 use crate::sse::{SseEvent, SseParser};
 use crate::tokenizer::OutputEstimate;
@@ -49,6 +49,10 @@ pub fn prepare(channel: &Upstream, upstream: &BaseUrl, req: ClientRequest<'_>) -
 pub fn shape(channel: &Upstream, req: ClientRequest<'_>) -> (Bytes, Box<dyn ResponseAdapter>) {
     let probe = req.probe;
     let mut out_body = req.body_for_model(channel.upstream_model(req.model));
+    if let Some(op) = openai_op(req.endpoint).and_then(OpenAiOp::media) {
+        let adapter = super::media::MediaAdapter::new(op, probe.stream);
+        return (out_body, Box::new(adapter));
+    }
     let inject_usage =
         probe.stream && !probe.include_usage && takes_include_usage(req.header.uri.path());
     if inject_usage {
@@ -58,6 +62,13 @@ pub fn shape(channel: &Upstream, req: ClientRequest<'_>) -> (Bytes, Box<dyn Resp
         out_body,
         Box::new(OpenAiAdapter::new(probe.stream, inject_usage)),
     )
+}
+
+fn openai_op(endpoint: Endpoint) -> Option<OpenAiOp> {
+    match endpoint {
+        Endpoint::OpenAi(op) => Some(op),
+        _ => None,
+    }
 }
 
 /// The body with `stream_options.include_usage = true`.
@@ -87,6 +98,8 @@ pub struct OpenAiUsage {
     completion_tokens: Option<u64>,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
+    /// Rerank hosts (vLLM, Jina) report only this.
+    total_tokens: Option<u64>,
     prompt_tokens_details: Option<Details>,
     input_tokens_details: Option<Details>,
 }
@@ -100,7 +113,11 @@ impl OpenAiUsage {
     /// Prompt tokens include cached ones: split them so each is billed once.
     /// Reasoning tokens are already part of the completion/output count.
     pub fn to_usage(&self) -> Usage {
-        let prompt = self.prompt_tokens.or(self.input_tokens).unwrap_or(0);
+        let prompt = self
+            .prompt_tokens
+            .or(self.input_tokens)
+            .or(self.total_tokens)
+            .unwrap_or(0);
         let cached = self
             .prompt_tokens_details
             .as_ref()

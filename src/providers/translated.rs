@@ -34,6 +34,9 @@ pub async fn prepare(
     to: Format,
     max_output: u64,
 ) -> Result<pingora_error::Result<Prepared>, Untranslatable> {
+    if req.endpoint == Endpoint::OpenAi(OpenAiOp::ImageGenerations) {
+        return super::images::prepare(channel, url, req).await;
+    }
     let from = req.endpoint.format();
     let model = channel.upstream_model(req.model);
     let stream = req.probe.stream;
@@ -197,7 +200,7 @@ impl ResponseAdapter for Translated {
 }
 
 /// An upstream error body in the client's dialect, its message kept.
-fn error_for_client(status: u16, body: &[u8], client: Format) -> Vec<u8> {
+pub(super) fn error_for_client(status: u16, body: &[u8], client: Format) -> Vec<u8> {
     let message = translate::anthropic_chat::upstream_error_message(body);
     ApiError::upstream(status, message).body(dialect_of(client))
 }

@@ -4,14 +4,18 @@
 //! here happens before any upstream work.
 
 use bytes::{Bytes, BytesMut};
-use http::header::CONTENT_LENGTH;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use pingora_http::RequestHeader;
+use rust_decimal::Decimal;
 
 use super::client::{self, ClientSession};
 use super::deadline;
 use crate::body::{self, BodyProbe};
 use crate::config::{Key, Snapshot};
 use crate::errors::{ApiError, ErrorKind};
-use crate::metering::{Admission, Metering};
+use crate::media::{self, MediaAsk, MediaOp};
+use crate::metering::{cost, Admission, Metering};
+use crate::multipart;
 use crate::providers::{Endpoint, GeminiMethod};
 use crate::routing::{self, RouteError};
 
@@ -24,6 +28,10 @@ pub(super) struct Admitted {
     pub model: String,
     /// The client asked for the model's 1M-token context (`[1m]`).
     pub long_context: bool,
+    /// The priced fields of a media request (SPEC §13) and its per-image
+    /// price; empty for other requests.
+    pub media: MediaAsk,
+    pub image_price: Decimal,
     /// Held until the request is billed; dropped on any other path, which
     /// gives its budget reservation and concurrency slot back.
     pub admission: Admission,
@@ -61,9 +69,7 @@ pub(super) async fn admit(
         .await
         .unwrap_or_else(|| Err(body_timed_out()))
         .map_err(|error| Refused { error, close: true })?;
-    let probe = body::probe(&body)
-        .map(|p| with_path_model(p, endpoint, session.req_header().uri.path()))
-        .map_err(|msg| ApiError::new(ErrorKind::InvalidJson, msg))?;
+    let (probe, media) = probe_body(&body, endpoint, session.req_header())?;
     let Some(requested) = probe.model.as_deref() else {
         let e = ApiError::new(ErrorKind::MissingModel, "the request body has no `model`");
         return Err(e.into());
@@ -71,14 +77,58 @@ pub(super) async fn admit(
     let (model, long_context) = snap.resolve_model(requested);
     let model = model.to_string();
     check_model(snap, key, &model, endpoint)?;
+    let image_price = match (endpoint, snap.prices.get(&model)) {
+        (Endpoint::OpenAi(op), Some(price)) => match op.media() {
+            Some(kind) => cost::media_price(&model, price, kind, &media)
+                .map_err(|msg| ApiError::new(ErrorKind::UnsupportedField, msg))?,
+            None => Decimal::ZERO,
+        },
+        _ => Decimal::ZERO,
+    };
     let admission = metering.admit(snap, key, &model, probe.max_output_tokens, body.len())?;
     Ok(Admitted {
         body,
         probe,
         model,
         long_context,
+        media,
+        image_price,
         admission,
     })
+}
+
+/// The routing fields of the body, and for media endpoints its priced
+/// fields: an upload endpoint's `multipart/form-data` body is read by its
+/// parts (found in place, bounded: [`crate::multipart`]), every other
+/// body as JSON.
+fn probe_body(
+    body: &[u8],
+    endpoint: Endpoint,
+    head: &RequestHeader,
+) -> Result<(BodyProbe, MediaAsk), ApiError> {
+    let media = match endpoint {
+        Endpoint::OpenAi(op) => op.media().map(|kind| (kind, op.takes_multipart())),
+        _ => None,
+    };
+    let boundary = head
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(multipart::boundary);
+    if let (Some((kind, true)), Some(boundary)) = (media, boundary) {
+        return media::probe_multipart(kind, body, boundary)
+            .map_err(|msg| ApiError::new(ErrorKind::InvalidBody, msg));
+    }
+    let probe = body::probe(body)
+        .map(|p| with_path_model(p, endpoint, head.uri.path()))
+        .map_err(|msg| ApiError::new(ErrorKind::InvalidJson, msg))?;
+    let ask = match media {
+        Some((kind, _)) => {
+            media::ask_json(kind, body).map_err(|msg| ApiError::new(ErrorKind::InvalidJson, msg))?
+        }
+        None => MediaAsk::default(),
+    };
+    Ok((probe, ask))
 }
 
 /// The key may use the model, and some channel of its groups serves it in
@@ -114,11 +164,18 @@ fn check_model(
         Ok(()) => {}
     }
     if !routing::format_served(snap, &key.groups, model, endpoint) {
+        // The common mistake on the images endpoints: a text model.
+        let hint = match endpoint {
+            Endpoint::OpenAi(op) if op.media() == Some(MediaOp::Image) => {
+                " (is it a model with image output?)"
+            }
+            _ => "",
+        };
         return Err(ApiError::new(
             ErrorKind::UnsupportedFormat,
             format!(
                 "no channel of this key's groups serves model `{model}` in this API format, \
-                 natively or by translation"
+                 natively or by translation{hint}"
             ),
         ));
     }

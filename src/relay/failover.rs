@@ -20,11 +20,12 @@ use crate::affinity::{Affinity, SessionId};
 use crate::clock::now_ms;
 use crate::config::{Channel, Key, Snapshot};
 use crate::errors::{ApiError, ErrorKind};
-use crate::metering::{self, Metering, Served};
+use crate::media::MediaOp;
+use crate::metering::{self, MediaUse, Metering, Served};
 use crate::metrics::{AffinityResult, Metrics};
 use crate::providers::{self, BaseUrl, Endpoint, Prepared, Reach};
 use crate::routing;
-use crate::usage::Usage;
+use crate::usage::{Units, Usage};
 
 /// What the attempts of one request use.
 pub(super) struct Failover<'a> {
@@ -46,6 +47,8 @@ struct Relayed {
     usage: Option<Usage>,
     /// Output tokens counted from the answer text; 0 if `usage` is known.
     estimated_output: u64,
+    /// Media units the answer reported.
+    units: Units,
 }
 
 /// Why an attempt gave no answer.
@@ -277,6 +280,7 @@ impl Failover<'_> {
         Ok(Relayed {
             status,
             disposition,
+            units: adapter.units(),
             // Counting the answer's tokens is work only a missing report needs.
             estimated_output: match usage {
                 Some(_) => 0,
@@ -297,8 +301,10 @@ impl Failover<'_> {
         attempts: usize,
     ) -> Disposition {
         let group = &self.snap.groups[group];
-        let (usage, estimated) =
+        let (usage, mut estimated) =
             metering::final_usage(relayed.usage, relayed.estimated_output, &req.body);
+        let (media, audio_estimated) = self.media_use(&req, relayed.units);
+        estimated |= audio_estimated;
         let series = self.metrics.model_series(&group.name, &req.model);
         let served = Served {
             group: Some(group),
@@ -308,6 +314,7 @@ impl Failover<'_> {
             status: relayed.status,
             usage,
             estimated,
+            media,
         };
         if self.endpoint.is_count() {
             drop(req.admission);
@@ -317,6 +324,34 @@ impl Failover<'_> {
         }
         record(self.metrics, &served, self.started, attempts);
         relayed.disposition
+    }
+
+    /// The media units to bill: what the answer reported, else what the
+    /// request asked for (images by `n`, speech by its characters). A
+    /// transcription whose answer reports no duration (`text`, `srt`,
+    /// `vtt`) is billed by its upload's duration (`true`: estimated) when
+    /// the model has a `per_second` price.
+    fn media_use(&self, req: &Admitted, answered: Units) -> (MediaUse, bool) {
+        let Endpoint::OpenAi(op) = self.endpoint else {
+            return (MediaUse::default(), false);
+        };
+        let asked = Units {
+            images: req.media.images,
+            chars: req.media.chars,
+            ..Units::default()
+        };
+        let mut units = answered.or(asked);
+        let per_second =
+            (self.snap.prices.get(&req.model)).is_some_and(|p| p.media.per_second.is_some());
+        let estimate = op.media() == Some(MediaOp::Transcribe) && units.audio_ms == 0 && per_second;
+        if estimate {
+            units.audio_ms = req.media.upload_audio_ms;
+        }
+        let media = MediaUse {
+            units,
+            image_price: req.image_price,
+        };
+        (media, estimate)
     }
 
     fn channel_failed(&self, channel: &Channel, failure: &Failure) {
@@ -367,6 +402,7 @@ impl Failover<'_> {
                     status,
                     usage: Usage::default(),
                     estimated: false,
+                    media: MediaUse::default(),
                 };
                 record(self.metrics, &served, self.started, tries.channels.len());
                 return disposition;
@@ -415,6 +451,7 @@ async fn answer_count_estimate(
         disposition: write_raw(session, head, Bytes::from(body.to_string())).await,
         usage: Some(Usage::default()),
         estimated_output: 0,
+        units: Units::default(),
     }
 }
 
@@ -427,7 +464,15 @@ async fn answer_from_mock(
     req: &Admitted,
 ) -> Relayed {
     let path = session.req_header().uri.path().to_string();
-    let answer = providers::mock::answer(endpoint, &path, &req.probe, req.body.len());
+    let (answer, units) = match endpoint {
+        Endpoint::OpenAi(op) if op.is_surface() => {
+            providers::mock_media::answer(op, &req.probe, &req.media, &req.body)
+        }
+        _ => (
+            providers::mock::answer(endpoint, &path, &req.probe, req.body.len()),
+            Units::default(),
+        ),
+    };
     let head = answer.head(req.probe.stream);
     let delay = Duration::from_millis(channel.delay_ms);
     Relayed {
@@ -435,5 +480,6 @@ async fn answer_from_mock(
         disposition: write_events(session, head, &answer.events, delay).await,
         usage: Some(answer.usage),
         estimated_output: answer.usage.output,
+        units,
     }
 }

@@ -142,6 +142,24 @@ mod tests {
         assert_eq!(classify(&Method::GET, "/console/admin.js"), Route::Console);
         assert_eq!(classify(&Method::GET, "/console/none.js"), Route::NotFound);
         assert_eq!(classify(&Method::POST, "/"), Route::NotFound);
+        for (path, op) in [
+            ("/v1/images/generations", OpenAiOp::ImageGenerations),
+            ("/v1/images/edits", OpenAiOp::ImageEdits),
+            ("/v1/audio/transcriptions", OpenAiOp::AudioTranscriptions),
+            ("/v1/audio/translations", OpenAiOp::AudioTranslations),
+            ("/v1/audio/speech", OpenAiOp::AudioSpeech),
+            ("/v1/moderations", OpenAiOp::Moderations),
+            ("/v1/rerank", OpenAiOp::Rerank),
+        ] {
+            assert_eq!(
+                classify(&Method::POST, path),
+                Route::Relay(Endpoint::OpenAi(op))
+            );
+        }
+        assert_eq!(
+            classify(&Method::GET, "/v1/images/generations"),
+            Route::NotFound
+        );
         assert_eq!(classify(&Method::PATCH, "/api/keys/k"), Route::Account);
         assert_eq!(classify(&Method::GET, "/api/session"), Route::Account);
         assert_eq!(classify(&Method::GET, "/api/keysx"), Route::NotFound);

@@ -30,6 +30,13 @@ Answers are deterministic so tests can assert exact values:
   it answers ``"tool said: <result>"``. Streams are SSE with ``alt=sse``,
   one JSON array without, as Google streams.
 - A directed ``functionCall`` answer: ``GEMINI_CALL_TOKENS`` out, no thoughts.
+- Imagen ``:predict``: ``parameters.sampleCount`` 1x1 PNGs as
+  ``predictions[].bytesBase64Encoded``, no usage.
+- With ``generationConfig.responseModalities`` holding ``"IMAGE"``, Gemini
+  image models' answer: a text part and a 1x1 PNG as ``inlineData``, with
+  ``promptTokenCount = GEMINI_PROMPT`` and ``candidatesTokenCount`` =
+  ``GEMINI_IMAGE_TOKENS`` image + ``GEMINI_IMAGE_TEXT_TOKENS`` text tokens
+  (``candidatesTokensDetails`` by modality).
 
 ``MockNative(tools="directed")`` answers agent CLIs instead: see
 ``agent_turns`` (a ``tool_use`` block, or a Gemini ``functionCall`` part,
@@ -51,7 +58,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agent_turns import anthropic_turn, gemini_turn
-from mock_openai import Received, words
+from mock_openai import PNG, Received, words
 
 ANTHROPIC_INPUT = 30
 ANTHROPIC_CACHE_READ = 200
@@ -60,6 +67,8 @@ ANTHROPIC_COUNT = 17
 GEMINI_PROMPT = 40
 GEMINI_CACHED = 10
 GEMINI_THOUGHTS = 3
+GEMINI_IMAGE_TOKENS = 1290
+GEMINI_IMAGE_TEXT_TOKENS = 4
 GEMINI_COUNT = 23
 # Output tokens of a directed functionCall answer.
 GEMINI_CALL_TOKENS = 6
@@ -358,6 +367,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._gemini(body, stream=False)
         elif path.endswith(":streamGenerateContent"):
             self._gemini(body, stream=True, sse="alt=sse" in self.path.split("?", 1)[-1].split("&"))
+        elif path.endswith(":predict"):
+            self._imagen(body)
         else:
             self._json({"error": {"message": f"unknown path {path}"}}, status=404)
 
@@ -507,6 +518,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json({"error": {"code": 400, "message": problem, "status": "INVALID_ARGUMENT"}},
                        status=400)
             return
+        if "IMAGE" in ((body.get("generationConfig") or {}).get("responseModalities") or []):
+            self._gemini_image(stream, sse)
+            return
         text = None
         if self.owner.tools == "directed":
             turn = gemini_turn(body)
@@ -559,6 +573,39 @@ class _Handler(BaseHTTPRequestHandler):
             # Without alt=sse Google streams one JSON array, element by element.
             self._stream(["[" + json.dumps(chunks[0])] + ["," + json.dumps(c) for c in chunks[1:]] + ["]"],
                          content_type="application/json")
+
+    def _imagen(self, body: dict) -> None:
+        """Imagen's ``:predict``: ``sampleCount`` PNGs, no token usage."""
+        params = body.get("parameters") or {}
+        if set(params) - {"sampleCount", "aspectRatio", "personGeneration", "safetySetting"}:
+            self._json({"error": {"code": 400, "message": "unknown parameter", "status": "INVALID_ARGUMENT"}},
+                       status=400)
+            return
+        image = {"bytesBase64Encoded": base64.b64encode(PNG).decode(), "mimeType": "image/png"}
+        self._json({"predictions": [image] * int(params.get("sampleCount", 1))})
+
+    def _gemini_image(self, stream: bool, sse: bool) -> None:
+        out = GEMINI_IMAGE_TOKENS + GEMINI_IMAGE_TEXT_TOKENS
+        answer = {
+            "candidates": [{"content": {"role": "model", "parts": [
+                {"text": "Here is your image."},
+                {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(PNG).decode()}},
+            ]}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {
+                "promptTokenCount": GEMINI_PROMPT, "candidatesTokenCount": out,
+                "totalTokenCount": GEMINI_PROMPT + out,
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": GEMINI_PROMPT}],
+                "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": GEMINI_IMAGE_TOKENS},
+                                            {"modality": "TEXT", "tokenCount": GEMINI_IMAGE_TEXT_TOKENS}],
+            },
+            "modelVersion": "gemini-2.5-flash-image", "responseId": "mock-image",
+        }
+        if not stream:
+            self._json(answer)
+        elif sse:
+            self._stream([f"data: {json.dumps(answer)}\r\n\r\n"])
+        else:
+            self._stream(["[" + json.dumps(answer) + "]"], content_type="application/json")
 
     def _gemini_call(self, call: tuple[str, str], stream: bool, sse: bool) -> None:
         """A ``functionCall`` part, whole (Gemini streams a call in one chunk)."""

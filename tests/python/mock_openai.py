@@ -9,6 +9,18 @@ may carry one):
 - POST .../embeddings: float or base64 (the SDK's default) vectors.
 - POST .../responses: non-stream, or the Responses SSE event sequence that
   ends with ``response.completed`` carrying usage.
+- POST .../images/generations (JSON) and .../images/edits (multipart):
+  ``n`` 1x1 PNGs as ``b64_json`` (or a ``url``) with gpt-image-1's usage:
+  ``IMAGE_TEXT_TOKENS`` text tokens, ``IMAGE_INPUT_TOKENS`` per uploaded
+  image, ``IMAGE_OUTPUT_TOKENS`` per image out (dall-e models: no usage).
+- POST .../audio/transcriptions and .../audio/translations (multipart):
+  ``TRANSCRIPT`` with the WAV upload's duration: whole seconds (rounded
+  up) in ``usage`` for ``json``, exact ``duration`` for ``verbose_json``,
+  none for ``text``.
+- POST .../audio/speech: ``mock.speech_bytes`` bytes of audio/mpeg, sent
+  in 64 KiB chunks as they are made (never held whole).
+- POST .../moderations (no usage, as OpenAI) and .../rerank (Jina-style
+  ``usage.total_tokens`` = ``RERANK_TOKENS``).
 
 Answers are deterministic so that tests can assert exact values:
 
@@ -45,6 +57,15 @@ from agent_turns import AgentTurn, chat_turn, responses_turn
 
 PROMPT_TOKENS = 21
 CACHED_TOKENS = 5
+IMAGE_TEXT_TOKENS = 37
+IMAGE_INPUT_TOKENS = 194
+IMAGE_OUTPUT_TOKENS = 1056
+TRANSCRIPT = "The quick brown fox jumps over the lazy dog."
+RERANK_TOKENS = 42
+# A valid 1x1 RGBA PNG.
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGPQqr/yHwAE0QJ9PWShagAAAABJRU5ErkJggg=="
+)
 EMBEDDING_DIMENSIONS = 4
 # A held stream goes on after this long even if the test never releases it
 # (then ``hold_expired`` is set: the client did not see the first events).
@@ -118,6 +139,32 @@ def words(text: str) -> list[str]:
     return [parts[0]] + [" " + p for p in parts[1:]]
 
 
+def multipart_parts(content_type: str, body: bytes) -> list[tuple[str, str | None, bytes]]:
+    """(name, filename, content) of each part of a multipart/form-data body."""
+    boundary = content_type.split("boundary=", 1)[1].split(";")[0].strip().strip('"')
+    parts = []
+    for chunk in body.split(b"--" + boundary.encode())[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, content = chunk[2:].partition(b"\r\n\r\n")
+        disposition = next(
+            line for line in head.decode().split("\r\n") if line.lower().startswith("content-disposition")
+        )
+        params = dict(
+            p.strip().split("=", 1) for p in disposition.split(";")[1:] if "=" in p
+        )
+        name = params["name"].strip('"')
+        filename = params.get("filename")
+        parts.append((name, filename.strip('"') if filename else None, content[:-2]))
+    return parts
+
+
+def wav_seconds(data: bytes) -> float:
+    """The duration of a canonical PCM WAV (44-byte header)."""
+    byte_rate = struct.unpack("<I", data[28:32])[0]
+    return (len(data) - 44) / byte_rate
+
+
 def embedding_for(index: int) -> list[float]:
     """Exactly representable in float32, so base64 round-trips exactly."""
     return [index + 0.5, -0.25, 0.125 * (index + 1), 1.0]
@@ -152,6 +199,8 @@ class MockOpenAI:
         self.tools = tools
         self.requests: list[Received] = []
         self.hold_stream: threading.Event | None = None
+        # Bytes of an audio/speech answer.
+        self.speech_bytes = 4096
         self.hold_expired = False
         self._failures: list[_Failure] = []
         self._lock = threading.Lock()
@@ -245,12 +294,16 @@ class _Handler(BaseHTTPRequestHandler):
         if failure is not None:
             self._send_full(failure.status, failure.body, failure.headers)
             return
+        path = self.path.split("?", 1)[0]
+        content_type = self.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            self._upload(path, multipart_parts(content_type, raw))
+            return
         try:
             body = json.loads(raw)
         except ValueError:
             self._send_error(400, "invalid JSON body")
             return
-        path = self.path.split("?", 1)[0]
         if path.endswith("/chat/completions"):
             self._chat(body)
         elif path.endswith("/embeddings"):
@@ -259,6 +312,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._responses(body)
         elif path.endswith("/responses/compact"):
             self._compact(body)
+        elif path.endswith("/images/generations"):
+            self._images(body, input_images=0)
+        elif path.endswith("/audio/speech"):
+            self._speech(body)
+        elif path.endswith("/moderations"):
+            self._moderations(body)
+        elif path.endswith("/rerank"):
+            self._rerank(body)
         else:
             self._send_error(404, f"unknown path {path}")
 
@@ -409,6 +470,83 @@ class _Handler(BaseHTTPRequestHandler):
             self._event({**chunk, "choices": [], "usage": usage})
         self._chunk(b"data: [DONE]\n\n")
         self._end_stream()
+
+    def _upload(self, path: str, parts: list[tuple[str, str | None, bytes]]) -> None:
+        fields = {name: content.decode() for name, filename, content in parts if filename is None}
+        files = [content for name, filename, content in parts if filename is not None]
+        if "model" not in fields:
+            self._send_error(400, "you must provide a model parameter")
+        elif path.endswith("/images/edits"):
+            self._images(fields, input_images=len(files))
+        elif path.endswith(("/audio/transcriptions", "/audio/translations")):
+            self._transcription(fields, files[0])
+        else:
+            self._send_error(404, f"unknown path {path}")
+
+    def _images(self, body: dict, input_images: int) -> None:
+        n = int(body.get("n", 1))
+        model = self._model(body)
+        if body.get("response_format") == "url":
+            item = {"url": f"{self.owner.base_url}/files/image.png"}
+        else:
+            item = {"b64_json": base64.b64encode(PNG).decode()}
+        answer: dict[str, Any] = {"created": 1_700_000_000, "data": [item] * n}
+        if not model.startswith("dall-e"):
+            image_in = IMAGE_INPUT_TOKENS * input_images
+            out = IMAGE_OUTPUT_TOKENS * n
+            answer["usage"] = {
+                "input_tokens": IMAGE_TEXT_TOKENS + image_in,
+                "input_tokens_details": {"text_tokens": IMAGE_TEXT_TOKENS, "image_tokens": image_in},
+                "output_tokens": out,
+                "total_tokens": IMAGE_TEXT_TOKENS + image_in + out,
+            }
+        self._send_json(answer)
+
+    def _transcription(self, fields: dict, audio: bytes) -> None:
+        seconds = wav_seconds(audio)
+        fmt = fields.get("response_format", "json")
+        if fmt == "text":
+            self._send_full(200, (TRANSCRIPT + "\n").encode(), {"content-type": "text/plain; charset=utf-8"})
+        elif fmt == "verbose_json":
+            self._send_json({"task": "transcribe", "language": "english", "duration": seconds,
+                             "text": TRANSCRIPT, "segments": []})
+        else:
+            whole = int(-(-seconds // 1))
+            self._send_json({"text": TRANSCRIPT, "usage": {"type": "duration", "seconds": whole}})
+
+    def _speech(self, body: dict) -> None:
+        if not isinstance(body.get("input"), str):
+            self._send_error(400, "input: expected a string")
+            return
+        self.send_response(200)
+        self.send_header("content-type", "audio/mpeg")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        left = self.owner.speech_bytes
+        block = bytes(range(256)) * 256  # 64 KiB
+        while left > 0:
+            piece = block[: min(left, len(block))]
+            self._chunk(piece)
+            left -= len(piece)
+        self._end_stream()
+
+    def _moderations(self, body: dict) -> None:
+        inputs = body.get("input", "")
+        count = len(inputs) if isinstance(inputs, list) else 1
+        categories = ["harassment", "hate", "self-harm", "sexual", "violence"]
+        result = {
+            "flagged": False,
+            "categories": {c: False for c in categories},
+            "category_scores": {c: 0.0001 for c in categories},
+            "category_applied_input_types": {c: ["text"] for c in categories},
+        }
+        self._send_json({"id": "modr-1", "model": self._model(body), "results": [result] * count})
+
+    def _rerank(self, body: dict) -> None:
+        docs = body.get("documents", [])
+        results = [{"index": i, "relevance_score": 1.0 / (i + 1)} for i in range(len(docs))]
+        self._send_json({"id": "rerank-1", "model": self._model(body), "results": results,
+                         "usage": {"total_tokens": RERANK_TOKENS}})
 
     def _embeddings(self, body: dict) -> None:
         inputs = body.get("input", [])

@@ -57,6 +57,10 @@ pub(super) fn compile(
             let why = format!("`responses` does not apply to type \"{}\"", c.kind.as_str());
             return Err(error(("responses", why)));
         }
+        if c.rerank && c.kind != ChannelType::Openai {
+            let why = format!("`rerank` does not apply to type \"{}\"", c.kind.as_str());
+            return Err(error(("rerank", why)));
+        }
         let models = served_models(c, prices).map_err(error)?;
         let upstream = upstream(c, &item, env, warnings).map_err(error)?;
         channels.push(Channel {
@@ -68,6 +72,7 @@ pub(super) fn compile(
             weight: c.weight,
             translate: c.translate,
             responses: c.responses.unwrap_or(true),
+            rerank: c.rerank,
             health: health.get(&health_key(c)),
             delay_ms: c.delay_ms,
         });
@@ -193,6 +198,7 @@ fn health_key(c: &ChannelDef) -> String {
         enabled: _,
         translate: _,
         responses: _,
+        rerank: _,
         delay_ms: _,
     } = c;
     // Hashed: the key text must not hold the channel's credentials. Each

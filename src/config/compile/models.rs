@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use foldhash::HashMap;
 
-use crate::config::{ConfigError, ModelDef, Price, PriceTier, Source, TierDef, TokenPrices};
+use crate::config::{
+    ConfigError, MediaPrices, ModelDef, Price, PriceTier, Source, TierDef, TokenPrices,
+};
 
 #[derive(Debug)]
 pub(super) struct Models {
@@ -38,6 +40,9 @@ pub(super) fn compile(defs: &[Arc<ModelDef>], src: &Source<'_>) -> Result<Models
             m.cache_write,
             m.cache_write_1h,
             Some(m.per_request),
+            m.image_input,
+            m.per_second,
+            m.per_1k_chars,
         ];
         if values.iter().flatten().any(|v| v.is_sign_negative()) {
             return Err(src.error(
@@ -51,6 +56,12 @@ pub(super) fn compile(defs: &[Arc<ModelDef>], src: &Source<'_>) -> Result<Models
                 format!("{item}: {e}"),
             )
         })?;
+        let media = media(m).map_err(|(field, e)| {
+            src.error(
+                src.line_of_field("models", Some(i), field),
+                format!("{item}: {e}"),
+            )
+        })?;
         let base = resolve(m, &TierDef::default());
         let price = Price {
             input: base.input,
@@ -60,6 +71,7 @@ pub(super) fn compile(defs: &[Arc<ModelDef>], src: &Source<'_>) -> Result<Models
             cache_write_1h: base.cache_write_1h,
             per_request: m.per_request,
             tiers,
+            media,
         };
         if prices.insert(m.name.clone(), price).is_some() {
             return Err(src.error(
@@ -111,6 +123,54 @@ fn resolve(m: &ModelDef, tier: &TierDef) -> TokenPrices {
             .or(m.cache_write_1h)
             .unwrap_or(cache_write),
     }
+}
+
+/// Image qualities OpenAI's image models take (gpt-image-1: low, medium,
+/// high, auto; dall-e-3: standard, hd).
+const QUALITIES: &[&str] = &["low", "medium", "high", "auto", "standard", "hd"];
+
+/// The model's media prices, checked: `per_image` keys are a size
+/// (`"WxH"` or `"auto"`), optionally `/quality`.
+fn media(m: &ModelDef) -> Result<MediaPrices, (&'static str, String)> {
+    for (key, price) in &m.per_image {
+        let (size, quality) = match key.split_once('/') {
+            Some((size, quality)) => (size, Some(quality)),
+            None => (key.as_str(), None),
+        };
+        let size_ok = size == "auto"
+            || size.split_once('x').is_some_and(|(w, h)| {
+                [w, h]
+                    .iter()
+                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            });
+        if !size_ok {
+            return Err((
+                "per_image",
+                format!("per_image \"{key}\": the size must be WIDTHxHEIGHT or \"auto\""),
+            ));
+        }
+        if let Some(q) = quality.filter(|q| !QUALITIES.contains(q)) {
+            return Err((
+                "per_image",
+                format!(
+                    "per_image \"{key}\": unknown quality \"{q}\" (one of {})",
+                    QUALITIES.join(", ")
+                ),
+            ));
+        }
+        if price.is_sign_negative() {
+            return Err((
+                "per_image",
+                format!("per_image \"{key}\": prices must be >= 0"),
+            ));
+        }
+    }
+    Ok(MediaPrices {
+        per_image: m.per_image.clone(),
+        image_input: m.image_input.unwrap_or(m.input),
+        per_second: m.per_second,
+        per_1k_chars: m.per_1k_chars,
+    })
 }
 
 /// The model's tiers by ascending threshold, checked.
@@ -230,6 +290,46 @@ tiers = [{ above_input_tokens = 1000000, input = 12 },
         assert_eq!(p.for_input(200_001), first);
         assert_eq!(p.for_input(1_000_000), first);
         assert_eq!(p.for_input(1_000_001), second);
+    }
+
+    #[test]
+    fn media_prices_are_read_and_checked_at_their_line() {
+        let text = "[[models]]\nname = \"img\"\ninput = 5\n\
+                    per_image = { \"1024x1024\" = 0.04, \"1024x1536/high\" = 0.25, \"auto\" = 0 }\n\
+                    [[models]]\nname = \"w\"\nper_second = 0.0001\n\
+                    [[models]]\nname = \"t\"\nper_1k_chars = 0.015\nimage_input = 10\n";
+        let prices = compiled(text).unwrap();
+        let img = &prices["img"].media;
+        assert_eq!(img.per_image["1024x1536/high"], dec("0.25"));
+        assert_eq!(img.per_image["auto"], Decimal::ZERO);
+        assert_eq!(img.image_input, dec("5"), "unset: the input price");
+        assert_eq!((img.per_second, img.per_1k_chars), (None, None));
+        assert_eq!(prices["w"].media.per_second, Some(dec("0.0001")));
+        assert_eq!(prices["t"].media.per_1k_chars, Some(dec("0.015")));
+        assert_eq!(prices["t"].media.image_input, dec("10"));
+        for (line, want) in [
+            (
+                "per_image = { \"big\" = 1 }",
+                "the size must be WIDTHxHEIGHT or \"auto\"",
+            ),
+            (
+                "per_image = { \"10x\" = 1 }",
+                "the size must be WIDTHxHEIGHT",
+            ),
+            (
+                "per_image = { \"1x1/ultra\" = 1 }",
+                "unknown quality \"ultra\"",
+            ),
+            ("per_image = { \"1x1\" = -1 }", "prices must be >= 0"),
+            ("per_second = -0.1", "prices must be >= 0"),
+            ("per_1k_chars = -1", "prices must be >= 0"),
+        ] {
+            let e = compiled(&format!("[[models]]\nname = \"m\"\n\n{line}\n")).unwrap_err();
+            assert!(e.message.contains(want), "{line}: {e}");
+            assert!(e.message.contains("[[models]] \"m\""), "{e}");
+        }
+        let e = compiled("[[models]]\nname = \"m\"\n\nper_image = { \"x\" = 1 }\n").unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
     }
 
     #[test]
