@@ -1205,6 +1205,11 @@ async fn the_admin_manages_anyones_keys() {
         !ok && err.contains("404: no key named \"cli-key\""),
         "{err}"
     );
+    let (ok, _, err) = cli(&["key", "revoke", "no such/key"]);
+    assert!(
+        !ok && err.contains("404: no key has the name in this path: key names are 1 to 64"),
+        "{err}"
+    );
 }
 
 // ---- Races, exact budgets, encoded names, the open admin listener ----

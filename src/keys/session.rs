@@ -17,6 +17,8 @@ use crate::errors::{ApiError, ErrorKind};
 
 /// A session ends after this long without a request.
 pub const SESSION_IDLE_MS: u64 = 12 * 3600 * 1000;
+/// Live sessions one user (or the admin) may hold at once.
+pub const MAX_SESSIONS_PER_SUBJECT: usize = 32;
 /// Failed sign-ins (and bad tokens) an address may make per window.
 pub const SIGN_IN_FAILURES: u32 = 10;
 pub const SIGN_IN_WINDOW_MS: u64 = 60_000;
@@ -44,6 +46,14 @@ impl Sessions {
         let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id);
         let mut map = self.lock();
         map.retain(|_, s| now_ms.saturating_sub(s.last_seen_ms) < SESSION_IDLE_MS);
+        // Signing in again and again must not grow the table without bound:
+        // past the cap, the subject's least recently used session ends.
+        let mine = map.iter().filter(|(_, s)| s.subject == subject);
+        if mine.clone().count() >= MAX_SESSIONS_PER_SUBJECT {
+            if let Some(oldest) = mine.min_by_key(|(_, s)| s.last_seen_ms).map(|(h, _)| *h) {
+                map.remove(&oldest);
+            }
+        }
         map.insert(
             sha256(&id),
             Session {
@@ -321,6 +331,21 @@ mod tests {
         let id = s.open("bob", [1; 32], 0);
         s.close(&id);
         assert!(s.resolve(&id, 1, same).is_none());
+    }
+
+    #[test]
+    fn a_user_signing_in_again_and_again_holds_a_bounded_number_of_sessions() {
+        let s = Sessions::default();
+        let same = |_: &str| Some([1; 32]);
+        let first = s.open("alice", [1; 32], 0);
+        let ids: Vec<String> = (1..MAX_SESSIONS_PER_SUBJECT as u64 + 5)
+            .map(|t| s.open("alice", [1; 32], t))
+            .collect();
+        let bob = s.open("bob", [1; 32], 0);
+        assert_eq!(s.lock().len(), MAX_SESSIONS_PER_SUBJECT + 1);
+        assert!(s.resolve(&first, 100, same).is_none(), "the oldest ended");
+        assert!(s.resolve(ids.last().unwrap(), 100, same).is_some());
+        assert!(s.resolve(&bob, 100, same).is_some(), "bob's are his own");
     }
 
     #[test]
