@@ -1388,3 +1388,68 @@ async fn the_open_admin_listener_refuses_web_pages_of_other_sites() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// The `name=value` of a fresh session cookie for `token` at `url`.
+async fn signed_in(url: &str, token: &str) -> String {
+    let r = call("POST", url, As::Nobody, Some(json!({"token": token}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let pair = cookie_pair(&set_cookie(&r));
+    remember_secret(pair.split_once('=').unwrap().1);
+    pair
+}
+
+#[tokio::test]
+async fn sessions_end_when_the_token_is_rotated_or_the_user_removed() {
+    let tg = start(true);
+    let session = tg.url("/api/session");
+    let admin_session = tg.admin_url("/admin/session");
+    let alice = signed_in(&session, ALICE_TOKEN).await;
+    let bob = signed_in(&session, BOB_TOKEN).await;
+    let admin = signed_in(&admin_session, ADMIN_TOKEN).await;
+    for (url, cookie) in [
+        (&session, &alice),
+        (&session, &bob),
+        (&admin_session, &admin),
+    ] {
+        let r = call("GET", url, As::Cookie(cookie), None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // alice's token rotated, bob removed, a new admin token.
+    let new_alice = "ut-alice-rotated-0123456789";
+    let new_admin = "admin-rotated-0123456789";
+    remember_secret(new_alice);
+    remember_secret(new_admin);
+    let before = std::fs::read_to_string(&tg.config_path).unwrap();
+    let after = before
+        .replace(&sha256_hex(ALICE_TOKEN), &sha256_hex(new_alice))
+        .replace(ADMIN_TOKEN, new_admin)
+        .replace(
+            &format!(
+                "[[users]]\nname = \"bob\"\ngroup = \"claude\"\ntoken_sha256 = \"{}\"\n",
+                sha256_hex(BOB_TOKEN)
+            ),
+            "",
+        );
+    assert_ne!(before, after);
+    tg.write_config_by_rename(&after);
+    let r = call(
+        "POST",
+        &tg.admin_url("/admin/reload"),
+        As::Bearer(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for (url, cookie) in [
+        (&session, &alice),
+        (&session, &bob),
+        (&admin_session, &admin),
+    ] {
+        let r = call("GET", url, As::Cookie(cookie), None).await;
+        assert_eq!((r.status, code(&r)), (401, "sign_in_required"), "{url}");
+    }
+    let r = call("GET", &session, As::Bearer(new_alice), None).await;
+    assert_eq!(r.body["user"], "alice");
+    let r = call("GET", &session, As::Bearer(BOB_TOKEN), None).await;
+    assert_eq!((r.status, code(&r)), (401, "invalid_user_token"));
+}
