@@ -1453,3 +1453,49 @@ async fn sessions_end_when_the_token_is_rotated_or_the_user_removed() {
     let r = call("GET", &session, As::Bearer(BOB_TOKEN), None).await;
     assert_eq!((r.status, code(&r)), (401, "invalid_user_token"));
 }
+
+#[tokio::test]
+async fn creating_and_revoking_in_a_loop_is_limited_per_day() {
+    let tg = start_config(config(false), "max_keys_per_user = 1");
+    // 4 x max_keys_per_user a day, revoked keys included.
+    for i in 0..4 {
+        let r = create(&tg, BOB_TOKEN, json!({"name": format!("loop-{i}")})).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let url = tg.url(&format!("/api/keys/loop-{i}"));
+        let r = call("DELETE", &url, As::Bearer(BOB_TOKEN), None).await;
+        assert_eq!(r.status, 204);
+    }
+    let r = create(&tg, BOB_TOKEN, json!({"name": "loop-4"})).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (429, "rate_limit_exceeded"),
+        "{}",
+        r.body
+    );
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((86_300..=86_400).contains(&wait), "{wait}");
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "you created 4 keys in the last 24 hours, the most allowed (4 x [server] \
+             max_keys_per_user, revoked keys included): retry in"
+        ),
+        "{message}"
+    );
+    // Others, and the admin for bob, are not held back.
+    assert_eq!(
+        create(&tg, ALICE_TOKEN, json!({"name": "hers"}))
+            .await
+            .status,
+        201
+    );
+    let r = call(
+        "POST",
+        &tg.admin_url("/admin/keys"),
+        As::Nobody,
+        Some(json!({"user": "bob", "name": "by-admin"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    remember_secret(r.body["key"].as_str().unwrap());
+}

@@ -7,7 +7,7 @@ use rand::RngCore;
 use serde_json::{json, Map, Value};
 
 use super::fields::{self, MUTABLE};
-use super::registry::{CreateRefusal, KeyFields, KeyRecord};
+use super::registry::{CreateLimits, CreateRefusal, KeyFields, KeyRecord};
 use super::service::{json_object, Answer, KeyService};
 use crate::clock::now_ms;
 use crate::config::{compile_managed_key, sha256, Key, Snapshot, AUTO_GROUP};
@@ -20,6 +20,10 @@ pub enum Actor<'a> {
     User(&'a str),
     Admin,
 }
+
+/// A user may create this many times `max_keys_per_user` keys a day
+/// (the admin any number): room to replace every key a few times over.
+const KEYS_A_DAY_PER_KEY_HELD: usize = 4;
 
 fn not_found(name: &str) -> ApiError {
     ApiError::new(ErrorKind::KeyNotFound, format!("no key named \"{name}\""))
@@ -101,10 +105,12 @@ impl KeyService {
             updated_ms: now,
         };
         check_compiles(snap, &record)?;
-        match self
-            .registry
-            .create(record.clone(), snap.server.max_keys_per_user)
-        {
+        let limits = CreateLimits {
+            live: snap.server.max_keys_per_user,
+            per_day: matches!(actor, Actor::User(_))
+                .then_some(KEYS_A_DAY_PER_KEY_HELD * snap.server.max_keys_per_user),
+        };
+        match self.registry.create(record.clone(), limits) {
             Ok(Ok(())) => {}
             Ok(Err(CreateRefusal::NameTaken)) => return Err(name_taken(&name)),
             Ok(Err(CreateRefusal::TooMany(held))) => {
@@ -116,6 +122,18 @@ impl KeyService {
                         record.user
                     ),
                 ))
+            }
+            Ok(Err(CreateRefusal::TooManyToday(wait))) => {
+                return Err(ApiError::new(
+                    ErrorKind::RateLimited,
+                    format!(
+                        "you created {} keys in the last 24 hours, the most allowed ({} x \
+                         [server] max_keys_per_user, revoked keys included): retry in {wait} s",
+                        KEYS_A_DAY_PER_KEY_HELD * snap.server.max_keys_per_user,
+                        KEYS_A_DAY_PER_KEY_HELD
+                    ),
+                )
+                .with_retry_after(wait))
             }
             Err(e) => return Err(store_failed(&e)),
         }

@@ -187,19 +187,35 @@ impl Registry {
     }
 
     /// Creates `record` unless its name is taken (by any record, revoked
-    /// ones included) or its user holds `max` live keys: checked and
-    /// stored under one lock, so two concurrent creations cannot both pass.
-    pub fn create(&self, record: KeyRecord, max: usize) -> Result<Result<(), CreateRefusal>> {
+    /// ones included) or its user is past a limit: checked and stored
+    /// under one lock, so two concurrent creations cannot both pass.
+    pub fn create(
+        &self,
+        record: KeyRecord,
+        limits: CreateLimits,
+    ) -> Result<Result<(), CreateRefusal>> {
         let mut records = self.lock();
         if records.contains_key(&record.name) {
             return Ok(Err(CreateRefusal::NameTaken));
         }
-        let held = records
-            .values()
-            .filter(|r| r.user == record.user && !r.revoked)
-            .count();
-        if held >= max {
+        let theirs = || records.values().filter(|r| r.user == record.user);
+        let held = theirs().filter(|r| !r.revoked).count();
+        if held >= limits.live {
             return Ok(Err(CreateRefusal::TooMany(held)));
+        }
+        if let Some(per_day) = limits.per_day {
+            let since = record.created_ms.saturating_sub(DAY_MS);
+            let mut recent: Vec<u64> = theirs()
+                .map(|r| r.created_ms)
+                .filter(|&t| t > since)
+                .collect();
+            if recent.len() >= per_day.max(1) {
+                // Allowed again once all but `per_day - 1` are a day old.
+                recent.sort_unstable();
+                let frees = recent[recent.len() - per_day.max(1)] + DAY_MS;
+                let wait_ms = frees.saturating_sub(record.created_ms);
+                return Ok(Err(CreateRefusal::TooManyToday(wait_ms.div_ceil(1000))));
+            }
         }
         self.write(&mut records, record.clone())?;
         drop(records);
@@ -311,12 +327,29 @@ fn compile(
     (compiled, warnings)
 }
 
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// How many keys a user may create.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateLimits {
+    /// Live (not revoked) keys held at once.
+    pub live: usize,
+    /// Keys created in the last 24 hours, revoked ones included; none: no
+    /// limit. Revoked records are kept for good (their names stay taken),
+    /// so without it a user creating and revoking keys in a loop would
+    /// grow the store and every scan of it without bound.
+    pub per_day: Option<usize>,
+}
+
 /// Why a key was not created.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CreateRefusal {
     NameTaken,
     /// The user's live keys.
     TooMany(usize),
+    /// Too many created in the last 24 hours; the seconds until one more
+    /// may be.
+    TooManyToday(u64),
 }
 
 /// A record compiled against the config, minus what the config no longer
@@ -406,6 +439,57 @@ mod tests {
         }
     }
 
+    fn live(n: usize) -> CreateLimits {
+        CreateLimits {
+            live: n,
+            per_day: None,
+        }
+    }
+
+    #[test]
+    fn a_user_creates_a_bounded_number_of_keys_a_day_revoked_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&Store::open(dir.path()).unwrap()).unwrap();
+        let limits = CreateLimits {
+            live: 2,
+            per_day: Some(3),
+        };
+        let at = |name: &str, user: &str, ms: u64| {
+            let mut r = record(name, user, ms);
+            r.created_ms = ms;
+            r
+        };
+        for (i, ms) in [1_000, 2_000, 3_000].into_iter().enumerate() {
+            let name = format!("k{i}");
+            registry
+                .create(at(&name, "u", ms), limits)
+                .unwrap()
+                .unwrap();
+            let mut revoked = registry.get(&name).unwrap();
+            revoked.revoked = true;
+            registry.save(revoked).unwrap();
+        }
+        // None live, but three made today: the first is a day old at 1,000 + DAY.
+        let refused = registry.create(at("k3", "u", 10_000), limits).unwrap();
+        assert_eq!(
+            refused,
+            Err(CreateRefusal::TooManyToday((DAY_MS - 9_000) / 1000))
+        );
+        assert_eq!(
+            registry.create(at("k3", "v", 10_000), limits).unwrap(),
+            Ok(())
+        );
+        let next_day = at("k4", "u", DAY_MS + 1_000);
+        assert_eq!(registry.create(next_day, limits).unwrap(), Ok(()));
+        // The admin's creations have no daily limit.
+        assert_eq!(
+            registry
+                .create(at("k5", "u", DAY_MS + 1_001), live(2))
+                .unwrap(),
+            Ok(())
+        );
+    }
+
     fn snapshot(generation: u64, groups: &[&str]) -> Snapshot {
         let mut text = String::from("[[models]]\nname = \"m\"\ninput = 1\n");
         for g in groups {
@@ -430,7 +514,10 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let registry = Registry::open(&store).unwrap();
         let mut changes = registry.subscribe();
-        assert_eq!(registry.create(record("k", "u", 5), 2).unwrap(), Ok(()));
+        assert_eq!(
+            registry.create(record("k", "u", 5), live(2)).unwrap(),
+            Ok(())
+        );
         assert_eq!(changes.try_recv().unwrap(), "k");
         let v = registry.version();
         // Elsewhere: an older record is ignored, a newer one applied, and
@@ -457,7 +544,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let registry = Registry::open(&store).unwrap();
-        registry.create(record("k", "u", 1), 5).unwrap().unwrap();
+        registry
+            .create(record("k", "u", 1), live(5))
+            .unwrap()
+            .unwrap();
         let mut changes = registry.subscribe();
         let revoke = |held: Option<&KeyRecord>| {
             let mut r = held.cloned().ok_or("missing")?;
@@ -488,16 +578,25 @@ mod tests {
     fn names_stay_taken_and_users_have_a_cap() {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(&Store::open(dir.path()).unwrap()).unwrap();
-        registry.create(record("a", "u", 1), 2).unwrap().unwrap();
+        registry
+            .create(record("a", "u", 1), live(2))
+            .unwrap()
+            .unwrap();
         let mut revoked = record("b", "u", 1);
         revoked.revoked = true;
         registry.save(revoked).unwrap();
-        let taken = registry.create(record("b", "v", 1), 2).unwrap();
+        let taken = registry.create(record("b", "v", 1), live(2)).unwrap();
         assert_eq!(taken, Err(CreateRefusal::NameTaken));
-        registry.create(record("c", "u", 1), 2).unwrap().unwrap();
-        let full = registry.create(record("d", "u", 1), 2).unwrap();
+        registry
+            .create(record("c", "u", 1), live(2))
+            .unwrap()
+            .unwrap();
+        let full = registry.create(record("d", "u", 1), live(2)).unwrap();
         assert_eq!(full, Err(CreateRefusal::TooMany(2)));
-        registry.create(record("d", "v", 1), 2).unwrap().unwrap();
+        registry
+            .create(record("d", "v", 1), live(2))
+            .unwrap()
+            .unwrap();
     }
 
     #[test]
