@@ -1,5 +1,5 @@
 //! The admin listener: health, readiness, Prometheus metrics, channel
-//! health and reload. Paths match exactly (no normalization), and every
+//! health, reload, and the operator's console page (`GET /`). Paths match exactly (no normalization), and every
 //! path but /healthz and /readyz needs the admin token when one is set.
 //!
 //! Connections are read by the client listener's own HTTP/1 code
@@ -19,6 +19,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use serde_json::{json, Value};
 
 use crate::clock::now_ms;
+use crate::console::{self, Listener};
 use crate::health::Availability;
 use crate::keys::{self, AdminAccess, KeyService};
 use crate::metering::{report, Metering};
@@ -89,6 +90,7 @@ impl AdminApp {
             .map(|ch| {
                 let availability = ch.health.availability(now);
                 let cooldown_ms = ch.health.cooldown_until_ms().saturating_sub(now);
+                let (attempts, failures) = ch.health.last_hour(now);
                 json!({
                     "name": &*ch.name,
                     "type": ch.kind.as_str(),
@@ -107,10 +109,25 @@ impl AdminApp {
                     "cooldown_remaining_seconds": if availability == Availability::Cooling {
                         cooldown_ms.div_ceil(1000) } else { 0 },
                     "last_error": ch.health.last_error(),
+                    "requests_last_hour": attempts,
+                    "failures_last_hour": failures,
                 })
             })
             .collect();
         json!({"generation": snap.generation, "channels": list})
+    }
+
+    /// `GET /admin/config`: the running generation, when it was loaded,
+    /// and the last refused reload (until a reload succeeds).
+    fn config_status(&self) -> Value {
+        let status = self.config.status();
+        json!({
+            "generation": self.config.load().generation,
+            "loaded_at_ms": status.loaded_at_ms,
+            "last_reload_error": status.last_error.map(|(at_ms, message)| {
+                json!({"at_ms": at_ms, "message": message})
+            }),
+        })
     }
 }
 
@@ -127,8 +144,18 @@ impl AdminApp {
         let method = req.method.clone();
         let path = req.uri.path().to_string();
         let query = req.uri.query().unwrap_or("").to_string();
+        // The console's page and assets are public: it signs in itself.
+        if console::serves(&method, &path, Listener::Admin) {
+            let tag = req
+                .headers
+                .get("if-none-match")
+                .and_then(|v| v.to_str().ok());
+            if let Some(r) = console::response(&path, Listener::Admin, tag) {
+                return r;
+            }
+        }
         let snap = self.config.load();
-        if path == "/admin/session" {
+        if path == "/admin/session" || path == "/admin/keys" || path.starts_with("/admin/keys/") {
             if let Some(answer) = keys::admin_api(&self.keys, &snap, req, body, client_ip) {
                 return keys_response(answer);
             }
@@ -178,6 +205,7 @@ impl AdminApp {
                 respond(200, "text/plain; version=0.0.4", self.metrics.render())
             }
             (Method::GET, "/admin/channels") => json_response(200, self.channels()),
+            (Method::GET, "/admin/config") => json_response(200, self.config_status()),
             (Method::GET, path @ ("/admin/usage" | "/admin/requests")) => {
                 // Write queued charges first, so the answer includes every
                 // request billed before it was asked.

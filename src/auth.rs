@@ -10,6 +10,7 @@ use pingora_http::RequestHeader;
 
 use crate::config::{sha256, Key, Snapshot};
 use crate::errors::{ApiError, ErrorKind};
+use crate::keys::registry::Registry;
 
 // Names as constants: looked up by a `&str`, each would be parsed again for
 // every request.
@@ -160,21 +161,54 @@ fn percent_decoded(s: &str) -> Vec<u8> {
 
 /// The key a connection presented last, so that the requests it sends over
 /// keep-alive skip the SHA-256 of their secret (~3,600 instructions, a
-/// tenth of a request's cost). Good for one config generation.
+/// tenth of a request's cost). Good for one config generation, and for a
+/// managed key also for one version of the managed keys, so that a revoked
+/// or changed key is never served from here.
 #[derive(Default)]
 pub struct KeyMemo {
-    last: Option<(String, u64, Arc<Key>)>,
+    last: Option<Remembered>,
+}
+
+struct Remembered {
+    secret: String,
+    generation: u64,
+    /// The managed keys' version it was found at; none for a TOML key.
+    managed_version: Option<u64>,
+    key: Arc<Key>,
 }
 
 impl KeyMemo {
-    fn lookup(&mut self, snapshot: &Snapshot, secret: &str) -> Option<Arc<Key>> {
-        if let Some((known, generation, key)) = &self.last {
-            if *generation == snapshot.generation && same_secret(known, secret) {
-                return Some(key.clone());
+    /// TOML keys first, then managed keys, both by SHA-256.
+    fn lookup(
+        &mut self,
+        snapshot: &Snapshot,
+        managed: &Registry,
+        secret: &str,
+    ) -> Option<Arc<Key>> {
+        if let Some(last) = &self.last {
+            if last.generation == snapshot.generation
+                && last.managed_version.is_none_or(|v| v == managed.version())
+                && same_secret(&last.secret, secret)
+            {
+                return Some(last.key.clone());
             }
         }
-        let key = snapshot.keys_by_hash.get(&sha256(secret))?.clone();
-        self.last = Some((secret.to_string(), snapshot.generation, key.clone()));
+        let hash = sha256(secret);
+        let (key, managed_version) = match snapshot.keys_by_hash.get(&hash) {
+            Some(key) => (key.clone(), None),
+            None => {
+                // Read before the lookup: a change in between makes the
+                // memo stale, never wrong.
+                let version = managed.version();
+                (managed.lookup(snapshot, &hash)?, Some(version))
+            }
+        };
+        self.last = Some(Remembered {
+            secret: secret.to_string(),
+            generation: snapshot.generation,
+            managed_version,
+            key: key.clone(),
+        });
         Some(key)
     }
 }
@@ -190,10 +224,11 @@ fn same_secret(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// Authenticates a request against the snapshot at time `now_unix`;
-/// `memo` is the connection's.
+/// Authenticates a request against the snapshot and the managed keys at
+/// time `now_unix`; `memo` is the connection's.
 pub fn authenticate(
     snapshot: &Snapshot,
+    managed: &Registry,
     req: &RequestHeader,
     client_ip: Option<IpAddr>,
     now_unix: i64,
@@ -206,7 +241,7 @@ pub fn authenticate(
         )
     })?;
     let key = memo
-        .lookup(snapshot, secret)
+        .lookup(snapshot, managed, secret)
         .ok_or_else(|| ApiError::new(ErrorKind::InvalidApiKey, "invalid API key"))?;
     if key.expires_unix.is_some_and(|t| now_unix >= t) {
         return Err(ApiError::new(
@@ -327,7 +362,8 @@ mod tests {
 
     fn snapshot(keys: &[&str], generation: u64) -> Snapshot {
         let mut text = String::from(
-            "[[groups]]\nname = \"g\"\nratio = 1\n[[models]]\nname = \"m\"\ninput = 1\n",
+            "[[groups]]\nname = \"g\"\nratio = 1\n[[models]]\nname = \"m\"\ninput = 1\n\
+             [[users]]\nname = \"u\"\ngroup = \"g\"\n",
         );
         for (i, secret) in keys.iter().enumerate() {
             text.push_str(&format!(
@@ -350,24 +386,73 @@ mod tests {
         .snapshot
     }
 
+    fn managed(secret: &str, name: &str) -> crate::keys::registry::KeyRecord {
+        crate::keys::registry::KeyRecord {
+            name: name.into(),
+            user: "u".into(),
+            sha256: hex::encode(sha256(secret)),
+            hint: String::new(),
+            fields: Default::default(),
+            disabled: false,
+            revoked: false,
+            created_ms: 1,
+            updated_ms: 1,
+        }
+    }
+
     #[test]
     fn a_connections_key_memo_never_answers_for_another_secret_or_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&crate::store::Store::open(dir.path()).unwrap()).unwrap();
         let mut memo = KeyMemo::default();
+        let mut lookup = |snap: &Snapshot, secret: &str| {
+            memo.lookup(snap, &registry, secret).map(|k| k.name.clone())
+        };
         let both = snapshot(&["sk-alice", "sk-bob"], 1);
-        let name = |key: Option<Arc<Key>>| key.map(|k| k.name.clone());
-        assert_eq!(name(memo.lookup(&both, "sk-alice")).as_deref(), Some("k0"));
-        assert_eq!(name(memo.lookup(&both, "sk-alice")).as_deref(), Some("k0"));
+        assert_eq!(lookup(&both, "sk-alice").as_deref(), Some("k0"));
+        assert_eq!(lookup(&both, "sk-alice").as_deref(), Some("k0"));
         // Another client behind the same proxy connection.
-        assert_eq!(name(memo.lookup(&both, "sk-bob")).as_deref(), Some("k1"));
-        assert_eq!(name(memo.lookup(&both, "sk-alicf")), None);
+        assert_eq!(lookup(&both, "sk-bob").as_deref(), Some("k1"));
+        assert_eq!(lookup(&both, "sk-alicf"), None);
         // A reload that removes bob's key takes effect on the same connection.
         let alice_only = snapshot(&["sk-alice"], 2);
-        assert_eq!(name(memo.lookup(&alice_only, "sk-bob")), None);
-        assert_eq!(
-            name(memo.lookup(&alice_only, "sk-alice")).as_deref(),
-            Some("k0")
-        );
+        assert_eq!(lookup(&alice_only, "sk-bob"), None);
+        assert_eq!(lookup(&alice_only, "sk-alice").as_deref(), Some("k0"));
         assert!(same_secret("sk-1", "sk-1"));
         assert!(!same_secret("sk-1", "sk-2") && !same_secret("sk-1", "sk-12"));
+    }
+
+    #[test]
+    fn a_managed_key_is_found_after_toml_keys_and_never_served_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&crate::store::Store::open(dir.path()).unwrap()).unwrap();
+        let snap = snapshot(&["sk-toml"], 1);
+        let mut memo = KeyMemo::default();
+        registry.save(managed("sk-managed", "mk")).unwrap();
+        let found = memo.lookup(&snap, &registry, "sk-managed").unwrap();
+        assert_eq!(
+            (found.name.as_str(), found.groups.as_slice()),
+            ("mk", &[0][..])
+        );
+        assert!(memo.lookup(&snap, &registry, "sk-managed").is_some());
+        // Revoked: the same connection's next request no longer finds it.
+        let mut revoked = managed("sk-managed", "mk");
+        revoked.revoked = true;
+        registry.save(revoked).unwrap();
+        assert!(memo.lookup(&snap, &registry, "sk-managed").is_none());
+        // Disabled keys are not found; a TOML key's memo survives changes.
+        let mut disabled = managed("sk-other", "mk2");
+        disabled.disabled = true;
+        registry.save(disabled).unwrap();
+        assert!(memo.lookup(&snap, &registry, "sk-other").is_none());
+        assert_eq!(memo.lookup(&snap, &registry, "sk-toml").unwrap().name, "k0");
+        registry.save(managed("sk-third", "mk3")).unwrap();
+        assert_eq!(memo.lookup(&snap, &registry, "sk-toml").unwrap().name, "k0");
+        // A managed key named like a TOML key does not work.
+        registry.save(managed("sk-clash", "k0")).unwrap();
+        assert!(memo.lookup(&snap, &registry, "sk-clash").is_none());
+        let warnings = registry.refresh(&snap);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("managed key \"k0\" (user \"u\"): a [[keys]] item"));
     }
 }

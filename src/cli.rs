@@ -1,5 +1,5 @@
-//! Command line (docs/operations.md, "Command line"): `run`, `check`, `key new`, `user token`,
-//! `usage`, `--version`.
+//! Command line (docs/operations.md, "Command line"): `run`, `check`, `key new`, `key create`,
+//! `key revoke`, `user token`, `usage`, `--version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +58,21 @@ enum KeyAction {
         #[arg(long, default_value = "new-key")]
         name: String,
     },
+    /// Create a managed key in the running gateway (admin API) and print
+    /// its secret, shown only this once
+    Create {
+        /// The user the key is for
+        #[arg(long)]
+        user: String,
+        /// Ordered groups, comma-separated (default: the user's group)
+        #[arg(long, value_delimiter = ',')]
+        groups: Option<Vec<String>>,
+        /// Key name (default: USER-<6 random hex digits>)
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Revoke a managed key in the running gateway: it stops working at once
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -113,6 +128,38 @@ pub fn main() -> ExitCode {
             println!("key_sha256 = \"{}\"", hex::encode(sha256(&secret)));
             ExitCode::SUCCESS
         }
+        Command::Key {
+            action: KeyAction::Create { user, groups, name },
+        } => {
+            let name = name.unwrap_or_else(|| format!("{user}-{}", &fresh_secret("")[..6]));
+            let mut body = serde_json::json!({"user": user, "name": name});
+            if let Some(groups) = groups {
+                body["groups"] = serde_json::json!(groups);
+            }
+            admin_command(
+                "key create",
+                &cli.config,
+                "POST",
+                "/admin/keys",
+                Some(&body),
+                |doc| {
+                    println!(
+                        "secret of key {:?} (give it to {user}; it is not stored): {}",
+                        doc["name"].as_str().unwrap_or(""),
+                        doc["key"].as_str().unwrap_or("")
+                    );
+                    println!("groups: {}", doc["groups"]);
+                },
+            )
+        }
+        Command::Key {
+            action: KeyAction::Revoke { name },
+        } => {
+            let path = format!("/admin/keys/{name}");
+            admin_command("key revoke", &cli.config, "DELETE", &path, None, |_| {
+                println!("revoked key {name:?}");
+            })
+        }
         Command::User {
             action: UserAction::Token { name },
         } => {
@@ -124,6 +171,36 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// Calls the running gateway's admin API; on success `done` prints from
+/// the JSON answer, else the API's error message is printed (exit 1).
+fn admin_command(
+    what: &str,
+    config: &std::path::Path,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    done: impl FnOnce(&serde_json::Value),
+) -> ExitCode {
+    let answer = crate::usage_cli::admin_call(config, method, path, body);
+    let (status, body) = match answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            eprintln!("tollgate {what}: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if (200..300).contains(&status) {
+        done(&doc);
+        return ExitCode::SUCCESS;
+    }
+    let message = doc["error"]["message"]
+        .as_str()
+        .map_or_else(|| doc.to_string(), str::to_string);
+    eprintln!("tollgate {what}: {status}: {message}");
+    ExitCode::FAILURE
 }
 
 fn init_logging() {

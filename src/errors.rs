@@ -74,6 +74,8 @@ pub enum ErrorKind {
     KeyNotManaged,
     /// The user holds `max_keys_per_user` keys already.
     TooManyKeys,
+    /// The store cannot be written (a full disk): nothing was changed.
+    StoreUnavailable,
 }
 
 /// How one kind of error reads: its HTTP status and code, and its error
@@ -88,7 +90,7 @@ pub struct Shape {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 38] = [
+    pub const ALL: [ErrorKind; 39] = [
         ErrorKind::InvalidRequest,
         ErrorKind::HeaderTooLarge,
         ErrorKind::UriTooLong,
@@ -127,6 +129,7 @@ impl ErrorKind {
         ErrorKind::KeyNotFound,
         ErrorKind::KeyNotManaged,
         ErrorKind::TooManyKeys,
+        ErrorKind::StoreUnavailable,
     ];
 
     /// The table.
@@ -221,6 +224,11 @@ impl ErrorKind {
             ),
             K::KeyNotManaged => row(409, "key_not_managed", BAD),
             K::TooManyKeys => row(403, "too_many_keys", DENIED),
+            K::StoreUnavailable => row(
+                503,
+                "store_unavailable",
+                ["server_error", "overloaded_error", "UNAVAILABLE"],
+            ),
         }
     }
 }

@@ -17,6 +17,50 @@ pub struct ChannelHealth {
     cooldown_until_ms: AtomicU64,
     probe_in_flight: AtomicBool,
     last_error: Mutex<Option<String>>,
+    last_hour: LastHour,
+}
+
+/// Attempts and failed attempts per minute over the last hour, for the
+/// admin view: a ring of 60 one-minute slots, each an atomic holding the
+/// minute it counts (high 32 bits) and its count (low 32 bits), so that
+/// recording is one atomic update and needs no lock and no clearing task.
+struct LastHour {
+    attempts: [AtomicU64; 60],
+    failures: [AtomicU64; 60],
+}
+
+impl Default for LastHour {
+    fn default() -> Self {
+        LastHour {
+            attempts: std::array::from_fn(|_| AtomicU64::new(0)),
+            failures: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// Counts one event in the slot of `minute`, starting the slot afresh if
+/// it still counts a minute an hour or more ago.
+fn bump(slots: &[AtomicU64; 60], minute: u64) {
+    let slot = &slots[(minute % 60) as usize];
+    let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(if v >> 32 != minute {
+            minute << 32 | 1
+        } else if v & 0xffff_ffff == 0xffff_ffff {
+            v
+        } else {
+            v + 1
+        })
+    });
+}
+
+/// The events of the 60 minutes up to and including `minute`.
+fn sum(slots: &[AtomicU64; 60], minute: u64) -> u64 {
+    slots
+        .iter()
+        .map(|slot| slot.load(Ordering::Relaxed))
+        .filter(|v| (v >> 32) + 60 > minute && v >> 32 <= minute)
+        .map(|v| v & 0xffff_ffff)
+        .sum()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +97,8 @@ impl ChannelHealth {
         }
     }
 
-    pub fn record_success(&self) {
+    pub fn record_success(&self, now_ms: u64) {
+        bump(&self.last_hour.attempts, now_ms / 60_000);
         if self.consecutive_failures.swap(0, Ordering::AcqRel) != 0 {
             self.cooldown_until_ms.store(0, Ordering::Release);
         }
@@ -70,12 +115,25 @@ impl ChannelHealth {
         retry_after: Option<Duration>,
         reason: String,
     ) {
+        let minute = now_ms / 60_000;
+        bump(&self.last_hour.attempts, minute);
+        bump(&self.last_hour.failures, minute);
         let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
         let cooldown = cooldown_for(failures, base, max, retry_after);
         self.cooldown_until_ms
             .store(now_ms + cooldown.as_millis() as u64, Ordering::Release);
         self.probe_in_flight.store(false, Ordering::Release);
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+    }
+
+    /// Attempts on this channel and how many of them failed, in the hour
+    /// up to `now_ms` (by whole minutes).
+    pub fn last_hour(&self, now_ms: u64) -> (u64, u64) {
+        let minute = now_ms / 60_000;
+        (
+            sum(&self.last_hour.attempts, minute),
+            sum(&self.last_hour.failures, minute),
+        )
     }
 
     pub fn consecutive_failures(&self) -> u32 {
@@ -156,8 +214,28 @@ mod tests {
         h.record_failure(2_100, s, s * 10, None, "503".into());
         assert_eq!(h.cooldown_until_ms(), 4_100, "second failure doubles");
         assert!(h.try_acquire(4_100));
-        h.record_success();
+        h.record_success(2_200);
         assert_eq!(h.availability(4_200), Availability::Up);
         assert!(h.try_acquire(4_200) && h.try_acquire(4_200));
+    }
+
+    #[test]
+    fn last_hour_counts_attempts_and_failures_by_minute() {
+        let h = ChannelHealth::default();
+        let s = Duration::from_secs(1);
+        let t0 = 1_000 * 60_000; // minute 1000
+        h.record_success(t0);
+        h.record_success(t0 + 59_999);
+        h.record_failure(t0 + 30 * 60_000, s, s, None, "503".into());
+        h.record_success(t0 + 59 * 60_000);
+        assert_eq!(h.last_hour(t0 + 59 * 60_000), (4, 1));
+        // An hour after minute 1000, its slot no longer counts.
+        assert_eq!(h.last_hour(t0 + 60 * 60_000), (2, 1));
+        // Minute 1060 reuses minute 1000's slot: it starts afresh.
+        h.record_failure(t0 + 60 * 60_000, s, s, None, "503".into());
+        assert_eq!(h.last_hour(t0 + 60 * 60_000), (3, 2));
+        assert_eq!(h.last_hour(t0 + 200 * 60_000), (0, 0));
+        // A reader behind the writers' clock does not count the future.
+        assert_eq!(h.last_hour(t0 + 30 * 60_000), (1, 1));
     }
 }

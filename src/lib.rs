@@ -15,6 +15,7 @@ pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod drain;
 pub mod errors;
 pub mod health;

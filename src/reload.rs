@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tracing::{error, info, warn};
 
+use crate::clock::now_ms;
 use crate::config::{self, ConfigError, Snapshot};
 use crate::health::HealthRegistry;
 use crate::metrics::Metrics;
@@ -35,7 +36,25 @@ pub struct ConfigHandle {
     /// The thread every reload runs on (see [`ConfigHandle::reload`]),
     /// started by the first one.
     reload_thread: OnceLock<mpsc::Sender<Job>>,
+    /// Called with each new snapshot after it is swapped in.
+    on_reload: Mutex<Vec<ReloadHook>>,
+    /// For the admin view; a lock of its own, so reading it never waits
+    /// for a reload in progress.
+    status: Mutex<ReloadStatus>,
 }
+
+/// When the running config was loaded, and why the last load was refused
+/// if it was (cleared by the next good load).
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    pub loaded_at_ms: u64,
+    /// (when, the error as logged).
+    pub last_error: Option<(u64, String)>,
+}
+
+/// What another module does when a new config is in force (managed keys
+/// recompile against it and warn about what they lost).
+pub type ReloadHook = Box<dyn Fn(&Snapshot) + Send + Sync>;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -64,6 +83,10 @@ impl ConfigHandle {
         let version = FileVersion::of(path);
         let mut parser = config::ParseCache::default();
         let first = config::load_file(path, &health, 1, &mut parser);
+        let mut status = ReloadStatus {
+            loaded_at_ms: now_ms(),
+            last_error: None,
+        };
         let (store, loaded) = match first {
             Ok(loaded) => {
                 metrics
@@ -99,6 +122,7 @@ impl ConfigHandle {
                      IN {} ({whence}): {e}",
                     data_dir.display()
                 );
+                status.last_error = Some((now_ms(), e.to_string()));
                 let loaded = config::load_text(
                     "<last good config>",
                     text,
@@ -132,6 +156,8 @@ impl ConfigHandle {
             admin_bound,
             retired: Mutex::new(Vec::new()),
             reload_thread: OnceLock::new(),
+            on_reload: Mutex::new(Vec::new()),
+            status: Mutex::new(status),
         })
     }
 
@@ -139,8 +165,35 @@ impl ConfigHandle {
         self.current.load_full()
     }
 
+    pub fn status(&self) -> ReloadStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_status(&self, result: &Result<u64, ConfigError>) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(_) => {
+                status.loaded_at_ms = now_ms();
+                status.last_error = None;
+            }
+            Err(e) => status.last_error = Some((now_ms(), e.to_string())),
+        }
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Calls `hook` with every snapshot a reload swaps in, on the reload
+    /// thread, right after the swap.
+    pub fn on_reload(&self, hook: ReloadHook) {
+        self.on_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
     }
 
     pub fn health(&self) -> &HealthRegistry {
@@ -274,6 +327,14 @@ impl ConfigHandle {
                 }
                 let new = Arc::new(loaded.snapshot);
                 self.current.store(Arc::clone(&new));
+                for hook in self
+                    .on_reload
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                {
+                    hook(&new);
+                }
                 self.metrics
                     .config_reloads_total
                     .with_label_values(&["ok"])
@@ -299,6 +360,7 @@ impl ConfigHandle {
                 Err(e)
             }
         };
+        self.set_status(&result);
         if result.is_ok() {
             self.retired
                 .lock()

@@ -126,7 +126,22 @@ pub fn run(config_path: &Path) -> Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let keys = Arc::new(crate::keys::KeyService::default());
+    let registry = Arc::new(crate::keys::registry::Registry::open(config.store())?);
+    for w in registry.refresh(&config.load()) {
+        tracing::warn!("{w}");
+    }
+    config.on_reload({
+        let registry = Arc::clone(&registry);
+        Box::new(move |snap| {
+            for w in registry.refresh(snap) {
+                tracing::warn!("{w}");
+            }
+        })
+    });
+    let keys = Arc::new(crate::keys::KeyService::new(
+        registry,
+        Arc::clone(&metering),
+    ));
     let mut client = Service::new(
         "tollgate client listener".to_string(),
         Gateway::new(

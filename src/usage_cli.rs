@@ -17,6 +17,24 @@ pub fn run(config_path: &Path, by: &str, since: &str) -> Result<String> {
     if parse_age(since).is_none() {
         bail!("--since {since:?} is not an age like 90s, 30m, 24h or 7d");
     }
+    let path = format!("/admin/usage?group_by={by}&from={since}");
+    let (_, body) = admin_call(config_path, "GET", &path, None)?;
+    let doc: Value = serde_json::from_slice(&body).context("the admin API answered non-JSON")?;
+    if let Some(e) = doc.get("error") {
+        bail!("the admin API refused: {e}");
+    }
+    Ok(table(by, &doc))
+}
+
+/// Calls the running gateway's admin API, at the `admin_listen` and with
+/// the `admin_token` of the config file: the status and body of its answer
+/// (a refused admin token is an error).
+pub fn admin_call(
+    config_path: &Path,
+    method: &str,
+    path: &str,
+    json: Option<&Value>,
+) -> Result<(u16, Vec<u8>)> {
     let loaded = config::load_file(
         config_path,
         &HealthRegistry::default(),
@@ -33,25 +51,33 @@ pub fn run(config_path: &Path, by: &str, since: &str) -> Result<String> {
             std::net::Ipv6Addr::LOCALHOST.into()
         });
     }
-    let path = format!("/admin/usage?group_by={by}&from={since}");
-    let body = http_get(addr, &path, server.admin_token.as_deref())
-        .with_context(|| format!("cannot query the admin API at {addr} (is tollgate running?)"))?;
-    let doc: Value = serde_json::from_slice(&body).context("the admin API answered non-JSON")?;
-    if let Some(e) = doc.get("error") {
-        bail!("the admin API refused: {e}");
-    }
-    Ok(table(by, &doc))
+    http_call(addr, method, path, server.admin_token.as_deref(), json)
+        .with_context(|| format!("cannot query the admin API at {addr} (is tollgate running?)"))
 }
 
-/// A minimal HTTP/1.1 GET: the admin listener is plain HTTP on a trusted
-/// address, and this keeps an HTTP client library out of the binary.
-fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<Vec<u8>> {
+/// A minimal HTTP/1.1 request: the admin listener is plain HTTP on a
+/// trusted address, and this keeps an HTTP client library out of the binary.
+fn http_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&Value>,
+) -> Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let body = json.map(Value::to_string).unwrap_or_default();
+    let content = match json {
+        Some(_) => format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ),
+        None => String::new(),
+    };
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{content}Connection: close\r\n\r\n{body}"
     )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
@@ -65,7 +91,7 @@ fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<Vec<u8>
     if status == "401" {
         bail!("admin token refused (check admin_token in the config)");
     }
-    Ok(body)
+    Ok((status.parse().unwrap_or(0), body))
 }
 
 fn table(by: &str, doc: &Value) -> String {

@@ -9,10 +9,15 @@ use serde_json::{json, Value};
 const ALICE_TOKEN: &str = "ut-alice-0123456789";
 const BOB_TOKEN: &str = "ut-bob-0123456789";
 const ADMIN_TOKEN: &str = "admin-secret-0123456789";
+const ALICE_TOML_KEY: &str = "sk-alice-toml-0123456789";
 
 /// Groups `default` (ratio 1), `claude` (0.5, selectable), `vip` (2, only
 /// alice may pick it); the `mock` channel serves `m` in all of them.
 fn config(admin_token: bool) -> String {
+    config_with(admin_token, true)
+}
+
+fn config_with(admin_token: bool, vip: bool) -> String {
     format!(
         r#"{admin}
 [routing]
@@ -27,10 +32,7 @@ name = "claude"
 ratio = 0.5
 selectable = true
 
-[[groups]]
-name = "vip"
-ratio = 2
-
+{vip_group}
 [[models]]
 name = "m"
 input = 1
@@ -39,12 +41,19 @@ output = 2
 [[channels]]
 name = "mock"
 type = "mock"
-groups = ["default", "claude", "vip"]
+groups = {channel_groups}
 models = ["m"]
+
+[[keys]]
+name = "alice-toml"
+user = "alice"
+key_sha256 = "{alice_toml}"
+models = ["m"]
+rpm = 100
 
 [[users]]
 name = "alice"
-groups = ["vip", "auto"]
+groups = {alice_groups}
 token_sha256 = "{alice}"
 
 [[users]]
@@ -62,18 +71,36 @@ name = "carol"
         },
         alice = sha256_hex(ALICE_TOKEN),
         bob = sha256_hex(BOB_TOKEN),
+        alice_toml = sha256_hex(ALICE_TOML_KEY),
+        vip_group = if vip {
+            "[[groups]]\nname = \"vip\"\nratio = 2\n"
+        } else {
+            ""
+        },
+        alice_groups = if vip {
+            r#"["vip", "auto"]"#
+        } else {
+            r#"["auto"]"#
+        },
+        channel_groups = if vip {
+            r#"["default", "claude", "vip"]"#
+        } else {
+            r#"["default", "claude"]"#
+        },
     )
 }
 
 fn start(admin_token: bool) -> Tollgate {
-    let text = config(admin_token);
+    start_config(config(admin_token), "")
+}
+
+/// Starts on `text` with `server_extra` lines in `[server]`.
+fn start_config(text: String, server_extra: &str) -> Tollgate {
+    let server_extra = server_extra.to_string();
     Tollgate::start_with(move |port, admin, dir| {
         let server = server_section(port, admin, dir);
-        // admin_token belongs in [server]: put it there.
-        match text.split_once('\n') {
-            Some((first, rest)) => format!("{server}{first}\n{rest}"),
-            None => format!("{server}{text}"),
-        }
+        // admin_token belongs in [server]: its line is the text's first.
+        format!("{server}{server_extra}\n{text}")
     })
 }
 
@@ -393,5 +420,789 @@ fn user_token_prints_a_token_and_its_toml_line() {
     assert!(
         text.contains(&format!("token_sha256 = \"{}\"", sha256_hex(&token))),
         "{text}"
+    );
+}
+
+// ---- Managed keys ----
+
+async fn chat_with(tg: &Tollgate, key: &str) -> Reply {
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    call(
+        "POST",
+        &tg.url("/v1/chat/completions"),
+        As::Bearer(key),
+        Some(body),
+    )
+    .await
+}
+
+/// Creates a key for a user through the user API; returns its secret.
+async fn create(tg: &Tollgate, token: &str, body: Value) -> Reply {
+    let r = call("POST", &tg.url("/api/keys"), As::Bearer(token), Some(body)).await;
+    if let Some(secret) = r.body["key"].as_str() {
+        remember_secret(secret);
+    }
+    r
+}
+
+/// The exact cost of an answer of the mock channel at `ratio_halves` / 2
+/// (input 1 USD and output 2 USD per 1M tokens), in nano-USD.
+fn mock_cost(reply: &Reply, ratio_halves: i64) -> i64 {
+    let usage = &reply.body["usage"];
+    let (p, c) = (
+        usage["prompt_tokens"].as_i64().unwrap(),
+        usage["completion_tokens"].as_i64().unwrap(),
+    );
+    (p * 1000 + c * 2000) * ratio_halves / 2
+}
+
+/// `/admin/usage?{query}` once it counts `requests` (a request is settled
+/// just after its answer, so the client may ask first).
+async fn admin_usage(tg: &Tollgate, query: &str, requests: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let usage = tg.admin_json(&format!("/admin/usage?{query}")).await;
+        if usage["total"]["requests"].as_u64() >= Some(requests)
+            || std::time::Instant::now() > deadline
+        {
+            return usage;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_user_creates_lists_changes_and_revokes_her_keys() {
+    let tg = start(false);
+    let keys = tg.url("/api/keys");
+    let r = create(
+        &tg,
+        ALICE_TOKEN,
+        json!({"name": "laptop", "groups": ["claude", "default"],
+        "budget_usd": 1.5, "budget_period": "month", "rpm": 60, "models": ["m*"]}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.headers["cache-control"], "no-store");
+    let secret = r.body["key"].as_str().unwrap().to_string();
+    assert!(
+        secret.starts_with("sk-tg-") && secret.len() == 54,
+        "{secret}"
+    );
+    let created = r.body["created"].as_str().unwrap().to_string();
+    let expected = json!({"name": "laptop", "key": secret, "hint": &secret[50..], "managed": true,
+        "groups": ["claude", "default"], "models": ["m*"], "budget_usd": 1.5,
+        "budget_period": "month", "spent_usd": 0.0, "spent_nano_usd": 0,
+        "budget_left_usd": 1.5, "budget_left_nano_usd": 1_500_000_000i64, "expires": null,
+        "rpm": 60, "tpm": null, "max_concurrent": null, "allow_ips": [], "disabled": false,
+        "created": created});
+    assert_eq!(r.body, expected);
+
+    // The key works at once, and is billed to the group that served it.
+    let answer = chat_with(&tg, &secret).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let cost = mock_cost(&answer, 1);
+    let mut usage = admin_usage(&tg, "group_by=key,group&key=laptop", 1).await;
+    usage["rows"][0].as_object_mut().unwrap().remove("cost_usd");
+    assert_eq!(
+        usage["rows"],
+        json!([{"key": "laptop", "group": "claude", "requests": 1, "estimated": 0,
+        "input": answer.body["usage"]["prompt_tokens"], "output": answer.body["usage"]["completion_tokens"],
+        "cached_input": 0, "cache_write": 0, "cache_write_1h": 0, "cost_nano_usd": cost}]),
+        "{usage}"
+    );
+
+    // Listed with her TOML key (no hint: only its hash is known), spend included.
+    let r = call("GET", &keys, As::Bearer(ALICE_TOKEN), None).await;
+    assert_eq!(r.status, 200);
+    let rows = r.body["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{}", r.body);
+    assert_eq!(rows[0]["name"], "alice-toml");
+    assert_eq!(
+        (&rows[0]["managed"], &rows[0]["hint"], &rows[0]["rpm"]),
+        (&json!(false), &Value::Null, &json!(100))
+    );
+    assert_eq!(rows[0]["groups"], json!(["default"]));
+    assert_eq!(rows[1]["spent_nano_usd"], json!(cost));
+    assert_eq!(rows[1]["budget_left_nano_usd"], json!(1_500_000_000 - cost));
+    assert!(
+        rows.iter().all(|row| row.get("key").is_none()),
+        "no secret in a listing"
+    );
+
+    // Change: any subset of the fields; null clears one.
+    let patch = tg.url("/api/keys/laptop");
+    let r = call(
+        "PATCH",
+        &patch,
+        As::Bearer(ALICE_TOKEN),
+        Some(json!({"groups": ["vip"], "rpm": null, "tpm": 5000, "disabled": false})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (&r.body["groups"], &r.body["rpm"], &r.body["tpm"]),
+        (&json!(["vip"]), &Value::Null, &json!(5000))
+    );
+    assert!(r.body.get("key").is_none());
+    let answer = chat_with(&tg, &secret).await;
+    let usage = admin_usage(&tg, "group_by=group&key=laptop&group=vip", 1).await;
+    assert_eq!(
+        usage["total"]["cost_nano_usd"],
+        json!(mock_cost(&answer, 4)),
+        "{usage}"
+    );
+    // Disabled: refused at once; enabled again: works.
+    let r = call(
+        "PATCH",
+        &patch,
+        As::Bearer(ALICE_TOKEN),
+        Some(json!({"disabled": true})),
+    )
+    .await;
+    assert_eq!(r.body["disabled"], true);
+    assert_eq!(code(&chat_with(&tg, &secret).await), "invalid_api_key");
+    call(
+        "PATCH",
+        &patch,
+        As::Bearer(ALICE_TOKEN),
+        Some(json!({"disabled": false})),
+    )
+    .await;
+    assert_eq!(chat_with(&tg, &secret).await.status, 200);
+
+    // Revoked: gone from the list, refused at once, its name stays taken.
+    let r = call("DELETE", &patch, As::Bearer(ALICE_TOKEN), None).await;
+    assert_eq!((r.status, &r.body), (204, &Value::Null));
+    assert_eq!(code(&chat_with(&tg, &secret).await), "invalid_api_key");
+    let r = call("GET", &keys, As::Bearer(ALICE_TOKEN), None).await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
+    let r = create(&tg, ALICE_TOKEN, json!({"name": "laptop"})).await;
+    assert_eq!((r.status, code(&r)), (409, "key_name_taken"));
+    let r = call("DELETE", &patch, As::Bearer(ALICE_TOKEN), None).await;
+    assert_eq!((r.status, code(&r)), (404, "key_not_found"));
+
+    // No groups: her default group. Metrics and logs never hold a secret.
+    let r = create(&tg, ALICE_TOKEN, json!({"name": "plain"})).await;
+    assert_eq!(r.body["groups"], json!(["default"]));
+    let metrics = tg.metrics().await;
+    assert_no_secret_in(&metrics, "/metrics");
+    assert!(!metrics.contains(&secret[6..]));
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_a_clear_error() {
+    let tg = start_config(config(false), "max_keys_per_user = 2");
+    let keys = tg.url("/api/keys");
+    let bad = |body: Value| create(&tg, ALICE_TOKEN, body);
+    for (body, status, code_, says) in [
+        (
+            json!({"name": "a b"}),
+            400,
+            "invalid_field",
+            "1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'",
+        ),
+        (json!({}), 400, "invalid_field", "invalid name"),
+        (
+            json!({"name": "x", "groups": ["claude", "secret"]}),
+            403,
+            "group_not_allowed",
+            "\"secret\"",
+        ),
+        (
+            json!({"name": "x", "groups": ["vip"], "budget_usd": -1}),
+            400,
+            "invalid_field",
+            "budget_usd must be a number of USD from 0 to 1000000000",
+        ),
+        (
+            json!({"name": "x", "rpm": 0}),
+            400,
+            "invalid_field",
+            "rpm must be a whole number from 1 to",
+        ),
+        (
+            json!({"name": "x", "tpm": "many"}),
+            400,
+            "invalid_field",
+            "tpm must be",
+        ),
+        (
+            json!({"name": "x", "max_concurrent": 1e9}),
+            400,
+            "invalid_field",
+            "max_concurrent must be",
+        ),
+        (
+            json!({"name": "x", "allow_ips": ["10.0.0.0/33"]}),
+            400,
+            "invalid_field",
+            "allow_ips entry \"10.0.0.0/33\" is not a CIDR",
+        ),
+        (
+            json!({"name": "x", "models": ["[m"]}),
+            400,
+            "invalid_field",
+            "models glob",
+        ),
+        (
+            json!({"name": "x", "expires": "2001-01-01T00:00:00Z"}),
+            400,
+            "invalid_field",
+            "expires must be in the future",
+        ),
+        (
+            json!({"name": "x", "budget_period": "day"}),
+            400,
+            "invalid_field",
+            "budget_period needs a budget_usd",
+        ),
+        (
+            json!({"name": "x", "user": "bob"}),
+            400,
+            "invalid_field",
+            "unknown or read-only field \"user\"",
+        ),
+        (
+            json!({"name": "x", "disabled": true}),
+            400,
+            "invalid_field",
+            "unknown or read-only field \"disabled\"",
+        ),
+        (
+            json!({"name": "alice-toml"}),
+            409,
+            "key_name_taken",
+            "is taken",
+        ),
+    ] {
+        let r = bad(body.clone()).await;
+        assert_eq!((r.status, code(&r)), (status, code_), "{body}: {}", r.body);
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{body}: {message}");
+    }
+    // bob may not pick alice's groups.
+    let r = create(&tg, BOB_TOKEN, json!({"name": "x", "groups": ["vip"]})).await;
+    assert_eq!((r.status, code(&r)), (403, "group_not_allowed"));
+    let r = create(&tg, BOB_TOKEN, json!({"name": "x", "groups": ["default"]})).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (403, "group_not_allowed"),
+        "default is alice's default, not bob's"
+    );
+    // Malformed JSON and non-objects.
+    for text in ["{", "[1]", ""] {
+        let r = call_typed(
+            "POST",
+            &keys,
+            As::Bearer(ALICE_TOKEN),
+            Some((text.into(), "application/json")),
+        )
+        .await;
+        assert_eq!((r.status, code(&r)), (400, "invalid_json"), "{text:?}");
+    }
+    // The cap (here 2): revoked keys do not count.
+    assert_eq!(bad(json!({"name": "k1"})).await.status, 201);
+    assert_eq!(bad(json!({"name": "k2"})).await.status, 201);
+    let r = bad(json!({"name": "k3"})).await;
+    assert_eq!((r.status, code(&r)), (403, "too_many_keys"), "{}", r.body);
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("holds 2 keys"));
+    call(
+        "DELETE",
+        &tg.url("/api/keys/k1"),
+        As::Bearer(ALICE_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(bad(json!({"name": "k3"})).await.status, 201);
+    // PATCH: a TOML key is the file's; bad fields as for POST; wrong methods.
+    let r = call(
+        "PATCH",
+        &tg.url("/api/keys/alice-toml"),
+        As::Bearer(ALICE_TOKEN),
+        Some(json!({"rpm": 5})),
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (409, "key_not_managed"));
+    let r = call(
+        "DELETE",
+        &tg.url("/api/keys/alice-toml"),
+        As::Bearer(ALICE_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (409, "key_not_managed"));
+    let k2 = tg.url("/api/keys/k2");
+    for (body, code_) in [
+        (json!({"name": "new"}), "invalid_field"),
+        (json!({"groups": ["nope"]}), "group_not_allowed"),
+        (json!({"rpm": -1}), "invalid_field"),
+        (json!({"budget_period": "week"}), "invalid_field"),
+    ] {
+        let r = call("PATCH", &k2, As::Bearer(ALICE_TOKEN), Some(body.clone())).await;
+        assert_eq!(code(&r), code_, "{body}: {}", r.body);
+    }
+    for text in ["{\"rpm\": ", "null"] {
+        let r = call_typed(
+            "PATCH",
+            &k2,
+            As::Bearer(ALICE_TOKEN),
+            Some((text.into(), "application/json")),
+        )
+        .await;
+        assert_eq!((r.status, code(&r)), (400, "invalid_json"), "{text:?}");
+    }
+    let r = call("PUT", &k2, As::Bearer(ALICE_TOKEN), Some(json!({}))).await;
+    assert_eq!((r.status, code(&r)), (404, "unknown_endpoint"));
+    let r = call("DELETE", &keys, As::Bearer(ALICE_TOKEN), None).await;
+    assert_eq!((r.status, code(&r)), (404, "unknown_endpoint"));
+    let huge = json!({"name": "big", "models": ["x".repeat(70_000)]});
+    let r = call("POST", &keys, As::Bearer(ALICE_TOKEN), Some(huge)).await;
+    assert_eq!((r.status, code(&r)), (413, "request_too_large"));
+    // The admin API reads bodies the same way.
+    let admin = tg.admin_url("/admin/keys");
+    let r = call_typed(
+        "POST",
+        &admin,
+        As::Nobody,
+        Some(("{".into(), "application/json")),
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (400, "invalid_json"));
+    let r = call("PUT", &admin, As::Nobody, Some(json!({}))).await;
+    assert_eq!((r.status, code(&r)), (404, "unknown_endpoint"));
+    let r = call("GET", &keys, As::Nobody, None).await;
+    assert_eq!((r.status, code(&r)), (401, "sign_in_required"));
+    // An API key is not a user token.
+    let r = call("GET", &keys, As::Bearer(ALICE_TOML_KEY), None).await;
+    assert_eq!((r.status, code(&r)), (401, "invalid_user_token"));
+}
+
+#[tokio::test]
+async fn bob_never_sees_or_touches_alices_keys() {
+    let tg = start(false);
+    let r = create(&tg, ALICE_TOKEN, json!({"name": "alice-phone"})).await;
+    assert_eq!(r.status, 201);
+    let secret = r.body["key"].as_str().unwrap().to_string();
+    let r = call("GET", &tg.url("/api/keys"), As::Bearer(BOB_TOKEN), None).await;
+    assert_eq!(r.body["data"], json!([]), "bob has no keys");
+    let theirs = tg.url("/api/keys/alice-phone");
+    let r = call(
+        "PATCH",
+        &theirs,
+        As::Bearer(BOB_TOKEN),
+        Some(json!({"disabled": true})),
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (404, "key_not_found"));
+    let r = call("DELETE", &theirs, As::Bearer(BOB_TOKEN), None).await;
+    assert_eq!((r.status, code(&r)), (404, "key_not_found"));
+    let r = call(
+        "DELETE",
+        &tg.url("/api/keys/alice-toml"),
+        As::Bearer(BOB_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (404, "key_not_found"),
+        "not even that it is a TOML key"
+    );
+    // The name is global, but the refusal does not say whose it is.
+    let r = create(&tg, BOB_TOKEN, json!({"name": "alice-phone"})).await;
+    assert_eq!((r.status, code(&r)), (409, "key_name_taken"));
+    assert!(!r.body.to_string().contains("alice\""), "{}", r.body);
+    assert_eq!(chat_with(&tg, &secret).await.status, 200, "still works");
+    // Through the console too: bob's session sees only bob's.
+    let r = call(
+        "POST",
+        &tg.url("/api/session"),
+        As::Nobody,
+        Some(json!({"token": BOB_TOKEN})),
+    )
+    .await;
+    let pair = cookie_pair(&set_cookie(&r));
+    remember_secret(pair.split_once('=').unwrap().1);
+    let r = call("GET", &tg.url("/api/keys"), As::Cookie(&pair), None).await;
+    assert_eq!(r.body["data"], json!([]));
+    let r = call(
+        "POST",
+        &tg.url("/api/keys"),
+        As::Cookie(&pair),
+        Some(json!({"name": "bob-1"})),
+    )
+    .await;
+    assert_eq!((r.status, &r.body["groups"]), (201, &json!(["claude"])));
+    remember_secret(r.body["key"].as_str().unwrap());
+    let r = call_typed(
+        "DELETE",
+        &tg.url("/api/keys/bob-1"),
+        As::Cookie(&pair),
+        None,
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (403, "json_content_type_required"));
+}
+
+/// One HTTP/1.1 request on an open connection; the status and body.
+async fn on_connection(conn: &mut tokio::net::TcpStream, key: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed");
+        raw.extend_from_slice(&buf[..n]);
+        let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap();
+        if raw.len() >= end + 4 + length {
+            let status = head[9..12].parse().unwrap();
+            return (
+                status,
+                serde_json::from_slice(&raw[end + 4..end + 4 + length]).unwrap(),
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn revocation_takes_effect_on_the_next_request_of_a_kept_alive_connection() {
+    let tg = start(false);
+    let secret = create(&tg, BOB_TOKEN, json!({"name": "kept"})).await.body["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", tg.port))
+        .await
+        .unwrap();
+    assert_eq!(on_connection(&mut conn, &secret).await.0, 200);
+    assert_eq!(on_connection(&mut conn, &secret).await.0, 200);
+    // A change of groups on the same connection: bob may only pick claude,
+    // so the admin moves the key to default, and the next request bills it there.
+    let r = call(
+        "PATCH",
+        &tg.admin_url("/admin/keys/kept"),
+        As::Nobody,
+        Some(json!({"groups": ["default"]})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(on_connection(&mut conn, &secret).await.0, 200);
+    let usage = admin_usage(&tg, "group_by=group&key=kept", 3).await;
+    let groups: Vec<&str> = usage["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["claude", "default"], "{usage}");
+    let r = call(
+        "DELETE",
+        &tg.url("/api/keys/kept"),
+        As::Bearer(BOB_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    let (status, body) = on_connection(&mut conn, &secret).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("invalid_api_key"))
+    );
+}
+
+#[tokio::test]
+async fn managed_keys_survive_a_restart_and_their_secret_is_stored_nowhere() {
+    let mut tg = start(false);
+    let r = create(
+        &tg,
+        ALICE_TOKEN,
+        json!({"name": "durable", "groups": ["claude"], "budget_usd": 2}),
+    )
+    .await;
+    let secret = r.body["key"].as_str().unwrap().to_string();
+    let r = create(&tg, ALICE_TOKEN, json!({"name": "gone"})).await;
+    let revoked = r.body["key"].as_str().unwrap().to_string();
+    call(
+        "DELETE",
+        &tg.url("/api/keys/gone"),
+        As::Bearer(ALICE_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(chat_with(&tg, &secret).await.status, 200);
+    // Killed, not stopped: a key is on disk once its creation answered.
+    tg.kill_and_restart();
+    assert_eq!(chat_with(&tg, &secret).await.status, 200);
+    assert_eq!(code(&chat_with(&tg, &revoked).await), "invalid_api_key");
+    let r = create(&tg, ALICE_TOKEN, json!({"name": "gone"})).await;
+    assert_eq!(
+        r.status, 409,
+        "a revoked key's name stays taken across restarts"
+    );
+    let r = call("GET", &tg.url("/api/keys"), As::Bearer(ALICE_TOKEN), None).await;
+    let names: Vec<&str> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice-toml", "durable"]);
+    // Sessions do not survive a restart (they live in memory).
+    tg.signal("TERM");
+    tg.wait_exit(std::time::Duration::from_secs(10))
+        .expect("stopped");
+    let mut files = vec![tg.dir.path().join("data")];
+    let mut searched = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        searched += bytes.len();
+        for s in [&secret, &revoked] {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "{} holds a secret",
+                path.display()
+            );
+        }
+    }
+    assert!(searched > 0);
+}
+
+#[tokio::test]
+async fn a_reload_that_removes_a_group_or_user_stops_what_the_keys_lost() {
+    let tg = start(false);
+    let both = create(
+        &tg,
+        ALICE_TOKEN,
+        json!({"name": "both", "groups": ["vip", "claude"]}),
+    )
+    .await;
+    let both = both.body["key"].as_str().unwrap().to_string();
+    let only = create(
+        &tg,
+        ALICE_TOKEN,
+        json!({"name": "only-vip", "groups": ["vip"]}),
+    )
+    .await;
+    let only = only.body["key"].as_str().unwrap().to_string();
+    let bobs = create(&tg, BOB_TOKEN, json!({"name": "bobs"})).await;
+    let bobs = bobs.body["key"].as_str().unwrap().to_string();
+    let before = std::fs::read_to_string(&tg.config_path).unwrap();
+    let bob_block = before.find("[[users]]\nname = \"bob\"").unwrap();
+    let bob_end = bob_block + before[bob_block..].find("\n[[users]]").unwrap();
+    let after = format!("{}{}", &before[..bob_block], &before[bob_end + 1..])
+        .replace("[[groups]]\nname = \"vip\"\nratio = 2\n", "")
+        .replace(
+            r#"["default", "claude", "vip"]"#,
+            r#"["default", "claude"]"#,
+        )
+        .replace(r#"groups = ["vip", "auto"]"#, r#"groups = ["auto"]"#);
+    tg.write_config_by_rename(&after);
+    let r = call("POST", &tg.admin_url("/admin/reload"), As::Nobody, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let log = tg.log();
+    for warning in [
+        "managed key \"both\" (user \"alice\"): groups [\"vip\"] are no longer in the config; the key stops routing to them",
+        "managed key \"only-vip\" (user \"alice\"): groups [\"vip\"] are no longer in the config",
+        "managed key \"only-vip\" (user \"alice\"): none of its groups is left; the key stops working",
+        "managed key \"bobs\" (user \"bob\"): its user is no longer in the config; the key stops working",
+    ] {
+        assert!(log.contains(warning), "{warning}:\n{log}");
+    }
+    let answer = chat_with(&tg, &both).await;
+    assert_eq!(answer.status, 200);
+    let usage = admin_usage(&tg, "group_by=group&key=both", 1).await;
+    assert_eq!(usage["rows"][0]["group"], "claude", "{usage}");
+    assert_eq!(
+        usage["total"]["cost_nano_usd"],
+        json!(mock_cost(&answer, 1))
+    );
+    assert_eq!(code(&chat_with(&tg, &only).await), "invalid_api_key");
+    assert_eq!(code(&chat_with(&tg, &bobs).await), "invalid_api_key");
+    // Kept in the store: the config brings them back.
+    tg.write_config_by_rename(&before);
+    call("POST", &tg.admin_url("/admin/reload"), As::Nobody, None).await;
+    assert_eq!(chat_with(&tg, &only).await.status, 200);
+    assert_eq!(chat_with(&tg, &bobs).await.status, 200);
+}
+
+#[tokio::test]
+async fn the_admin_manages_anyones_keys() {
+    let tg = start(true);
+    let admin = tg.admin_url("/admin/keys");
+    let r = call("GET", &admin, As::Nobody, None).await;
+    assert_eq!((r.status, code(&r)), (401, "sign_in_required"));
+    let r = call("GET", &admin, As::Bearer("wrong-admin-token"), None).await;
+    assert_eq!(r.status, 401);
+    let token = As::Bearer(ADMIN_TOKEN);
+    // Any group of the config, for any user.
+    let r = call(
+        "POST",
+        &admin,
+        token,
+        Some(json!({"user": "bob", "name": "ops-1", "groups": ["vip"]})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.body["user"], &r.body["groups"]),
+        (201, &json!("bob"), &json!(["vip"])),
+        "{}",
+        r.body
+    );
+    let ops = r.body["key"].as_str().unwrap().to_string();
+    remember_secret(&ops);
+    create(&tg, ALICE_TOKEN, json!({"name": "a-1"})).await;
+    for (body, status, code_) in [
+        (json!({"name": "ops-2"}), 400, "invalid_field"),
+        (
+            json!({"name": "ops-2", "user": "nobody"}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"name": "ops-2", "user": "bob", "groups": ["nope"]}),
+            403,
+            "group_not_allowed",
+        ),
+        (
+            json!({"name": "ops-1", "user": "bob"}),
+            409,
+            "key_name_taken",
+        ),
+        (
+            json!({"name": "alice-toml", "user": "bob"}),
+            409,
+            "key_name_taken",
+        ),
+    ] {
+        let r = call("POST", &admin, token, Some(body.clone())).await;
+        assert_eq!((r.status, code(&r)), (status, code_), "{body}: {}", r.body);
+    }
+    let r = call("GET", &admin, token, None).await;
+    let rows: Vec<(String, Value, bool)> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["name"].as_str().unwrap().to_string(),
+                k["user"].clone(),
+                k["managed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("a-1".into(), json!("alice"), true),
+            ("alice-toml".into(), json!("alice"), false),
+            ("ops-1".into(), json!("bob"), true)
+        ]
+    );
+    let r = call("GET", &tg.admin_url("/admin/keys?user=bob"), token, None).await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
+    let r = call(
+        "PATCH",
+        &tg.admin_url("/admin/keys/a-1"),
+        token,
+        Some(json!({"max_concurrent": 3})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.body["max_concurrent"], &r.body["user"]),
+        (200, &json!(3), &json!("alice"))
+    );
+    let r = call(
+        "PATCH",
+        &tg.admin_url("/admin/keys/alice-toml"),
+        token,
+        Some(json!({"rpm": 1})),
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (409, "key_not_managed"));
+    let r = call(
+        "PATCH",
+        &tg.admin_url("/admin/keys/nope"),
+        token,
+        Some(json!({"rpm": 1})),
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (404, "key_not_found"));
+    assert_eq!(chat_with(&tg, &ops).await.status, 200);
+    let r = call("DELETE", &tg.admin_url("/admin/keys/ops-1"), token, None).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(code(&chat_with(&tg, &ops).await), "invalid_api_key");
+
+    // The CLI goes through the same API, with the config's admin token.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("-c")
+            .arg(&tg.config_path)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = cli(&[
+        "key",
+        "create",
+        "--user",
+        "alice",
+        "--groups",
+        "claude,default",
+        "--name",
+        "cli-key",
+    ]);
+    assert!(ok, "{err}");
+    let secret = out
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit_once(": ")
+        .unwrap()
+        .1
+        .to_string();
+    remember_secret(&secret);
+    assert!(out.contains("groups: [\"claude\",\"default\"]"), "{out}");
+    assert_eq!(chat_with(&tg, &secret).await.status, 200);
+    let (ok, out, err) = cli(&["key", "create", "--user", "bob"]);
+    assert!(ok, "{err}");
+    remember_secret(out.lines().next().unwrap().rsplit_once(": ").unwrap().1);
+    assert!(out.starts_with("secret of key \"bob-"), "{out}");
+    let (ok, _, err) = cli(&["key", "create", "--user", "nobody"]);
+    assert!(!ok && err.contains("400: unknown user \"nobody\""), "{err}");
+    let (ok, out, _) = cli(&["key", "revoke", "cli-key"]);
+    assert!(ok && out.contains("revoked key \"cli-key\""), "{out}");
+    assert_eq!(code(&chat_with(&tg, &secret).await), "invalid_api_key");
+    let (ok, _, err) = cli(&["key", "revoke", "cli-key"]);
+    assert!(
+        !ok && err.contains("404: no key named \"cli-key\""),
+        "{err}"
     );
 }

@@ -12,6 +12,7 @@ mod source;
 
 use std::path::Path;
 
+pub use compile::{compile_managed_key, FieldError};
 pub use parse::ParseCache;
 pub use schema::*;
 pub use snapshot::*;

@@ -216,7 +216,7 @@ pub struct TierDef {
 
 /// How often a budget starts afresh: at 00:00 UTC every day, every Monday,
 /// or on the 1st of every month.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BudgetPeriod {
     Day,

@@ -211,6 +211,8 @@ pub struct Key {
     /// The key's groups as configured, for error messages.
     pub group_names: Vec<String>,
     pub models: Option<GlobSet>,
+    /// The `models` globs as written, for listings.
+    pub model_patterns: Vec<String>,
     pub expires_unix: Option<i64>,
     pub allow_ips: Vec<IpNet>,
     pub budget_usd: Option<Decimal>,

@@ -8,8 +8,10 @@ use http::Method;
 use pingora_http::RequestHeader;
 use serde_json::json;
 
+use super::key_api::Actor;
 use super::service::{token_field, Answer, KeyService, ADMIN_COOKIE};
 use super::session::{self, clear_cookie, set_cookie};
+use super::user_api::keys_call;
 use crate::clock::now_ms;
 use crate::config::{sha256, Snapshot};
 use crate::errors::{ApiError, ErrorKind};
@@ -74,6 +76,20 @@ pub fn admin_api(
 ) -> Option<Answer> {
     let answer = match req.uri.path() {
         "/admin/session" => session_call(svc, snap, req, body, client_ip),
+        p if p == "/admin/keys" || p.starts_with("/admin/keys/") => {
+            match svc.admin_access(snap, req, client_ip) {
+                AdminAccess::Open | AdminAccess::Granted => {
+                    keys_call(svc, snap, Actor::Admin, req, body)
+                }
+                AdminAccess::Denied => Err(ApiError::new(
+                    ErrorKind::SignInRequired,
+                    "admin token required: send `Authorization: Bearer <admin token>` or sign in \
+                     with POST /admin/session",
+                )),
+                AdminAccess::NotJson => Err(session::json_required()),
+                AdminAccess::Limited(seconds) => Err(session::too_many_sign_ins(seconds)),
+            }
+        }
         _ => return None,
     };
     Some(answer.unwrap_or_else(Answer::from))

@@ -8,6 +8,9 @@
 //! or the admin session cookie the same way.
 
 mod admin_api;
+mod fields;
+mod key_api;
+pub mod registry;
 mod service;
 mod session;
 mod user_api;

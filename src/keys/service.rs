@@ -2,23 +2,28 @@
 //! sessions, the sign-in limit, and the answers they give.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use pingora_http::RequestHeader;
 use serde_json::Value;
 
+use super::registry::Registry;
 use super::session::{self, Sessions, SignInLimiter};
 use crate::clock::now_ms;
 use crate::config::{sha256, Snapshot};
 use crate::errors::{ApiError, Dialect, ErrorKind};
+use crate::metering::Metering;
 
 /// The user session cookie (client listener).
 pub const USER_COOKIE: &str = "tollgate_session";
 /// The admin session cookie (admin listener).
 pub const ADMIN_COOKIE: &str = "tollgate_admin";
 
-/// What both listeners share: sessions and the sign-in limit.
-#[derive(Default)]
+/// What both listeners share: managed keys, sessions and the sign-in limit.
 pub struct KeyService {
+    pub(super) registry: Arc<Registry>,
+    /// For the spend shown with each key.
+    pub(super) metering: Arc<Metering>,
     pub(super) user_sessions: Sessions,
     pub(super) admin_sessions: Sessions,
     pub(super) sign_ins: SignInLimiter,
@@ -72,6 +77,21 @@ impl From<ApiError> for Answer {
 }
 
 impl KeyService {
+    pub fn new(registry: Arc<Registry>, metering: Arc<Metering>) -> KeyService {
+        KeyService {
+            registry,
+            metering,
+            user_sessions: Sessions::default(),
+            admin_sessions: Sessions::default(),
+            sign_ins: SignInLimiter::default(),
+        }
+    }
+
+    /// The managed keys.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The user a request of the user API is from: `Authorization: Bearer
     /// <user token>`, else the `tollgate_session` cookie. A cookie request
     /// that changes state (not GET) must be `Content-Type:

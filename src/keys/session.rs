@@ -100,15 +100,9 @@ impl SignInLimiter {
         let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(&ip) {
             Some(&(start, n)) if n >= SIGN_IN_FAILURES && now_ms < start + SIGN_IN_WINDOW_MS => {
-                let wait = (start + SIGN_IN_WINDOW_MS - now_ms).div_ceil(1000);
-                Err(ApiError::new(
-                    ErrorKind::RateLimited,
-                    format!(
-                        "too many failed sign-ins from this address ({SIGN_IN_FAILURES} a \
-                         minute): retry in {wait} s"
-                    ),
-                )
-                .with_retry_after(wait))
+                Err(too_many_sign_ins(
+                    (start + SIGN_IN_WINDOW_MS - now_ms).div_ceil(1000),
+                ))
             }
             _ => Ok(()),
         }
@@ -125,6 +119,18 @@ impl SignInLimiter {
         }
         entry.1 += 1;
     }
+}
+
+/// 429 for an address that failed to sign in too often; `wait` seconds.
+pub fn too_many_sign_ins(wait: u64) -> ApiError {
+    ApiError::new(
+        ErrorKind::RateLimited,
+        format!(
+            "too many failed sign-ins from this address ({SIGN_IN_FAILURES} a minute): retry \
+             in {wait} s"
+        ),
+    )
+    .with_retry_after(wait)
 }
 
 /// The token of a single `Authorization: Bearer` header.
@@ -176,13 +182,17 @@ pub fn clear_cookie(name: &str) -> String {
 pub fn require_json_if_changing(req: &RequestHeader) -> Result<(), ApiError> {
     let changes = !matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS);
     if changes && !is_json(req) {
-        return Err(ApiError::new(
-            ErrorKind::JsonRequired,
-            "a request signed in by cookie that changes something must be sent with \
-             `Content-Type: application/json`",
-        ));
+        return Err(json_required());
     }
     Ok(())
+}
+
+pub fn json_required() -> ApiError {
+    ApiError::new(
+        ErrorKind::JsonRequired,
+        "a request signed in by cookie that changes something must be sent with \
+         `Content-Type: application/json`",
+    )
 }
 
 pub fn is_json(req: &RequestHeader) -> bool {

@@ -7,6 +7,7 @@ use http::Method;
 use pingora_http::RequestHeader;
 use serde_json::json;
 
+use super::key_api::Actor;
 use super::service::{token_field, Answer, KeyService, USER_COOKIE};
 use super::session::{self, clear_cookie, set_cookie};
 use crate::clock::now_ms;
@@ -33,12 +34,61 @@ pub fn user_api(
             .map(|user| Answer::json(200, &session_info(snap, &user))),
         (&Method::DELETE, "/api/session") => sign_out(svc, snap, req, client_ip),
         (_, "/api/session") => Err(wrong_method("GET, POST or DELETE", "/api/session")),
-        _ => Err(ApiError::new(
-            ErrorKind::UnknownEndpoint,
-            "no such endpoint",
-        )),
+        _ => svc
+            .signed_in_user(snap, req, client_ip)
+            .and_then(|user| keys_call(svc, snap, Actor::User(&user), req, body)),
     };
     answer.unwrap_or_else(Answer::from)
+}
+
+/// `/api/keys` and `/admin/keys` (with `prefix`), for `actor`.
+pub(super) fn keys_call(
+    svc: &KeyService,
+    snap: &Snapshot,
+    actor: Actor<'_>,
+    req: &RequestHeader,
+    body: &[u8],
+) -> Result<Answer, ApiError> {
+    let (method, path) = (&req.method, req.uri.path());
+    let (collection, name) = match path.split_once("/keys") {
+        Some((prefix, rest)) => (format!("{prefix}/keys"), rest.strip_prefix('/')),
+        None => {
+            return Err(ApiError::new(
+                ErrorKind::UnknownEndpoint,
+                "no such endpoint",
+            ))
+        }
+    };
+    match (method, name) {
+        (&Method::GET, None) => {
+            let list = match actor {
+                Actor::User(u) => svc.list_keys(snap, Some(u), false),
+                // `?user=NAME` lists one user's keys.
+                Actor::Admin => {
+                    let user = req
+                        .uri
+                        .query()
+                        .into_iter()
+                        .flat_map(|q| q.split('&'))
+                        .find_map(|p| p.strip_prefix("user="));
+                    svc.list_keys(snap, user, true)
+                }
+            };
+            Ok(Answer::json(200, &list))
+        }
+        (&Method::POST, None) => svc.create_key(snap, actor, body),
+        (_, None) => Err(wrong_method("GET or POST", &collection)),
+        (_, Some(name)) if name.is_empty() || name.contains('/') => Err(ApiError::new(
+            ErrorKind::UnknownEndpoint,
+            format!("no such endpoint: use {collection}/{{name}}"),
+        )),
+        (&Method::PATCH, Some(name)) => svc.change_key(snap, actor, name, body),
+        (&Method::DELETE, Some(name)) => svc.revoke_key(snap, actor, name),
+        (_, Some(_)) => Err(wrong_method(
+            "PATCH or DELETE",
+            &format!("{collection}/{{name}}"),
+        )),
+    }
 }
 
 fn wrong_method(allowed: &str, path: &str) -> ApiError {

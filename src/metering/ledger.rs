@@ -31,7 +31,6 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
 use prometheus::{IntCounter, IntGauge};
-use serde::Serialize;
 use sled::Transactional;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
@@ -83,39 +82,9 @@ pub struct Charge {
     pub estimated: bool,
 }
 
-/// Summed usage: what the ledger stores per aggregate row and per total.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    pub requests: i64,
-    pub input: i64,
-    pub output: i64,
-    pub cached_input: i64,
-    pub cache_write: i64,
-    pub cost_nanos: i64,
-    /// Requests whose usage was estimated (the provider reported none).
-    pub estimated: i64,
-    /// Anthropic 1-hour cache writes (stored after the first seven: see
-    /// `COUNTS_LEN_V1`).
-    pub cache_write_1h: i64,
-    /// Media units (SPEC §13), stored after `cache_write_1h`.
-    pub images: i64,
-    pub image_input: i64,
-    pub audio_ms: i64,
-    pub chars: i64,
-}
+pub use super::counts::Counts;
 
-/// Stored counts are big-endian i64 fields in [`Counts::fields`] order.
-/// Values written before `cache_write_1h` existed hold the first seven
-/// fields only, values written before the media units the first eight;
-/// they read with none of the missing kinds and are rewritten whole the
-/// next time a batch adds to them. A store written by this version is not
-/// readable by older ones (they take a 96-byte value for a damaged one and
-/// read it as zero): not downgradable.
-const FIELDS: usize = 12;
-const COUNTS_LEN: usize = FIELDS * 8;
-const COUNTS_LEN_V1: usize = 7 * 8;
-const COUNTS_LEN_V2: usize = 8 * 8;
-
+/// A charge's counts: one request.
 impl Counts {
     pub fn of(c: &Charge) -> Counts {
         let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -133,78 +102,6 @@ impl Counts {
             audio_ms: tokens(c.units.audio_ms),
             chars: tokens(c.units.chars),
         }
-    }
-
-    /// Every token of every kind.
-    pub fn tokens(&self) -> i64 {
-        [
-            self.input,
-            self.output,
-            self.cached_input,
-            self.cache_write,
-            self.cache_write_1h,
-        ]
-        .iter()
-        .fold(0i64, |sum, n| sum.saturating_add(*n))
-    }
-
-    fn fields(&self) -> [i64; FIELDS] {
-        [
-            self.requests,
-            self.input,
-            self.output,
-            self.cached_input,
-            self.cache_write,
-            self.cost_nanos,
-            self.estimated,
-            self.cache_write_1h,
-            self.images,
-            self.image_input,
-            self.audio_ms,
-            self.chars,
-        ]
-    }
-
-    pub fn add(&mut self, other: &Counts) {
-        let (a, b) = (self.fields(), other.fields());
-        let sum: [i64; FIELDS] = std::array::from_fn(|i| a[i].saturating_add(b[i]));
-        *self = Counts::from_fields(&sum);
-    }
-
-    fn from_fields(f: &[i64; FIELDS]) -> Counts {
-        Counts {
-            requests: f[0],
-            input: f[1],
-            output: f[2],
-            cached_input: f[3],
-            cache_write: f[4],
-            cost_nanos: f[5],
-            estimated: f[6],
-            cache_write_1h: f[7],
-            images: f[8],
-            image_input: f[9],
-            audio_ms: f[10],
-            chars: f[11],
-        }
-    }
-
-    fn to_bytes(self) -> [u8; COUNTS_LEN] {
-        let mut out = [0u8; COUNTS_LEN];
-        for (i, v) in self.fields().iter().enumerate() {
-            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_be_bytes());
-        }
-        out
-    }
-
-    fn from_bytes(b: &[u8]) -> Counts {
-        if ![COUNTS_LEN, COUNTS_LEN_V1, COUNTS_LEN_V2].contains(&b.len()) {
-            return Counts::default();
-        }
-        let mut f = [0i64; FIELDS];
-        for (field, bytes) in f.iter_mut().zip(b.chunks_exact(8)) {
-            *field = i64::from_be_bytes(bytes.try_into().expect("8 bytes"));
-        }
-        Counts::from_fields(&f)
     }
 }
 
@@ -270,6 +167,34 @@ pub struct Query {
     pub filters: [Option<String>; 5],
     /// Dimensions to group by; empty = one total row.
     pub group_by: Vec<usize>,
+    /// Also group by the UTC hour or day a row falls in (its label comes
+    /// first in the grouped values).
+    pub bucket: Option<Bucket>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    Hour,
+    Day,
+}
+
+impl Bucket {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bucket::Hour => "hour",
+            Bucket::Day => "day",
+        }
+    }
+
+    /// `2026-12-07T13:00Z` for an hour, `2026-12-07` for a day (UTC): text
+    /// that sorts in time order.
+    fn label(self, hour_ms: u64) -> String {
+        let t = chrono::DateTime::from_timestamp_millis(hour_ms as i64).unwrap_or_default();
+        match self {
+            Bucket::Hour => t.format("%Y-%m-%dT%H:00Z").to_string(),
+            Bucket::Day => t.format("%Y-%m-%d").to_string(),
+        }
+    }
 }
 
 pub struct Ledger {
@@ -496,24 +421,43 @@ impl Ledger {
         removed
     }
 
-    /// Per-request log entries in [from_ms, to_ms), oldest first, at most
-    /// `limit`.
-    pub fn request_log(&self, from_ms: u64, to_ms: u64, limit: usize) -> Vec<serde_json::Value> {
+    /// Per-request log entries in [from_ms, to_ms), at most `limit`: the
+    /// oldest first, or with `newest` the newest first (read backwards, so
+    /// the last few of a busy day cost no more than the first few).
+    pub fn request_log(
+        &self,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+        newest: bool,
+    ) -> Vec<serde_json::Value> {
         let first_minute = from_ms - from_ms % MINUTE_MS;
         let Some(requests) = self.tree(REQUEST_LOG_TREE) else {
             return Vec::new();
         };
-        requests
-            .range(first_minute.to_be_bytes().to_vec()..to_ms.to_be_bytes().to_vec())
-            .filter_map(|r| r.ok())
-            .flat_map(|(_, chunk)| request_log::read(&chunk))
-            .filter(|entry| {
-                entry["at_ms"]
-                    .as_u64()
-                    .is_some_and(|at| (from_ms..to_ms).contains(&at))
-            })
-            .take(limit)
-            .collect()
+        let chunks =
+            requests.range(first_minute.to_be_bytes().to_vec()..to_ms.to_be_bytes().to_vec());
+        let in_range = |entry: &serde_json::Value| {
+            entry["at_ms"]
+                .as_u64()
+                .is_some_and(|at| (from_ms..to_ms).contains(&at))
+        };
+        if newest {
+            chunks
+                .rev()
+                .filter_map(|r| r.ok())
+                .flat_map(|(_, chunk)| request_log::read(&chunk).into_iter().rev())
+                .filter(in_range)
+                .take(limit)
+                .collect()
+        } else {
+            chunks
+                .filter_map(|r| r.ok())
+                .flat_map(|(_, chunk)| request_log::read(&chunk))
+                .filter(in_range)
+                .take(limit)
+                .collect()
+        }
     }
 
     /// Sums aggregate rows selected by `q`, grouped by `q.group_by`.
@@ -524,6 +468,8 @@ impl Ledger {
             return Vec::new();
         };
         let rows = hourly.range(from_hour.to_be_bytes().to_vec()..q.to_ms.to_be_bytes().to_vec());
+        // Rows come in hour order: one label per hour, not per row.
+        let mut label: (Option<u64>, String) = (None, String::new());
         for item in rows {
             let Ok((k, v)) = item else { continue };
             let Some((hour, dims)) = parse_hourly_key(&k) else {
@@ -540,7 +486,16 @@ impl Ledger {
             if !matches {
                 continue;
             }
-            let group: Vec<String> = q.group_by.iter().map(|&i| dims[i].clone()).collect();
+            let bucket = q.bucket.map(|b| {
+                if label.0 != Some(hour) {
+                    label = (Some(hour), b.label(hour));
+                }
+                label.1.clone()
+            });
+            let group: Vec<String> = bucket
+                .into_iter()
+                .chain(q.group_by.iter().map(|&i| dims[i].clone()))
+                .collect();
             groups
                 .entry(group)
                 .or_default()
@@ -655,6 +610,7 @@ fn write_mark(file: &File, written: u64) -> std::io::Result<()> {
 pub(super) mod tests {
     use std::time::{Duration, Instant};
 
+    use super::super::counts::{COUNTS_LEN, COUNTS_LEN_V1, COUNTS_LEN_V2};
     use super::*;
 
     fn ledger() -> (tempfile::TempDir, Ledger) {
@@ -827,6 +783,7 @@ pub(super) mod tests {
             to_ms: 3 * HOUR_MS,
             filters: [Some("k2".into()), None, None, None, None],
             group_by: vec![],
+            bucket: None,
         };
         let rows = l.query(&q);
         assert_eq!(rows, vec![(vec![], Counts::of(&charge(0, "k2", "g2", 3)))]);
@@ -834,7 +791,44 @@ pub(super) mod tests {
         l.record(charge(HOUR_MS + 10, "k1", "g1", 1));
         l.write_pending(7);
         assert_eq!(l.key_totals("k1").cost_nanos, 158);
-        assert_eq!(l.request_log(0, u64::MAX, 100).len(), 5);
+        assert_eq!(l.request_log(0, u64::MAX, 100, false).len(), 5);
+        // By hour and by day, the label first.
+        let by_hour = Query {
+            to_ms: 10 * HOUR_MS,
+            group_by: vec![0],
+            bucket: Some(Bucket::Hour),
+            ..Default::default()
+        };
+        let costs: Vec<(Vec<String>, i64)> = l
+            .query(&by_hour)
+            .into_iter()
+            .map(|(dims, c)| (dims, c.cost_nanos))
+            .collect();
+        let row = |a: &str, b: &str, cost| (vec![a.to_string(), b.to_string()], cost);
+        assert_eq!(
+            costs,
+            vec![
+                row("1970-01-01T01:00Z", "k1", 151),
+                row("1970-01-01T02:00Z", "k1", 7),
+                row("1970-01-01T02:00Z", "k2", 3),
+            ]
+        );
+        let by_day = Query {
+            bucket: Some(Bucket::Day),
+            group_by: vec![],
+            ..by_hour
+        };
+        let rows = l.query(&by_day);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0, vec!["1970-01-01".to_string()]);
+        assert_eq!(rows[0].1.cost_nanos, 161);
+        // The newest first, and the limit takes the newest.
+        let newest = l.request_log(0, u64::MAX, 2, true);
+        let at: Vec<u64> = newest
+            .iter()
+            .map(|e| e["at_ms"].as_u64().unwrap())
+            .collect();
+        assert_eq!(at, vec![2 * HOUR_MS + 1, 2 * HOUR_MS]);
     }
 
     /// Replaces sled's files (not the mark) in `to` with those in `from`.
@@ -924,7 +918,7 @@ pub(super) mod tests {
         l.write_pending(7);
         assert_eq!(l.key_totals("k").requests, n as i64);
         assert_eq!(l.key_totals("k").cost_nanos, 2 * n as i64);
-        assert_eq!(l.request_log(0, u64::MAX, 10 * n).len(), n);
+        assert_eq!(l.request_log(0, u64::MAX, 10 * n, false).len(), n);
         assert_eq!(l.pending.get(), 0);
         let mark = std::fs::read_to_string(dir.path().join(MARK_FILE)).unwrap();
         assert_eq!(
@@ -942,14 +936,14 @@ pub(super) mod tests {
         l.record(charge(now - 6 * DAY_MS, "k", "g", 1));
         l.write_pending(7);
         assert_eq!(l.prune(7, now), 1);
-        let left = l.request_log(0, u64::MAX, 10);
+        let left = l.request_log(0, u64::MAX, 10, false);
         assert_eq!(left.len(), 1);
         assert_eq!(left[0]["at_ms"], now - 6 * DAY_MS);
         // days = 0: no new log entries, and the old ones go.
         l.record(charge(now, "k", "g", 1));
         l.write_pending(0);
         assert_eq!(l.prune(0, now + 1), 1);
-        assert!(l.request_log(0, u64::MAX, 10).is_empty());
+        assert!(l.request_log(0, u64::MAX, 10, false).is_empty());
         assert_eq!(l.key_totals("k").requests, 3, "aggregates stay");
     }
 
@@ -972,7 +966,7 @@ pub(super) mod tests {
         l.record(charge(t + 3_000, "new", "g", 7));
         l.record(charge(t + MINUTE_MS, "new", "g", 7));
         l.write_pending(7);
-        let log = l.request_log(0, u64::MAX, 10);
+        let log = l.request_log(0, u64::MAX, 10, false);
         let seen: Vec<(u64, &str)> = log
             .iter()
             .map(|e| (e["at_ms"].as_u64().unwrap(), e["key"].as_str().unwrap()))
@@ -988,7 +982,7 @@ pub(super) mod tests {
         assert_eq!(log[2]["cost_nanos"], 7);
         // The first minute holds two old entries and one new one.
         assert_eq!(l.prune(7, t + MINUTE_MS + 7 * DAY_MS), 3);
-        assert_eq!(l.request_log(0, u64::MAX, 10).len(), 1);
+        assert_eq!(l.request_log(0, u64::MAX, 10, false).len(), 1);
     }
 
     #[test]
@@ -1003,11 +997,11 @@ pub(super) mod tests {
             v.iter().map(|e| e["at_ms"].as_u64().unwrap()).collect()
         };
         assert_eq!(
-            at(l.request_log(t + 20_000, t + MINUTE_MS, 10)),
+            at(l.request_log(t + 20_000, t + MINUTE_MS, 10, false)),
             vec![t + 30_000]
         );
         assert_eq!(
-            at(l.request_log(0, u64::MAX, 2)),
+            at(l.request_log(0, u64::MAX, 2, false)),
             vec![t + 5_000, t + 30_000]
         );
         // Retention ends at t + 40 s: the first minute still holds a newer
@@ -1016,7 +1010,7 @@ pub(super) mod tests {
         assert_eq!(l.prune(7, t + 40_000 + days_7), 0);
         assert_eq!(l.prune(7, t + MINUTE_MS + days_7), 2);
         assert_eq!(
-            at(l.request_log(0, u64::MAX, 10)),
+            at(l.request_log(0, u64::MAX, 10, false)),
             vec![t + MINUTE_MS + 10_000]
         );
     }

@@ -13,6 +13,7 @@
 //! cancelled task) releases exactly once.
 
 pub mod cost;
+mod counts;
 pub mod ledger;
 pub mod limits;
 pub mod period;

@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 
 use super::cost::{nanos_to_usd, usd_to_nanos};
-use super::ledger::{Counts, Query, DIMENSIONS};
+use super::ledger::{Bucket, Counts, Query, DIMENSIONS};
 use super::limits::Spend;
 use super::{period, Metering};
 use crate::clock::now_ms;
@@ -227,6 +227,18 @@ pub fn parse_query(query: &str, now_ms: u64) -> Result<Query, String> {
             "to" => q.to_ms = parse_time(&value, now_ms)?,
             "group_by" | "by" => {
                 for dim in value.split(',').filter(|d| !d.is_empty()) {
+                    let bucket = match dim {
+                        "hour" => Some(Bucket::Hour),
+                        "day" => Some(Bucket::Day),
+                        _ => None,
+                    };
+                    if let Some(b) = bucket {
+                        if q.bucket.is_some_and(|had| had != b) {
+                            return Err("group by `hour` or by `day`, not both".into());
+                        }
+                        q.bucket = Some(b);
+                        continue;
+                    }
                     let i = dimension(dim)?;
                     if !q.group_by.contains(&i) {
                         q.group_by.push(i);
@@ -246,10 +258,12 @@ pub fn parse_query(query: &str, now_ms: u64) -> Result<Query, String> {
 }
 
 fn dimension(name: &str) -> Result<usize, String> {
-    DIMENSIONS
-        .iter()
-        .position(|d| *d == name)
-        .ok_or_else(|| format!("`{name}` is not one of {}", DIMENSIONS.join(", ")))
+    DIMENSIONS.iter().position(|d| *d == name).ok_or_else(|| {
+        format!(
+            "`{name}` is not one of {}, hour, day",
+            DIMENSIONS.join(", ")
+        )
+    })
 }
 
 fn percent_decode(s: &str) -> String {
@@ -301,6 +315,53 @@ fn counts_json(c: &Counts) -> serde_json::Map<String, Value> {
     row
 }
 
+/// The names of a query's grouped values, in the order the ledger gives
+/// them: the time bucket first.
+fn group_by_names(q: &Query) -> Vec<&'static str> {
+    let dims = q.group_by.iter().map(|&i| DIMENSIONS[i]);
+    q.bucket
+        .map(Bucket::as_str)
+        .into_iter()
+        .chain(dims)
+        .collect()
+}
+
+/// One grouped row: its values by name, then its counts.
+fn row_json(q: &Query, values: Vec<String>, counts: &Counts) -> serde_json::Map<String, Value> {
+    let mut row = serde_json::Map::new();
+    for (name, value) in group_by_names(q).into_iter().zip(values) {
+        row.insert(name.to_string(), Value::String(value));
+    }
+    row.extend(counts_json(counts));
+    row
+}
+
+/// `GET /api/usage/daily`: the usage of `user`'s keys per UTC day, the 30
+/// days up to `now_ms` (today included), by key, model and group; `days`
+/// lists the 30 days, oldest first, so that a chart shows days without use.
+pub fn user_daily(m: &Metering, user: &str, now_ms: u64) -> Value {
+    const DAY_MS: u64 = 86_400_000;
+    let first = (now_ms - now_ms % DAY_MS).saturating_sub(29 * DAY_MS);
+    let q = Query {
+        from_ms: first,
+        to_ms: now_ms + 3_600_000,
+        filters: [None, Some(user.to_string()), None, None, None],
+        group_by: vec![0, 3, 2],
+        bucket: Some(Bucket::Day),
+    };
+    let rows: Vec<Value> = m
+        .ledger()
+        .query(&q)
+        .into_iter()
+        .map(|(values, counts)| Value::Object(row_json(&q, values, &counts)))
+        .collect();
+    let days: Vec<String> = (0..30)
+        .filter_map(|i| chrono::DateTime::from_timestamp_millis((first + i * DAY_MS) as i64))
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .collect();
+    json!({"user": user, "days": days, "rows": rows})
+}
+
 /// `GET /admin/usage`: rows of the ledger, filtered and grouped.
 pub fn admin_usage(m: &Metering, query: &str) -> Result<Value, String> {
     let q = parse_query(query, now_ms())?;
@@ -310,29 +371,26 @@ pub fn admin_usage(m: &Metering, query: &str) -> Result<Value, String> {
         .into_iter()
         .map(|(dims, counts)| {
             total.add(&counts);
-            let mut row = serde_json::Map::new();
-            for (&i, value) in q.group_by.iter().zip(dims) {
-                row.insert(DIMENSIONS[i].to_string(), Value::String(value));
-            }
-            row.extend(counts_json(&counts));
-            Value::Object(row)
+            Value::Object(row_json(&q, dims, &counts))
         })
         .collect();
     Ok(json!({
         "from_ms": q.from_ms,
         "to_ms": q.to_ms,
-        "group_by": q.group_by.iter().map(|&i| DIMENSIONS[i]).collect::<Vec<_>>(),
+        "group_by": group_by_names(&q),
         "rows": rows,
         "total": Value::Object(counts_json(&total)),
     }))
 }
 
 /// `GET /admin/requests`: the per-request log, oldest first. Parameters:
-/// `from`, `to` (as for `/admin/usage`; default: the last 24 hours) and
-/// `limit` (default 100, at most 10000).
+/// `from`, `to` (as for `/admin/usage`; default: the last 24 hours),
+/// `limit` (default 100, at most 10000) and `order` (`oldest`, the
+/// default, or `newest`: the newest first, and the limit keeps those).
 pub fn admin_requests(m: &Metering, query: &str) -> Result<Value, String> {
     let now = now_ms();
     let (mut from, mut to, mut limit) = (now.saturating_sub(86_400_000), now + 1, 100usize);
+    let mut newest = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_decode(value);
@@ -345,10 +403,17 @@ pub fn admin_requests(m: &Metering, query: &str) -> Result<Value, String> {
                     .map_err(|_| format!("limit `{value}` is not a number"))?
                     .min(10_000)
             }
+            "order" => {
+                newest = match value.as_str() {
+                    "oldest" => false,
+                    "newest" => true,
+                    _ => return Err(format!("order `{value}` is not `oldest` or `newest`")),
+                }
+            }
             other => return Err(format!("unknown parameter `{other}`")),
         }
     }
-    Ok(json!({"requests": m.ledger().request_log(from, to, limit)}))
+    Ok(json!({"requests": m.ledger().request_log(from, to, limit, newest)}))
 }
 
 #[cfg(test)]
@@ -382,5 +447,12 @@ mod tests {
             .contains("colour"));
         assert!(parse_query("colour=red", 0).is_err());
         assert!(parse_query("from=20&to=10", 0).is_err());
+        let q = parse_query("group_by=day,group", 0).unwrap();
+        assert_eq!(q.bucket, Some(Bucket::Day));
+        assert_eq!(q.group_by, vec![2]);
+        assert_eq!(group_by_names(&q), vec!["day", "group"]);
+        assert!(parse_query("by=hour,day", 0)
+            .unwrap_err()
+            .contains("not both"));
     }
 }

@@ -38,6 +38,21 @@ pub(super) async fn write_json(
     write_raw(session, head, Bytes::from(value.to_string())).await
 }
 
+/// Answers with a response built elsewhere (the console's assets).
+pub(super) async fn write_response(
+    session: &mut ClientSession,
+    response: http::Response<Vec<u8>>,
+) -> Disposition {
+    let (parts, body) = response.into_parts();
+    let Ok(mut head) = ResponseHeader::build(parts.status, Some(parts.headers.len())) else {
+        return Disposition::Close;
+    };
+    for (name, value) in &parts.headers {
+        let _ = head.append_header(name.clone(), value.clone());
+    }
+    write_raw(session, head, Bytes::from(body)).await
+}
+
 pub(super) async fn write_raw(
     session: &mut ClientSession,
     mut head: ResponseHeader,

@@ -269,7 +269,7 @@ impl Failover<'_> {
         if let Some(reason) = FailReason::from_status(status) {
             return Err(Box::pin(upstream::error_answer(opened, reason)).await);
         }
-        channel.health.record_success();
+        channel.health.record_success(now_ms());
         let upstream::Opened { head, mut body, .. } = opened;
         let dialect = self.endpoint.dialect();
         let disposition = pipe_body(session, head, &mut body, adapter.as_mut(), dialect).await;

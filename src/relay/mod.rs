@@ -33,6 +33,7 @@ use crate::api;
 use crate::auth;
 use crate::clock::now_ms;
 use crate::config::{Key, Snapshot};
+use crate::console::{self, Listener};
 use crate::errors::{ApiError, Dialect, ErrorKind};
 use crate::keys::{self, KeyService};
 use crate::metering::{self, Metering};
@@ -40,7 +41,7 @@ use crate::metrics::Metrics;
 use crate::providers::Endpoint;
 use crate::reload::ConfigHandle;
 use admit::Refused;
-use answer::{refuse, write_json};
+use answer::{refuse, write_json, write_response};
 use client::ClientSession;
 use failover::Failover;
 use route::{Route, UsageView};
@@ -90,6 +91,29 @@ impl Gateway {
         answer::write_account_answer(session, &answer).await
     }
 
+    /// `GET /api/usage/daily`: the signed-in user's usage per day, by key,
+    /// model and group (user token or session, like the user API).
+    async fn user_usage(&self, session: &mut ClientSession, snap: &Snapshot) -> Disposition {
+        let req = session.req_header();
+        let user = match self.keys.signed_in_user(snap, req, session.client_ip()) {
+            Ok(user) => user,
+            Err(e) => return answer::write_account_answer(session, &e.into()).await,
+        };
+        // Queued charges first, so the answer includes every billed request.
+        let metering = Arc::clone(&self.metering);
+        let log_days = snap.store.request_log_days;
+        let report = tokio::task::spawn_blocking(move || {
+            metering.ledger().write_pending(log_days);
+            metering::report::user_daily(&metering, &user, now_ms())
+        })
+        .await;
+        match report {
+            Ok(doc) => answer::write_account_answer(session, &keys::Answer::json(200, &doc)).await,
+            // The report panicked: nothing sensible to answer.
+            Err(_) => Disposition::Close,
+        }
+    }
+
     /// One request: which endpoint (route), whose key (auth), then the
     /// gateway's own answer or the relay.
     async fn serve(&self, session: &mut ClientSession, keys: &mut auth::KeyMemo) -> Disposition {
@@ -100,7 +124,19 @@ impl Gateway {
         let dialect = route::dialect_of(route, req);
         let key = match route {
             Route::Pricing => return write_json(session, 200, &api::pricing(&snap)).await,
+            Route::Console => {
+                let tag = req
+                    .headers
+                    .get("if-none-match")
+                    .and_then(|v| v.to_str().ok());
+                if let Some(r) = console::response(req.uri.path(), Listener::Client, tag) {
+                    return write_response(session, r).await;
+                }
+                let e = ApiError::new(ErrorKind::UnknownEndpoint, "no such endpoint");
+                return refuse(session, &self.metrics, dialect, &e, started).await;
+            }
             Route::Account => return self.account(session, &snap).await,
+            Route::UserUsage => return self.user_usage(session, &snap).await,
             Route::NotFound => {
                 let e = ApiError::new(ErrorKind::UnknownEndpoint, "no such endpoint");
                 return refuse(session, &self.metrics, dialect, &e, started).await;
@@ -117,7 +153,8 @@ impl Gateway {
             }
             Route::Models | Route::GeminiModels | Route::Relay(_) | Route::Usage(_) => {
                 let now = (now_ms() / 1000) as i64;
-                match auth::authenticate(&snap, req, session.client_ip(), now, keys) {
+                let managed = self.keys.registry();
+                match auth::authenticate(&snap, managed, req, session.client_ip(), now, keys) {
                     Ok(key) => key,
                     Err(e) => return refuse(session, &self.metrics, dialect, &e, started).await,
                 }

@@ -5,6 +5,7 @@ use http::header::UPGRADE;
 use http::Method;
 use pingora_http::RequestHeader;
 
+use crate::console::{self, Listener};
 use crate::errors::Dialect;
 use crate::providers::Endpoint;
 
@@ -20,8 +21,12 @@ pub(super) enum Route {
     /// GET /v1beta/models: Gemini list.
     GeminiModels,
     Pricing,
+    /// GET / and the console's assets (`crate::console`).
+    Console,
     /// The user API: `/api/session`, `/api/keys` (any method).
     Account,
+    /// GET /api/usage/daily: the signed-in user's usage per day (console).
+    UserUsage,
     /// GET /api/usage and the OpenAI legacy billing endpoints.
     Usage(UsageView),
     NotFound,
@@ -60,7 +65,9 @@ pub(super) fn classify(method: &Method, path: &str) -> Route {
         (&Method::GET, "/v1/models") => Route::Models,
         (&Method::GET, "/v1beta/models") => Route::GeminiModels,
         (&Method::GET, "/api/pricing") => Route::Pricing,
+        (&Method::GET, p) if console::serves(method, p, Listener::Client) => Route::Console,
         (&Method::GET, "/api/usage") => Route::Usage(UsageView::Key),
+        (&Method::GET, "/api/usage/daily") => Route::UserUsage,
         (
             &Method::GET,
             "/v1/dashboard/billing/subscription" | "/dashboard/billing/subscription",
@@ -146,6 +153,13 @@ mod tests {
             classify(&Method::GET, "/v1/images/generations"),
             Route::NotFound
         );
+        assert_eq!(classify(&Method::GET, "/api/usage/daily"), Route::UserUsage);
+        assert_eq!(classify(&Method::POST, "/api/usage/daily"), Route::NotFound);
+        assert_eq!(classify(&Method::GET, "/"), Route::Console);
+        assert_eq!(classify(&Method::GET, "/console/client.js"), Route::Console);
+        assert_eq!(classify(&Method::GET, "/console/admin.js"), Route::Console);
+        assert_eq!(classify(&Method::GET, "/console/none.js"), Route::NotFound);
+        assert_eq!(classify(&Method::POST, "/"), Route::NotFound);
         assert_eq!(classify(&Method::PATCH, "/api/keys/k"), Route::Account);
         assert_eq!(classify(&Method::GET, "/api/session"), Route::Account);
         assert_eq!(classify(&Method::GET, "/api/keysx"), Route::NotFound);

@@ -187,3 +187,13 @@ def openai_client(openai_gateway: Gateway, mock_openai: MockOpenAI):
     client = openai_gateway.client()
     yield client
     client.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Keeps each phase's report on the test item (``item.rep_call``), so
+    that a fixture's teardown can tell whether the test failed (the browser
+    tests keep a screenshot then)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "rep_" + report.when, report)

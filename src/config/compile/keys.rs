@@ -12,8 +12,8 @@ use rust_decimal::Decimal;
 
 use super::groups::index_of;
 use crate::config::{
-    expand_vars, sha256, BudgetPeriod, ConfigError, Group, Key, KeyDef, Source, User, AUTO_GROUP,
-    DEFAULT_GROUP,
+    expand_vars, sha256, BudgetPeriod, ConfigError, Group, Key, KeyDef, Snapshot, Source, User,
+    AUTO_GROUP, DEFAULT_GROUP,
 };
 
 /// The keys by the sha256 of their secret.
@@ -53,7 +53,7 @@ pub(super) fn compile(
 }
 
 /// An error about one field of a key: the field, and the message.
-type FieldError = (&'static str, String);
+pub type FieldError = (&'static str, String);
 
 /// The sha256 of the key's secret, from `key_sha256` or a plaintext `key`.
 fn secret_hash(
@@ -79,6 +79,12 @@ fn secret_hash(
         }
         _ => Err(("key_sha256", "set exactly one of key_sha256 or key".into())),
     }
+}
+
+/// A key created at runtime (`crate::keys`), compiled against a snapshot
+/// by the rules of a `[[keys]]` item: the field at fault and why, if not.
+pub fn compile_managed_key(k: &KeyDef, snap: &Snapshot) -> Result<Key, FieldError> {
+    compile_key(k, &snap.users, &snap.groups, &snap.auto_groups)
 }
 
 fn compile_key(
@@ -121,6 +127,7 @@ fn compile_key(
         groups: key_groups,
         group_names,
         models: k.models.as_deref().map(model_globs).transpose()?,
+        model_patterns: k.models.clone().unwrap_or_default(),
         expires_unix: k.expires.as_ref().map(expiry).transpose()?,
         allow_ips: k
             .allow_ips

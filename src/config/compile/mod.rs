@@ -11,6 +11,8 @@ mod routes;
 mod server;
 mod users;
 
+pub use keys::{compile_managed_key, FieldError};
+
 use crate::config::{ConfigError, Loaded, RawConfig, Snapshot, Source};
 use crate::health::HealthRegistry;
 

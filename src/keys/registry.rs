@@ -1,0 +1,473 @@
+//! Managed keys: the records (in the sled tree `managed_keys`, one JSON
+//! document per key name) and their compiled form, the same [`Key`] a
+//! `[[keys]]` item becomes.
+//!
+//! Every change bumps [`Registry::version`]; the compiled table is rebuilt
+//! lazily by the first lookup that sees a new version or config generation,
+//! so a change is in force on the next request, and a connection's key memo
+//! (`crate::auth::KeyMemo`) compares the version with one atomic load.
+//! Another module (cluster mode) applies changes made elsewhere with
+//! [`Registry::upsert`] / [`Registry::remove`], lists them with
+//! [`Registry::records`], and sees local changes through
+//! [`Registry::subscribe`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::Result;
+use arc_swap::ArcSwap;
+use foldhash::{HashMap, HashSet};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::config::{compile_managed_key, BudgetPeriod, Key, KeyDef, Snapshot, AUTO_GROUP};
+use crate::store::Store;
+
+const TREE: &str = "managed_keys";
+
+/// The settings of a managed key: the fields of a `[[keys]]` item that a
+/// user may set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeyFields {
+    /// Ordered; none: the user's default group.
+    pub groups: Option<Vec<String>>,
+    /// Globs; none: every model.
+    pub models: Option<Vec<String>>,
+    pub budget_usd: Option<Decimal>,
+    pub budget_period: Option<BudgetPeriod>,
+    /// RFC 3339.
+    pub expires: Option<String>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    pub max_concurrent: Option<u32>,
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
+}
+
+/// A managed key as stored (and as cluster nodes exchange it). Only the
+/// SHA-256 of the secret is kept, and its last 4 characters as a hint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub name: String,
+    pub user: String,
+    /// Hex SHA-256 of the secret.
+    pub sha256: String,
+    pub hint: String,
+    pub fields: KeyFields,
+    pub disabled: bool,
+    /// Revoked: kept so that its name, which labels its ledger rows, is
+    /// never given to another key.
+    #[serde(default)]
+    pub revoked: bool,
+    pub created_ms: u64,
+    /// The record's version: newer wins.
+    pub updated_ms: u64,
+}
+
+impl KeyRecord {
+    /// The record as a `[[keys]]` item, for the config's compiler.
+    pub fn key_def(&self) -> KeyDef {
+        let f = &self.fields;
+        KeyDef {
+            name: self.name.clone(),
+            user: Some(self.user.clone()),
+            key_sha256: Some(self.sha256.clone()),
+            key: None,
+            groups: f.groups.clone(),
+            models: f.models.clone(),
+            budget_usd: f.budget_usd,
+            budget_period: f.budget_period,
+            expires: f.expires.as_deref().and_then(|e| e.parse().ok()),
+            allow_ips: f.allow_ips.clone(),
+            rpm: f.rpm,
+            tpm: f.tpm,
+            max_concurrent: f.max_concurrent,
+        }
+    }
+}
+
+/// The managed keys compiled against one config generation.
+#[derive(Default)]
+struct Compiled {
+    generation: u64,
+    version: u64,
+    by_hash: HashMap<[u8; 32], Arc<Key>>,
+}
+
+pub struct Registry {
+    store: Store,
+    records: Mutex<BTreeMap<String, KeyRecord>>,
+    /// Bumped (under the records lock) by every change.
+    version: AtomicU64,
+    compiled: ArcSwap<Compiled>,
+    changes: broadcast::Sender<String>,
+}
+
+impl Registry {
+    /// Loads the records from the store.
+    pub fn open(store: &Store) -> Result<Registry> {
+        let mut records = BTreeMap::new();
+        for item in store.tree(TREE)?.iter() {
+            let (_, value) = item?;
+            let record: KeyRecord = serde_json::from_slice(&value)?;
+            records.insert(record.name.clone(), record);
+        }
+        Ok(Registry {
+            store: store.clone(),
+            records: Mutex::new(records),
+            version: AtomicU64::new(1),
+            compiled: ArcSwap::from_pointee(Compiled::default()),
+            changes: broadcast::channel(1024).0,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, KeyRecord>> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes with every change of a record.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// The managed key with this secret hash, compiled against `snap`.
+    pub fn lookup(&self, snap: &Snapshot, hash: &[u8; 32]) -> Option<Arc<Key>> {
+        let compiled = self.compiled.load();
+        if compiled.generation == snap.generation && compiled.version == self.version() {
+            return compiled.by_hash.get(hash).cloned();
+        }
+        self.compiled_for(snap).by_hash.get(hash).cloned()
+    }
+
+    /// The table for `snap` at the current version, compiled by the first
+    /// caller that needs it; the others wait for it on the lock instead of
+    /// each compiling every key again.
+    fn compiled_for(&self, snap: &Snapshot) -> Arc<Compiled> {
+        let records = self.lock();
+        let compiled = self.compiled.load_full();
+        if compiled.generation == snap.generation && compiled.version == self.version() {
+            return compiled;
+        }
+        let (fresh, _) = compile(&records, self.version(), snap);
+        let fresh = Arc::new(fresh);
+        // A request still on an older config does not replace the table.
+        if fresh.generation >= compiled.generation {
+            self.compiled.store(Arc::clone(&fresh));
+        }
+        fresh
+    }
+
+    /// Compiles every record against `snap` now, for a reload, returning
+    /// what the keys lost (warnings naming them).
+    pub fn refresh(&self, snap: &Snapshot) -> Vec<String> {
+        let records = self.lock();
+        let (fresh, warnings) = compile(&records, self.version(), snap);
+        self.compiled.store(Arc::new(fresh));
+        warnings
+    }
+
+    /// Every record, revoked ones included, by name.
+    pub fn records(&self) -> Vec<KeyRecord> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<KeyRecord> {
+        self.lock().get(name).cloned()
+    }
+
+    /// Stores a record made here (created, changed, revoked) and tells the
+    /// subscribers its name.
+    pub fn save(&self, record: KeyRecord) -> Result<()> {
+        let name = record.name.clone();
+        self.put(record)?;
+        let _ = self.changes.send(name);
+        Ok(())
+    }
+
+    /// Creates `record` unless its name is taken (by any record, revoked
+    /// ones included) or its user holds `max` live keys: checked and
+    /// stored under one lock, so two concurrent creations cannot both pass.
+    pub fn create(&self, record: KeyRecord, max: usize) -> Result<Result<(), CreateRefusal>> {
+        let mut records = self.lock();
+        if records.contains_key(&record.name) {
+            return Ok(Err(CreateRefusal::NameTaken));
+        }
+        let held = records
+            .values()
+            .filter(|r| r.user == record.user && !r.revoked)
+            .count();
+        if held >= max {
+            return Ok(Err(CreateRefusal::TooMany(held)));
+        }
+        self.write(&mut records, record.clone())?;
+        drop(records);
+        let _ = self.changes.send(record.name);
+        Ok(Ok(()))
+    }
+
+    /// Applies a record created or changed elsewhere (cluster mode): kept
+    /// if it is newer than the one held. Not echoed to subscribers.
+    pub fn upsert(&self, record: KeyRecord) -> Result<bool> {
+        let newer = self
+            .lock()
+            .get(&record.name)
+            .is_none_or(|held| held.updated_ms < record.updated_ms);
+        if newer {
+            self.put(record)?;
+        }
+        Ok(newer)
+    }
+
+    /// Forgets a record entirely (cluster mode); revoking keeps it.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let mut records = self.lock();
+        self.store.tree(TREE)?.remove(name.as_bytes())?;
+        records.remove(name);
+        self.version.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Names of the records changed here, as they change.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.changes.subscribe()
+    }
+
+    fn put(&self, record: KeyRecord) -> Result<()> {
+        let mut records = self.lock();
+        self.write(&mut records, record)
+    }
+
+    /// Writes through to disk before the change is in force: a key shown
+    /// to its user survives a crash right after.
+    fn write(&self, records: &mut BTreeMap<String, KeyRecord>, record: KeyRecord) -> Result<()> {
+        let tree = self.store.tree(TREE)?;
+        tree.insert(record.name.as_bytes(), serde_json::to_vec(&record)?)?;
+        tree.flush()?;
+        records.insert(record.name.clone(), record);
+        self.version.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// The live records compiled against `snap` (`version`: the registry's,
+/// read under the records lock), and the warnings of what they lost.
+fn compile(
+    records: &BTreeMap<String, KeyRecord>,
+    version: u64,
+    snap: &Snapshot,
+) -> (Compiled, Vec<String>) {
+    let toml_names: HashSet<&str> = snap
+        .keys_by_hash
+        .values()
+        .map(|k| k.name.as_str())
+        .collect();
+    let mut by_hash = HashMap::default();
+    let mut warnings = Vec::new();
+    for r in records.values().filter(|r| !r.revoked) {
+        if let Some((hash, key)) = compile_record(r, snap, &toml_names, &mut warnings) {
+            if !r.disabled {
+                by_hash.insert(hash, Arc::new(key));
+            }
+        }
+    }
+    let compiled = Compiled {
+        generation: snap.generation,
+        version,
+        by_hash,
+    };
+    (compiled, warnings)
+}
+
+/// Why a key was not created.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CreateRefusal {
+    NameTaken,
+    /// The user's live keys.
+    TooMany(usize),
+}
+
+/// A record compiled against the config, minus what the config no longer
+/// has (groups, its user), with a warning naming the key for each loss;
+/// `None` when nothing usable is left.
+fn compile_record(
+    r: &KeyRecord,
+    snap: &Snapshot,
+    toml_names: &HashSet<&str>,
+    warnings: &mut Vec<String>,
+) -> Option<([u8; 32], Key)> {
+    let who = format!("managed key \"{}\" (user \"{}\")", r.name, r.user);
+    if toml_names.contains(r.name.as_str()) {
+        warnings.push(format!(
+            "{who}: a [[keys]] item now has this name; the managed key stops working"
+        ));
+        return None;
+    }
+    if !snap.users.contains_key(&r.user) {
+        warnings.push(format!(
+            "{who}: its user is no longer in the config; the key stops working (kept in the \
+             store, it works again if the user comes back)"
+        ));
+        return None;
+    }
+    let mut def = r.key_def();
+    if let Some(groups) = &mut def.groups {
+        let (kept, lost): (Vec<String>, Vec<String>) = groups.drain(..).partition(|g| {
+            if g == AUTO_GROUP {
+                !snap.auto_groups.is_empty()
+            } else {
+                snap.group_index(g).is_some()
+            }
+        });
+        if !lost.is_empty() {
+            warnings.push(format!(
+                "{who}: groups {lost:?} are no longer in the config; the key stops routing to them"
+            ));
+        }
+        if kept.is_empty() {
+            warnings.push(format!(
+                "{who}: none of its groups is left; the key stops working"
+            ));
+            return None;
+        }
+        *groups = kept;
+    }
+    for model in def.models.iter().flatten() {
+        let literal = !model.contains(['*', '?', '[', '{']);
+        if literal && !snap.prices.contains_key(model) && !snap.aliases.contains_key(model) {
+            warnings.push(format!(
+                "{who}: model \"{model}\" is no longer in the config; the key cannot call it"
+            ));
+        }
+    }
+    let hash = hex_hash(&r.sha256)?;
+    match compile_managed_key(&def, snap) {
+        Ok(key) => Some((hash, key)),
+        Err((field, message)) => {
+            warnings.push(format!("{who}: {field}: {message}; the key stops working"));
+            None
+        }
+    }
+}
+
+fn hex_hash(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, user: &str, updated_ms: u64) -> KeyRecord {
+        KeyRecord {
+            name: name.into(),
+            user: user.into(),
+            sha256: hex::encode(crate::config::sha256(name)),
+            hint: "abcd".into(),
+            fields: KeyFields::default(),
+            disabled: false,
+            revoked: false,
+            created_ms: 1,
+            updated_ms,
+        }
+    }
+
+    fn snapshot(generation: u64, groups: &[&str]) -> Snapshot {
+        let mut text = String::from("[[models]]\nname = \"m\"\ninput = 1\n");
+        for g in groups {
+            text.push_str(&format!("[[groups]]\nname = \"{g}\"\nratio = 1\n"));
+        }
+        text.push_str("[[users]]\nname = \"u\"\ngroup = \"a\"\n");
+        crate::config::load_text(
+            "t.toml",
+            text,
+            &|_: &str| None,
+            &crate::health::HealthRegistry::default(),
+            generation,
+            &mut Default::default(),
+        )
+        .unwrap()
+        .snapshot
+    }
+
+    #[test]
+    fn records_persist_and_changes_from_elsewhere_apply_when_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let registry = Registry::open(&store).unwrap();
+        let mut changes = registry.subscribe();
+        assert_eq!(registry.create(record("k", "u", 5), 2).unwrap(), Ok(()));
+        assert_eq!(changes.try_recv().unwrap(), "k");
+        let v = registry.version();
+        // Elsewhere: an older record is ignored, a newer one applied, and
+        // neither is echoed to the subscribers.
+        assert!(!registry.upsert(record("k", "other", 4)).unwrap());
+        assert!(registry.upsert(record("k", "u2", 6)).unwrap());
+        assert!(changes.try_recv().is_err());
+        assert!(registry.version() > v);
+        assert_eq!(registry.get("k").unwrap().user, "u2");
+        registry.save(record("gone", "u", 1)).unwrap();
+        registry.remove("gone").unwrap();
+        drop(registry);
+        let reopened = Registry::open(&store).unwrap();
+        let names: Vec<(String, String)> = reopened
+            .records()
+            .into_iter()
+            .map(|r| (r.name, r.user))
+            .collect();
+        assert_eq!(names, [("k".to_string(), "u2".to_string())]);
+    }
+
+    #[test]
+    fn names_stay_taken_and_users_have_a_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&Store::open(dir.path()).unwrap()).unwrap();
+        registry.create(record("a", "u", 1), 2).unwrap().unwrap();
+        let mut revoked = record("b", "u", 1);
+        revoked.revoked = true;
+        registry.save(revoked).unwrap();
+        let taken = registry.create(record("b", "v", 1), 2).unwrap();
+        assert_eq!(taken, Err(CreateRefusal::NameTaken));
+        registry.create(record("c", "u", 1), 2).unwrap().unwrap();
+        let full = registry.create(record("d", "u", 1), 2).unwrap();
+        assert_eq!(full, Err(CreateRefusal::TooMany(2)));
+        registry.create(record("d", "v", 1), 2).unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_reload_drops_what_a_key_lost_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&Store::open(dir.path()).unwrap()).unwrap();
+        let mut both = record("both", "u", 1);
+        both.fields.groups = Some(vec!["a".into(), "b".into()]);
+        both.fields.models = Some(vec!["gone-model".into(), "m*".into()]);
+        let orphan = record("orphan", "nobody", 1);
+        registry.save(both).unwrap();
+        registry.save(orphan).unwrap();
+        let full = snapshot(1, &["a", "b"]);
+        let warnings = registry.refresh(&full);
+        assert_eq!(
+            warnings,
+            [
+                "managed key \"both\" (user \"u\"): model \"gone-model\" is no longer in the \
+                 config; the key cannot call it",
+                "managed key \"orphan\" (user \"nobody\"): its user is no longer in the config; \
+                 the key stops working (kept in the store, it works again if the user comes back)"
+            ]
+        );
+        let hash = crate::config::sha256("both");
+        assert_eq!(registry.lookup(&full, &hash).unwrap().groups, [0, 1]);
+        let less = snapshot(2, &["a"]);
+        let warnings = registry.refresh(&less);
+        assert!(warnings.iter().any(|w| w
+            == "managed key \"both\" (user \"u\"): groups [\"b\"] are no longer in the config; \
+                the key stops routing to them"));
+        assert_eq!(registry.lookup(&less, &hash).unwrap().groups, [0]);
+        // A request still on the older config sees the key as it was then.
+        assert_eq!(registry.lookup(&full, &hash).unwrap().groups, [0, 1]);
+        assert_eq!(registry.lookup(&less, &hash).unwrap().groups, [0]);
+    }
+}
