@@ -820,3 +820,75 @@ async fn imagen_on_vertex_is_called_with_a_service_account_token() {
         "{usage}"
     );
 }
+
+#[tokio::test]
+async fn azure_serves_media_on_deployments_and_a_mapped_model_is_spliced_into_the_upload() {
+    let up = MockUpstream::start(|r| {
+        if r.path.contains("/audio/speech") {
+            Reply::Full {
+                status: 200,
+                headers: vec![("content-type".into(), "audio/mpeg".into())],
+                body: b"ID3-mp3-bytes".to_vec(),
+            }
+        } else {
+            Reply::json(
+                200,
+                json!({"text": "hi", "usage": {"type": "duration", "seconds": 2}}),
+            )
+        }
+    })
+    .await;
+    let tg = Tollgate::start(&format!(
+        "{MODELS}\n[[channels]]\nname = \"azure\"\ntype = \"azure\"\nbase_url = \"{}\"\n\
+         api_key = \"azure-media-upstream-key\"\ngroups = [\"full\"]\nmodels = [\"whisper-1\", \"tts-1\"]\n\
+         model_map = {{ \"whisper-1\" = \"my-whisper\", \"tts-1\" = \"my-tts\" }}\n{}",
+        up.base_url(),
+        key("k", "sk-media-client-11", &["full"])
+    ));
+    let file = binary_file(50_000);
+    let fields = |model| vec![("model", model), ("response_format", "json")];
+    let body = multipart(&fields("whisper-1"), Some(("file", "a.mp3", &file)));
+    let resp = post(
+        &tg,
+        "sk-media-client-11",
+        "/v1/audio/transcriptions",
+        &form_type(),
+        body,
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", tg.log());
+    let speech = json!({"model": "tts-1", "input": "four", "voice": "alloy"});
+    let resp = post(
+        &tg,
+        "sk-media-client-11",
+        "/v1/audio/speech",
+        "application/json",
+        speech.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(resp.bytes().await.unwrap(), &b"ID3-mp3-bytes"[..]);
+    let sent = up.requests();
+    assert_eq!(
+        sent[0].path,
+        "/openai/deployments/my-whisper/audio/transcriptions?api-version=2024-10-21"
+    );
+    assert_eq!(sent[0].header("api-key"), Some("azure-media-upstream-key"));
+    // Only the model part changed; every other byte is the client's.
+    assert_eq!(
+        sent[0].body,
+        multipart(&fields("my-whisper"), Some(("file", "a.mp3", &file)))
+    );
+    assert_eq!(
+        sent[1].path,
+        "/openai/deployments/my-tts/audio/speech?api-version=2024-10-21"
+    );
+    assert_eq!(sent[1].json()["model"], "my-tts");
+    // 2 s x 0.0001 = 200,000; 4 chars x 0.015 / 1000 = 60,000.
+    let usage = usage_by_model(&tg, 2).await;
+    assert_eq!(
+        row(&usage, "whisper-1")["cost_nano_usd"],
+        200_000,
+        "{usage}"
+    );
+    assert_eq!(row(&usage, "tts-1")["cost_nano_usd"], 60_000, "{usage}");
+}
