@@ -1,6 +1,8 @@
 //! The admin listener: health, readiness, Prometheus metrics, channel
-//! health, reload, and the operator's console page (`GET /`). Paths match exactly (no normalization), and every
-//! path but /healthz and /readyz needs the admin token when one is set.
+//! health, reload, and the operator's console page (`GET /`). Paths match
+//! exactly (no normalization), and every path but /healthz, /readyz and the
+//! console's page and assets needs the admin token (or its session) when
+//! one is set.
 //!
 //! Connections are read by the client listener's own HTTP/1 code
 //! ([`ClientSession`]), not Pingora's server session: that one logged the

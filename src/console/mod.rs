@@ -188,4 +188,30 @@ mod tests {
             );
         }
     }
+
+    /// Every file a page links or a module imports is served: a renamed
+    /// asset would otherwise be a blank page, found only in a browser.
+    #[test]
+    fn every_linked_or_imported_asset_exists() {
+        let mut linked = 0;
+        for asset in &ASSETS {
+            let text = String::from_utf8_lossy(asset.body);
+            for quote in ['"', '\''] {
+                for part in text.split(quote).skip(1).step_by(2) {
+                    let name = match part.strip_prefix(PREFIX) {
+                        Some(name) => name,
+                        None if part.starts_with("./") && part.ends_with(".js") => &part[2..],
+                        None => continue,
+                    };
+                    assert!(
+                        ASSETS.iter().any(|a| a.name == name),
+                        "{} links {part}",
+                        asset.name
+                    );
+                    linked += 1;
+                }
+            }
+        }
+        assert!(linked >= 12, "{linked}");
+    }
 }

@@ -135,6 +135,13 @@ mod tests {
         assert_eq!(classify(&Method::GET, "/v1/models"), Route::Models);
         assert_eq!(classify(&Method::GET, "/api/pricing"), Route::Pricing);
         assert_eq!(classify(&Method::POST, "/admin/reload"), Route::NotFound);
+        assert_eq!(classify(&Method::GET, "/api/usage/daily"), Route::UserUsage);
+        assert_eq!(classify(&Method::POST, "/api/usage/daily"), Route::NotFound);
+        assert_eq!(classify(&Method::GET, "/"), Route::Console);
+        assert_eq!(classify(&Method::GET, "/console/client.js"), Route::Console);
+        assert_eq!(classify(&Method::GET, "/console/admin.js"), Route::Console);
+        assert_eq!(classify(&Method::GET, "/console/none.js"), Route::NotFound);
+        assert_eq!(classify(&Method::POST, "/"), Route::NotFound);
         for (path, op) in [
             ("/v1/images/generations", OpenAiOp::ImageGenerations),
             ("/v1/images/edits", OpenAiOp::ImageEdits),
@@ -153,13 +160,6 @@ mod tests {
             classify(&Method::GET, "/v1/images/generations"),
             Route::NotFound
         );
-        assert_eq!(classify(&Method::GET, "/api/usage/daily"), Route::UserUsage);
-        assert_eq!(classify(&Method::POST, "/api/usage/daily"), Route::NotFound);
-        assert_eq!(classify(&Method::GET, "/"), Route::Console);
-        assert_eq!(classify(&Method::GET, "/console/client.js"), Route::Console);
-        assert_eq!(classify(&Method::GET, "/console/admin.js"), Route::Console);
-        assert_eq!(classify(&Method::GET, "/console/none.js"), Route::NotFound);
-        assert_eq!(classify(&Method::POST, "/"), Route::NotFound);
         assert_eq!(classify(&Method::PATCH, "/api/keys/k"), Route::Account);
         assert_eq!(classify(&Method::GET, "/api/session"), Route::Account);
         assert_eq!(classify(&Method::GET, "/api/keysx"), Route::NotFound);

@@ -355,6 +355,7 @@ def test_sign_in_see_usage_by_group_download_it_and_sign_out(driver, gateway):
     assert abs(shown - cost / 1e9) <= cost / 1e9 * 0.005, cells[6]
     assert by_css(driver, "#usage-spend svg rect")
     assert "spend (USD)" in wait_for(driver, "#usage-spend").text
+    screenshot(driver, "console-usage")
     # The CSV, made in the page from the same rows: exact nano-USD.
     wait_for(driver, "#usage-csv").click()
     csv_file = driver.downloads / f"tollgate-usage-{today}.csv"
@@ -371,6 +372,17 @@ def test_sign_in_see_usage_by_group_download_it_and_sign_out(driver, gateway):
     wait_ready(driver)
     wait_for(driver, "#signin-token")
     assert no_script_errors(driver) == []
+
+
+def test_a_session_that_ends_returns_the_page_to_sign_in(driver, gateway):
+    tollgate, _ = gateway
+    sign_in(driver, tollgate, ALICE_TOKEN)
+    # As if it had expired: the next call is refused, and the page says so.
+    driver.delete_cookie("tollgate_session")
+    wait_for(driver, "#nav-usage").click()
+    wait_for(driver, "#signin-token")
+    assert not any(b.is_displayed() for b in by_css(driver, "#nav-keys, #nav-usage, #signout"))
+    assert wait_for(driver, "#nav-pricing").get_attribute("class") == "active"
 
 
 def test_a_wrong_token_is_refused_in_the_page(driver, gateway):
@@ -403,6 +415,12 @@ def test_the_admin_view_lists_channels_spend_and_the_last_reload_error(driver, g
     chart = wait_for(driver, "#spend-chart")
     assert by_css(driver, "#spend-chart svg rect")
     assert "spend (USD)" in chart.text and "default" in chart.text
+    assert "Spend per hour by group" in chart.text and "hour (UTC)" in chart.text
+    wait_for(driver, '#spend-range [data-range="30d"]').click()
+    chart = wait_for(driver, "#spend-chart", "Spend per day by group")
+    assert "day (UTC)" in chart.text and by_css(driver, "#spend-chart svg rect")
+    wait_for(driver, '#spend-range [data-range="48h"]').click()
+    wait_for(driver, "#spend-chart", "Spend per hour by group")
     assert "bob-key" in wait_for(driver, "#top-keys").text
     assert "bob" in wait_for(driver, "#top-users").text
     assert "bob-key" in wait_for(driver, "#recent").text
@@ -441,3 +459,64 @@ def test_without_an_admin_token_the_admin_view_is_open(driver, start_tollgate: S
         assert no_script_errors(driver) == []
     finally:
         mock.stop()
+
+
+def test_create_a_key_in_a_chosen_group_use_it_edit_it_revoke_it(driver, gateway):
+    import openai
+
+    tollgate, _ = gateway
+    sign_in(driver, tollgate, ALICE_TOKEN)
+    # Her key from the file is listed, read-only.
+    toml_row = wait_for(driver, 'tr[data-key="alice-toml"]')
+    assert "from the config file" in toml_row.text
+    assert not toml_row.find_elements("css selector", "button")
+    wait_for(driver, '#group-choices [data-group="cheap"]').click()
+    assert [li.text for li in by_css(driver, "#group-order li")] == ["cheap"]
+    wait_for(driver, "#key-name").send_keys("laptop")
+    wait_for(driver, "#create-key-button").click()
+    secret = wait_for(driver, "#secret-value").text
+    remember_secret(secret)
+    assert secret.startswith("sk-") and len(secret) >= 32
+    row = wait_for(driver, 'tr[data-key="laptop"]')
+    assert "cheap" in row.text and "…" + secret[-4:] in row.text
+    screenshot(driver, "console-keys")
+    # The secret is in the page only: not in the URL, not in storage.
+    assert secret not in driver.current_url
+    stored = driver.execute_script("return JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+    assert secret not in stored
+    wait_for(driver, "#secret-copy").click()
+    assert wait_for(driver, "#secret-copy").text in ("Copied", "Selected: press Ctrl+C")
+    wait_for(driver, "#secret-dismiss").click()
+    assert not by_css(driver, "#secret-value")
+    assert secret not in driver.page_source
+
+    # The secret works with the openai SDK and is billed to `cheap` (ratio 0.5).
+    client = openai.OpenAI(base_url=tollgate.url("/v1"), api_key=secret, max_retries=0)
+    reply = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hello world"}])
+    assert reply.choices[0].message.content == "echo: hello world"
+    u = reply.usage
+    usage = admin_call(tollgate, "/admin/usage?key=laptop&group_by=group")
+    assert [(r["group"], r["requests"], r["cost_nano_usd"]) for r in usage["rows"]] == [
+        ("cheap", 1, nano_cost(u.prompt_tokens, u.prompt_tokens_details.cached_tokens,
+                               u.completion_tokens, "0.5")),
+    ]
+
+    # Edit its limits in place.
+    wait_for(driver, 'tr[data-key="laptop"] [data-action="edit"]').click()
+    form = wait_for(driver, 'form[data-edit="laptop"]')
+    rpm = form.find_element("css selector", 'input[name="rpm"]')
+    rpm.clear()
+    rpm.send_keys("7")
+    form.find_element("css selector", 'button[type="submit"]').click()
+    assert "7 rpm" in wait_for(driver, 'tr[data-key="laptop"]', "7 rpm").text
+
+    # Revoke (asks once more): the key stops working at once.
+    wait_for(driver, 'tr[data-key="laptop"] [data-action="revoke"]').click()
+    wait_for(driver, 'tr[data-key="laptop"] [data-action="revoke"]', "Really").click()
+    wait_until(driver, lambda d: not by_css(d, 'tr[data-key="laptop"]'), "the key stayed listed")
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    wait_for(driver, "#signout").click()
+    wait_for(driver, "#signin-token")
+    assert no_script_errors(driver) == []

@@ -3,7 +3,7 @@
 // config generation and the last reload error. Signed in with the admin
 // token, exchanged for an HttpOnly cookie (never stored by this page).
 
-import { h, $, fill, api, errorText, usdOfNanos, count, compact, table, ago } from "./lib.js";
+import { h, $, fill, api, errorText, usdOfNanos, count, compact, table, ago, onSignedOut } from "./lib.js";
 import { barChart, topSeries } from "./chart.js";
 
 const state = { range: "48h" };
@@ -112,6 +112,7 @@ function signedIn(yes, tokenRequired) {
 }
 
 async function main() {
+  onSignedOut(() => signedIn(false));
   $("signin").addEventListener("submit", async (e) => {
     e.preventDefault();
     const input = $("signin-token");

@@ -3,7 +3,7 @@
 // never stored by this page), and the "first request" snippets. Keys and
 // usage are in keys.js and usage.js.
 
-import { h, $, fill, api, errorText, price, show } from "./lib.js";
+import { h, $, fill, api, errorText, price, show, copy, onSignedOut } from "./lib.js";
 import { initKeys, loadKeys } from "./keys.js";
 import { initUsage, loadUsage } from "./usage.js";
 
@@ -110,7 +110,7 @@ function initStart() {
       renderSnippet();
     } }, name)));
   $("start-model").addEventListener("change", renderSnippet);
-  $("snippet-copy").addEventListener("click", () => navigator.clipboard?.writeText($("snippet").textContent));
+  $("snippet-copy").addEventListener("click", (e) => copy($("snippet").textContent, $("snippet"), e.currentTarget));
 }
 
 function fillModels() {
@@ -168,6 +168,7 @@ async function signOut() {
 }
 
 async function main() {
+  onSignedOut(() => state.session && setSession(null));
   for (const b of document.querySelectorAll("header nav button")) {
     b.addEventListener("click", () => go(b.dataset.view));
   }

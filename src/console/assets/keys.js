@@ -2,7 +2,7 @@
 // shown once with a copy button (kept in the DOM only until dismissed,
 // never stored), edit limits, revoke.
 
-import { h, $, fill, api, errorText, usd } from "./lib.js";
+import { h, $, fill, api, errorText, usd, copy } from "./lib.js";
 
 const state = { session: null, order: [], keys: [] };
 
@@ -55,10 +55,7 @@ function showSecret(key) {
     h("p", {}, h("strong", {}, `Key “${key.name}” created. `),
       "Copy its secret now: it is shown only once."),
     h("div", { class: "row" }, secret,
-      h("button", { type: "button", id: "secret-copy", onclick: async (e) => {
-        await navigator.clipboard?.writeText(key.key);
-        e.currentTarget.textContent = "Copied";
-      } }, "Copy"),
+      h("button", { type: "button", id: "secret-copy", onclick: (e) => copy(key.key, secret, e.currentTarget) }, "Copy"),
       h("button", { type: "button", class: "secondary", id: "secret-dismiss", onclick: () => fill($("new-secret")) }, "Done")));
   fill($("new-secret"), box);
 }

@@ -27,6 +27,13 @@ export function fill(el, ...children) {
   for (const c of children.flat()) if (c) el.append(c instanceof Node ? c : String(c));
 }
 
+let whenSignedOut = () => {};
+
+/** What to do when a call finds the session gone (expired, or signed out elsewhere). */
+export function onSignedOut(handler) {
+  whenSignedOut = handler;
+}
+
 /**
  * A JSON call with the session cookie. State-changing calls carry
  * Content-Type: application/json (the server refuses cookie-authenticated
@@ -39,6 +46,7 @@ export async function api(method, path, body) {
     init.body = body === undefined ? undefined : JSON.stringify(body);
   }
   const res = await fetch(path, init);
+  if (res.status === 401 && !path.endsWith("/session")) whenSignedOut();
   let data = null;
   const text = await res.text();
   if (text) {
@@ -105,6 +113,23 @@ export function download(name, type, text) {
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+/**
+ * Copies `text`; where the clipboard API is missing (a page not served
+ * over https or from localhost), selects `el` for Ctrl+C instead.
+ */
+export async function copy(text, el, button) {
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+  } catch {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    getSelection().removeAllRanges();
+    getSelection().addRange(range);
+    button.textContent = "Selected: press Ctrl+C";
+  }
 }
 
 export function csv(rows) {
