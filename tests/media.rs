@@ -892,3 +892,76 @@ async fn azure_serves_media_on_deployments_and_a_mapped_model_is_spliced_into_th
     );
     assert_eq!(row(&usage, "tts-1")["cost_nano_usd"], 60_000, "{usage}");
 }
+
+#[tokio::test]
+async fn an_upload_edit_reaches_a_gemini_image_model_as_inline_data() {
+    let up = MockUpstream::start(|_| Reply::json(200, gemini_image_answer())).await;
+    let tg = Tollgate::start(&format!(
+        "{MODELS}{GOOGLE_MODELS}\n[[channels]]\nname = \"gemini\"\ntype = \"gemini\"\n\
+         base_url = \"{}\"\napi_key = \"AIza-media-upstream\"\ngroups = [\"full\"]\n\
+         models = [\"gemini-2.5-flash-image\", \"imagen-4\"]\n\
+         model_map = {{ \"imagen-4\" = \"imagen-4.0-generate-001\" }}\n{}",
+        up.base_url(),
+        key("k", "sk-media-client-12", &["full"])
+    ));
+    let png = binary_file(3000);
+    let body = multipart(
+        &[
+            ("model", "gemini-2.5-flash-image"),
+            ("prompt", "add a hat"),
+            ("size", "1024x1024"),
+        ],
+        Some(("image", "cat.png", &png)),
+    );
+    let resp = post(
+        &tg,
+        "sk-media-client-12",
+        "/v1/images/edits",
+        &form_type(),
+        body,
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", tg.log());
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["data"][0]["b64_json"], "iVBORw0KGgo=");
+    let sent = &up.requests()[0];
+    assert_eq!(
+        sent.path,
+        "/v1beta/models/gemini-2.5-flash-image:generateContent"
+    );
+    assert_eq!(sent.header("content-type"), Some("application/json"));
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&png);
+    assert_eq!(
+        sent.json()["contents"][0]["parts"],
+        json!([{"inlineData": {"mimeType": "application/octet-stream", "data": encoded}},
+               {"text": "add a hat"}])
+    );
+    assert_eq!(
+        sent.json()["generationConfig"]["imageConfig"]["aspectRatio"],
+        "1:1"
+    );
+    // Imagen takes no edits: no channel serves it there.
+    let body = multipart(
+        &[("model", "imagen-4"), ("prompt", "p")],
+        Some(("image", "a.png", b"PNG")),
+    );
+    let resp = post(
+        &tg,
+        "sk-media-client-12",
+        "/v1/images/edits",
+        &form_type(),
+        body,
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unsupported_format", "{v}");
+    // (9 x 0.3 + 1294 x 30) / 1e6 = 0.0388227 USD at ratio 1.
+    let usage = usage_by_model(&tg, 1).await;
+    assert_eq!(
+        row(&usage, "gemini-2.5-flash-image")["cost_nano_usd"],
+        38_822_700,
+        "{usage}"
+    );
+}

@@ -335,11 +335,19 @@ pub fn reach(
 ) -> Option<Reach> {
     use ChannelType as T;
     // Google's image models make OpenAI image generations by translation.
-    if endpoint == Endpoint::OpenAi(OpenAiOp::ImageGenerations)
-        && matches!(kind, T::Gemini | T::Vertex)
+    // Google's image models make OpenAI images by translation (Imagen
+    // generations only).
+    if let (
+        Endpoint::OpenAi(op @ (OpenAiOp::ImageGenerations | OpenAiOp::ImageEdits)),
+        T::Gemini | T::Vertex,
+    ) = (endpoint, kind)
     {
-        let images = translate && images::backend(model).is_some();
-        return images.then_some(Reach::Translated(Format::Gemini));
+        let backend = images::backend(model);
+        let served = match op {
+            OpenAiOp::ImageEdits => backend == Some(images::Backend::GeminiImage),
+            _ => backend.is_some(),
+        };
+        return (translate && served).then_some(Reach::Translated(Format::Gemini));
     }
     let native = match endpoint {
         Endpoint::OpenAi(OpenAiOp::Responses | OpenAiOp::ResponsesCompact)
@@ -851,6 +859,10 @@ mod tests {
             let edits = Endpoint::OpenAi(OpenAiOp::ImageEdits);
             assert_eq!(
                 reach(kind, true, true, edits, "gemini-2.5-flash-image"),
+                translated
+            );
+            assert_eq!(
+                reach(kind, true, true, edits, "imagen-4.0-generate-001"),
                 None
             );
         }

@@ -34,7 +34,7 @@ pub async fn prepare(
     to: Format,
     max_output: u64,
 ) -> Result<pingora_error::Result<Prepared>, Untranslatable> {
-    if req.endpoint == Endpoint::OpenAi(OpenAiOp::ImageGenerations) {
+    if let Endpoint::OpenAi(OpenAiOp::ImageGenerations | OpenAiOp::ImageEdits) = req.endpoint {
         return super::images::prepare(channel, url, req).await;
     }
     let from = req.endpoint.format();

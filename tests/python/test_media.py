@@ -402,6 +402,8 @@ def test_openai_image_generation_on_gemini_and_imagen_by_translation(stack):
         gemini = c.images.generate(model="gemini-2.5-flash-image", prompt="a lighthouse", size="1024x1536")
         imagen = c.images.generate(model="imagen-4.0-generate-001", prompt="a lighthouse", n=2,
                                    size="1024x1024")
+        edited = c.images.edit(model="gemini-2.5-flash-image", image=("cat.png", PNG, "image/png"),
+                               prompt="add a hat")
         with pytest.raises(openai.BadRequestError) as e:
             c.images.generate(model="gemini-2.5-flash-image", prompt="p", response_format="url")
         assert e.value.code == "unsupported_field"
@@ -414,11 +416,18 @@ def test_openai_image_generation_on_gemini_and_imagen_by_translation(stack):
     assert [r.path for r in sent] == [
         "/v1beta/models/gemini-2.5-flash-image:generateContent",
         "/v1beta/models/imagen-4.0-generate-001:predict",
+        "/v1beta/models/gemini-2.5-flash-image:generateContent",
+    ]
+    assert base64.b64decode(edited.data[0].b64_json) == PNG
+    assert json.loads(sent[2].body)["contents"][0]["parts"] == [
+        {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(PNG).decode()}},
+        {"text": "add a hat"},
     ]
     assert json.loads(sent[0].body)["generationConfig"] == {
         "responseModalities": ["TEXT", "IMAGE"], "imageConfig": {"aspectRatio": "2:3"}}
     assert json.loads(sent[1].body)["parameters"] == {"sampleCount": 2, "aspectRatio": "1:1"}
     out = GEMINI_IMAGE_TOKENS + GEMINI_IMAGE_TEXT_TOKENS
-    usd = RATIO * ((GEMINI_PROMPT * Decimal("0.3") + out * Decimal(30)) / Decimal(1_000_000)
+    # Two Gemini answers (generation, edit) and two Imagen images.
+    usd = RATIO * (2 * (GEMINI_PROMPT * Decimal("0.3") + out * Decimal(30)) / Decimal(1_000_000)
                    + 2 * Decimal("0.04"))
-    assert billed(tollgate, "translated", nanos(usd)) == nanos(usd) == 95_065_600
+    assert billed(tollgate, "translated", nanos(usd)) == nanos(usd) == 126_131_200
