@@ -211,7 +211,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "unknown endpoint",
-            path: "/v1/images/generations",
+            path: "/v1/fine_tuning/jobs",
             secret: Some("sk-good-secret"),
             body: chat("gpt-4o"),
             status: 404,

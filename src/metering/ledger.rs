@@ -35,10 +35,10 @@ use sled::Transactional;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
+pub use super::charge::{Charge, Counts};
 use super::period::{day_of, DaySpend};
 use super::request_log;
 use crate::store::Store;
-use crate::usage::{Units, Usage};
 
 /// Charges that may wait for the writer; beyond that they are dropped
 /// (and counted) rather than slowing requests down.
@@ -61,49 +61,6 @@ const TOTALS_TREE: &str = "usage_totals";
 /// Per key and user and UTC day of admission (budget periods).
 const DAILY_TREE: &str = "usage_daily";
 const REQUEST_LOG_TREE: &str = "request_log";
-
-/// One billed request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Charge {
-    /// When it was billed: the hour of its aggregate row.
-    pub at_ms: u64,
-    /// When it was admitted: the day whose budget it counts in.
-    pub admitted_ms: u64,
-    pub key: String,
-    /// "" when the key has no user.
-    pub user: String,
-    pub group: String,
-    pub model: String,
-    pub channel: String,
-    pub usage: Usage,
-    /// Media units (images, audio, characters) besides the tokens.
-    pub units: Units,
-    pub cost_nanos: i64,
-    pub estimated: bool,
-}
-
-pub use super::counts::Counts;
-
-/// A charge's counts: one request.
-impl Counts {
-    pub fn of(c: &Charge) -> Counts {
-        let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        Counts {
-            requests: 1,
-            input: tokens(c.usage.input),
-            output: tokens(c.usage.output),
-            cached_input: tokens(c.usage.cached_input),
-            cache_write: tokens(c.usage.cache_write),
-            cost_nanos: c.cost_nanos,
-            estimated: i64::from(c.estimated),
-            cache_write_1h: tokens(c.usage.cache_write_1h),
-            images: tokens(c.units.images),
-            image_input: tokens(c.units.image_input),
-            audio_ms: tokens(c.units.audio_ms),
-            chars: tokens(c.units.chars),
-        }
-    }
-}
 
 /// The dimensions of an aggregate row, in key order.
 pub const DIMENSIONS: [&str; 5] = ["key", "user", "group", "model", "channel"];
@@ -610,8 +567,9 @@ fn write_mark(file: &File, written: u64) -> std::io::Result<()> {
 pub(super) mod tests {
     use std::time::{Duration, Instant};
 
-    use super::super::counts::{COUNTS_LEN, COUNTS_LEN_V1, COUNTS_LEN_V2};
     use super::*;
+    use crate::metering::charge::{COUNTS_LEN, COUNTS_LEN_V1, COUNTS_LEN_V2};
+    use crate::usage::{Units, Usage};
 
     fn ledger() -> (tempfile::TempDir, Ledger) {
         let dir = tempfile::tempdir().unwrap();

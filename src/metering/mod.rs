@@ -12,8 +12,8 @@
 //! does not settle (error answers, failover exhaustion, client gone, a
 //! cancelled task) releases exactly once.
 
+mod charge;
 pub mod cost;
-mod counts;
 pub mod ledger;
 pub mod limits;
 pub mod period;

@@ -1,7 +1,31 @@
-//! The counts the ledger sums per aggregate row and per total, and their
-//! stored layout (fixed-size rows, read compatibly across versions).
+//! What the ledger records: one billed request ([`Charge`]) and the sums
+//! it keeps per aggregate row and per total ([`Counts`]), with the
+//! fixed-size byte layout of those sums in sled and the older layouts it
+//! still reads.
 
 use serde::Serialize;
+
+use crate::usage::{Units, Usage};
+
+/// One billed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// When it was billed: the hour of its aggregate row.
+    pub at_ms: u64,
+    /// When it was admitted: the day whose budget it counts in.
+    pub admitted_ms: u64,
+    pub key: String,
+    /// "" when the key has no user.
+    pub user: String,
+    pub group: String,
+    pub model: String,
+    pub channel: String,
+    pub usage: Usage,
+    /// Media units (images, audio, characters) besides the tokens.
+    pub units: Units,
+    pub cost_nanos: i64,
+    pub estimated: bool,
+}
 
 /// Summed usage: what the ledger stores per aggregate row and per total.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -31,12 +55,30 @@ pub struct Counts {
 /// next time a batch adds to them. A store written by this version is not
 /// readable by older ones (they take a 96-byte value for a damaged one and
 /// read it as zero): not downgradable.
-pub(super) const FIELDS: usize = 12;
+const FIELDS: usize = 12;
 pub(super) const COUNTS_LEN: usize = FIELDS * 8;
 pub(super) const COUNTS_LEN_V1: usize = 7 * 8;
 pub(super) const COUNTS_LEN_V2: usize = 8 * 8;
 
 impl Counts {
+    pub fn of(c: &Charge) -> Counts {
+        let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        Counts {
+            requests: 1,
+            input: tokens(c.usage.input),
+            output: tokens(c.usage.output),
+            cached_input: tokens(c.usage.cached_input),
+            cache_write: tokens(c.usage.cache_write),
+            cost_nanos: c.cost_nanos,
+            estimated: i64::from(c.estimated),
+            cache_write_1h: tokens(c.usage.cache_write_1h),
+            images: tokens(c.units.images),
+            image_input: tokens(c.units.image_input),
+            audio_ms: tokens(c.units.audio_ms),
+            chars: tokens(c.units.chars),
+        }
+    }
+
     /// Every token of every kind.
     pub fn tokens(&self) -> i64 {
         [
@@ -50,7 +92,7 @@ impl Counts {
         .fold(0i64, |sum, n| sum.saturating_add(*n))
     }
 
-    pub(super) fn fields(&self) -> [i64; FIELDS] {
+    fn fields(&self) -> [i64; FIELDS] {
         [
             self.requests,
             self.input,
@@ -73,7 +115,7 @@ impl Counts {
         *self = Counts::from_fields(&sum);
     }
 
-    pub(super) fn from_fields(f: &[i64; FIELDS]) -> Counts {
+    fn from_fields(f: &[i64; FIELDS]) -> Counts {
         Counts {
             requests: f[0],
             input: f[1],
