@@ -437,6 +437,20 @@ async fn transcriptions_bill_the_reported_duration_or_the_uploads() {
     assert_eq!(r["cost_nano_usd"], 648_500, "{usage}");
     assert_eq!(r["audio_ms"], 12_970);
     assert_eq!(r["estimated"], 1, "the text answer's duration is estimated");
+    // Each request in the per-request log, with its duration.
+    let (_, log) = get_json(&tg.admin_url("/admin/requests"), None).await;
+    let mut entries: Vec<(i64, bool)> = log["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["audio_ms"].as_i64().unwrap(), e["estimated"] == true))
+        .collect();
+    entries.sort_unstable();
+    assert_eq!(
+        entries,
+        [(1500, true), (3000, false), (8470, false)],
+        "{log}"
+    );
 }
 
 #[tokio::test]
