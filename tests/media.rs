@@ -979,3 +979,40 @@ async fn an_upload_edit_reaches_a_gemini_image_model_as_inline_data() {
         "{usage}"
     );
 }
+
+#[tokio::test]
+async fn an_uploads_file_is_not_reserved_against_a_budget_as_prompt_tokens() {
+    let up = MockUpstream::start(|_| {
+        Reply::json(200, json!({"created": 1, "data": [{"b64_json": "AAAA"}],
+            "usage": {"input_tokens": 10, "input_tokens_details": {"text_tokens": 10, "image_tokens": 0},
+                      "output_tokens": 100, "total_tokens": 110}}))
+    })
+    .await;
+    // 1 USD: 400,000 bytes as input tokens at 5 USD per 1M would reserve
+    // 2 USD (and refuse the request); the text fields reserve next to nothing.
+    let tg = Tollgate::start(&format!(
+        "{MODELS}{}\n[[keys]]\nname = \"k\"\nkey_sha256 = \"{}\"\ngroups = [\"full\"]\nbudget_usd = 1\n",
+        openai_channel("img", &up.base_url(), &["full"], &["gpt-image-1"], ""),
+        sha256_hex("sk-media-client-13")
+    ));
+    let body = multipart(
+        &[("model", "gpt-image-1"), ("prompt", "add a hat")],
+        Some(("image", "cat.png", &binary_file(400_000))),
+    );
+    let resp = post(
+        &tg,
+        "sk-media-client-13",
+        "/v1/images/edits",
+        &form_type(),
+        body,
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    // 10 x 5 + 100 x 40 = 4,050 per 1M -> 4,050,000 nano; + 0.011 ("auto").
+    let usage = usage_by_model(&tg, 1).await;
+    assert_eq!(
+        row(&usage, "gpt-image-1")["cost_nano_usd"],
+        15_050_000,
+        "{usage}"
+    );
+}
