@@ -127,6 +127,7 @@ fn format_line(out: &mut Vec<u8>, now: SystemTime, e: &Entry<'_>) {
         (" image_input=", m.image_input),
         (" audio_ms=", m.audio_ms),
         (" chars=", m.chars),
+        (" image_output=", m.image_output),
     ] {
         if value != 0 {
             out.extend_from_slice(name.as_bytes());

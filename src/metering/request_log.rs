@@ -9,7 +9,8 @@
 //! they start with `{`, and are still read and pruned. Binary chunks of
 //! format 1 have no `cache_write_1h` count; they read with none. Format 3
 //! turns the last byte into flags (bit 0: estimated; bit 1: media units
-//! follow, four varints: images, image_input, audio_ms, chars), so a
+//! follow, five varints: images, image_input, audio_ms, chars,
+//! image_output), so a
 //! token-only entry is as long as in format 2. Older versions cannot read
 //! format 3 chunks: the request log is not downgradable either.
 
@@ -123,7 +124,7 @@ fn write_entry(c: &Charge, out: &mut Vec<u8>) {
     out.push(u8::from(c.estimated) * ESTIMATED + u8::from(media) * MEDIA);
     if media {
         let m = &c.units;
-        for count in [m.images, m.image_input, m.audio_ms, m.chars] {
+        for count in [m.images, m.image_input, m.audio_ms, m.chars, m.image_output] {
             put_varint(out, count);
         }
     }
@@ -175,6 +176,7 @@ impl Entry<'_> {
             ("image_input", m.image_input),
             ("audio_ms", m.audio_ms),
             ("chars", m.chars),
+            ("image_output", m.image_output),
         ] {
             if n != 0 {
                 entry[name] = json!(n);
@@ -231,6 +233,7 @@ fn take_entry<'a>(rest: &mut &'a [u8], format: u8) -> Option<Entry<'a>> {
             &mut units.image_input,
             &mut units.audio_ms,
             &mut units.chars,
+            &mut units.image_output,
         ] {
             *count = take_varint(rest)?;
         }
@@ -419,6 +422,7 @@ mod tests {
             image_input: 64,
             audio_ms: 8470,
             chars: 0,
+            image_output: 1290,
         };
         let (_, chunk) = &chunks(&[plain.clone(), media.clone(), plain])[0];
         assert_eq!(count(chunk), 3);

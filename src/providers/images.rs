@@ -393,7 +393,13 @@ impl ResponseAdapter for ImageAnswer {
             ));
         }
         let created = crate::clock::now_ms() / 1000;
-        let (out, images) = answer(self.backend, &whole, self.inner.usage(), created);
+        let mut usage = self.inner.usage();
+        if let Some(u) = &mut usage {
+            // The client sees all output tokens; billing keeps image
+            // tokens apart (`units`).
+            u.output += self.inner.units().image_output;
+        }
+        let (out, images) = answer(self.backend, &whole, usage, created);
         drop(whole);
         self.images = images;
         Bytes::from(out.to_string())
@@ -411,7 +417,7 @@ impl ResponseAdapter for ImageAnswer {
     fn units(&self) -> Units {
         Units {
             images: self.images,
-            ..Units::default()
+            ..self.inner.units()
         }
     }
 

@@ -495,6 +495,10 @@ pub trait Meter: Send {
     /// Reads the usage of a whole (non-stream) body.
     fn observe_tail(&mut self, tail: &openai::Tail);
     fn usage(&self) -> Option<Usage>;
+    /// Media units the answer reported.
+    fn units(&self) -> Units {
+        Units::default()
+    }
     fn estimated_output_tokens(&self) -> u64;
 }
 
@@ -558,6 +562,10 @@ impl<M: Meter> ResponseAdapter for PassThrough<M> {
 
     fn usage(&self) -> Option<Usage> {
         self.meter.usage()
+    }
+
+    fn units(&self) -> Units {
+        self.meter.units()
     }
 
     fn estimated_output_tokens(&self) -> u64 {

@@ -194,6 +194,10 @@ impl ResponseAdapter for Translated {
         self.inner.usage()
     }
 
+    fn units(&self) -> crate::usage::Units {
+        self.inner.units()
+    }
+
     fn estimated_output_tokens(&self) -> u64 {
         self.inner.estimated_output_tokens()
     }

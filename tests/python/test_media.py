@@ -91,7 +91,8 @@ input = 0.02
 [[models]]
 name = "gemini-2.5-flash-image"
 input = 0.3
-output = 30
+output = 2.5
+image_output = 30
 
 [[models]]
 name = "gemini-2.5-flash"
@@ -390,9 +391,13 @@ def test_genai_image_generation_bills_candidates_tokens(stack):
     assert parts[0].text == "Here is your image."
     assert parts[1].inline_data.data == PNG
     assert parts[1].inline_data.mime_type == "image/png"
-    out = GEMINI_IMAGE_TOKENS + GEMINI_IMAGE_TEXT_TOKENS
-    usd = RATIO * (GEMINI_PROMPT * Decimal("0.3") + out * Decimal(30)) / Decimal(1_000_000)
-    assert billed(tollgate, "gemini", nanos(usd)) == nanos(usd) == 31_065_600
+    # Image tokens (candidatesTokensDetails) at image_output, text at output.
+    per_million = (GEMINI_PROMPT * Decimal("0.3") + GEMINI_IMAGE_TEXT_TOKENS * Decimal("2.5")
+                   + GEMINI_IMAGE_TOKENS * Decimal(30))
+    usd = RATIO * per_million / Decimal(1_000_000)
+    assert billed(tollgate, "gemini", nanos(usd)) == nanos(usd) == 30_977_600
+    row = admin_row(tollgate, "gemini")
+    assert (row["output"], row["image_output"]) == (GEMINI_IMAGE_TEXT_TOKENS, GEMINI_IMAGE_TOKENS)
 
 
 def test_openai_image_generation_on_gemini_and_imagen_by_translation(stack):
@@ -426,8 +431,8 @@ def test_openai_image_generation_on_gemini_and_imagen_by_translation(stack):
     assert json.loads(sent[0].body)["generationConfig"] == {
         "responseModalities": ["TEXT", "IMAGE"], "imageConfig": {"aspectRatio": "2:3"}}
     assert json.loads(sent[1].body)["parameters"] == {"sampleCount": 2, "aspectRatio": "1:1"}
-    out = GEMINI_IMAGE_TOKENS + GEMINI_IMAGE_TEXT_TOKENS
     # Two Gemini answers (generation, edit) and two Imagen images.
-    usd = RATIO * (2 * (GEMINI_PROMPT * Decimal("0.3") + out * Decimal(30)) / Decimal(1_000_000)
-                   + 2 * Decimal("0.04"))
-    assert billed(tollgate, "translated", nanos(usd)) == nanos(usd) == 126_131_200
+    per_million = (GEMINI_PROMPT * Decimal("0.3") + GEMINI_IMAGE_TEXT_TOKENS * Decimal("2.5")
+                   + GEMINI_IMAGE_TOKENS * Decimal(30))
+    usd = RATIO * (2 * per_million / Decimal(1_000_000) + 2 * Decimal("0.04"))
+    assert billed(tollgate, "translated", nanos(usd)) == nanos(usd) == 125_955_200
