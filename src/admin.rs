@@ -220,6 +220,9 @@ impl AdminApp {
                                      must be sent with `Content-Type: application/json`"}),
                 )
             }
+            AdminAccess::CrossSite => {
+                return json_response(403, json!({"error": keys::cross_site().message}))
+            }
             AdminAccess::Limited(seconds) => {
                 let mut r = json_response(
                     429,

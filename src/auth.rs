@@ -135,7 +135,7 @@ fn presented_secrets(req: &RequestHeader) -> Vec<&str> {
 }
 
 /// `%XX` sequences decoded, so that an encoded secret is still recognized.
-fn percent_decoded(s: &str) -> Vec<u8> {
+pub(crate) fn percent_decoded(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

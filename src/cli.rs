@@ -160,7 +160,17 @@ pub fn main() -> ExitCode {
         Command::Key {
             action: KeyAction::Revoke { name },
         } => {
-            let path = format!("/admin/keys/{name}");
+            // Encoded: a name with a space or `/` must not break the request line.
+            let encoded: String = name
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            let path = format!("/admin/keys/{encoded}");
             admin_command("key revoke", &cli.config, "DELETE", &path, None, |_| {
                 println!("revoked key {name:?}");
             })

@@ -66,6 +66,9 @@ pub enum ErrorKind {
     InvalidUserToken,
     /// A cookie-authenticated request that changes state, not sent as JSON.
     JsonRequired,
+    /// A browser request to the open admin listener from another site, or
+    /// by a host name that is not loopback's (DNS rebinding).
+    CrossSite,
     /// A key's group that its user may not pick.
     GroupNotAllowed,
     /// A field of a key (or sign-in) request out of its range or shape.
@@ -93,7 +96,7 @@ pub struct Shape {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 40] = [
+    pub const ALL: [ErrorKind; 41] = [
         ErrorKind::InvalidRequest,
         ErrorKind::ClusterUnavailable,
         ErrorKind::HeaderTooLarge,
@@ -127,6 +130,7 @@ impl ErrorKind {
         ErrorKind::SignInRequired,
         ErrorKind::InvalidUserToken,
         ErrorKind::JsonRequired,
+        ErrorKind::CrossSite,
         ErrorKind::GroupNotAllowed,
         ErrorKind::InvalidField,
         ErrorKind::KeyNameTaken,
@@ -223,6 +227,7 @@ impl ErrorKind {
             K::SignInRequired => row(401, "sign_in_required", AUTH),
             K::InvalidUserToken => row(401, "invalid_user_token", AUTH),
             K::JsonRequired => row(403, "json_content_type_required", DENIED),
+            K::CrossSite => row(403, "cross_site_request", DENIED),
             K::GroupNotAllowed => row(403, "group_not_allowed", DENIED),
             K::InvalidField => row(400, "invalid_field", BAD),
             K::KeyNameTaken => row(409, "key_name_taken", BAD),

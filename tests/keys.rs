@@ -1205,4 +1205,297 @@ async fn the_admin_manages_anyones_keys() {
         !ok && err.contains("404: no key named \"cli-key\""),
         "{err}"
     );
+    let (ok, _, err) = cli(&["key", "revoke", "no such/key"]);
+    assert!(
+        !ok && err.contains("404: no key has the name in this path: key names are 1 to 64"),
+        "{err}"
+    );
+}
+
+// ---- Races, exact budgets, encoded names, the open admin listener ----
+
+#[tokio::test]
+async fn a_change_racing_a_revocation_never_brings_the_key_back() {
+    let tg = start_config(config(false), "max_keys_per_user = 100");
+    let n = 12;
+    let mut secrets = Vec::new();
+    for i in 0..n {
+        let r = create(&tg, ALICE_TOKEN, json!({"name": format!("race-{i}")})).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        secrets.push(r.body["key"].as_str().unwrap().to_string());
+    }
+    let mut races = Vec::new();
+    for i in 0..n {
+        let url = tg.url(&format!("/api/keys/race-{i}"));
+        races.push(tokio::spawn(async move {
+            let patch = call(
+                "PATCH",
+                &url,
+                As::Bearer(ALICE_TOKEN),
+                Some(json!({"rpm": 5})),
+            );
+            let revoke = call("DELETE", &url, As::Bearer(ALICE_TOKEN), None);
+            let (patch, revoke) = tokio::join!(patch, revoke);
+            assert_eq!(revoke.status, 204, "{}", revoke.body);
+            // Before the revocation: changed; after it: gone.
+            assert!([200, 404].contains(&patch.status), "{}", patch.body);
+        }));
+    }
+    for race in races {
+        race.await.unwrap();
+    }
+    let r = call("GET", &tg.url("/api/keys"), As::Bearer(ALICE_TOKEN), None).await;
+    let names: Vec<&str> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice-toml"], "every raced key stays revoked");
+    for secret in &secrets {
+        assert_eq!(code(&chat_with(&tg, secret).await), "invalid_api_key");
+    }
+}
+
+#[tokio::test]
+async fn a_budget_is_kept_to_the_nano_usd_as_sent() {
+    let tg = start(false);
+    let body = r#"{"name": "exact", "budget_usd": 123456789.123456789}"#;
+    let r = call_typed(
+        "POST",
+        &tg.url("/api/keys"),
+        As::Bearer(ALICE_TOKEN),
+        Some((body.into(), "application/json")),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    remember_secret(r.body["key"].as_str().unwrap());
+    assert_eq!(
+        r.body["budget_left_nano_usd"],
+        json!(123_456_789_123_456_789i64)
+    );
+    let r = call_typed(
+        "PATCH",
+        &tg.url("/api/keys/exact"),
+        As::Bearer(ALICE_TOKEN),
+        Some((r#"{"budget_usd": 0.000000001}"#.into(), "application/json")),
+    )
+    .await;
+    assert_eq!(r.body["budget_left_nano_usd"], json!(1), "{}", r.body);
+}
+
+#[tokio::test]
+async fn key_names_in_paths_are_percent_decoded() {
+    let tg = start(false);
+    let r = create(&tg, ALICE_TOKEN, json!({"name": "my-key.1"})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // `-` and `.` encoded, as some clients do.
+    let encoded = tg.url("/api/keys/my%2Dkey%2E1");
+    let r = call(
+        "PATCH",
+        &encoded,
+        As::Bearer(ALICE_TOKEN),
+        Some(json!({"rpm": 7})),
+    )
+    .await;
+    assert_eq!((r.status, &r.body["rpm"]), (200, &json!(7)), "{}", r.body);
+    // No key can have this name: the 404 says what names are.
+    let r = call(
+        "DELETE",
+        &tg.url("/api/keys/my%20key"),
+        As::Bearer(ALICE_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!((r.status, code(&r)), (404, "key_not_found"));
+    assert_eq!(
+        r.body["error"]["message"],
+        "no key has the name in this path: key names are 1 to 64 characters of A-Z, a-z, \
+         0-9, '.', '_' and '-'"
+    );
+    let r = call("DELETE", &encoded, As::Bearer(ALICE_TOKEN), None).await;
+    assert_eq!(r.status, 204);
+    let r = call(
+        "GET",
+        &tg.admin_url("/admin/keys?user=al%69ce"),
+        As::Nobody,
+        None,
+    )
+    .await;
+    let names: Vec<&str> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alice-toml"], "{}", r.body);
+}
+
+#[tokio::test]
+async fn the_open_admin_listener_refuses_web_pages_of_other_sites() {
+    let tg = start(false);
+    let keys = tg.admin_url("/admin/keys");
+    let body = json!({"user": "alice", "name": "csrf"}).to_string();
+    // A plain form post from another site (text/plain: no preflight).
+    let r = client()
+        .post(&keys)
+        .header("origin", "http://evil.test")
+        .header("content-type", "text/plain")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r: Value = r.json().await.unwrap();
+    assert_eq!(r["error"]["code"], "cross_site_request", "{r}");
+    let r = client()
+        .post(tg.admin_url("/admin/reload"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // DNS rebinding: a page of evil.test whose name now points here.
+    let r = client()
+        .get(tg.admin_url("/admin/keys"))
+        .header("host", "evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = call("GET", &keys, As::Nobody, None).await;
+    assert_eq!(
+        r.body["data"].as_array().unwrap().len(),
+        1,
+        "nothing created"
+    );
+    // Programs (no Origin) and the admin's own console (same origin) work.
+    let origin = tg.admin_url("");
+    let r = client()
+        .post(&keys)
+        .header("origin", origin.trim_end_matches('/'))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    remember_secret(r.json::<Value>().await.unwrap()["key"].as_str().unwrap());
+    let r = client()
+        .post(tg.admin_url("/admin/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// The `name=value` of a fresh session cookie for `token` at `url`.
+async fn signed_in(url: &str, token: &str) -> String {
+    let r = call("POST", url, As::Nobody, Some(json!({"token": token}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let pair = cookie_pair(&set_cookie(&r));
+    remember_secret(pair.split_once('=').unwrap().1);
+    pair
+}
+
+#[tokio::test]
+async fn sessions_end_when_the_token_is_rotated_or_the_user_removed() {
+    let tg = start(true);
+    let session = tg.url("/api/session");
+    let admin_session = tg.admin_url("/admin/session");
+    let alice = signed_in(&session, ALICE_TOKEN).await;
+    let bob = signed_in(&session, BOB_TOKEN).await;
+    let admin = signed_in(&admin_session, ADMIN_TOKEN).await;
+    for (url, cookie) in [
+        (&session, &alice),
+        (&session, &bob),
+        (&admin_session, &admin),
+    ] {
+        let r = call("GET", url, As::Cookie(cookie), None).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // alice's token rotated, bob removed, a new admin token.
+    let new_alice = "ut-alice-rotated-0123456789";
+    let new_admin = "admin-rotated-0123456789";
+    remember_secret(new_alice);
+    remember_secret(new_admin);
+    let before = std::fs::read_to_string(&tg.config_path).unwrap();
+    let after = before
+        .replace(&sha256_hex(ALICE_TOKEN), &sha256_hex(new_alice))
+        .replace(ADMIN_TOKEN, new_admin)
+        .replace(
+            &format!(
+                "[[users]]\nname = \"bob\"\ngroup = \"claude\"\ntoken_sha256 = \"{}\"\n",
+                sha256_hex(BOB_TOKEN)
+            ),
+            "",
+        );
+    assert_ne!(before, after);
+    tg.write_config_by_rename(&after);
+    let r = call(
+        "POST",
+        &tg.admin_url("/admin/reload"),
+        As::Bearer(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for (url, cookie) in [
+        (&session, &alice),
+        (&session, &bob),
+        (&admin_session, &admin),
+    ] {
+        let r = call("GET", url, As::Cookie(cookie), None).await;
+        assert_eq!((r.status, code(&r)), (401, "sign_in_required"), "{url}");
+    }
+    let r = call("GET", &session, As::Bearer(new_alice), None).await;
+    assert_eq!(r.body["user"], "alice");
+    let r = call("GET", &session, As::Bearer(BOB_TOKEN), None).await;
+    assert_eq!((r.status, code(&r)), (401, "invalid_user_token"));
+}
+
+#[tokio::test]
+async fn creating_and_revoking_in_a_loop_is_limited_per_day() {
+    let tg = start_config(config(false), "max_keys_per_user = 1");
+    // 4 x max_keys_per_user a day, revoked keys included.
+    for i in 0..4 {
+        let r = create(&tg, BOB_TOKEN, json!({"name": format!("loop-{i}")})).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let url = tg.url(&format!("/api/keys/loop-{i}"));
+        let r = call("DELETE", &url, As::Bearer(BOB_TOKEN), None).await;
+        assert_eq!(r.status, 204);
+    }
+    let r = create(&tg, BOB_TOKEN, json!({"name": "loop-4"})).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (429, "rate_limit_exceeded"),
+        "{}",
+        r.body
+    );
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((86_300..=86_400).contains(&wait), "{wait}");
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "you created 4 keys in the last 24 hours, the most allowed (4 x [server] \
+             max_keys_per_user, revoked keys included): retry in"
+        ),
+        "{message}"
+    );
+    // Others, and the admin for bob, are not held back.
+    assert_eq!(
+        create(&tg, ALICE_TOKEN, json!({"name": "hers"}))
+            .await
+            .status,
+        201
+    );
+    let r = call(
+        "POST",
+        &tg.admin_url("/admin/keys"),
+        As::Nobody,
+        Some(json!({"user": "bob", "name": "by-admin"})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    remember_secret(r.body["key"].as_str().unwrap());
 }

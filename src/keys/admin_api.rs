@@ -28,6 +28,9 @@ pub enum AdminAccess {
     NotJson,
     /// Too many failed attempts from the address; the seconds to wait.
     Limited(u64),
+    /// Open, but asked by a web page of another site
+    /// ([`session::from_another_site`]).
+    CrossSite,
 }
 
 impl KeyService {
@@ -41,6 +44,9 @@ impl KeyService {
         client_ip: Option<IpAddr>,
     ) -> AdminAccess {
         let Some(expected) = snap.server.admin_token.as_deref() else {
+            if session::from_another_site(req) {
+                return AdminAccess::CrossSite;
+            }
             return AdminAccess::Open;
         };
         let now = now_ms();
@@ -88,6 +94,7 @@ pub fn admin_api(
                 )),
                 AdminAccess::NotJson => Err(session::json_required()),
                 AdminAccess::Limited(seconds) => Err(session::too_many_sign_ins(seconds)),
+                AdminAccess::CrossSite => Err(session::cross_site()),
             }
         }
         _ => return None,

@@ -210,6 +210,33 @@ mod tests {
     }
 
     #[test]
+    fn a_budget_sent_as_a_json_number_is_read_exactly() {
+        let budget = |text: &str| {
+            let body = format!(r#"{{"budget_usd": {text}}}"#);
+            let body = super::super::service::json_object(body.as_bytes()).unwrap();
+            let mut f = KeyFields::default();
+            let allowed = ["budget_usd"];
+            apply(&mut f, &body, &allowed, 0)
+                .map(|_| f.budget_usd.unwrap().to_string())
+                .map_err(|e| e.message)
+        };
+        // Through an f64: 123456789.12345679, 0.30000000000000004.
+        assert_eq!(
+            budget("123456789.123456789").unwrap(),
+            "123456789.123456789"
+        );
+        assert_eq!(
+            budget("0.3000000000000000000001").unwrap(),
+            "0.3000000000000000000001"
+        );
+        assert_eq!(budget("0.1").unwrap(), "0.1");
+        assert_eq!(budget("1E2").unwrap(), "100");
+        assert_eq!(budget("25e-2").unwrap(), "0.25");
+        assert!(budget("-0.5").unwrap_err().contains("budget_usd must be"));
+        assert!(budget("1e10").unwrap_err().contains("budget_usd must be"));
+    }
+
+    #[test]
     fn fields_are_read_exactly_and_in_range() {
         let f = set(
             json!({"groups": ["claude", "auto"], "budget_usd": 0.1, "budget_period": "week",

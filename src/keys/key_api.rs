@@ -7,7 +7,7 @@ use rand::RngCore;
 use serde_json::{json, Map, Value};
 
 use super::fields::{self, MUTABLE};
-use super::registry::{CreateRefusal, KeyFields, KeyRecord};
+use super::registry::{CreateLimits, CreateRefusal, KeyFields, KeyRecord};
 use super::service::{json_object, Answer, KeyService};
 use crate::clock::now_ms;
 use crate::config::{compile_managed_key, sha256, Key, Snapshot, AUTO_GROUP};
@@ -20,6 +20,10 @@ pub enum Actor<'a> {
     User(&'a str),
     Admin,
 }
+
+/// A user may create this many times `max_keys_per_user` keys a day
+/// (the admin any number): room to replace every key a few times over.
+const KEYS_A_DAY_PER_KEY_HELD: usize = 4;
 
 fn not_found(name: &str) -> ApiError {
     ApiError::new(ErrorKind::KeyNotFound, format!("no key named \"{name}\""))
@@ -101,10 +105,12 @@ impl KeyService {
             updated_ms: now,
         };
         check_compiles(snap, &record)?;
-        match self
-            .registry
-            .create(record.clone(), snap.server.max_keys_per_user)
-        {
+        let limits = CreateLimits {
+            live: snap.server.max_keys_per_user,
+            per_day: matches!(actor, Actor::User(_))
+                .then_some(KEYS_A_DAY_PER_KEY_HELD * snap.server.max_keys_per_user),
+        };
+        match self.registry.create(record.clone(), limits) {
             Ok(Ok(())) => {}
             Ok(Err(CreateRefusal::NameTaken)) => return Err(name_taken(&name)),
             Ok(Err(CreateRefusal::TooMany(held))) => {
@@ -116,6 +122,18 @@ impl KeyService {
                         record.user
                     ),
                 ))
+            }
+            Ok(Err(CreateRefusal::TooManyToday(wait))) => {
+                return Err(ApiError::new(
+                    ErrorKind::RateLimited,
+                    format!(
+                        "you created {} keys in the last 24 hours, the most allowed ({} x \
+                         [server] max_keys_per_user, revoked keys included): retry in {wait} s",
+                        KEYS_A_DAY_PER_KEY_HELD * snap.server.max_keys_per_user,
+                        KEYS_A_DAY_PER_KEY_HELD
+                    ),
+                )
+                .with_retry_after(wait))
             }
             Err(e) => return Err(store_failed(&e)),
         }
@@ -133,22 +151,20 @@ impl KeyService {
         body: &[u8],
     ) -> Result<Answer, ApiError> {
         let body = json_object(body)?;
-        let mut record = self.managed_record(snap, actor, name)?;
-        let disabled = fields::apply(
-            &mut record.fields,
-            &body,
-            &MUTABLE,
-            (now_ms() / 1000) as i64,
-        )?;
-        if body.contains_key("groups") {
-            self.check_groups(snap, actor, &record.user, &record.fields)?;
-        }
-        check_compiles(snap, &record)?;
-        record.disabled = disabled.unwrap_or(record.disabled);
-        record.updated_ms = now_ms().max(record.updated_ms + 1);
-        self.registry
-            .save(record.clone())
-            .map_err(|e| store_failed(&e))?;
+        let record = self.update_record(snap, actor, name, |record| {
+            let disabled = fields::apply(
+                &mut record.fields,
+                &body,
+                &MUTABLE,
+                (now_ms() / 1000) as i64,
+            )?;
+            if body.contains_key("groups") {
+                self.check_groups(snap, actor, &record.user, &record.fields)?;
+            }
+            check_compiles(snap, record)?;
+            record.disabled = disabled.unwrap_or(record.disabled);
+            Ok(())
+        })?;
         Ok(Answer::json(
             200,
             &self.managed_row(snap, &record, matches!(actor, Actor::Admin)),
@@ -162,43 +178,29 @@ impl KeyService {
         actor: Actor<'_>,
         name: &str,
     ) -> Result<Answer, ApiError> {
-        let mut record = self.managed_record(snap, actor, name)?;
-        record.revoked = true;
-        record.updated_ms = now_ms().max(record.updated_ms + 1);
-        self.registry.save(record).map_err(|e| store_failed(&e))?;
+        self.update_record(snap, actor, name, |record| {
+            record.revoked = true;
+            Ok(())
+        })?;
         Ok(Answer::no_content())
     }
 
-    /// The live managed key `name` that `actor` may change: another user's
-    /// key reads as missing, a TOML key as not changeable here.
-    fn managed_record(
+    /// Changes the live managed key `name` that `actor` may change, as
+    /// `change` says, reading and writing it under the registry's lock.
+    fn update_record(
         &self,
         snap: &Snapshot,
         actor: Actor<'_>,
         name: &str,
+        change: impl FnOnce(&mut KeyRecord) -> Result<(), ApiError>,
     ) -> Result<KeyRecord, ApiError> {
-        let mine = |user: Option<&str>| match actor {
-            Actor::User(me) => user == Some(me),
-            Actor::Admin => true,
-        };
-        if let Some(r) = self
-            .registry
-            .get(name)
-            .filter(|r| !r.revoked && mine(Some(&r.user)))
-        {
-            return Ok(r);
-        }
-        if snap
-            .keys_by_hash
-            .values()
-            .any(|k| k.name == name && mine(k.user.as_deref()))
-        {
-            return Err(ApiError::new(
-                ErrorKind::KeyNotManaged,
-                format!("key \"{name}\" is defined in the config file; change it there"),
-            ));
-        }
-        Err(not_found(name))
+        let updated = self.registry.update(name, |held| {
+            let mut record = managed_record(snap, actor, name, held)?;
+            change(&mut record)?;
+            record.updated_ms = now_ms().max(record.updated_ms + 1);
+            Ok(record)
+        });
+        updated.map_err(|e| store_failed(&e))?
     }
 
     /// A user may put on a key only the groups she may pick; the admin any
@@ -309,6 +311,35 @@ impl KeyService {
             row.extend(fields);
         }
     }
+}
+
+/// The live managed key `name` (`held`: the record of that name) that
+/// `actor` may change: another user's key reads as missing, a TOML key as
+/// not changeable here.
+fn managed_record(
+    snap: &Snapshot,
+    actor: Actor<'_>,
+    name: &str,
+    held: Option<&KeyRecord>,
+) -> Result<KeyRecord, ApiError> {
+    let mine = |user: Option<&str>| match actor {
+        Actor::User(me) => user == Some(me),
+        Actor::Admin => true,
+    };
+    if let Some(r) = held.filter(|r| !r.revoked && mine(Some(&r.user))) {
+        return Ok(r.clone());
+    }
+    if snap
+        .keys_by_hash
+        .values()
+        .any(|k| k.name == name && mine(k.user.as_deref()))
+    {
+        return Err(ApiError::new(
+            ErrorKind::KeyNotManaged,
+            format!("key \"{name}\" is defined in the config file; change it there"),
+        ));
+    }
+    Err(not_found(name))
 }
 
 fn name_taken(name: &str) -> ApiError {

@@ -187,19 +187,35 @@ impl Registry {
     }
 
     /// Creates `record` unless its name is taken (by any record, revoked
-    /// ones included) or its user holds `max` live keys: checked and
-    /// stored under one lock, so two concurrent creations cannot both pass.
-    pub fn create(&self, record: KeyRecord, max: usize) -> Result<Result<(), CreateRefusal>> {
+    /// ones included) or its user is past a limit: checked and stored
+    /// under one lock, so two concurrent creations cannot both pass.
+    pub fn create(
+        &self,
+        record: KeyRecord,
+        limits: CreateLimits,
+    ) -> Result<Result<(), CreateRefusal>> {
         let mut records = self.lock();
         if records.contains_key(&record.name) {
             return Ok(Err(CreateRefusal::NameTaken));
         }
-        let held = records
-            .values()
-            .filter(|r| r.user == record.user && !r.revoked)
-            .count();
-        if held >= max {
+        let theirs = || records.values().filter(|r| r.user == record.user);
+        let held = theirs().filter(|r| !r.revoked).count();
+        if held >= limits.live {
             return Ok(Err(CreateRefusal::TooMany(held)));
+        }
+        if let Some(per_day) = limits.per_day {
+            let since = record.created_ms.saturating_sub(DAY_MS);
+            let mut recent: Vec<u64> = theirs()
+                .map(|r| r.created_ms)
+                .filter(|&t| t > since)
+                .collect();
+            if recent.len() >= per_day.max(1) {
+                // Allowed again once all but `per_day - 1` are a day old.
+                recent.sort_unstable();
+                let frees = recent[recent.len() - per_day.max(1)] + DAY_MS;
+                let wait_ms = frees.saturating_sub(record.created_ms);
+                return Ok(Err(CreateRefusal::TooManyToday(wait_ms.div_ceil(1000))));
+            }
         }
         self.write(&mut records, record.clone())?;
         drop(records);
@@ -207,15 +223,37 @@ impl Registry {
         Ok(Ok(()))
     }
 
+    /// Changes the record `name` as `change` says, given the record held
+    /// (none: no such name), all under the records lock: a change computed
+    /// from a record read earlier could undo one made meanwhile (a `PATCH`
+    /// racing a `DELETE` would bring a revoked key back). `change` refusing
+    /// stores nothing; the outer error is the store's.
+    pub fn update<E>(
+        &self,
+        name: &str,
+        change: impl FnOnce(Option<&KeyRecord>) -> std::result::Result<KeyRecord, E>,
+    ) -> Result<std::result::Result<KeyRecord, E>> {
+        let mut records = self.lock();
+        let changed = match change(records.get(name)) {
+            Ok(changed) => changed,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.write(&mut records, changed.clone())?;
+        drop(records);
+        let _ = self.changes.send(changed.name.clone());
+        Ok(Ok(changed))
+    }
+
     /// Applies a record created or changed elsewhere (cluster mode): kept
-    /// if it is newer than the one held. Not echoed to subscribers.
+    /// if it is newer than the one held (compared and stored under one
+    /// lock). Not echoed to subscribers.
     pub fn upsert(&self, record: KeyRecord) -> Result<bool> {
-        let newer = self
-            .lock()
+        let mut records = self.lock();
+        let newer = records
             .get(&record.name)
             .is_none_or(|held| held.updated_ms < record.updated_ms);
         if newer {
-            self.put(record)?;
+            self.write(&mut records, record)?;
         }
         Ok(newer)
     }
@@ -241,10 +279,19 @@ impl Registry {
 
     /// Writes through to disk before the change is in force: a key shown
     /// to its user survives a crash right after.
+    /// A write that cannot be flushed is undone in the tree too, so that
+    /// a change refused to its caller does not come back after a restart.
     fn write(&self, records: &mut BTreeMap<String, KeyRecord>, record: KeyRecord) -> Result<()> {
         let tree = self.store.tree(TREE)?;
-        tree.insert(record.name.as_bytes(), serde_json::to_vec(&record)?)?;
-        tree.flush()?;
+        let key = record.name.as_bytes();
+        let before = tree.insert(key, serde_json::to_vec(&record)?)?;
+        if let Err(e) = tree.flush() {
+            let _ = match before {
+                Some(value) => tree.insert(key, value).map(|_| ()),
+                None => tree.remove(key).map(|_| ()),
+            };
+            return Err(e.into());
+        }
         records.insert(record.name.clone(), record);
         self.version.fetch_add(1, Ordering::AcqRel);
         Ok(())
@@ -280,12 +327,29 @@ fn compile(
     (compiled, warnings)
 }
 
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// How many keys a user may create.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateLimits {
+    /// Live (not revoked) keys held at once.
+    pub live: usize,
+    /// Keys created in the last 24 hours, revoked ones included; none: no
+    /// limit. Revoked records are kept for good (their names stay taken),
+    /// so without it a user creating and revoking keys in a loop would
+    /// grow the store and every scan of it without bound.
+    pub per_day: Option<usize>,
+}
+
 /// Why a key was not created.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CreateRefusal {
     NameTaken,
     /// The user's live keys.
     TooMany(usize),
+    /// Too many created in the last 24 hours; the seconds until one more
+    /// may be.
+    TooManyToday(u64),
 }
 
 /// A record compiled against the config, minus what the config no longer
@@ -375,6 +439,57 @@ mod tests {
         }
     }
 
+    fn live(n: usize) -> CreateLimits {
+        CreateLimits {
+            live: n,
+            per_day: None,
+        }
+    }
+
+    #[test]
+    fn a_user_creates_a_bounded_number_of_keys_a_day_revoked_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&Store::open(dir.path()).unwrap()).unwrap();
+        let limits = CreateLimits {
+            live: 2,
+            per_day: Some(3),
+        };
+        let at = |name: &str, user: &str, ms: u64| {
+            let mut r = record(name, user, ms);
+            r.created_ms = ms;
+            r
+        };
+        for (i, ms) in [1_000, 2_000, 3_000].into_iter().enumerate() {
+            let name = format!("k{i}");
+            registry
+                .create(at(&name, "u", ms), limits)
+                .unwrap()
+                .unwrap();
+            let mut revoked = registry.get(&name).unwrap();
+            revoked.revoked = true;
+            registry.save(revoked).unwrap();
+        }
+        // None live, but three made today: the first is a day old at 1,000 + DAY.
+        let refused = registry.create(at("k3", "u", 10_000), limits).unwrap();
+        assert_eq!(
+            refused,
+            Err(CreateRefusal::TooManyToday((DAY_MS - 9_000) / 1000))
+        );
+        assert_eq!(
+            registry.create(at("k3", "v", 10_000), limits).unwrap(),
+            Ok(())
+        );
+        let next_day = at("k4", "u", DAY_MS + 1_000);
+        assert_eq!(registry.create(next_day, limits).unwrap(), Ok(()));
+        // The admin's creations have no daily limit.
+        assert_eq!(
+            registry
+                .create(at("k5", "u", DAY_MS + 1_001), live(2))
+                .unwrap(),
+            Ok(())
+        );
+    }
+
     fn snapshot(generation: u64, groups: &[&str]) -> Snapshot {
         let mut text = String::from("[[models]]\nname = \"m\"\ninput = 1\n");
         for g in groups {
@@ -399,7 +514,10 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let registry = Registry::open(&store).unwrap();
         let mut changes = registry.subscribe();
-        assert_eq!(registry.create(record("k", "u", 5), 2).unwrap(), Ok(()));
+        assert_eq!(
+            registry.create(record("k", "u", 5), live(2)).unwrap(),
+            Ok(())
+        );
         assert_eq!(changes.try_recv().unwrap(), "k");
         let v = registry.version();
         // Elsewhere: an older record is ignored, a newer one applied, and
@@ -422,19 +540,63 @@ mod tests {
     }
 
     #[test]
+    fn an_update_sees_the_record_as_held_when_it_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let registry = Registry::open(&store).unwrap();
+        registry
+            .create(record("k", "u", 1), live(5))
+            .unwrap()
+            .unwrap();
+        let mut changes = registry.subscribe();
+        let revoke = |held: Option<&KeyRecord>| {
+            let mut r = held.cloned().ok_or("missing")?;
+            r.revoked = true;
+            Ok::<_, &str>(r)
+        };
+        assert!(registry.update("k", revoke).unwrap().unwrap().revoked);
+        assert_eq!(changes.try_recv().unwrap(), "k");
+        // A change made after the revocation starts from the revoked record.
+        let disable = |held: Option<&KeyRecord>| {
+            let mut r = held.cloned().ok_or("missing")?;
+            r.disabled = true;
+            Ok::<_, &str>(r)
+        };
+        let changed = registry.update("k", disable).unwrap().unwrap();
+        assert!(changed.revoked && changed.disabled);
+        assert_eq!(changes.try_recv().unwrap(), "k");
+        // Refused: nothing stored, nobody told.
+        let refused = registry.update("none", |held| held.cloned().ok_or("missing"));
+        assert_eq!(refused.unwrap(), Err("missing"));
+        assert!(registry.get("none").is_none() && changes.try_recv().is_err());
+        drop(registry);
+        let reopened = Registry::open(&store).unwrap().get("k").unwrap();
+        assert!(reopened.revoked && reopened.disabled);
+    }
+
+    #[test]
     fn names_stay_taken_and_users_have_a_cap() {
         let dir = tempfile::tempdir().unwrap();
         let registry = Registry::open(&Store::open(dir.path()).unwrap()).unwrap();
-        registry.create(record("a", "u", 1), 2).unwrap().unwrap();
+        registry
+            .create(record("a", "u", 1), live(2))
+            .unwrap()
+            .unwrap();
         let mut revoked = record("b", "u", 1);
         revoked.revoked = true;
         registry.save(revoked).unwrap();
-        let taken = registry.create(record("b", "v", 1), 2).unwrap();
+        let taken = registry.create(record("b", "v", 1), live(2)).unwrap();
         assert_eq!(taken, Err(CreateRefusal::NameTaken));
-        registry.create(record("c", "u", 1), 2).unwrap().unwrap();
-        let full = registry.create(record("d", "u", 1), 2).unwrap();
+        registry
+            .create(record("c", "u", 1), live(2))
+            .unwrap()
+            .unwrap();
+        let full = registry.create(record("d", "u", 1), live(2)).unwrap();
         assert_eq!(full, Err(CreateRefusal::TooMany(2)));
-        registry.create(record("d", "v", 1), 2).unwrap().unwrap();
+        registry
+            .create(record("d", "v", 1), live(2))
+            .unwrap()
+            .unwrap();
     }
 
     #[test]

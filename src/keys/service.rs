@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use pingora_http::RequestHeader;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::registry::Registry;
@@ -153,10 +154,20 @@ fn user_credential(snap: &Snapshot, user: &str) -> Option<[u8; 32]> {
     snap.users.get(user)?.token_sha256
 }
 
-/// A JSON object body, or the 400 that says what is wrong with it.
+/// A JSON object body, or the 400 that says what is wrong with it. A
+/// `budget_usd` number is kept as the text the client sent: read into a
+/// `Value` it would be a binary float, and 123456789.123456789 USD would
+/// not be that many nano-USD.
 pub(super) fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Object(mut map)) => {
+            if let Some(budget @ Value::Number(_)) = map.get_mut("budget_usd") {
+                if let Some(text) = raw_field(body, "budget_usd") {
+                    *budget = Value::String(text);
+                }
+            }
+            Ok(map)
+        }
         Ok(_) => Err(ApiError::new(
             ErrorKind::InvalidJson,
             "the request body must be a JSON object",
@@ -166,6 +177,13 @@ pub(super) fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>,
             format!("the request body is not valid JSON: {e}"),
         )),
     }
+}
+
+/// The JSON text of the top-level field `name` of an object (the last,
+/// if it is there twice, as for a `Value`).
+fn raw_field(body: &[u8], name: &str) -> Option<String> {
+    let fields: std::collections::HashMap<String, &RawValue> = serde_json::from_slice(body).ok()?;
+    fields.get(name).map(|raw| raw.get().to_string())
 }
 
 /// The string field `token` of a sign-in body.

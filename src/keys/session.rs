@@ -17,6 +17,8 @@ use crate::errors::{ApiError, ErrorKind};
 
 /// A session ends after this long without a request.
 pub const SESSION_IDLE_MS: u64 = 12 * 3600 * 1000;
+/// Live sessions one user (or the admin) may hold at once.
+pub const MAX_SESSIONS_PER_SUBJECT: usize = 32;
 /// Failed sign-ins (and bad tokens) an address may make per window.
 pub const SIGN_IN_FAILURES: u32 = 10;
 pub const SIGN_IN_WINDOW_MS: u64 = 60_000;
@@ -44,6 +46,14 @@ impl Sessions {
         let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id);
         let mut map = self.lock();
         map.retain(|_, s| now_ms.saturating_sub(s.last_seen_ms) < SESSION_IDLE_MS);
+        // Signing in again and again must not grow the table without bound:
+        // past the cap, the subject's least recently used session ends.
+        let mine = map.iter().filter(|(_, s)| s.subject == subject);
+        if mine.clone().count() >= MAX_SESSIONS_PER_SUBJECT {
+            if let Some(oldest) = mine.min_by_key(|(_, s)| s.last_seen_ms).map(|(h, _)| *h) {
+                map.remove(&oldest);
+            }
+        }
         map.insert(
             sha256(&id),
             Session {
@@ -86,19 +96,61 @@ impl Sessions {
     }
 }
 
-/// Failed sign-ins per client address in fixed one-minute windows.
+/// Addresses whose failures are counted at once; past this, failures from
+/// further addresses share one count (see [`SignInLimiter`]).
+pub const MAX_TRACKED_ADDRESSES: usize = 100_000;
+
+/// Failed sign-ins per client address in fixed one-minute windows. An
+/// IPv6 client is counted by its /64 (one host is usually given a whole
+/// /64, and would otherwise try 10 tokens from each of its addresses).
+/// Memory is bounded: with [`MAX_TRACKED_ADDRESSES`] addresses failing in
+/// the current window, the failures of any further address count in one
+/// shared entry (the `None` of unknown addresses), so a flood from many
+/// addresses is slowed as a whole instead of growing the table.
 #[derive(Default)]
 pub struct SignInLimiter {
-    /// Address (none: unknown) -> (window start, failures in it).
-    failures: Mutex<HashMap<Option<IpAddr>, (u64, u32)>>,
+    failures: Mutex<Failures>,
+}
+
+#[derive(Default)]
+struct Failures {
+    /// Address (none: unknown, or one of too many) -> (window start,
+    /// failures in it).
+    by_address: HashMap<Option<IpAddr>, (u64, u32)>,
+    /// When windows that ended were last dropped: at most once a second,
+    /// so that a full table does not cost a scan per failure.
+    pruned_ms: u64,
+}
+
+impl Failures {
+    /// The entry that counts `ip`'s failures.
+    fn bucket(&self, ip: Option<IpAddr>) -> Option<IpAddr> {
+        let ip = ip.map(counted_address);
+        let known = self.by_address.contains_key(&ip);
+        (known || self.by_address.len() < MAX_TRACKED_ADDRESSES)
+            .then_some(ip)
+            .flatten()
+    }
+}
+
+/// The address failures are counted by: an IPv6 address's /64, an
+/// IPv4-mapped IPv6 address as IPv4.
+fn counted_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
 }
 
 impl SignInLimiter {
     /// Refuses an address that failed too often in the current window,
     /// with the seconds until it ends.
     pub fn check(&self, ip: Option<IpAddr>, now_ms: u64) -> Result<(), ApiError> {
-        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(&ip) {
+        let failures = self.lock();
+        match failures.by_address.get(&failures.bucket(ip)) {
             Some(&(start, n)) if n >= SIGN_IN_FAILURES && now_ms < start + SIGN_IN_WINDOW_MS => {
                 Err(too_many_sign_ins(
                     (start + SIGN_IN_WINDOW_MS - now_ms).div_ceil(1000),
@@ -109,15 +161,24 @@ impl SignInLimiter {
     }
 
     pub fn fail(&self, ip: Option<IpAddr>, now_ms: u64) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 100_000 {
-            map.retain(|_, (start, _)| now_ms < *start + SIGN_IN_WINDOW_MS);
+        let mut failures = self.lock();
+        let full = failures.by_address.len() >= MAX_TRACKED_ADDRESSES;
+        if full && now_ms >= failures.pruned_ms + 1000 {
+            failures
+                .by_address
+                .retain(|_, (start, _)| now_ms < *start + SIGN_IN_WINDOW_MS);
+            failures.pruned_ms = now_ms;
         }
-        let entry = map.entry(ip).or_insert((now_ms, 0));
+        let bucket = failures.bucket(ip);
+        let entry = failures.by_address.entry(bucket).or_insert((now_ms, 0));
         if now_ms >= entry.0 + SIGN_IN_WINDOW_MS {
             *entry = (now_ms, 0);
         }
         entry.1 += 1;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Failures> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -187,6 +248,44 @@ pub fn require_json_if_changing(req: &RequestHeader) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Whether a request to the open admin listener (no admin token: on
+/// loopback) may come from a web page: one named by a host name other than
+/// `localhost` (a DNS-rebinding page of another site that would read the
+/// answers, a new key's secret among them), or one that changes state
+/// with an `Origin` or `Sec-Fetch-Site` saying another site sent it (a
+/// plain form post). Programs (the CLI, curl) send neither.
+pub fn from_another_site(req: &RequestHeader) -> bool {
+    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let host = header("host").unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    let loopback_name =
+        host.is_empty() || name.parse::<IpAddr>().is_ok() || name.eq_ignore_ascii_case("localhost");
+    if !loopback_name {
+        return true;
+    }
+    if matches!(req.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return false;
+    }
+    let other_origin = header("origin").is_some_and(|origin| {
+        let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
+        !authority.eq_ignore_ascii_case(host)
+    });
+    let other_site =
+        header("sec-fetch-site").is_some_and(|site| !matches!(site, "same-origin" | "none"));
+    other_origin || other_site
+}
+
+pub fn cross_site() -> ApiError {
+    ApiError::new(
+        ErrorKind::CrossSite,
+        "the admin listener has no admin_token, so it answers programs on this machine only: \
+         not web pages of other sites, nor host names other than localhost or an address",
+    )
+}
+
 pub fn json_required() -> ApiError {
     ApiError::new(
         ErrorKind::JsonRequired,
@@ -235,6 +334,21 @@ mod tests {
     }
 
     #[test]
+    fn a_user_signing_in_again_and_again_holds_a_bounded_number_of_sessions() {
+        let s = Sessions::default();
+        let same = |_: &str| Some([1; 32]);
+        let first = s.open("alice", [1; 32], 0);
+        let ids: Vec<String> = (1..MAX_SESSIONS_PER_SUBJECT as u64 + 5)
+            .map(|t| s.open("alice", [1; 32], t))
+            .collect();
+        let bob = s.open("bob", [1; 32], 0);
+        assert_eq!(s.lock().len(), MAX_SESSIONS_PER_SUBJECT + 1);
+        assert!(s.resolve(&first, 100, same).is_none(), "the oldest ended");
+        assert!(s.resolve(ids.last().unwrap(), 100, same).is_some());
+        assert!(s.resolve(&bob, 100, same).is_some(), "bob's are his own");
+    }
+
+    #[test]
     fn failed_sign_ins_are_limited_per_address_and_window() {
         let l = SignInLimiter::default();
         let ip = Some(IpAddr::from([10, 0, 0, 1]));
@@ -248,6 +362,107 @@ mod tests {
         assert!(l.check(ip, 61_000).is_ok());
         l.fail(ip, 61_000);
         assert!(l.check(ip, 61_001).is_ok(), "a new window");
+    }
+
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_64() {
+        let l = SignInLimiter::default();
+        let host = |i: u16| Some(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, i]));
+        for i in 0..SIGN_IN_FAILURES as u16 {
+            l.fail(host(i), 1_000);
+        }
+        assert!(
+            l.check(host(999), 1_000).is_err(),
+            "another address, same /64"
+        );
+        let other = Some(IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]));
+        assert!(l.check(other, 1_000).is_ok());
+        let mapped: IpAddr = "::ffff:10.0.0.9".parse().unwrap();
+        for _ in 0..SIGN_IN_FAILURES {
+            l.fail(Some(mapped), 1_000);
+        }
+        assert!(l.check(Some(IpAddr::from([10, 0, 0, 9])), 1_000).is_err());
+    }
+
+    #[test]
+    fn failures_from_very_many_addresses_take_bounded_memory_and_are_still_limited() {
+        let l = SignInLimiter::default();
+        let v4 = |i: u32| Some(IpAddr::from(i.to_be_bytes()));
+        let extra = 1_000u32;
+        for i in 0..MAX_TRACKED_ADDRESSES as u32 + extra {
+            l.fail(v4(i), 1_000);
+        }
+        assert!(l.lock().by_address.len() <= MAX_TRACKED_ADDRESSES + 1);
+        // The addresses past the limit share one count: used up.
+        let late = v4(MAX_TRACKED_ADDRESSES as u32 + extra + 7);
+        assert!(l.check(late, 2_000).is_err());
+        assert!(
+            l.check(v4(3), 2_000).is_ok(),
+            "a tracked address keeps its own"
+        );
+        // Once the window ended, the table is pruned and counts again per address.
+        l.fail(v4(0), 70_000);
+        assert_eq!(l.lock().by_address.len(), 1);
+        assert!(l.check(late, 70_000).is_ok());
+    }
+
+    #[test]
+    fn web_pages_of_other_sites_are_told_apart_from_programs() {
+        let programs = [
+            req("POST", &[("host", "127.0.0.1:9191")]),
+            req("POST", &[]),
+            req("DELETE", &[("host", "[::1]:9191")]),
+            req(
+                "GET",
+                &[("host", "localhost:9191"), ("origin", "http://evil.test")],
+            ),
+            req(
+                "POST",
+                &[
+                    ("host", "127.0.0.1:9191"),
+                    ("origin", "http://127.0.0.1:9191"),
+                ],
+            ),
+            req(
+                "PATCH",
+                &[
+                    ("host", "localhost:9191"),
+                    ("sec-fetch-site", "same-origin"),
+                ],
+            ),
+        ];
+        for r in &programs {
+            assert!(!from_another_site(r), "{:?}", r.headers);
+        }
+        let pages = [
+            // DNS rebinding: any method, even a read.
+            req("GET", &[("host", "evil.test:9191")]),
+            req("POST", &[("host", "rebind.evil.test")]),
+            // A form or fetch from another site.
+            req(
+                "POST",
+                &[("host", "127.0.0.1:9191"), ("origin", "http://evil.test")],
+            ),
+            req("POST", &[("host", "127.0.0.1:9191"), ("origin", "null")]),
+            req(
+                "POST",
+                &[
+                    ("host", "127.0.0.1:9191"),
+                    ("origin", "http://127.0.0.1:8080"),
+                ],
+            ),
+            req(
+                "DELETE",
+                &[("host", "127.0.0.1:9191"), ("sec-fetch-site", "cross-site")],
+            ),
+            req(
+                "POST",
+                &[("host", "127.0.0.1:9191"), ("sec-fetch-site", "same-site")],
+            ),
+        ];
+        for r in &pages {
+            assert!(from_another_site(r), "{:?}", r.headers);
+        }
     }
 
     #[test]

@@ -5,11 +5,13 @@ use std::net::IpAddr;
 
 use http::Method;
 use pingora_http::RequestHeader;
-use serde_json::json;
+use serde_json::{json, Value};
 
+use super::fields::{self, NAME_RULE};
 use super::key_api::Actor;
 use super::service::{token_field, Answer, KeyService, USER_COOKIE};
 use super::session::{self, clear_cookie, set_cookie};
+use crate::auth::percent_decoded;
 use crate::clock::now_ms;
 use crate::config::Snapshot;
 use crate::errors::{ApiError, ErrorKind};
@@ -70,8 +72,9 @@ pub(super) fn keys_call(
                         .query()
                         .into_iter()
                         .flat_map(|q| q.split('&'))
-                        .find_map(|p| p.strip_prefix("user="));
-                    svc.list_keys(snap, user, true)
+                        .find_map(|p| p.strip_prefix("user="))
+                        .map(|u| String::from_utf8_lossy(&percent_decoded(u)).into_owned());
+                    svc.list_keys(snap, user.as_deref(), true)
                 }
             };
             Ok(Answer::json(200, &list))
@@ -82,11 +85,30 @@ pub(super) fn keys_call(
             ErrorKind::UnknownEndpoint,
             format!("no such endpoint: use {collection}/{{name}}"),
         )),
-        (&Method::PATCH, Some(name)) => svc.change_key(snap, actor, name, body),
-        (&Method::DELETE, Some(name)) => svc.revoke_key(snap, actor, name),
+        (&Method::PATCH | &Method::DELETE, Some(name)) => {
+            let name = key_name_in_path(name)?;
+            match *method {
+                Method::PATCH => svc.change_key(snap, actor, &name, body),
+                _ => svc.revoke_key(snap, actor, &name),
+            }
+        }
         (_, Some(_)) => Err(wrong_method(
             "PATCH or DELETE",
             &format!("{collection}/{{name}}"),
+        )),
+    }
+}
+
+/// The key name of a `/keys/{name}` path, percent-decoded (a client may
+/// encode any character); a name no key can have is a 404 that says the
+/// rule.
+fn key_name_in_path(segment: &str) -> Result<String, ApiError> {
+    let name = String::from_utf8_lossy(&percent_decoded(segment)).into_owned();
+    match fields::check_name(&Value::String(name)) {
+        Ok(name) => Ok(name),
+        Err(_) => Err(ApiError::new(
+            ErrorKind::KeyNotFound,
+            format!("no key has the name in this path: {NAME_RULE}"),
         )),
     }
 }

@@ -58,6 +58,7 @@ pub(super) fn compile(
         env,
         &mut warnings,
     )?;
+    users::check_tokens_are_not_keys(&raw.users, &users_by_token, &keys_by_hash, src)?;
     Ok(Loaded {
         snapshot: Snapshot {
             generation,

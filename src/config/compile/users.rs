@@ -66,6 +66,28 @@ pub(super) fn compile(
     Ok((users, by_token))
 }
 
+/// A user token must not also be a `[[keys]]` secret: whoever holds the
+/// key (often pasted into a client's settings) could then sign in as the
+/// user and make keys.
+pub(super) fn check_tokens_are_not_keys(
+    defs: &[Arc<UserDef>],
+    by_token: &HashMap<[u8; 32], String>,
+    keys_by_hash: &HashMap<[u8; 32], Arc<crate::config::Key>>,
+    src: &Source<'_>,
+) -> Result<(), ConfigError> {
+    let Some((_, user)) = by_token.iter().find(|(h, _)| keys_by_hash.contains_key(*h)) else {
+        return Ok(());
+    };
+    let i = defs.iter().position(|u| &u.name == user);
+    Err(src.error(
+        src.line_of_field("users", i, "token_sha256"),
+        format!(
+            "[[users]] \"{user}\": token_sha256 is also the secret of a [[keys]] item; give \
+             the user a token of her own (`tollgate user token`)"
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +125,32 @@ mod tests {
         assert_eq!(
             e,
             "[[users]] \"b\": the same user token is used by another user"
+        );
+    }
+
+    #[test]
+    fn a_user_token_that_is_also_a_key_is_refused() {
+        let text = format!(
+            "[[groups]]\nname = \"g\"\nratio = 1\n\
+             [[users]]\nname = \"a\"\ngroup = \"g\"\n\
+             [[users]]\nname = \"b\"\ntoken_sha256 = \"{0}\"\n\
+             [[keys]]\nname = \"k\"\nuser = \"a\"\nkey_sha256 = \"{0}\"\n",
+            "cd".repeat(32)
+        );
+        let e = crate::config::load_text(
+            "t.toml",
+            text,
+            &|_: &str| None,
+            &crate::health::HealthRegistry::default(),
+            1,
+            &mut Default::default(),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:9: [[users]] \"b\": token_sha256 is also the secret of a [[keys]] item; \
+             give the user a token of her own (`tollgate user token`)"
         );
     }
 }
