@@ -125,7 +125,7 @@ impl ChatToAnthropicStream {
     }
 
     fn on_delta(&mut self, delta: &Value, out: &mut BytesMut) {
-        let reasoning = str_of(delta, "reasoning_content").or_else(|| str_of(delta, "reasoning"));
+        let reasoning = chat_reasoning(delta);
         if let Some(thinking) = reasoning.filter(|t| !t.is_empty()) {
             self.open(OpenBlock::Thinking, out);
             self.push_delta(json!({"type": "thinking_delta", "thinking": thinking}), out);

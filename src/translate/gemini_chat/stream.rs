@@ -233,7 +233,7 @@ impl ChatToGeminiStream {
     }
 
     fn on_delta(&mut self, delta: &Value, out: &mut BytesMut) {
-        let reasoning = str_of(delta, "reasoning_content").or_else(|| str_of(delta, "reasoning"));
+        let reasoning = chat_reasoning(delta);
         if let Some(thought) = reasoning.filter(|t| !t.is_empty()) {
             self.emit(vec![json!({"text": thought, "thought": true})], None, out);
         }
