@@ -204,6 +204,16 @@ pub(crate) fn chat_text_content(
     }
 }
 
+/// A chat request's `stop` (a string or a list of them) as the list of
+/// stop sequences Anthropic and Gemini take, unless there is none.
+pub(crate) fn chat_stop_sequences(request: &Object) -> Option<Value> {
+    match request.get("stop") {
+        Some(Value::String(stop)) => Some(Value::Array(vec![Value::String(stop.clone())])),
+        Some(Value::Array(stops)) if !stops.is_empty() => Some(Value::Array(stops.clone())),
+        _ => None,
+    }
+}
+
 /// The reasoning text of a chat message or delta: `reasoning_content`,
 /// else `reasoning`, as some hosts name it.
 pub(crate) fn chat_reasoning(message: &Value) -> Option<&str> {
@@ -322,6 +332,16 @@ mod tests {
             chat_choice(&json!({"choices": [{}]})),
             Err("the answer's choice has no message".to_string())
         );
+    }
+
+    #[test]
+    fn a_stop_is_one_sequence_or_a_list_of_them() {
+        let stops = |request: Value| chat_stop_sequences(request.as_object().unwrap());
+        assert_eq!(stops(json!({"stop": "END"})), Some(json!(["END"])));
+        assert_eq!(stops(json!({"stop": ["a", "b"]})), Some(json!(["a", "b"])));
+        assert_eq!(stops(json!({"stop": []})), None);
+        assert_eq!(stops(json!({"stop": null})), None);
+        assert_eq!(stops(json!({})), None);
     }
 
     #[test]

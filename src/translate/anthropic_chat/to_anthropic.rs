@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::translate::shared::{chat_text_content, refuse_chat_only_fields};
+use crate::translate::shared::{chat_stop_sequences, chat_text_content, refuse_chat_only_fields};
 use crate::translate::Untranslatable;
 
 use super::common::*;
@@ -43,14 +43,8 @@ pub fn chat_request_to_anthropic(
             anthropic.insert(key.into(), value.clone());
         }
     }
-    match request.get("stop") {
-        Some(Value::String(stop)) => {
-            anthropic.insert("stop_sequences".into(), json!([stop]));
-        }
-        Some(Value::Array(stops)) if !stops.is_empty() => {
-            anthropic.insert("stop_sequences".into(), Value::Array(stops.clone()));
-        }
-        _ => {}
+    if let Some(stops) = chat_stop_sequences(&request) {
+        anthropic.insert("stop_sequences".into(), stops);
     }
     if let Some(user) = request.get("user").and_then(Value::as_str) {
         anthropic.insert("metadata".into(), json!({"user_id": user}));

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use crate::translate::shared::{chat_text_content, refuse_chat_only_fields};
+use crate::translate::shared::{chat_stop_sequences, chat_text_content, refuse_chat_only_fields};
 use crate::translate::Untranslatable;
 
 use super::common::*;
@@ -271,14 +271,8 @@ fn generation_config(request: &Object) -> Result<Object, Untranslatable> {
             config.insert(gemini.into(), value.clone());
         }
     }
-    match request.get("stop") {
-        Some(Value::String(stop)) => {
-            config.insert("stopSequences".into(), json!([stop]));
-        }
-        Some(Value::Array(stops)) if !stops.is_empty() => {
-            config.insert("stopSequences".into(), Value::Array(stops.clone()));
-        }
-        _ => {}
+    if let Some(stops) = chat_stop_sequences(request) {
+        config.insert("stopSequences".into(), stops);
     }
     let format = request.get("response_format").filter(|f| !f.is_null());
     match format.map(|f| (str_of(f, "type"), f)) {
