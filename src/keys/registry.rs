@@ -703,13 +703,13 @@ mod tests {
     }
 
     /// `cheap` selectable or not; `u` (default group `a`) may also pick
-    /// `mine` and `auto`.
-    fn picking(generation: u64, cheap_selectable: bool) -> Snapshot {
+    /// her `groups`.
+    fn picking(generation: u64, cheap_selectable: bool, hers: &str) -> Snapshot {
         let text = format!(
             "[routing]\nauto_groups = [\"a\"]\n[[models]]\nname = \"m\"\ninput = 1\n\
              [[groups]]\nname = \"a\"\nratio = 1\n[[groups]]\nname = \"mine\"\nratio = 1\n\
              [[groups]]\nname = \"cheap\"\nratio = 1\nselectable = {cheap_selectable}\n\
-             [[users]]\nname = \"u\"\ngroup = \"a\"\ngroups = [\"mine\", \"auto\"]\n"
+             [[users]]\nname = \"u\"\ngroup = \"a\"\ngroups = [{hers}]\n"
         );
         crate::config::load_text(
             "t.toml",
@@ -740,7 +740,8 @@ mod tests {
         for r in [&users, &only, &admins] {
             registry.save(r.clone()).unwrap();
         }
-        let open = picking(1, true);
+        let both = r#""mine", "auto""#;
+        let open = picking(1, true, both);
         assert!(registry.refresh(&open).is_empty());
         let compiled = |snap: &Snapshot, name: &str| {
             registry
@@ -751,7 +752,7 @@ mod tests {
         assert_eq!(compiled(&open, "users"), names(&["cheap", "auto", "mine"]));
         // `cheap` no longer selectable: her keys drop it, in order, with a
         // warning each; the admin's keeps it.
-        let closed = picking(2, false);
+        let closed = picking(2, false, both);
         assert_eq!(
             registry.refresh(&closed),
             [
@@ -775,10 +776,23 @@ mod tests {
             ["cheap"]
         );
         // The stored record keeps the group: routed again once she may pick it.
-        let reopened = picking(3, true);
+        let reopened = picking(3, true, both);
         assert!(registry.refresh(&reopened).is_empty());
         assert_eq!(compiled(&reopened, "only-cheap"), names(&["cheap"]));
         assert_eq!(registry.get("only-cheap").unwrap(), only);
+        // Out of her `groups`: `auto` goes too, and comes back with them.
+        let fewer = picking(4, true, "");
+        assert_eq!(
+            registry.refresh(&fewer),
+            [
+                "managed key \"users\" (user \"u\"): its user may no longer pick groups \
+              [\"auto\", \"mine\"]; the key stops routing to them (kept in the store, routed \
+              again if she may pick them again)"
+            ]
+        );
+        assert_eq!(compiled(&fewer, "users"), names(&["cheap"]));
+        let again = picking(5, true, both);
+        assert_eq!(compiled(&again, "users"), names(&["cheap", "auto", "mine"]));
     }
 
     #[test]
