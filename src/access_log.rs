@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
-use crate::usage::Usage;
+use crate::usage::{Units, Usage};
 
 /// What one access log line tells about a request.
 pub struct Entry<'a> {
@@ -30,6 +30,8 @@ pub struct Entry<'a> {
     pub channel: &'a str,
     pub attempts: usize,
     pub usage: Usage,
+    /// Media units; written only where a request has any.
+    pub units: Units,
     pub estimated: bool,
     pub ms: u64,
 }
@@ -119,6 +121,19 @@ fn format_line(out: &mut Vec<u8>, now: SystemTime, e: &Entry<'_>) {
         out.extend_from_slice(name.as_bytes());
         number(out, value);
     }
+    let m = &e.units;
+    for (name, value) in [
+        (" images=", m.images),
+        (" image_input=", m.image_input),
+        (" audio_ms=", m.audio_ms),
+        (" chars=", m.chars),
+        (" image_output=", m.image_output),
+    ] {
+        if value != 0 {
+            out.extend_from_slice(name.as_bytes());
+            number(out, value);
+        }
+    }
     out.extend_from_slice(if e.estimated {
         b" estimated=true ms="
     } else {
@@ -198,6 +213,7 @@ mod tests {
                 cache_write: 0,
                 cache_write_1h: 0,
             },
+            units: Units::default(),
             estimated: false,
             ms: 7,
         };
@@ -208,6 +224,22 @@ mod tests {
             "2025-11-22T04:17:00.123456Z  INFO tollgate::relay: request status=200 \
              group=\"default\" model=\"gpt-4o-mini\" channel=\"bench\" attempts=1 input=12 \
              output=180 cached_input=3 cache_write=0 cache_write_1h=0 estimated=false ms=7\n"
+        );
+        // Media units where a request has any.
+        let media = Entry {
+            units: Units {
+                images: 2,
+                audio_ms: 1500,
+                ..Units::default()
+            },
+            ..entry
+        };
+        let mut out = Vec::new();
+        format_line(&mut out, at, &media);
+        let line = String::from_utf8(out).unwrap();
+        assert!(
+            line.ends_with(" cache_write_1h=0 images=2 audio_ms=1500 estimated=false ms=7\n"),
+            "{line}"
         );
     }
 

@@ -84,6 +84,9 @@ fn media_prices(model: &mut serde_json::Map<String, Value>, p: &Price) {
     if m.image_input != p.input {
         model.insert("image_input".into(), number(m.image_input));
     }
+    if m.image_output != p.output {
+        model.insert("image_output".into(), number(m.image_output));
+    }
     if let Some(v) = m.per_second {
         model.insert("per_second".into(), number(v));
     }

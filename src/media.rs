@@ -34,6 +34,8 @@ pub struct MediaAsk {
     /// reports none: exact for a PCM WAV file (from its header), else
     /// estimated at 128 kbit/s.
     pub upload_audio_ms: u64,
+    /// Bytes of an upload's text fields (its prompt), without its files.
+    pub text_bytes: usize,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +96,10 @@ pub fn probe_multipart(
         ..BodyProbe::default()
     };
     let mut ask = MediaAsk {
+        text_bytes: (parts.iter())
+            .filter(|p| p.filename.is_none())
+            .map(|p| p.span.1 - p.span.0)
+            .sum(),
         size: text("size").map(str::to_string),
         quality: text("quality").map(str::to_string),
         response_format: text("response_format").map(str::to_string),
@@ -246,6 +252,7 @@ mod tests {
         assert_eq!(&body[s..e], b"whisper-1");
         assert!(probe.stream && probe.multipart);
         assert_eq!(ask.upload_audio_ms, 2000);
+        assert_eq!(ask.text_bytes, "whisper-1".len() + "true".len());
         let no_model =
             format!("--{b}\r\nContent-Disposition: form-data; name=\"n\"\r\n\r\nx\r\n--{b}--");
         let e = probe_multipart(MediaOp::Image, no_model.as_bytes(), b).unwrap_err();

@@ -47,7 +47,7 @@ pub struct ModelSeries {
     spend_nano_usd: OnceLock<IntCounter>,
     duration_seconds: OnceLock<Histogram>,
     /// By [`TokenKind`].
-    tokens: [OnceLock<IntCounter>; 9],
+    tokens: [OnceLock<IntCounter>; 10],
 }
 
 /// The `kind` label of `tollgate_tokens_total`.
@@ -66,6 +66,8 @@ pub enum TokenKind {
     AudioMs,
     /// Characters of speech input.
     Chars,
+    /// Output image tokens counted apart (Gemini).
+    ImageOutput,
 }
 
 impl TokenKind {
@@ -80,6 +82,7 @@ impl TokenKind {
             TokenKind::ImageInput => "image_input",
             TokenKind::AudioMs => "audio_ms",
             TokenKind::Chars => "chars",
+            TokenKind::ImageOutput => "image_output",
         }
     }
 }

@@ -43,6 +43,10 @@ pub struct Units {
     pub image_input: u64,
     pub audio_ms: u64,
     pub chars: u64,
+    /// Output image tokens that the provider counts apart (Gemini's
+    /// `candidatesTokensDetails` of modality `IMAGE`), priced as
+    /// `image_output`; they are not in `Usage::output` then.
+    pub image_output: u64,
 }
 
 impl Units {
@@ -58,6 +62,7 @@ impl Units {
             image_input: pick(self.image_input, other.image_input),
             audio_ms: pick(self.audio_ms, other.audio_ms),
             chars: pick(self.chars, other.chars),
+            image_output: pick(self.image_output, other.image_output),
         }
     }
 }

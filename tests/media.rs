@@ -437,6 +437,20 @@ async fn transcriptions_bill_the_reported_duration_or_the_uploads() {
     assert_eq!(r["cost_nano_usd"], 648_500, "{usage}");
     assert_eq!(r["audio_ms"], 12_970);
     assert_eq!(r["estimated"], 1, "the text answer's duration is estimated");
+    // Each request in the per-request log, with its duration.
+    let (_, log) = get_json(&tg.admin_url("/admin/requests"), None).await;
+    let mut entries: Vec<(i64, bool)> = log["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["audio_ms"].as_i64().unwrap(), e["estimated"] == true))
+        .collect();
+    entries.sort_unstable();
+    assert_eq!(
+        entries,
+        [(1500, true), (3000, false), (8470, false)],
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -817,6 +831,188 @@ async fn imagen_on_vertex_is_called_with_a_service_account_token() {
     assert_eq!(
         row(&usage, "imagen-4")["cost_nano_usd"],
         120_000_000,
+        "{usage}"
+    );
+}
+
+#[tokio::test]
+async fn azure_serves_media_on_deployments_and_a_mapped_model_is_spliced_into_the_upload() {
+    let up = MockUpstream::start(|r| {
+        if r.path.contains("/audio/speech") {
+            Reply::Full {
+                status: 200,
+                headers: vec![("content-type".into(), "audio/mpeg".into())],
+                body: b"ID3-mp3-bytes".to_vec(),
+            }
+        } else {
+            Reply::json(
+                200,
+                json!({"text": "hi", "usage": {"type": "duration", "seconds": 2}}),
+            )
+        }
+    })
+    .await;
+    let tg = Tollgate::start(&format!(
+        "{MODELS}\n[[channels]]\nname = \"azure\"\ntype = \"azure\"\nbase_url = \"{}\"\n\
+         api_key = \"azure-media-upstream-key\"\ngroups = [\"full\"]\nmodels = [\"whisper-1\", \"tts-1\"]\n\
+         model_map = {{ \"whisper-1\" = \"my-whisper\", \"tts-1\" = \"my-tts\" }}\n{}",
+        up.base_url(),
+        key("k", "sk-media-client-11", &["full"])
+    ));
+    let file = binary_file(50_000);
+    let fields = |model| vec![("model", model), ("response_format", "json")];
+    let body = multipart(&fields("whisper-1"), Some(("file", "a.mp3", &file)));
+    let resp = post(
+        &tg,
+        "sk-media-client-11",
+        "/v1/audio/transcriptions",
+        &form_type(),
+        body,
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", tg.log());
+    let speech = json!({"model": "tts-1", "input": "four", "voice": "alloy"});
+    let resp = post(
+        &tg,
+        "sk-media-client-11",
+        "/v1/audio/speech",
+        "application/json",
+        speech.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(resp.bytes().await.unwrap(), &b"ID3-mp3-bytes"[..]);
+    let sent = up.requests();
+    assert_eq!(
+        sent[0].path,
+        "/openai/deployments/my-whisper/audio/transcriptions?api-version=2024-10-21"
+    );
+    assert_eq!(sent[0].header("api-key"), Some("azure-media-upstream-key"));
+    // Only the model part changed; every other byte is the client's.
+    assert_eq!(
+        sent[0].body,
+        multipart(&fields("my-whisper"), Some(("file", "a.mp3", &file)))
+    );
+    assert_eq!(
+        sent[1].path,
+        "/openai/deployments/my-tts/audio/speech?api-version=2024-10-21"
+    );
+    assert_eq!(sent[1].json()["model"], "my-tts");
+    // 2 s x 0.0001 = 200,000; 4 chars x 0.015 / 1000 = 60,000.
+    let usage = usage_by_model(&tg, 2).await;
+    assert_eq!(
+        row(&usage, "whisper-1")["cost_nano_usd"],
+        200_000,
+        "{usage}"
+    );
+    assert_eq!(row(&usage, "tts-1")["cost_nano_usd"], 60_000, "{usage}");
+}
+
+#[tokio::test]
+async fn an_upload_edit_reaches_a_gemini_image_model_as_inline_data() {
+    let up = MockUpstream::start(|_| Reply::json(200, gemini_image_answer())).await;
+    let tg = Tollgate::start(&format!(
+        "{MODELS}{GOOGLE_MODELS}\n[[channels]]\nname = \"gemini\"\ntype = \"gemini\"\n\
+         base_url = \"{}\"\napi_key = \"AIza-media-upstream\"\ngroups = [\"full\"]\n\
+         models = [\"gemini-2.5-flash-image\", \"imagen-4\"]\n\
+         model_map = {{ \"imagen-4\" = \"imagen-4.0-generate-001\" }}\n{}",
+        up.base_url(),
+        key("k", "sk-media-client-12", &["full"])
+    ));
+    let png = binary_file(3000);
+    let body = multipart(
+        &[
+            ("model", "gemini-2.5-flash-image"),
+            ("prompt", "add a hat"),
+            ("size", "1024x1024"),
+        ],
+        Some(("image", "cat.png", &png)),
+    );
+    let resp = post(
+        &tg,
+        "sk-media-client-12",
+        "/v1/images/edits",
+        &form_type(),
+        body,
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", tg.log());
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["data"][0]["b64_json"], "iVBORw0KGgo=");
+    let sent = &up.requests()[0];
+    assert_eq!(
+        sent.path,
+        "/v1beta/models/gemini-2.5-flash-image:generateContent"
+    );
+    assert_eq!(sent.header("content-type"), Some("application/json"));
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&png);
+    assert_eq!(
+        sent.json()["contents"][0]["parts"],
+        json!([{"inlineData": {"mimeType": "application/octet-stream", "data": encoded}},
+               {"text": "add a hat"}])
+    );
+    assert_eq!(
+        sent.json()["generationConfig"]["imageConfig"]["aspectRatio"],
+        "1:1"
+    );
+    // Imagen takes no edits: no channel serves it there.
+    let body = multipart(
+        &[("model", "imagen-4"), ("prompt", "p")],
+        Some(("image", "a.png", b"PNG")),
+    );
+    let resp = post(
+        &tg,
+        "sk-media-client-12",
+        "/v1/images/edits",
+        &form_type(),
+        body,
+    )
+    .await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unsupported_format", "{v}");
+    // (9 x 0.3 + 1294 x 30) / 1e6 = 0.0388227 USD at ratio 1.
+    let usage = usage_by_model(&tg, 1).await;
+    assert_eq!(
+        row(&usage, "gemini-2.5-flash-image")["cost_nano_usd"],
+        38_822_700,
+        "{usage}"
+    );
+}
+
+#[tokio::test]
+async fn an_uploads_file_is_not_reserved_against_a_budget_as_prompt_tokens() {
+    let up = MockUpstream::start(|_| {
+        Reply::json(200, json!({"created": 1, "data": [{"b64_json": "AAAA"}],
+            "usage": {"input_tokens": 10, "input_tokens_details": {"text_tokens": 10, "image_tokens": 0},
+                      "output_tokens": 100, "total_tokens": 110}}))
+    })
+    .await;
+    // 1 USD: 400,000 bytes as input tokens at 5 USD per 1M would reserve
+    // 2 USD (and refuse the request); the text fields reserve next to nothing.
+    let tg = Tollgate::start(&format!(
+        "{MODELS}{}\n[[keys]]\nname = \"k\"\nkey_sha256 = \"{}\"\ngroups = [\"full\"]\nbudget_usd = 1\n",
+        openai_channel("img", &up.base_url(), &["full"], &["gpt-image-1"], ""),
+        sha256_hex("sk-media-client-13")
+    ));
+    let body = multipart(
+        &[("model", "gpt-image-1"), ("prompt", "add a hat")],
+        Some(("image", "cat.png", &binary_file(400_000))),
+    );
+    let resp = post(
+        &tg,
+        "sk-media-client-13",
+        "/v1/images/edits",
+        &form_type(),
+        body,
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    // 10 x 5 + 100 x 40 = 4,050 per 1M -> 4,050,000 nano; + 0.011 ("auto").
+    let usage = usage_by_model(&tg, 1).await;
+    assert_eq!(
+        row(&usage, "gpt-image-1")["cost_nano_usd"],
+        15_050_000,
         "{usage}"
     );
 }

@@ -1033,7 +1033,8 @@ model_map = {{ "claude-sonnet-4-5" = "claude-sonnet-4-5@20250929" }}"#,
     assert_eq!(got.json()["stream"], true);
     assert_eq!(logged_usage(&tg, 3).await, (25, 15, 0, 0, false));
 
-    // An image model passes through; its image tokens are billed as output.
+    // An image model passes through; its image tokens are billed apart, as
+    // `image_output` (at the `output` price, which it leaves unset).
     let resp = post(
         &tg,
         "/v1beta/models/gemini-2.5-flash-image:generateContent",
@@ -1046,7 +1047,9 @@ model_map = {{ "claude-sonnet-4-5" = "claude-sonnet-4-5@20250929" }}"#,
         up.requests()[4].path,
         format!("{prefix}/google/models/gemini-2.5-flash-image:generateContent")
     );
-    assert_eq!(logged_usage(&tg, 4).await, (6, 1290, 0, 0, false));
+    assert_eq!(logged_usage(&tg, 4).await, (6, 0, 0, 0, false));
+    let line = &access_log_lines(&tg)[4];
+    assert_eq!(line.get("image_output").map(String::as_str), Some("1290"));
 
     assert_eq!(tokens.count(), 1, "one token minted, then cached");
     assert_no_secrets(&tg, &[VERTEX_TOKEN, "BEGIN PRIVATE KEY"]);

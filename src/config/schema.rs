@@ -178,6 +178,9 @@ pub struct ModelDef {
     /// USD per 1M input image tokens (unset: `input`).
     #[serde(default, deserialize_with = "opt_decimal")]
     pub image_input: Option<Decimal>,
+    /// USD per 1M output image tokens counted apart (Gemini; unset: `output`).
+    #[serde(default, deserialize_with = "opt_decimal")]
+    pub image_output: Option<Decimal>,
     /// USD per second of transcribed or translated audio.
     #[serde(default, deserialize_with = "opt_decimal")]
     pub per_second: Option<Decimal>,

@@ -99,6 +99,9 @@ pub struct MediaPrices {
     /// USD per 1M input image tokens (gpt-image-1 edits); the model's
     /// `input` price when unset.
     pub image_input: Decimal,
+    /// USD per 1M output image tokens that the provider counts apart
+    /// (Gemini); the model's `output` price when unset.
+    pub image_output: Decimal,
     /// USD per second of transcribed audio.
     pub per_second: Option<Decimal>,
     /// USD per 1,000 characters of speech input.

@@ -46,19 +46,23 @@ pub struct Counts {
     pub image_input: i64,
     pub audio_ms: i64,
     pub chars: i64,
+    /// Output image tokens counted apart (Gemini), stored last.
+    pub image_output: i64,
 }
 
 /// Stored counts are big-endian i64 fields in [`Counts::fields`] order.
 /// Values written before `cache_write_1h` existed hold the first seven
-/// fields only, values written before the media units the first eight;
-/// they read with none of the missing kinds and are rewritten whole the
-/// next time a batch adds to them. A store written by this version is not
-/// readable by older ones (they take a 96-byte value for a damaged one and
-/// read it as zero): not downgradable.
-const FIELDS: usize = 12;
+/// fields only, values written before the media units the first eight,
+/// values written before `image_output` the first twelve; they read with
+/// none of the missing kinds and are rewritten whole the next time a batch
+/// adds to them. A store written by this version is not readable by older
+/// ones (they take a 104-byte value for a damaged one and read it as
+/// zero): not downgradable.
+const FIELDS: usize = 13;
 pub(super) const COUNTS_LEN: usize = FIELDS * 8;
 pub(super) const COUNTS_LEN_V1: usize = 7 * 8;
 pub(super) const COUNTS_LEN_V2: usize = 8 * 8;
+pub(super) const COUNTS_LEN_V3: usize = 12 * 8;
 
 impl Counts {
     pub fn of(c: &Charge) -> Counts {
@@ -76,6 +80,7 @@ impl Counts {
             image_input: tokens(c.units.image_input),
             audio_ms: tokens(c.units.audio_ms),
             chars: tokens(c.units.chars),
+            image_output: tokens(c.units.image_output),
         }
     }
 
@@ -106,6 +111,7 @@ impl Counts {
             self.image_input,
             self.audio_ms,
             self.chars,
+            self.image_output,
         ]
     }
 
@@ -129,6 +135,7 @@ impl Counts {
             image_input: f[9],
             audio_ms: f[10],
             chars: f[11],
+            image_output: f[12],
         }
     }
 
@@ -141,7 +148,7 @@ impl Counts {
     }
 
     pub(super) fn from_bytes(b: &[u8]) -> Counts {
-        if ![COUNTS_LEN, COUNTS_LEN_V1, COUNTS_LEN_V2].contains(&b.len()) {
+        if ![COUNTS_LEN, COUNTS_LEN_V1, COUNTS_LEN_V2, COUNTS_LEN_V3].contains(&b.len()) {
             return Counts::default();
         }
         let mut f = [0i64; FIELDS];

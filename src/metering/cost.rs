@@ -62,6 +62,7 @@ fn media_usd(price: &Price, units: &Units, image_price: Decimal) -> Option<Decim
     let terms = [
         (units.images, image_price, Decimal::ONE),
         (units.image_input, m.image_input, Decimal::from(1_000_000)),
+        (units.image_output, m.image_output, Decimal::from(1_000_000)),
         (
             units.audio_ms,
             m.per_second.unwrap_or_default(),
@@ -461,6 +462,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), d(v)))
                 .collect(),
             image_input: d("10"),
+            image_output: d("30"),
             per_second: Some(d("0.0001")),
             per_1k_chars: Some(d("0.015")),
         };
@@ -473,6 +475,7 @@ mod tests {
             image_input,
             audio_ms,
             chars,
+            image_output: 0,
         }
     }
 
@@ -510,6 +513,18 @@ mod tests {
             // rounded once, half to even: 100 x 0.015 = 1.5 -> 2, x 0.005 = 0.5 -> 0
             ("0.015", usage(0, 0, 0, 0), units(0, 0, 1, 0), "0", 2),
             ("0.005", usage(0, 0, 0, 0), units(0, 0, 1, 0), "0", 0),
+            // Gemini image output apart: 4 text x 40 + 1290 image x 30 =
+            // 38,860 per 1M -> 38,860,000 nano
+            (
+                "1",
+                usage(0, 4, 0, 0),
+                Units {
+                    image_output: 1290,
+                    ..Units::default()
+                },
+                "0",
+                38_860_000,
+            ),
         ];
         for (i, (ratio, u, m, image_price, expected)) in cases.iter().enumerate() {
             assert_eq!(

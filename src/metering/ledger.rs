@@ -568,7 +568,7 @@ pub(super) mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::metering::charge::{COUNTS_LEN, COUNTS_LEN_V1, COUNTS_LEN_V2};
+    use crate::metering::charge::{COUNTS_LEN, COUNTS_LEN_V1, COUNTS_LEN_V2, COUNTS_LEN_V3};
     use crate::usage::{Units, Usage};
 
     fn ledger() -> (tempfile::TempDir, Ledger) {
@@ -631,6 +631,7 @@ pub(super) mod tests {
             image_input: 10,
             audio_ms: 11,
             chars: 12,
+            image_output: 13,
         };
         assert_eq!(Counts::from_bytes(&c.to_bytes()), c);
     }
@@ -691,6 +692,7 @@ pub(super) mod tests {
             image_input: 64,
             audio_ms: 1500,
             chars: 11,
+            image_output: 1290,
         };
         l.record(c);
         l.write_pending(7);
@@ -703,12 +705,18 @@ pub(super) mod tests {
                 read.images,
                 read.image_input,
                 read.audio_ms,
-                read.chars
+                read.chars,
+                read.image_output
             ),
-            (2, 750, 4, 2, 64, 1500, 11)
+            (2, 750, 4, 2, 64, 1500, 11, 1290)
         );
         let stored = totals.get(total_key(b'k', "k1")).unwrap().unwrap();
         assert_eq!(stored.len(), COUNTS_LEN, "rewritten in the current layout");
+        // Twelve fields (before image_output) read with none of it.
+        let v3: Vec<u8> = (1..=12i64).flat_map(|v| v.to_be_bytes()).collect();
+        assert_eq!(v3.len(), COUNTS_LEN_V3);
+        let read = Counts::from_bytes(&v3);
+        assert_eq!((read.chars, read.image_output), (12, 0));
     }
 
     #[test]

@@ -467,6 +467,7 @@ impl Metering {
             (TokenKind::ImageInput, c.units.image_input),
             (TokenKind::AudioMs, c.units.audio_ms),
             (TokenKind::Chars, c.units.chars),
+            (TokenKind::ImageOutput, c.units.image_output),
         ] {
             if n > 0 {
                 series.tokens(m, kind).inc_by(n);

@@ -304,6 +304,7 @@ fn counts_json(c: &Counts) -> serde_json::Map<String, Value> {
         ("image_input", c.image_input),
         ("audio_ms", c.audio_ms),
         ("chars", c.chars),
+        ("image_output", c.image_output),
     ] {
         if n != 0 {
             row.insert(name.into(), json!(n));

@@ -7,17 +7,26 @@
 //! so four times the entries per chunk cut the writer's CPU per request
 //! by more than half. Chunks written before 2026-12-03 are JSON lines;
 //! they start with `{`, and are still read and pruned. Binary chunks of
-//! format 1 have no `cache_write_1h` count; they read with none.
+//! format 1 have no `cache_write_1h` count; they read with none. Format 3
+//! turns the last byte into flags (bit 0: estimated; bit 1: media units
+//! follow, five varints: images, image_input, audio_ms, chars,
+//! image_output), so a
+//! token-only entry is as long as in format 2. Older versions cannot read
+//! format 3 chunks: the request log is not downgradable either.
 
 use serde_json::{json, Value};
 
 use super::ledger::{Charge, MINUTE_MS};
-use crate::usage::Usage;
+use crate::usage::{Units, Usage};
 
 /// The first byte of a binary chunk (a JSON chunk starts with `{`).
 const BINARY_V1: u8 = 1;
 /// Format 2 adds the `cache_write_1h` count after `cache_write`.
 const BINARY_V2: u8 = 2;
+/// Format 3: the last byte is flags, media units may follow.
+const BINARY_V3: u8 = 3;
+const ESTIMATED: u8 = 1;
+const MEDIA: u8 = 2;
 /// A chunk closes once it is this long. sled keeps up to 16 values per
 /// page and each of its 256 cache shards holds on to its newest page
 /// whatever the cache bound, so the chunk size sets a floor under the
@@ -43,7 +52,7 @@ pub(super) fn chunks(batch: &[Charge]) -> Vec<(u64, Vec<u8>)> {
             None => {
                 // Sized for the whole chunk: entries are written in place.
                 let mut chunk = Vec::with_capacity(CHUNK_BYTES + 256);
-                chunk.push(BINARY_V2);
+                chunk.push(BINARY_V3);
                 chunks.push((minute, chunk));
                 &mut chunks.last_mut().expect("just pushed").1
             }
@@ -82,14 +91,9 @@ pub(super) fn count(chunk: &[u8]) -> usize {
 /// The entries of a binary chunk, or `None` for a JSON one.
 fn binary(chunk: &[u8]) -> Option<Entries<'_>> {
     match chunk.split_first() {
-        Some((&BINARY_V1, rest)) => Some(Entries {
-            rest,
-            one_hour_writes: false,
-        }),
-        Some((&BINARY_V2, rest)) => Some(Entries {
-            rest,
-            one_hour_writes: true,
-        }),
+        Some((&format, rest)) if (BINARY_V1..=BINARY_V3).contains(&format) => {
+            Some(Entries { rest, format })
+        }
         _ => None,
     }
 }
@@ -116,7 +120,14 @@ fn write_entry(c: &Charge, out: &mut Vec<u8>) {
     }
     // Zigzag: a refund's negative cost stays short.
     put_varint(out, ((c.cost_nanos << 1) ^ (c.cost_nanos >> 63)) as u64);
-    out.push(u8::from(c.estimated));
+    let media = c.units != Units::default();
+    out.push(u8::from(c.estimated) * ESTIMATED + u8::from(media) * MEDIA);
+    if media {
+        let m = &c.units;
+        for count in [m.images, m.image_input, m.audio_ms, m.chars, m.image_output] {
+            put_varint(out, count);
+        }
+    }
 }
 
 fn put_varint(out: &mut Vec<u8>, mut n: u64) {
@@ -134,6 +145,7 @@ struct Entry<'a> {
     /// key, user, group, model, channel
     names: [&'a str; 5],
     usage: Usage,
+    units: Units,
     cost_nanos: i64,
     estimated: bool,
 }
@@ -142,7 +154,7 @@ impl Entry<'_> {
     /// The fields and names the JSON chunks had.
     fn to_json(&self) -> Value {
         let [key, user, group, model, channel] = self.names;
-        json!({
+        let mut entry = json!({
             "at_ms": self.at_ms,
             "key": key,
             "user": user,
@@ -156,22 +168,36 @@ impl Entry<'_> {
             "cache_write_1h": self.usage.cache_write_1h,
             "cost_nanos": self.cost_nanos,
             "estimated": self.estimated,
-        })
+        });
+        // Media units only where an entry has any, as in /admin/usage rows.
+        let m = &self.units;
+        for (name, n) in [
+            ("images", m.images),
+            ("image_input", m.image_input),
+            ("audio_ms", m.audio_ms),
+            ("chars", m.chars),
+            ("image_output", m.image_output),
+        ] {
+            if n != 0 {
+                entry[name] = json!(n);
+            }
+        }
+        entry
     }
 }
 
 /// Decodes a binary chunk's entries (after its format byte).
 struct Entries<'a> {
     rest: &'a [u8],
-    /// Format 2: entries hold a `cache_write_1h` count.
-    one_hour_writes: bool,
+    /// The chunk's format byte.
+    format: u8,
 }
 
 impl<'a> Iterator for Entries<'a> {
     type Item = Entry<'a>;
 
     fn next(&mut self) -> Option<Entry<'a>> {
-        let entry = take_entry(&mut self.rest, self.one_hour_writes);
+        let entry = take_entry(&mut self.rest, self.format);
         if entry.is_none() {
             self.rest = &[];
         }
@@ -179,7 +205,7 @@ impl<'a> Iterator for Entries<'a> {
     }
 }
 
-fn take_entry<'a>(rest: &mut &'a [u8], one_hour_writes: bool) -> Option<Entry<'a>> {
+fn take_entry<'a>(rest: &mut &'a [u8], format: u8) -> Option<Entry<'a>> {
     let at_ms = take_varint(rest)?;
     let mut names = [""; 5];
     for name in &mut names {
@@ -190,7 +216,7 @@ fn take_entry<'a>(rest: &mut &'a [u8], one_hour_writes: bool) -> Option<Entry<'a
         output: take_varint(rest)?,
         cached_input: take_varint(rest)?,
         cache_write: take_varint(rest)?,
-        cache_write_1h: if one_hour_writes {
+        cache_write_1h: if format >= BINARY_V2 {
             take_varint(rest)?
         } else {
             0
@@ -198,14 +224,27 @@ fn take_entry<'a>(rest: &mut &'a [u8], one_hour_writes: bool) -> Option<Entry<'a
     };
     let zigzag = take_varint(rest)?;
     let cost_nanos = (zigzag >> 1) as i64 ^ -((zigzag & 1) as i64);
-    let (&estimated, tail) = rest.split_first()?;
+    let (&flags, tail) = rest.split_first()?;
     *rest = tail;
+    let mut units = Units::default();
+    if format >= BINARY_V3 && flags & MEDIA != 0 {
+        for count in [
+            &mut units.images,
+            &mut units.image_input,
+            &mut units.audio_ms,
+            &mut units.chars,
+            &mut units.image_output,
+        ] {
+            *count = take_varint(rest)?;
+        }
+    }
     Some(Entry {
         at_ms,
         names,
         usage,
+        units,
         cost_nanos,
-        estimated: estimated == 1,
+        estimated: flags & ESTIMATED != 0,
     })
 }
 
@@ -358,11 +397,47 @@ mod tests {
         };
         want.cost_nanos = 40_200;
         assert_eq!(read(&chunk), vec![as_json_chunks_had_it(&want)]);
-        // And format 2 keeps the count.
+        // And the current format keeps the count.
         want.usage.cache_write_1h = 300;
         let (_, chunk) = &chunks(std::slice::from_ref(&want))[0];
-        assert_eq!(chunk[0], BINARY_V2);
+        assert_eq!(chunk[0], BINARY_V3);
         assert_eq!(read(chunk)[0]["cache_write_1h"], 300);
+    }
+
+    #[test]
+    fn media_units_are_kept_and_cost_token_entries_nothing() {
+        let mut plain = charge(1_764_745_200_123, "k");
+        plain.estimated = true;
+        let (_, chunk) = &chunks(std::slice::from_ref(&plain))[0];
+        // A token-only entry is as long as in format 2, whose last byte
+        // was the estimated flag: read as format 2 it is the same entry.
+        let mut v2 = chunk.clone();
+        v2[0] = BINARY_V2;
+        assert_eq!(read(&v2), read(chunk));
+        assert_eq!(read(chunk)[0]["estimated"], true);
+        assert!(read(chunk)[0].get("images").is_none());
+        let mut media = charge(1_764_745_200_124, "m");
+        media.units = Units {
+            images: 2,
+            image_input: 64,
+            audio_ms: 8470,
+            chars: 0,
+            image_output: 1290,
+        };
+        let (_, chunk) = &chunks(&[plain.clone(), media.clone(), plain])[0];
+        assert_eq!(count(chunk), 3);
+        let entries = read(chunk);
+        assert_eq!(
+            (
+                &entries[1]["images"],
+                &entries[1]["image_input"],
+                &entries[1]["audio_ms"],
+                entries[1].get("chars")
+            ),
+            (&json!(2), &json!(64), &json!(8470), None)
+        );
+        assert_eq!(entries[1]["estimated"], false);
+        assert_eq!(entries[2]["key"], "k", "the entry after media units reads");
     }
 
     #[test]

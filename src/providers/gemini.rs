@@ -21,7 +21,7 @@ use super::{
     ResponseAdapter,
 };
 use crate::tokenizer::OutputEstimate;
-use crate::usage::Usage;
+use crate::usage::{Units, Usage};
 
 pub fn prepare(channel: &Upstream, upstream: &BaseUrl, req: ClientRequest<'_>) -> Result<Prepared> {
     let Endpoint::Gemini(method) = req.endpoint else {
@@ -92,16 +92,40 @@ pub struct UsageMetadata {
     cached_content_token_count: Option<u64>,
     thoughts_token_count: Option<u64>,
     tool_use_prompt_token_count: Option<u64>,
+    /// Image models: the candidates' tokens by modality.
+    #[serde(default)]
+    candidates_tokens_details: Vec<ModalityCount>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ModalityCount {
+    #[serde(default)]
+    modality: String,
+    #[serde(default)]
+    token_count: u64,
 }
 
 impl UsageMetadata {
+    /// Output image tokens (modality `IMAGE`), billed apart as
+    /// `image_output`; part of `candidatesTokenCount`.
+    pub fn image_tokens(&self) -> u64 {
+        (self.candidates_tokens_details.iter())
+            .filter(|d| d.modality == "IMAGE")
+            .map(|d| d.token_count)
+            .sum::<u64>()
+            .min(self.candidates_token_count.unwrap_or(0))
+    }
+
+    /// Tokens by kind; output image tokens are left out of `output`
+    /// ([`Self::image_tokens`]).
     pub fn to_usage(&self) -> Usage {
         let prompt =
             self.prompt_token_count.unwrap_or(0) + self.tool_use_prompt_token_count.unwrap_or(0);
         let cached = self.cached_content_token_count.unwrap_or(0).min(prompt);
         Usage {
             input: prompt - cached,
-            output: self.candidates_token_count.unwrap_or(0)
+            output: self.candidates_token_count.unwrap_or(0) - self.image_tokens()
                 + self.thoughts_token_count.unwrap_or(0),
             cached_input: cached,
             cache_write: 0,
@@ -140,6 +164,7 @@ struct Part<'a> {
 #[derive(Default)]
 pub struct GeminiMeter {
     usage: Option<Usage>,
+    image_output: u64,
     estimated_output: OutputEstimate,
 }
 
@@ -160,17 +185,26 @@ impl Meter for GeminiMeter {
         }
         if let Some(u) = chunk.usage_metadata {
             self.usage = Some(u.to_usage());
+            self.image_output = u.image_tokens();
         }
     }
 
     fn observe_tail(&mut self, tail: &Tail) {
         if let Some(u) = tail.last_value::<UsageMetadata>("usageMetadata") {
             self.usage = Some(u.to_usage());
+            self.image_output = u.image_tokens();
         }
     }
 
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    fn units(&self) -> Units {
+        Units {
+            image_output: self.image_output,
+            ..Units::default()
+        }
     }
 
     fn estimated_output_tokens(&self) -> u64 {
@@ -260,6 +294,25 @@ mod tests {
                 output: 2,
                 ..Default::default()
             })
+        );
+    }
+
+    #[test]
+    fn image_output_tokens_are_counted_apart() {
+        let u: UsageMetadata = serde_json::from_str(
+            r#"{"promptTokenCount":40,"candidatesTokenCount":1294,"thoughtsTokenCount":2,
+                "candidatesTokensDetails":[{"modality":"IMAGE","tokenCount":1290},
+                                           {"modality":"TEXT","tokenCount":4}]}"#,
+        )
+        .unwrap();
+        assert_eq!(u.image_tokens(), 1290);
+        assert_eq!((u.to_usage().input, u.to_usage().output), (40, 6));
+        let mut meter = GeminiMeter::default();
+        meter.observe(r#"{"candidates":[],"usageMetadata":{"candidatesTokenCount":5,"candidatesTokensDetails":[{"modality":"IMAGE","tokenCount":9}]}}"#);
+        // Never more image tokens than candidates tokens.
+        assert_eq!(
+            (meter.units().image_output, meter.usage().unwrap().output),
+            (5, 0)
         );
     }
 }

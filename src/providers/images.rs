@@ -1,12 +1,15 @@
-//! OpenAI image generation (`/v1/images/generations`) served by Google's
+//! OpenAI image generation (`/v1/images/generations`) and edits
+//! (`/v1/images/edits`, Gemini image models only) served by Google's
 //! image models, by translation (docs/api.md, "Images, audio, moderation
 //! and rerank"):
 //!
 //! - Gemini image models (`gemini`, `vertex`; a model name holding
 //!   `-image`, e.g. `gemini-2.5-flash-image`): `generateContent` with
 //!   `responseModalities: ["TEXT", "IMAGE"]`; the size becomes
-//!   `imageConfig.aspectRatio`. Billed from `usageMetadata`
-//!   (`candidatesTokenCount` counts the image's tokens).
+//!   `imageConfig.aspectRatio`. An edit's images go first, as `inlineData`
+//!   parts (base64 of the uploads: the one copy the format forces), then
+//!   the prompt. Billed from `usageMetadata` (`candidatesTokenCount`
+//!   counts the image's tokens).
 //! - Imagen (`imagen-*`, on `gemini` and `vertex`): `:predict` with
 //!   `instances[{prompt}]` and `parameters{sampleCount, aspectRatio}`;
 //!   Imagen reports no tokens: priced by `per_image`.
@@ -25,8 +28,10 @@ use serde_json::{json, Value};
 
 use super::{BaseUrl, ClientRequest, Endpoint, GeminiMethod, Prepared, ResponseAdapter, Upstream};
 use crate::body;
+use crate::multipart;
 use crate::translate::Untranslatable;
 use crate::usage::{Units, Usage};
+use base64::Engine;
 
 /// How a Google model makes images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,14 +61,57 @@ const GEMINI_RATIOS: &[&str] = &[
 ];
 const IMAGEN_RATIOS: &[&str] = &["1:1", "3:4", "4:3", "9:16", "16:9"];
 
-#[derive(Deserialize)]
-struct OpenAiImageRequest {
+/// The fields of an OpenAI images request that translation reads, from
+/// a JSON body or an upload's parts.
+#[derive(Deserialize, Default)]
+pub struct ImageRequest<'a> {
     prompt: Option<String>,
     n: Option<u64>,
     size: Option<String>,
     response_format: Option<String>,
     #[serde(default)]
     stream: bool,
+    /// An edit's images: (MIME type, bytes), borrowed from the body.
+    #[serde(skip)]
+    images: Vec<(&'a str, &'a [u8])>,
+    #[serde(skip)]
+    mask: bool,
+}
+
+impl<'a> ImageRequest<'a> {
+    pub fn from_json(body: &'a [u8]) -> Result<Self, Untranslatable> {
+        serde_json::from_slice(body)
+            .map_err(|_| Untranslatable::new("body", "a field has the wrong type"))
+    }
+
+    /// An upload (`images/edits`): its fields, and its `image` /
+    /// `image[]` files in place.
+    pub fn from_multipart(body: &'a [u8], boundary: &str) -> Result<Self, Untranslatable> {
+        let parts =
+            multipart::parts(body, boundary).map_err(|why| Untranslatable::new("body", why))?;
+        let text = |name| multipart::field(&parts, body, name).map(|v| v.trim().to_string());
+        let n = match text("n") {
+            Some(n) => Some(
+                n.parse()
+                    .map_err(|_| Untranslatable::new("n", "not a whole number"))?,
+            ),
+            None => None,
+        };
+        let images = parts
+            .iter()
+            .filter(|p| p.filename.is_some() && (p.name == "image" || p.name == "image[]"))
+            .map(|p| (p.content_type.unwrap_or("image/png"), p.content(body)))
+            .collect();
+        Ok(ImageRequest {
+            prompt: text("prompt"),
+            n,
+            size: text("size"),
+            response_format: text("response_format"),
+            stream: text("stream").is_some_and(|s| s == "true"),
+            images,
+            mask: parts.iter().any(|p| p.name == "mask"),
+        })
+    }
 }
 
 /// `WxH` as a reduced aspect ratio `w:h`; `None` for `auto` or no size.
@@ -99,10 +147,14 @@ fn aspect_ratio(size: Option<&str>, allowed: &[&str]) -> Result<Option<String>, 
         .ok_or_else(unsupported)
 }
 
-/// The Gemini or Imagen request for an OpenAI image generation body.
-pub fn request(backend: Backend, body: &[u8]) -> Result<Value, Untranslatable> {
-    let r: OpenAiImageRequest = serde_json::from_slice(body)
-        .map_err(|_| Untranslatable::new("body", "a field has the wrong type"))?;
+/// The Gemini or Imagen request for an OpenAI images request.
+pub fn request(backend: Backend, r: ImageRequest<'_>) -> Result<Value, Untranslatable> {
+    if r.mask {
+        return Err(Untranslatable::new(
+            "mask",
+            "this model edits without masks; describe the change in the prompt",
+        ));
+    }
     if r.response_format.as_deref() == Some("url") {
         return Err(Untranslatable::new(
             "response_format",
@@ -133,10 +185,23 @@ pub fn request(backend: Backend, body: &[u8]) -> Result<Value, Untranslatable> {
             if let Some(ratio) = aspect_ratio(r.size.as_deref(), GEMINI_RATIOS)? {
                 config["imageConfig"] = json!({ "aspectRatio": ratio });
             }
+            let engine = &base64::engine::general_purpose::STANDARD;
+            let mut parts: Vec<Value> = (r.images.iter())
+                .map(|(mime, bytes)| {
+                    json!({"inlineData": {"mimeType": mime, "data": engine.encode(bytes)}})
+                })
+                .collect();
+            parts.push(json!({ "text": prompt }));
             json!({
-                "contents": [{"role": "user", "parts": [{"text": prompt}]}],
+                "contents": [{"role": "user", "parts": parts}],
                 "generationConfig": config,
             })
+        }
+        Backend::Imagen if !r.images.is_empty() => {
+            return Err(Untranslatable::new(
+                "image",
+                "Imagen edits are not available through this endpoint",
+            ))
         }
         Backend::Imagen => {
             if !(1..=4).contains(&n) {
@@ -162,7 +227,14 @@ pub async fn prepare(
     let model = channel.upstream_model(req.model);
     let backend = backend(model)
         .ok_or_else(|| Untranslatable::new("model", "the model has no image output"))?;
-    let body = Bytes::from(request(backend, req.body)?.to_string());
+    let boundary = (req.header.headers.get(CONTENT_TYPE))
+        .and_then(|v| v.to_str().ok())
+        .and_then(multipart::boundary);
+    let fields = match boundary {
+        Some(boundary) => ImageRequest::from_multipart(req.body, boundary)?,
+        None => ImageRequest::from_json(req.body)?,
+    };
+    let body = Bytes::from(request(backend, fields)?.to_string());
     let probe = body::probe(&body).map_err(|why| Untranslatable::new("body", why))?;
     let (method, path) = match backend {
         Backend::GeminiImage => (GeminiMethod::Generate, "/v1beta/models/m:generateContent"),
@@ -321,7 +393,13 @@ impl ResponseAdapter for ImageAnswer {
             ));
         }
         let created = crate::clock::now_ms() / 1000;
-        let (out, images) = answer(self.backend, &whole, self.inner.usage(), created);
+        let mut usage = self.inner.usage();
+        if let Some(u) = &mut usage {
+            // The client sees all output tokens; billing keeps image
+            // tokens apart (`units`).
+            u.output += self.inner.units().image_output;
+        }
+        let (out, images) = answer(self.backend, &whole, usage, created);
         drop(whole);
         self.images = images;
         Bytes::from(out.to_string())
@@ -339,7 +417,7 @@ impl ResponseAdapter for ImageAnswer {
     fn units(&self) -> Units {
         Units {
             images: self.images,
-            ..Units::default()
+            ..self.inner.units()
         }
     }
 
@@ -369,9 +447,10 @@ mod tests {
 
     #[test]
     fn requests_translate_sizes_and_counts() {
+        let json = |body: &'static str| ImageRequest::from_json(body.as_bytes()).unwrap();
         let gemini = request(
             Backend::GeminiImage,
-            br#"{"model":"m","prompt":"a cat","size":"1536x1024","quality":"high"}"#,
+            json(r#"{"model":"m","prompt":"a cat","size":"1536x1024","quality":"high"}"#),
         )
         .unwrap();
         assert_eq!(
@@ -380,11 +459,15 @@ mod tests {
                    "generationConfig": {"responseModalities": ["TEXT", "IMAGE"],
                                         "imageConfig": {"aspectRatio": "3:2"}}})
         );
-        let auto = request(Backend::GeminiImage, br#"{"prompt":"p","size":"auto"}"#).unwrap();
+        let auto = request(
+            Backend::GeminiImage,
+            json(r#"{"prompt":"p","size":"auto"}"#),
+        )
+        .unwrap();
         assert!(auto["generationConfig"].get("imageConfig").is_none());
         let imagen = request(
             Backend::Imagen,
-            br#"{"prompt":"p","n":3,"size":"1792x1008"}"#,
+            json(r#"{"prompt":"p","n":3,"size":"1792x1008"}"#),
         )
         .unwrap();
         assert_eq!(
@@ -426,10 +509,49 @@ mod tests {
                 "partial",
             ),
         ] {
-            let e = request(backend, body.as_bytes()).unwrap_err();
+            let e = request(backend, json(body)).unwrap_err();
             assert_eq!(e.field, field, "{body}");
             assert!(e.why.contains(why), "{body}: {}", e.why);
         }
+    }
+
+    #[test]
+    fn edits_send_their_images_inline_before_the_prompt() {
+        let b = "XB";
+        let form = |extra: &str| {
+            let mut out = format!(
+                "--{b}\r\nContent-Disposition: form-data; name=\"image[]\"; filename=\"a.png\"\r\n\
+                 Content-Type: image/png\r\n\r\n"
+            )
+            .into_bytes();
+            out.extend_from_slice(b"\x89PNG");
+            out.extend_from_slice(
+                format!(
+                    "\r\n--{b}\r\nContent-Disposition: form-data; name=\"image[]\"; filename=\"b.jpg\"\r\n\
+                     Content-Type: image/jpeg\r\n\r\nJPG\r\n\
+                     --{b}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nadd a hat\r\n{extra}--{b}--\r\n"
+                )
+                .as_bytes(),
+            );
+            out
+        };
+        let body = form("");
+        let r = ImageRequest::from_multipart(&body, b).unwrap();
+        assert_eq!(
+            request(Backend::GeminiImage, r).unwrap(),
+            json!({"contents": [{"role": "user", "parts": [
+                      {"inlineData": {"mimeType": "image/png", "data": "iVBORw=="}},
+                      {"inlineData": {"mimeType": "image/jpeg", "data": "SlBH"}},
+                      {"text": "add a hat"}]}],
+                   "generationConfig": {"responseModalities": ["TEXT", "IMAGE"]}})
+        );
+        let masked = form(&format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"mask\"; filename=\"m.png\"\r\n\r\nM\r\n"
+        ));
+        let r = ImageRequest::from_multipart(&masked, b).unwrap();
+        assert_eq!(request(Backend::GeminiImage, r).unwrap_err().field, "mask");
+        let r = ImageRequest::from_multipart(&body, b).unwrap();
+        assert_eq!(request(Backend::Imagen, r).unwrap_err().field, "image");
     }
 
     #[test]

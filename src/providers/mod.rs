@@ -335,11 +335,19 @@ pub fn reach(
 ) -> Option<Reach> {
     use ChannelType as T;
     // Google's image models make OpenAI image generations by translation.
-    if endpoint == Endpoint::OpenAi(OpenAiOp::ImageGenerations)
-        && matches!(kind, T::Gemini | T::Vertex)
+    // Google's image models make OpenAI images by translation (Imagen
+    // generations only).
+    if let (
+        Endpoint::OpenAi(op @ (OpenAiOp::ImageGenerations | OpenAiOp::ImageEdits)),
+        T::Gemini | T::Vertex,
+    ) = (endpoint, kind)
     {
-        let images = translate && images::backend(model).is_some();
-        return images.then_some(Reach::Translated(Format::Gemini));
+        let backend = images::backend(model);
+        let served = match op {
+            OpenAiOp::ImageEdits => backend == Some(images::Backend::GeminiImage),
+            _ => backend.is_some(),
+        };
+        return (translate && served).then_some(Reach::Translated(Format::Gemini));
     }
     let native = match endpoint {
         Endpoint::OpenAi(OpenAiOp::Responses | OpenAiOp::ResponsesCompact)
@@ -487,6 +495,10 @@ pub trait Meter: Send {
     /// Reads the usage of a whole (non-stream) body.
     fn observe_tail(&mut self, tail: &openai::Tail);
     fn usage(&self) -> Option<Usage>;
+    /// Media units the answer reported.
+    fn units(&self) -> Units {
+        Units::default()
+    }
     fn estimated_output_tokens(&self) -> u64;
 }
 
@@ -550,6 +562,10 @@ impl<M: Meter> ResponseAdapter for PassThrough<M> {
 
     fn usage(&self) -> Option<Usage> {
         self.meter.usage()
+    }
+
+    fn units(&self) -> Units {
+        self.meter.units()
     }
 
     fn estimated_output_tokens(&self) -> u64 {
@@ -851,6 +867,10 @@ mod tests {
             let edits = Endpoint::OpenAi(OpenAiOp::ImageEdits);
             assert_eq!(
                 reach(kind, true, true, edits, "gemini-2.5-flash-image"),
+                translated
+            );
+            assert_eq!(
+                reach(kind, true, true, edits, "imagen-4.0-generate-001"),
                 None
             );
         }

@@ -34,7 +34,7 @@ pub async fn prepare(
     to: Format,
     max_output: u64,
 ) -> Result<pingora_error::Result<Prepared>, Untranslatable> {
-    if req.endpoint == Endpoint::OpenAi(OpenAiOp::ImageGenerations) {
+    if let Endpoint::OpenAi(OpenAiOp::ImageGenerations | OpenAiOp::ImageEdits) = req.endpoint {
         return super::images::prepare(channel, url, req).await;
     }
     let from = req.endpoint.format();
@@ -192,6 +192,10 @@ impl ResponseAdapter for Translated {
 
     fn usage(&self) -> Option<Usage> {
         self.inner.usage()
+    }
+
+    fn units(&self) -> crate::usage::Units {
+        self.inner.units()
     }
 
     fn estimated_output_tokens(&self) -> u64 {

@@ -85,7 +85,14 @@ pub(super) async fn admit(
         },
         _ => Decimal::ZERO,
     };
-    let admission = metering.admit(snap, key, &model, probe.max_output_tokens, body.len())?;
+    // An upload's files are not prompt text: its reservation counts the
+    // bytes of its text fields (docs/api.md, "Media prices").
+    let prompt_bytes = if probe.multipart {
+        media.text_bytes
+    } else {
+        body.len()
+    };
+    let admission = metering.admit(snap, key, &model, probe.max_output_tokens, prompt_bytes)?;
     Ok(Admitted {
         body,
         probe,

@@ -333,7 +333,12 @@ impl Failover<'_> {
     /// the model has a `per_second` price.
     fn media_use(&self, req: &Admitted, answered: Units) -> (MediaUse, bool) {
         let Endpoint::OpenAi(op) = self.endpoint else {
-            return (MediaUse::default(), false);
+            // A native Gemini answer's image tokens, counted apart.
+            let media = MediaUse {
+                units: answered,
+                image_price: req.image_price,
+            };
+            return (media, false);
         };
         let asked = Units {
             images: req.media.images,

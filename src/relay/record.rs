@@ -36,6 +36,7 @@ pub(super) fn record(metrics: &Metrics, s: &Served<'_>, started: Instant, attemp
         channel: s.channel,
         attempts,
         usage: s.usage,
+        units: s.media.units,
         estimated: s.estimated,
         ms: elapsed.as_millis() as u64,
     });

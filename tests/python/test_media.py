@@ -91,7 +91,8 @@ input = 0.02
 [[models]]
 name = "gemini-2.5-flash-image"
 input = 0.3
-output = 30
+output = 2.5
+image_output = 30
 
 [[models]]
 name = "gemini-2.5-flash"
@@ -390,9 +391,13 @@ def test_genai_image_generation_bills_candidates_tokens(stack):
     assert parts[0].text == "Here is your image."
     assert parts[1].inline_data.data == PNG
     assert parts[1].inline_data.mime_type == "image/png"
-    out = GEMINI_IMAGE_TOKENS + GEMINI_IMAGE_TEXT_TOKENS
-    usd = RATIO * (GEMINI_PROMPT * Decimal("0.3") + out * Decimal(30)) / Decimal(1_000_000)
-    assert billed(tollgate, "gemini", nanos(usd)) == nanos(usd) == 31_065_600
+    # Image tokens (candidatesTokensDetails) at image_output, text at output.
+    per_million = (GEMINI_PROMPT * Decimal("0.3") + GEMINI_IMAGE_TEXT_TOKENS * Decimal("2.5")
+                   + GEMINI_IMAGE_TOKENS * Decimal(30))
+    usd = RATIO * per_million / Decimal(1_000_000)
+    assert billed(tollgate, "gemini", nanos(usd)) == nanos(usd) == 30_977_600
+    row = admin_row(tollgate, "gemini")
+    assert (row["output"], row["image_output"]) == (GEMINI_IMAGE_TEXT_TOKENS, GEMINI_IMAGE_TOKENS)
 
 
 def test_openai_image_generation_on_gemini_and_imagen_by_translation(stack):
@@ -402,6 +407,8 @@ def test_openai_image_generation_on_gemini_and_imagen_by_translation(stack):
         gemini = c.images.generate(model="gemini-2.5-flash-image", prompt="a lighthouse", size="1024x1536")
         imagen = c.images.generate(model="imagen-4.0-generate-001", prompt="a lighthouse", n=2,
                                    size="1024x1024")
+        edited = c.images.edit(model="gemini-2.5-flash-image", image=("cat.png", PNG, "image/png"),
+                               prompt="add a hat")
         with pytest.raises(openai.BadRequestError) as e:
             c.images.generate(model="gemini-2.5-flash-image", prompt="p", response_format="url")
         assert e.value.code == "unsupported_field"
@@ -414,11 +421,18 @@ def test_openai_image_generation_on_gemini_and_imagen_by_translation(stack):
     assert [r.path for r in sent] == [
         "/v1beta/models/gemini-2.5-flash-image:generateContent",
         "/v1beta/models/imagen-4.0-generate-001:predict",
+        "/v1beta/models/gemini-2.5-flash-image:generateContent",
+    ]
+    assert base64.b64decode(edited.data[0].b64_json) == PNG
+    assert json.loads(sent[2].body)["contents"][0]["parts"] == [
+        {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(PNG).decode()}},
+        {"text": "add a hat"},
     ]
     assert json.loads(sent[0].body)["generationConfig"] == {
         "responseModalities": ["TEXT", "IMAGE"], "imageConfig": {"aspectRatio": "2:3"}}
     assert json.loads(sent[1].body)["parameters"] == {"sampleCount": 2, "aspectRatio": "1:1"}
-    out = GEMINI_IMAGE_TOKENS + GEMINI_IMAGE_TEXT_TOKENS
-    usd = RATIO * ((GEMINI_PROMPT * Decimal("0.3") + out * Decimal(30)) / Decimal(1_000_000)
-                   + 2 * Decimal("0.04"))
-    assert billed(tollgate, "translated", nanos(usd)) == nanos(usd) == 95_065_600
+    # Two Gemini answers (generation, edit) and two Imagen images.
+    per_million = (GEMINI_PROMPT * Decimal("0.3") + GEMINI_IMAGE_TEXT_TOKENS * Decimal("2.5")
+                   + GEMINI_IMAGE_TOKENS * Decimal(30))
+    usd = RATIO * (2 * per_million / Decimal(1_000_000) + 2 * Decimal("0.04"))
+    assert billed(tollgate, "translated", nanos(usd)) == nanos(usd) == 125_955_200

@@ -41,6 +41,7 @@ pub(super) fn compile(defs: &[Arc<ModelDef>], src: &Source<'_>) -> Result<Models
             m.cache_write_1h,
             Some(m.per_request),
             m.image_input,
+            m.image_output,
             m.per_second,
             m.per_1k_chars,
         ];
@@ -168,6 +169,7 @@ fn media(m: &ModelDef) -> Result<MediaPrices, (&'static str, String)> {
     Ok(MediaPrices {
         per_image: m.per_image.clone(),
         image_input: m.image_input.unwrap_or(m.input),
+        image_output: m.image_output.unwrap_or(m.output),
         per_second: m.per_second,
         per_1k_chars: m.per_1k_chars,
     })
