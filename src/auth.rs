@@ -397,6 +397,7 @@ mod tests {
             revoked: false,
             created_ms: 1,
             updated_ms: 1,
+            groups_set_by: Default::default(),
         }
     }
 

@@ -491,7 +491,8 @@ async fn a_user_creates_lists_changes_and_revokes_her_keys() {
     );
     let created = r.body["created"].as_str().unwrap().to_string();
     let expected = json!({"name": "laptop", "key": secret, "hint": &secret[50..], "managed": true,
-        "groups": ["claude", "default"], "models": ["m*"], "budget_usd": 1.5,
+        "groups": ["claude", "default"], "inactive_groups": [], "groups_set_by": "user",
+        "models": ["m*"], "budget_usd": 1.5,
         "budget_period": "month", "spent_usd": 0.0, "spent_nano_usd": 0,
         "budget_left_usd": 1.5, "budget_left_nano_usd": 1_500_000_000i64, "expires": null,
         "rpm": 60, "tpm": null, "max_concurrent": null, "allow_ips": [], "disabled": false,
@@ -1498,4 +1499,194 @@ async fn creating_and_revoking_in_a_loop_is_limited_per_day() {
     .await;
     assert_eq!(r.status, 201, "{}", r.body);
     remember_secret(r.body["key"].as_str().unwrap());
+}
+
+/// The groups `key` was billed to in `/admin/usage` once it has
+/// `requests`, as (group, requests, nano-USD) rows.
+async fn billed_groups(tg: &Tollgate, key: &str, requests: u64) -> Vec<(String, u64, i64)> {
+    let usage = admin_usage(tg, &format!("group_by=group&key={key}"), requests).await;
+    let mut rows: Vec<(String, u64, i64)> = usage["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["group"].as_str().unwrap().to_string(),
+                r["requests"].as_u64().unwrap(),
+                r["cost_nano_usd"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test]
+async fn a_key_stops_routing_a_group_its_user_may_no_longer_pick() {
+    let tg = start(false);
+    let two = create(
+        &tg,
+        ALICE_TOKEN,
+        json!({"name": "two", "groups": ["claude", "default"]}),
+    )
+    .await;
+    let two = two.body["key"].as_str().unwrap().to_string();
+    let only = create(
+        &tg,
+        ALICE_TOKEN,
+        json!({"name": "only", "groups": ["claude"]}),
+    )
+    .await;
+    let only = only.body["key"].as_str().unwrap().to_string();
+    let by_admin = json!({"user": "alice", "name": "by-admin", "groups": ["claude"]});
+    let r = call(
+        "POST",
+        &tg.admin_url("/admin/keys"),
+        As::Nobody,
+        Some(by_admin),
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.body["groups_set_by"]),
+        (201, &json!("admin")),
+        "{}",
+        r.body
+    );
+    let admins = r.body["key"].as_str().unwrap().to_string();
+    remember_secret(&admins);
+    let first = chat_with(&tg, &two).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+
+    // `claude` is no longer selectable: alice may not pick it any more.
+    let selectable = std::fs::read_to_string(&tg.config_path).unwrap();
+    let closed = selectable.replace(
+        "name = \"claude\"\nratio = 0.5\nselectable = true",
+        "name = \"claude\"\nratio = 0.5\nselectable = false",
+    );
+    assert_ne!(closed, selectable);
+    tg.write_config_by_rename(&closed);
+    let r = call("POST", &tg.admin_url("/admin/reload"), As::Nobody, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let log = tg.log();
+    for warning in [
+        "managed key \"two\" (user \"alice\"): its user may no longer pick groups [\"claude\"]; \
+         the key stops routing to them (kept in the store, routed again if she may pick them again)",
+        "managed key \"only\" (user \"alice\"): its user may no longer pick groups [\"claude\"]",
+        "managed key \"only\" (user \"alice\"): none of its groups is left; the key stops working",
+    ] {
+        assert!(log.contains(warning), "{warning}:\n{log}");
+    }
+    assert!(!log.contains("managed key \"by-admin\""), "{log}");
+    // Her key answers from her other group, at its ratio 1; the key left
+    // with none is unknown, as one whose groups all left the config.
+    let second = chat_with(&tg, &two).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    let r = chat_with(&tg, &only).await;
+    assert_eq!((r.status, code(&r)), (401, "invalid_api_key"), "{}", r.body);
+    assert_eq!(
+        billed_groups(&tg, "two", 2).await,
+        [
+            ("claude".to_string(), 1, mock_cost(&first, 1)),
+            ("default".to_string(), 1, mock_cost(&second, 2)),
+        ]
+    );
+    // The admin's key keeps the group.
+    let a1 = chat_with(&tg, &admins).await;
+    assert_eq!(a1.status, 200, "{}", a1.body);
+    // Her list shows the groups as stored, and which are inactive.
+    let list = call("GET", &tg.url("/api/keys"), As::Bearer(ALICE_TOKEN), None).await;
+    let rows: Vec<(&str, &Value, &Value, &Value)> = list.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["managed"] == json!(true))
+        .map(|k| {
+            let name = k["name"].as_str().unwrap();
+            (
+                name,
+                &k["groups"],
+                &k["inactive_groups"],
+                &k["groups_set_by"],
+            )
+        })
+        .collect();
+    let (claude, none) = (json!(["claude"]), json!([]));
+    let (user, admin) = (json!("user"), json!("admin"));
+    let two_groups = json!(["claude", "default"]);
+    assert_eq!(
+        rows,
+        [
+            ("by-admin", &claude, &none, &admin),
+            ("only", &claude, &claude, &user),
+            ("two", &two_groups, &claude, &user),
+        ]
+    );
+
+    // Her change of other fields keeps the admin's groups; a change of
+    // groups must name groups she may pick, and makes them hers.
+    let patch = |body: Value| {
+        let url = tg.url("/api/keys/by-admin");
+        async move { call("PATCH", &url, As::Bearer(ALICE_TOKEN), Some(body)).await }
+    };
+    let r = patch(json!({"rpm": 50})).await;
+    assert_eq!(
+        (r.status, &r.body["groups_set_by"], &r.body["rpm"]),
+        (200, &admin, &json!(50)),
+        "{}",
+        r.body
+    );
+    let a2 = chat_with(&tg, &admins).await;
+    assert_eq!(a2.status, 200, "{}", a2.body);
+    assert_eq!(
+        billed_groups(&tg, "by-admin", 2).await,
+        [(
+            "claude".to_string(),
+            2,
+            mock_cost(&a1, 1) + mock_cost(&a2, 1)
+        )]
+    );
+    let r = patch(json!({"groups": ["default", "claude"]})).await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (403, "group_not_allowed"),
+        "{}",
+        r.body
+    );
+    let r = patch(json!({"groups": ["vip", "default"]})).await;
+    assert_eq!(
+        (r.status, &r.body["groups_set_by"], &r.body["groups"]),
+        (200, &user, &json!(["vip", "default"])),
+        "{}",
+        r.body
+    );
+    let a3 = chat_with(&tg, &admins).await;
+    assert_eq!(a3.status, 200, "{}", a3.body);
+    let billed = billed_groups(&tg, "by-admin", 3).await;
+    assert_eq!(billed[1], ("vip".to_string(), 1, mock_cost(&a3, 4)));
+
+    // Selectable again: her keys route `claude` again (kept in the store).
+    tg.write_config_by_rename(&selectable);
+    let r = call("POST", &tg.admin_url("/admin/reload"), As::Nobody, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let third = chat_with(&tg, &two).await;
+    assert_eq!(third.status, 200, "{}", third.body);
+    let r = chat_with(&tg, &only).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        billed_groups(&tg, "two", 3).await,
+        [
+            (
+                "claude".to_string(),
+                2,
+                mock_cost(&first, 1) + mock_cost(&third, 1)
+            ),
+            ("default".to_string(), 1, mock_cost(&second, 2)),
+        ]
+    );
+    let list = call("GET", &tg.url("/api/keys"), As::Bearer(ALICE_TOKEN), None).await;
+    assert!(list.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k["inactive_groups"] == json!([])));
 }

@@ -7,7 +7,7 @@ use rand::RngCore;
 use serde_json::{json, Map, Value};
 
 use super::fields::{self, MUTABLE};
-use super::registry::{CreateLimits, CreateRefusal, KeyFields, KeyRecord};
+use super::registry::{CreateLimits, CreateRefusal, KeyFields, KeyRecord, SetBy};
 use super::service::{json_object, Answer, KeyService};
 use crate::clock::now_ms;
 use crate::config::{compile_managed_key, sha256, Key, Snapshot, AUTO_GROUP};
@@ -19,6 +19,17 @@ use crate::metering::cost::{nanos_to_usd, usd_to_nanos};
 pub enum Actor<'a> {
     User(&'a str),
     Admin,
+}
+
+impl Actor<'_> {
+    /// Groups set by the admin are kept while they exist; a user's only
+    /// while she may pick them.
+    fn sets(self) -> SetBy {
+        match self {
+            Actor::User(_) => SetBy::User,
+            Actor::Admin => SetBy::Admin,
+        }
+    }
 }
 
 /// A user may create this many times `max_keys_per_user` keys a day
@@ -103,6 +114,7 @@ impl KeyService {
             revoked: false,
             created_ms: now,
             updated_ms: now,
+            groups_set_by: actor.sets(),
         };
         check_compiles(snap, &record)?;
         let limits = CreateLimits {
@@ -158,8 +170,10 @@ impl KeyService {
                 &MUTABLE,
                 (now_ms() / 1000) as i64,
             )?;
+            // Changing other fields leaves the groups, and who chose them, as they are.
             if body.contains_key("groups") {
                 self.check_groups(snap, actor, &record.user, &record.fields)?;
+                record.groups_set_by = actor.sets();
             }
             check_compiles(snap, record)?;
             record.disabled = disabled.unwrap_or(record.disabled);
@@ -235,6 +249,7 @@ impl KeyService {
             "hint": null,
             "managed": false,
             "groups": k.group_names,
+            "inactive_groups": [],
             "models": (!k.model_patterns.is_empty()).then_some(&k.model_patterns),
             "expires": k.expires_unix.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
@@ -258,11 +273,17 @@ impl KeyService {
             .users
             .get(&r.user)
             .map(|u| vec![u.default_group().to_string()]);
+        let inactive = match (&f.groups, r.groups_in_force(snap)) {
+            (Some(stored), Some(split)) => split.inactive(stored),
+            _ => Vec::new(),
+        };
         let mut row = json!({
             "name": r.name,
             "hint": r.hint,
             "managed": true,
             "groups": f.groups.clone().or(default_group).unwrap_or_default(),
+            "inactive_groups": inactive,
+            "groups_set_by": r.groups_set_by,
             "models": f.models,
             "expires": f.expires,
             "rpm": f.rpm,

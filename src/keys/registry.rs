@@ -64,9 +64,74 @@ pub struct KeyRecord {
     pub created_ms: u64,
     /// The record's version: newer wins.
     pub updated_ms: u64,
+    /// Who chose its groups. Records stored before this field read as
+    /// `user`: whether the admin made them cannot be told, and the user's
+    /// permissions are the safe bound.
+    #[serde(default)]
+    pub groups_set_by: SetBy,
+}
+
+/// Who chose a managed key's groups: its user's routes only the groups she
+/// may pick under the current config; the admin's are kept while they exist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetBy {
+    #[default]
+    User,
+    Admin,
+}
+
+/// A key's stored groups sorted by whether it routes them under a config.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct GroupsInForce {
+    pub kept: Vec<String>,
+    /// No longer in the config.
+    pub vanished: Vec<String>,
+    /// In the config, but its user may no longer pick them (user-set only).
+    pub not_pickable: Vec<String>,
+}
+
+impl GroupsInForce {
+    /// Stored groups the key does not route now, in the key's order.
+    pub fn inactive(&self, stored: &[String]) -> Vec<String> {
+        stored
+            .iter()
+            .filter(|g| !self.kept.contains(g))
+            .cloned()
+            .collect()
+    }
 }
 
 impl KeyRecord {
+    /// Its stored groups (none: its user's default group, always hers)
+    /// split by what `snap` lets it route: a group must exist, and on a key
+    /// whose user chose the groups she must still be allowed to pick it.
+    pub fn groups_in_force(&self, snap: &Snapshot) -> Option<GroupsInForce> {
+        let groups = self.fields.groups.as_ref()?;
+        let pickable = snap
+            .users
+            .get(&self.user)
+            .map(|u| snap.pickable_groups(u))
+            .unwrap_or_default();
+        let mut out = GroupsInForce::default();
+        for g in groups {
+            let exists = if g == AUTO_GROUP {
+                !snap.auto_groups.is_empty()
+            } else {
+                snap.group_index(g).is_some()
+            };
+            let list = if !exists {
+                &mut out.vanished
+            } else if self.groups_set_by == SetBy::User && !pickable.contains(&g.as_str()) {
+                &mut out.not_pickable
+            } else {
+                &mut out.kept
+            };
+            list.push(g.clone());
+        }
+        Some(out)
+    }
+
     /// The record as a `[[keys]]` item, for the config's compiler.
     pub fn key_def(&self) -> KeyDef {
         let f = &self.fields;
@@ -376,26 +441,27 @@ fn compile_record(
         return None;
     }
     let mut def = r.key_def();
-    if let Some(groups) = &mut def.groups {
-        let (kept, lost): (Vec<String>, Vec<String>) = groups.drain(..).partition(|g| {
-            if g == AUTO_GROUP {
-                !snap.auto_groups.is_empty()
-            } else {
-                snap.group_index(g).is_some()
-            }
-        });
+    if let Some(split) = r.groups_in_force(snap) {
+        let lost = &split.vanished;
         if !lost.is_empty() {
             warnings.push(format!(
                 "{who}: groups {lost:?} are no longer in the config; the key stops routing to them"
             ));
         }
-        if kept.is_empty() {
+        let lost = &split.not_pickable;
+        if !lost.is_empty() {
+            warnings.push(format!(
+                "{who}: its user may no longer pick groups {lost:?}; the key stops routing to \
+                 them (kept in the store, routed again if she may pick them again)"
+            ));
+        }
+        if split.kept.is_empty() {
             warnings.push(format!(
                 "{who}: none of its groups is left; the key stops working"
             ));
             return None;
         }
-        *groups = kept;
+        def.groups = Some(split.kept);
     }
     for model in def.models.iter().flatten() {
         let literal = !model.contains(['*', '?', '[', '{']);
@@ -436,6 +502,7 @@ mod tests {
             revoked: false,
             created_ms: 1,
             updated_ms,
+            groups_set_by: SetBy::User,
         }
     }
 
@@ -606,6 +673,8 @@ mod tests {
         let mut both = record("both", "u", 1);
         both.fields.groups = Some(vec!["a".into(), "b".into()]);
         both.fields.models = Some(vec!["gone-model".into(), "m*".into()]);
+        // Set by the admin: `u` may not pick `b`, and this is about what the config lost.
+        both.groups_set_by = SetBy::Admin;
         let orphan = record("orphan", "nobody", 1);
         registry.save(both).unwrap();
         registry.save(orphan).unwrap();
@@ -631,5 +700,111 @@ mod tests {
         // A request still on the older config sees the key as it was then.
         assert_eq!(registry.lookup(&full, &hash).unwrap().groups, [0, 1]);
         assert_eq!(registry.lookup(&less, &hash).unwrap().groups, [0]);
+    }
+
+    /// `cheap` selectable or not; `u` (default group `a`) may also pick
+    /// her `groups`.
+    fn picking(generation: u64, cheap_selectable: bool, hers: &str) -> Snapshot {
+        let text = format!(
+            "[routing]\nauto_groups = [\"a\"]\n[[models]]\nname = \"m\"\ninput = 1\n\
+             [[groups]]\nname = \"a\"\nratio = 1\n[[groups]]\nname = \"mine\"\nratio = 1\n\
+             [[groups]]\nname = \"cheap\"\nratio = 1\nselectable = {cheap_selectable}\n\
+             [[users]]\nname = \"u\"\ngroup = \"a\"\ngroups = [{hers}]\n"
+        );
+        crate::config::load_text(
+            "t.toml",
+            text,
+            &|_: &str| None,
+            &crate::health::HealthRegistry::default(),
+            generation,
+            &mut Default::default(),
+        )
+        .unwrap()
+        .snapshot
+    }
+
+    #[test]
+    fn a_users_key_routes_only_the_groups_she_may_pick_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(&Store::open(dir.path()).unwrap()).unwrap();
+        let groups = |r: &mut KeyRecord, g: &[&str]| {
+            r.fields.groups = Some(g.iter().map(|g| g.to_string()).collect());
+        };
+        let mut users = record("users", "u", 1);
+        groups(&mut users, &["cheap", "auto", "mine"]);
+        let mut only = record("only-cheap", "u", 1);
+        groups(&mut only, &["cheap"]);
+        let mut admins = record("admins", "u", 1);
+        groups(&mut admins, &["cheap"]);
+        admins.groups_set_by = SetBy::Admin;
+        for r in [&users, &only, &admins] {
+            registry.save(r.clone()).unwrap();
+        }
+        let both = r#""mine", "auto""#;
+        let open = picking(1, true, both);
+        assert!(registry.refresh(&open).is_empty());
+        let compiled = |snap: &Snapshot, name: &str| {
+            registry
+                .lookup(snap, &crate::config::sha256(name))
+                .map(|k| k.group_names.clone())
+        };
+        let names = |g: &[&str]| Some(g.iter().map(|g| g.to_string()).collect::<Vec<_>>());
+        assert_eq!(compiled(&open, "users"), names(&["cheap", "auto", "mine"]));
+        // `cheap` no longer selectable: her keys drop it, in order, with a
+        // warning each; the admin's keeps it.
+        let closed = picking(2, false, both);
+        assert_eq!(
+            registry.refresh(&closed),
+            [
+                "managed key \"only-cheap\" (user \"u\"): its user may no longer pick groups \
+                 [\"cheap\"]; the key stops routing to them (kept in the store, routed again if \
+                 she may pick them again)",
+                "managed key \"only-cheap\" (user \"u\"): none of its groups is left; the key \
+                 stops working",
+                "managed key \"users\" (user \"u\"): its user may no longer pick groups \
+                 [\"cheap\"]; the key stops routing to them (kept in the store, routed again if \
+                 she may pick them again)",
+            ]
+        );
+        assert_eq!(compiled(&closed, "users"), names(&["auto", "mine"]));
+        assert_eq!(compiled(&closed, "only-cheap"), None);
+        assert_eq!(compiled(&closed, "admins"), names(&["cheap"]));
+        let split = users.groups_in_force(&closed).unwrap();
+        assert_eq!(split.not_pickable, ["cheap"]);
+        assert_eq!(
+            split.inactive(&users.fields.groups.clone().unwrap()),
+            ["cheap"]
+        );
+        // The stored record keeps the group: routed again once she may pick it.
+        let reopened = picking(3, true, both);
+        assert!(registry.refresh(&reopened).is_empty());
+        assert_eq!(compiled(&reopened, "only-cheap"), names(&["cheap"]));
+        assert_eq!(registry.get("only-cheap").unwrap(), only);
+        // Out of her `groups`: `auto` goes too, and comes back with them.
+        let fewer = picking(4, true, "");
+        assert_eq!(
+            registry.refresh(&fewer),
+            [
+                "managed key \"users\" (user \"u\"): its user may no longer pick groups \
+              [\"auto\", \"mine\"]; the key stops routing to them (kept in the store, routed \
+              again if she may pick them again)"
+            ]
+        );
+        assert_eq!(compiled(&fewer, "users"), names(&["cheap"]));
+        let again = picking(5, true, both);
+        assert_eq!(compiled(&again, "users"), names(&["cheap", "auto", "mine"]));
+    }
+
+    #[test]
+    fn records_stored_before_groups_set_by_read_as_set_by_their_user() {
+        let old = r#"{"name":"k","user":"u","sha256":"00","hint":"abcd","fields":{"groups":["g"]},
+            "disabled":false,"revoked":false,"created_ms":1,"updated_ms":2}"#;
+        let r: KeyRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(r.groups_set_by, SetBy::User);
+        let mut admin = r.clone();
+        admin.groups_set_by = SetBy::Admin;
+        let text = serde_json::to_string(&admin).unwrap();
+        assert!(text.contains(r#""groups_set_by":"admin""#), "{text}");
+        assert_eq!(serde_json::from_str::<KeyRecord>(&text).unwrap(), admin);
     }
 }

@@ -16,6 +16,7 @@ pub mod anthropic_chat;
 pub mod gemini_chat;
 pub mod responses_chat;
 
+mod chat_chunks;
 mod shared;
 
 use bytes::BytesMut;

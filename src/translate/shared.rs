@@ -174,9 +174,15 @@ pub(crate) fn refuse_chat_only_fields(
     Ok(())
 }
 
-/// The text of a chat system (or developer) message `i`: a string, or
-/// text parts joined by newlines; other parts cannot be a system prompt.
-pub(crate) fn chat_system_text(message: &Value, i: usize) -> Result<String, Untranslatable> {
+/// The text of chat message `i`: a string, or text parts joined by
+/// newlines. Other parts are refused with `non_text` as the reason: where
+/// this is read (a system prompt, a Gemini function response) only text
+/// fits.
+pub(crate) fn chat_text_content(
+    message: &Value,
+    i: usize,
+    non_text: &str,
+) -> Result<String, Untranslatable> {
     match message.get("content") {
         Some(Value::String(text)) => Ok(text.clone()),
         Some(Value::Array(parts)) => {
@@ -187,7 +193,7 @@ pub(crate) fn chat_system_text(message: &Value, i: usize) -> Result<String, Untr
                     _ => {
                         return Err(Untranslatable::new(
                             format!("messages[{i}].content[{j}].type"),
-                            "system content must be text",
+                            non_text,
                         ))
                     }
                 }
@@ -195,6 +201,73 @@ pub(crate) fn chat_system_text(message: &Value, i: usize) -> Result<String, Untr
             Ok(texts.join("\n"))
         }
         _ => Ok(String::new()),
+    }
+}
+
+/// A chat request's `stop` (a string or a list of them) as the list of
+/// stop sequences Anthropic and Gemini take, unless there is none.
+pub(crate) fn chat_stop_sequences(request: &Object) -> Option<Value> {
+    match request.get("stop") {
+        Some(Value::String(stop)) => Some(Value::Array(vec![Value::String(stop.clone())])),
+        Some(Value::Array(stops)) if !stops.is_empty() => Some(Value::Array(stops.clone())),
+        _ => None,
+    }
+}
+
+/// The reasoning text of a chat message or delta: `reasoning_content`,
+/// else `reasoning`, as some hosts name it.
+pub(crate) fn chat_reasoning(message: &Value) -> Option<&str> {
+    str_of(message, "reasoning_content").or_else(|| str_of(message, "reasoning"))
+}
+
+/// The first choice of a whole chat answer and its message, or why there
+/// is none (the answer's own error message when it is an error).
+pub(crate) fn chat_choice(answer: &Value) -> Result<(&Value, &Value), String> {
+    if let Some(error) = answer.get("error").filter(|e| !e.is_null()) {
+        return Err(error_text(error));
+    }
+    let choice = answer
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|choices| choices.first())
+        .ok_or("the answer has no choices")?;
+    let message = choice
+        .get("message")
+        .ok_or("the answer's choice has no message")?;
+    Ok((choice, message))
+}
+
+/// The cached prompt tokens of a chat `usage`: OpenAI's
+/// `prompt_tokens_details.cached_tokens`, else DeepSeek's own field.
+pub(crate) fn chat_cached_tokens(usage: &Value) -> u64 {
+    usage
+        .get("prompt_tokens_details")
+        .map(|details| u64_of(details, "cached_tokens"))
+        .filter(|&cached| cached > 0)
+        .unwrap_or_else(|| u64_of(usage, "prompt_cache_hit_tokens"))
+}
+
+/// A chat tool call's `arguments` string as the JSON object Anthropic's
+/// `input` and Gemini's `args` must be (empty means `{}`); `None` when it
+/// is not one.
+pub(crate) fn arguments_object(arguments: &str) -> Option<Value> {
+    if arguments.trim().is_empty() {
+        return Some(serde_json::json!({}));
+    }
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(value @ Value::Object(_)) => Some(value),
+        _ => None,
+    }
+}
+
+/// The message of an error value in any dialect (`{message}` or a bare
+/// string).
+pub(crate) fn error_text(error: &Value) -> String {
+    match error {
+        Value::String(text) => text.clone(),
+        _ => str_of(error, "message")
+            .unwrap_or("the upstream reported an error")
+            .to_string(),
     }
 }
 
@@ -212,5 +285,86 @@ mod tests {
             &out[..],
             b"event: ping\ndata: {\"type\":\"ping\"}\n\ndata: {\"a\":1}\n\n"
         );
+    }
+
+    #[test]
+    fn chat_text_is_a_string_or_text_parts_and_refuses_other_parts() {
+        let parts =
+            json!({"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]});
+        assert_eq!(chat_text_content(&parts, 0, "why").unwrap(), "a\nb");
+        assert_eq!(
+            chat_text_content(&json!({"content": "a"}), 0, "why").unwrap(),
+            "a"
+        );
+        assert_eq!(
+            chat_text_content(&json!({"content": null}), 0, "why").unwrap(),
+            ""
+        );
+        let image = json!({"content": [{"type": "text", "text": "a"}, {"type": "image_url"}]});
+        assert_eq!(
+            chat_text_content(&image, 3, "only text fits"),
+            Err(Untranslatable::new(
+                "messages[3].content[1].type",
+                "only text fits"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_chat_answer_gives_its_first_choice_or_says_why_not() {
+        let answer = json!({"choices": [{"index": 0, "message": {"content": "hi"}}]});
+        let (choice, message) = chat_choice(&answer).unwrap();
+        assert_eq!(
+            (choice["index"].as_u64(), message["content"].as_str()),
+            (Some(0), Some("hi"))
+        );
+        let error = json!({"error": {"message": "overloaded"}, "choices": []});
+        assert_eq!(chat_choice(&error), Err("overloaded".to_string()));
+        assert_eq!(
+            chat_choice(&json!({"error": "down"})),
+            Err("down".to_string())
+        );
+        assert_eq!(
+            chat_choice(&json!({"choices": []})),
+            Err("the answer has no choices".to_string())
+        );
+        assert_eq!(
+            chat_choice(&json!({"choices": [{}]})),
+            Err("the answer's choice has no message".to_string())
+        );
+    }
+
+    #[test]
+    fn a_stop_is_one_sequence_or_a_list_of_them() {
+        let stops = |request: Value| chat_stop_sequences(request.as_object().unwrap());
+        assert_eq!(stops(json!({"stop": "END"})), Some(json!(["END"])));
+        assert_eq!(stops(json!({"stop": ["a", "b"]})), Some(json!(["a", "b"])));
+        assert_eq!(stops(json!({"stop": []})), None);
+        assert_eq!(stops(json!({"stop": null})), None);
+        assert_eq!(stops(json!({})), None);
+    }
+
+    #[test]
+    fn reasoning_and_cached_tokens_are_read_under_either_name() {
+        let both = json!({"reasoning_content": "a", "reasoning": "b"});
+        assert_eq!(chat_reasoning(&both), Some("a"));
+        assert_eq!(chat_reasoning(&json!({"reasoning": "b"})), Some("b"));
+        assert_eq!(chat_reasoning(&json!({})), None);
+        let openai =
+            json!({"prompt_tokens_details": {"cached_tokens": 5}, "prompt_cache_hit_tokens": 7});
+        assert_eq!(chat_cached_tokens(&openai), 5);
+        let deepseek =
+            json!({"prompt_tokens_details": {"cached_tokens": 0}, "prompt_cache_hit_tokens": 7});
+        assert_eq!(chat_cached_tokens(&deepseek), 7);
+        assert_eq!(chat_cached_tokens(&json!({})), 0);
+    }
+
+    #[test]
+    fn tool_arguments_must_be_an_object_or_empty() {
+        assert_eq!(arguments_object(" "), Some(json!({})));
+        assert_eq!(arguments_object(r#"{"a":1}"#), Some(json!({"a": 1})));
+        assert_eq!(arguments_object("[1]"), None);
+        assert_eq!(arguments_object("{"), None);
+        assert_eq!(error_text(&json!({})), "the upstream reported an error");
     }
 }

@@ -520,3 +520,27 @@ def test_create_a_key_in_a_chosen_group_use_it_edit_it_revoke_it(driver, gateway
     wait_for(driver, "#signout").click()
     wait_for(driver, "#signin-token")
     assert no_script_errors(driver) == []
+
+
+def test_a_group_she_may_no_longer_pick_is_marked_inactive(driver, start_tollgate: StartTollgate):
+    mock = MockOpenAI().start()
+    try:
+        tollgate = start_tollgate(console_config(mock.base_url))
+        body = json.dumps({"name": "two", "groups": ["cheap", "default"]}).encode()
+        req = urllib.request.Request(tollgate.url("/api/keys"), data=body, method="POST", headers={
+            "Authorization": f"Bearer {ALICE_TOKEN}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            remember_secret(json.load(r)["key"])
+        # The operator makes `cheap` no longer selectable: her key keeps it, inactive.
+        text = tollgate.config_path.read_text()
+        aside = tollgate.config_path.with_suffix(".tmp")
+        aside.write_text(text.replace("selectable = true", "selectable = false"))
+        aside.replace(tollgate.config_path)
+        assert admin_call(tollgate, "/admin/reload", "POST")
+        sign_in(driver, tollgate, ALICE_TOKEN)
+        row = wait_for(driver, 'tr[data-key="two"]', "cheap (inactive) → default")
+        # The key from the file names `cheap` too, but the file owns it: never inactive.
+        assert "(inactive)" not in wait_for(driver, 'tr[data-key="alice-toml"]').text
+        assert "two" in row.text and no_script_errors(driver) == []
+    finally:
+        mock.stop()

@@ -105,6 +105,13 @@ function editRow(k) {
   return h("tr", {}, h("td", { colspan: 9 }, h("strong", {}, k.name), form));
 }
 
+// Groups the key no longer routes (gone from the config, or no longer the
+// user's to pick) stay on it and are marked.
+function groupsText(k) {
+  const inactive = k.inactive_groups || [];
+  return (k.groups || []).map((g) => inactive.includes(g) ? `${g} (inactive)` : g).join(" → ");
+}
+
 function renderKeys(editing) {
   const rows = state.keys.map((k) => {
     if (k.name === editing) return editRow(k);
@@ -114,7 +121,7 @@ function renderKeys(editing) {
           h("button", { type: "button", class: "danger", "data-action": "revoke", onclick: (e) => revoke(k, e.currentTarget) }, "Revoke"))
       : h("td", { class: "muted" }, "from the config file");
     return h("tr", { "data-key": k.name },
-      h("td", {}, k.name), h("td", {}, k.hint ? "…" + k.hint : "—"), h("td", {}, (k.groups || []).join(" → ")),
+      h("td", {}, k.name), h("td", {}, k.hint ? "…" + k.hint : "—"), h("td", {}, groupsText(k)),
       h("td", { class: "num" }, usd(k.spent_usd)), h("td", { class: "num" }, budgetText(k)),
       h("td", { class: "num" }, usd(k.budget_left_usd)), h("td", {}, limitsText(k)),
       h("td", {}, k.disabled ? "disabled" : k.expires ? `until ${k.expires}` : "active"), actions);

@@ -11,20 +11,10 @@ use super::common::*;
 /// model name to report.
 pub fn chat_response_to_anthropic(body: &[u8], model: &str) -> Result<Vec<u8>, String> {
     let answer = parse_answer(body)?;
-    if let Some(error) = answer.get("error").filter(|e| !e.is_null()) {
-        return Err(error_text(error));
-    }
-    let choice = answer
-        .get("choices")
-        .and_then(Value::as_array)
-        .and_then(|choices| choices.first())
-        .ok_or("the answer has no choices")?;
-    let message = choice
-        .get("message")
-        .ok_or("the answer's choice has no message")?;
+    let (choice, message) = chat_choice(&answer)?;
 
     let mut content = Vec::new();
-    let reasoning = str_of(message, "reasoning_content").or_else(|| str_of(message, "reasoning"));
+    let reasoning = chat_reasoning(message);
     if let Some(reasoning) = reasoning.filter(|r| !r.is_empty()) {
         content.push(json!({"type": "thinking", "thinking": reasoning, "signature": ""}));
     }

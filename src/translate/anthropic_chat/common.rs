@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 pub use crate::translate::shared::SIGNATURE_IN_ID;
 pub(super) use crate::translate::shared::{
+    arguments_object, chat_cached_tokens, chat_choice, chat_reasoning, error_text,
     id_with_signature, now_secs, parse_answer, parse_request, random_suffix, split_signature,
     str_of, to_bytes, u64_of, Object,
 };
@@ -28,17 +29,6 @@ pub(super) fn completion_id(message_id: Option<&str>) -> String {
     match message_id.filter(|id| !id.is_empty()) {
         Some(id) => format!("chatcmpl-{}", id.strip_prefix("msg_").unwrap_or(id)),
         None => format!("chatcmpl-{}", random_suffix()),
-    }
-}
-
-/// A tool call's `arguments` string as the object Anthropic wants.
-pub(super) fn arguments_object(arguments: &str) -> Option<Value> {
-    if arguments.trim().is_empty() {
-        return Some(json!({}));
-    }
-    match serde_json::from_str::<Value>(arguments) {
-        Ok(value @ Value::Object(_)) => Some(value),
-        _ => None,
     }
 }
 
@@ -79,16 +69,10 @@ pub(super) struct ChatUsage {
 
 impl ChatUsage {
     pub(super) fn read(usage: &Value) -> Self {
-        let cached = usage
-            .get("prompt_tokens_details")
-            .map(|details| u64_of(details, "cached_tokens"))
-            .filter(|&cached| cached > 0)
-            // DeepSeek reports its cache hits in a field of its own.
-            .unwrap_or_else(|| u64_of(usage, "prompt_cache_hit_tokens"));
         ChatUsage {
             prompt: u64_of(usage, "prompt_tokens"),
             completion: u64_of(usage, "completion_tokens"),
-            cached,
+            cached: chat_cached_tokens(usage),
         }
     }
 
@@ -143,17 +127,6 @@ impl AnthropicUsage {
 
 // ---------------------------------------------------------------------
 // Errors.
-
-/// The message of an error value in either dialect (`{message}` or a bare
-/// string).
-pub(super) fn error_text(error: &Value) -> String {
-    match error {
-        Value::String(text) => text.clone(),
-        _ => str_of(error, "message")
-            .unwrap_or("the upstream reported an error")
-            .to_string(),
-    }
-}
 
 /// The message an upstream's error body carries, whatever its dialect:
 /// OpenAI `{"error": {"message"}}`, Anthropic `{"type": "error", "error":

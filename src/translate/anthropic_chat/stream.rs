@@ -3,6 +3,7 @@
 use bytes::BytesMut;
 use serde_json::{json, Value};
 
+use crate::translate::chat_chunks::ChatChunkWriter;
 use crate::translate::push_event;
 
 use super::common::*;
@@ -124,7 +125,7 @@ impl ChatToAnthropicStream {
     }
 
     fn on_delta(&mut self, delta: &Value, out: &mut BytesMut) {
-        let reasoning = str_of(delta, "reasoning_content").or_else(|| str_of(delta, "reasoning"));
+        let reasoning = chat_reasoning(delta);
         if let Some(thinking) = reasoning.filter(|t| !t.is_empty()) {
             self.open(OpenBlock::Thinking, out);
             self.push_delta(json!({"type": "thinking_delta", "thinking": thinking}), out);
@@ -295,19 +296,12 @@ pub(super) enum ReadBlock {
 
 /// Turns an Anthropic Messages stream into chat completion chunks.
 pub struct AnthropicToChatStream {
-    id: String,
-    created: u64,
-    model: String,
-    include_usage: bool,
-    started: bool,
-    /// `[DONE]` or an error was written: nothing more is.
-    done: bool,
+    chunks: ChatChunkWriter,
     block: ReadBlock,
     tools: u64,
     thinking_blocks: u32,
     /// The answer's thinking signature, for the first tool call's id.
     signature: Option<String>,
-    finish_sent: bool,
     usage: AnthropicUsage,
 }
 
@@ -316,17 +310,11 @@ impl AnthropicToChatStream {
     /// (`stream_options.include_usage`).
     pub fn new(model: &str, include_usage: bool) -> Self {
         AnthropicToChatStream {
-            id: completion_id(None),
-            created: now_secs(),
-            model: model.to_string(),
-            include_usage,
-            started: false,
-            done: false,
+            chunks: ChatChunkWriter::new(completion_id(None), model, include_usage),
             block: ReadBlock::Plain,
             tools: 0,
             thinking_blocks: 0,
             signature: None,
-            finish_sent: false,
             usage: AnthropicUsage::default(),
         }
     }
@@ -334,25 +322,24 @@ impl AnthropicToChatStream {
     /// One upstream event: its `event:` name (else the payload's `type`
     /// decides) and `data:` payload.
     pub fn on_event(&mut self, event: Option<&str>, data: &str, out: &mut BytesMut) {
-        if self.done {
+        if self.chunks.is_done() {
             return;
         }
         let payload = match serde_json::from_str::<Value>(data.trim()) {
             Ok(payload) => payload,
             Err(_) => {
-                return self.fail("server_error", "the upstream sent an unreadable event", out)
+                let unreadable = "the upstream sent an unreadable event";
+                return self.chunks.fail("server_error", unreadable, out);
             }
         };
         let kind = event.or_else(|| str_of(&payload, "type")).unwrap_or("");
         match kind {
             "message_start" => {
                 let message = payload.get("message").unwrap_or(&Value::Null);
-                if !self.started {
-                    self.id = completion_id(str_of(message, "id"));
-                }
+                self.chunks.name(|| completion_id(str_of(message, "id")));
                 self.usage
                     .update(message.get("usage").unwrap_or(&Value::Null));
-                self.start(out);
+                self.chunks.start(out);
             }
             "content_block_start" => self.on_block_start(&payload, out),
             "content_block_delta" => self.on_block_delta(&payload, out),
@@ -362,14 +349,14 @@ impl AnthropicToChatStream {
                     .update(payload.get("usage").unwrap_or(&Value::Null));
                 let stop = payload.get("delta").and_then(|d| str_of(d, "stop_reason"));
                 if let Some(stop) = stop {
-                    self.send_finish(finish_reason(stop), out);
+                    self.chunks.send_finish(finish_reason(stop), out);
                 }
             }
             "message_stop" => self.end(out),
             "error" => {
                 let error = payload.get("error").unwrap_or(&Value::Null);
                 let kind = openai_error_type(str_of(error, "type").unwrap_or(""));
-                self.fail(kind, &error_text(error), out);
+                self.chunks.fail(kind, &error_text(error), out);
             }
             // ping, and event types added later.
             _ => {}
@@ -378,7 +365,7 @@ impl AnthropicToChatStream {
 
     /// The upstream stream ended cleanly: finishes the answer.
     pub fn finish(&mut self, out: &mut BytesMut) {
-        if !self.done {
+        if !self.chunks.is_done() {
             self.end(out);
         }
     }
@@ -389,14 +376,14 @@ impl AnthropicToChatStream {
             Some("text") => {
                 self.block = ReadBlock::Plain;
                 if let Some(text) = str_of(block, "text").filter(|t| !t.is_empty()) {
-                    self.send(json!({"content": text}), out);
+                    self.chunks.send(json!({"content": text}), out);
                 }
             }
             Some("thinking") => {
                 self.block = ReadBlock::Plain;
                 self.thinking_blocks += 1;
                 if let Some(text) = str_of(block, "thinking").filter(|t| !t.is_empty()) {
-                    self.send(json!({"reasoning_content": text}), out);
+                    self.chunks.send(json!({"reasoning_content": text}), out);
                 }
             }
             Some("tool_use") => self.on_tool_start(block, out),
@@ -424,7 +411,7 @@ impl AnthropicToChatStream {
             "type": "function",
             "function": {"name": str_of(block, "name").unwrap_or(""), "arguments": arguments},
         });
-        self.send(json!({"tool_calls": [call]}), out);
+        self.chunks.send(json!({"tool_calls": [call]}), out);
     }
 
     fn on_block_delta(&mut self, payload: &Value, out: &mut BytesMut) {
@@ -433,12 +420,12 @@ impl AnthropicToChatStream {
             (_, ReadBlock::Skipped) => {}
             (Some("text_delta"), _) => {
                 if let Some(text) = str_of(delta, "text").filter(|t| !t.is_empty()) {
-                    self.send(json!({"content": text}), out);
+                    self.chunks.send(json!({"content": text}), out);
                 }
             }
             (Some("thinking_delta"), _) => {
                 if let Some(text) = str_of(delta, "thinking").filter(|t| !t.is_empty()) {
-                    self.send(json!({"reasoning_content": text}), out);
+                    self.chunks.send(json!({"reasoning_content": text}), out);
                 }
             }
             (Some("signature_delta"), _) => {
@@ -447,7 +434,8 @@ impl AnthropicToChatStream {
                 // reasoning text the client gathers.
                 match signature.filter(|_| self.thinking_blocks == 1) {
                     Some(signature) => {
-                        self.send(json!({"reasoning_signature": signature}), out);
+                        self.chunks
+                            .send(json!({"reasoning_signature": signature}), out);
                         self.signature = Some(signature.to_string());
                     }
                     None => self.signature = None,
@@ -456,7 +444,7 @@ impl AnthropicToChatStream {
             (Some("input_json_delta"), ReadBlock::Tool(index)) => {
                 if let Some(piece) = str_of(delta, "partial_json").filter(|p| !p.is_empty()) {
                     let call = json!({"index": index, "function": {"arguments": piece}});
-                    self.send(json!({"tool_calls": [call]}), out);
+                    self.chunks.send(json!({"tool_calls": [call]}), out);
                 }
             }
             // citations_delta and the like have no chat form.
@@ -464,65 +452,10 @@ impl AnthropicToChatStream {
         }
     }
 
-    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
-        json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        })
-    }
-
-    /// The first chunk, with the role.
-    fn start(&mut self, out: &mut BytesMut) {
-        if self.started {
-            return;
-        }
-        self.started = true;
-        let chunk = self.chunk(json!({"role": "assistant", "content": ""}), None);
-        push_event(out, None, &chunk);
-    }
-
-    fn send(&mut self, delta: Value, out: &mut BytesMut) {
-        self.start(out);
-        push_event(out, None, &self.chunk(delta, None));
-    }
-
-    fn send_finish(&mut self, reason: &str, out: &mut BytesMut) {
-        if self.finish_sent {
-            return;
-        }
-        self.start(out);
-        self.finish_sent = true;
-        push_event(out, None, &self.chunk(json!({}), Some(reason)));
-    }
-
     /// The finish chunk if not yet sent, the usage chunk if asked for,
     /// then `[DONE]`.
     fn end(&mut self, out: &mut BytesMut) {
         let reason = if self.tools > 0 { "tool_calls" } else { "stop" };
-        self.send_finish(reason, out);
-        if self.include_usage {
-            let chunk = json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": self.usage.to_chat(),
-            });
-            push_event(out, None, &chunk);
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
-        self.done = true;
-    }
-
-    /// A chat-style error payload; the stream ends there.
-    fn fail(&mut self, kind: &str, message: &str, out: &mut BytesMut) {
-        let payload =
-            json!({"error": {"message": message, "type": kind, "param": null, "code": null}});
-        push_event(out, None, &payload);
-        self.done = true;
+        self.chunks.end(reason, self.usage.to_chat(), out);
     }
 }

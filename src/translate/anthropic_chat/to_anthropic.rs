@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::translate::shared::{chat_system_text, refuse_chat_only_fields};
+use crate::translate::shared::{chat_stop_sequences, chat_text_content, refuse_chat_only_fields};
 use crate::translate::Untranslatable;
 
 use super::common::*;
@@ -43,14 +43,8 @@ pub fn chat_request_to_anthropic(
             anthropic.insert(key.into(), value.clone());
         }
     }
-    match request.get("stop") {
-        Some(Value::String(stop)) => {
-            anthropic.insert("stop_sequences".into(), json!([stop]));
-        }
-        Some(Value::Array(stops)) if !stops.is_empty() => {
-            anthropic.insert("stop_sequences".into(), Value::Array(stops.clone()));
-        }
-        _ => {}
+    if let Some(stops) = chat_stop_sequences(&request) {
+        anthropic.insert("stop_sequences".into(), stops);
     }
     if let Some(user) = request.get("user").and_then(Value::as_str) {
         anthropic.insert("metadata".into(), json!({"user_id": user}));
@@ -132,7 +126,7 @@ pub(super) fn chat_messages_to_anthropic(
     for (i, message) in messages.iter().enumerate() {
         let (role, blocks) = match str_of(message, "role") {
             Some("system" | "developer") => {
-                let text = chat_system_text(message, i)?;
+                let text = chat_text_content(message, i, "system content must be text")?;
                 if !text.is_empty() {
                     system.push(text);
                 }
@@ -301,9 +295,7 @@ pub(super) fn restored_thinking(message: &Value) -> Vec<Value> {
         };
         return blocks.iter().filter(signed).cloned().collect();
     }
-    let text = str_of(message, "reasoning_content")
-        .or_else(|| str_of(message, "reasoning"))
-        .unwrap_or("");
+    let text = chat_reasoning(message).unwrap_or("");
     let in_id = || {
         let calls = message.get("tool_calls")?.as_array()?;
         split_signature(str_of(calls.first()?, "id")?).1

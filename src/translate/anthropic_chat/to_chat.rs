@@ -156,7 +156,10 @@ fn anthropic_system_message_to_chat(message: &Value, i: usize) -> Result<Value, 
     Ok(json!({"role": "system", "content": text}))
 }
 
-/// The system prompt, a string or text blocks, as one string.
+/// The system prompt, a string or text blocks, as one string. Not
+/// [`chat_text_content`](crate::translate::shared::chat_text_content): the
+/// field is no chat message, its blocks join with a blank line, and a
+/// value other than a string, blocks or null is refused.
 pub(super) fn anthropic_system_text(system: &Value) -> Result<String, Untranslatable> {
     match system {
         Value::String(text) => Ok(text.clone()),

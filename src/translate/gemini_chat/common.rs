@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 pub(super) use crate::translate::shared::{
+    arguments_object, chat_cached_tokens, chat_choice, chat_reasoning, error_text,
     id_with_signature, now_secs, parse_answer, parse_request, random_suffix, split_signature,
     str_of, to_bytes, u64_of, Object,
 };
@@ -71,11 +72,7 @@ impl Tokens {
 
     /// Chat `usage`, DeepSeek's own cache field included.
     pub(super) fn from_chat(usage: &Value) -> Self {
-        let cached = usage
-            .get("prompt_tokens_details")
-            .map(|details| u64_of(details, "cached_tokens"))
-            .filter(|&cached| cached > 0)
-            .unwrap_or_else(|| u64_of(usage, "prompt_cache_hit_tokens"));
+        let cached = chat_cached_tokens(usage);
         let reasoning = usage
             .get("completion_tokens_details")
             .map_or(0, |details| u64_of(details, "reasoning_tokens"));
@@ -146,18 +143,6 @@ pub(super) fn call_id(call: &Value, answer_id: &str, n: usize, signature: Option
     id_with_signature(&id, signature.filter(|s| !s.is_empty()))
 }
 
-/// A chat tool call's `arguments` string as the object Gemini's `args`
-/// must be; `None` when it is not one.
-pub(super) fn arguments_object(arguments: &str) -> Option<Value> {
-    if arguments.trim().is_empty() {
-        return Some(json!({}));
-    }
-    match serde_json::from_str::<Value>(arguments) {
-        Ok(value @ Value::Object(_)) => Some(value),
-        _ => None,
-    }
-}
-
 // ---------------------------------------------------------------------
 // Errors.
 
@@ -185,16 +170,6 @@ pub(super) fn gemini_status(openai_type: &str) -> (u16, &'static str) {
             (429, "RESOURCE_EXHAUSTED")
         }
         _ => (500, "INTERNAL"),
-    }
-}
-
-/// The message of an error value (`{message}` or a bare string).
-pub(super) fn error_text(error: &Value) -> String {
-    match error {
-        Value::String(text) => text.clone(),
-        _ => str_of(error, "message")
-            .unwrap_or("the upstream reported an error")
-            .to_string(),
     }
 }
 

@@ -3,6 +3,7 @@
 use bytes::BytesMut;
 use serde_json::{json, Value};
 
+use crate::translate::chat_chunks::ChatChunkWriter;
 use crate::translate::push_event;
 
 use super::common::*;
@@ -14,15 +15,8 @@ use super::common::*;
 /// completion chunks. Gemini sends function calls whole, so each becomes
 /// one tool-call chunk with all its arguments.
 pub struct GeminiToChatStream {
-    id: String,
-    created: u64,
-    model: String,
-    include_usage: bool,
-    started: bool,
-    /// `[DONE]` or an error was written: nothing more is.
-    done: bool,
+    chunks: ChatChunkWriter,
     calls: usize,
-    finish_sent: bool,
     usage: Tokens,
 }
 
@@ -31,14 +25,8 @@ impl GeminiToChatStream {
     /// (`stream_options.include_usage`).
     pub fn new(model: &str, include_usage: bool) -> Self {
         GeminiToChatStream {
-            id: String::new(),
-            created: now_secs(),
-            model: model.to_string(),
-            include_usage,
-            started: false,
-            done: false,
+            chunks: ChatChunkWriter::new(completion_id(None), model, include_usage),
             calls: 0,
-            finish_sent: false,
             usage: Tokens::default(),
         }
     }
@@ -46,21 +34,23 @@ impl GeminiToChatStream {
     /// One upstream event's `data:` payload: a `GenerateContentResponse`
     /// or an error.
     pub fn on_event(&mut self, data: &str, out: &mut BytesMut) {
-        if self.done {
+        if self.chunks.is_done() {
             return;
         }
         let chunk = match serde_json::from_str::<Value>(data.trim()) {
             Ok(chunk) if chunk.is_object() => chunk,
-            _ => return self.fail("server_error", "the upstream sent an unreadable event", out),
+            _ => {
+                let unreadable = "the upstream sent an unreadable event";
+                return self.chunks.fail("server_error", unreadable, out);
+            }
         };
         if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
             let kind = openai_error_type(str_of(error, "status").unwrap_or(""));
-            return self.fail(kind, &error_text(error), out);
+            return self.chunks.fail(kind, &error_text(error), out);
         }
-        if !self.started {
-            self.id = completion_id(str_of(&chunk, "responseId"));
-        }
-        self.start(out);
+        self.chunks
+            .name(|| completion_id(str_of(&chunk, "responseId")));
+        self.chunks.start(out);
         // Running totals: the last one counts.
         if let Some(usage) = chunk.get("usageMetadata").filter(|u| u.is_object()) {
             self.usage = Tokens::from_gemini(usage);
@@ -76,7 +66,7 @@ impl GeminiToChatStream {
                 .and_then(|f| f.get("blockReason"))
                 .is_some()
             {
-                self.send_finish("content_filter", out);
+                self.chunks.send_finish("content_filter", out);
             }
             return;
         };
@@ -88,20 +78,22 @@ impl GeminiToChatStream {
             self.on_part(part, out);
         }
         if let Some(reason) = str_of(candidate, "finishReason") {
-            self.send_finish(finish_reason(reason, self.calls > 0), out);
+            self.chunks
+                .send_finish(finish_reason(reason, self.calls > 0), out);
         }
     }
 
     /// The upstream stream ended cleanly: finishes the answer.
     pub fn finish(&mut self, out: &mut BytesMut) {
-        if !self.done {
+        if !self.chunks.is_done() {
             self.end(out);
         }
     }
 
     fn on_part(&mut self, part: &Value, out: &mut BytesMut) {
         if let Some(call) = part.get("functionCall") {
-            let answer_id = self.id.strip_prefix("chatcmpl-").unwrap_or(&self.id);
+            let id = self.chunks.id();
+            let answer_id = id.strip_prefix("chatcmpl-").unwrap_or(id);
             let id = call_id(
                 call,
                 answer_id,
@@ -116,80 +108,23 @@ impl GeminiToChatStream {
                 "function": {"name": str_of(call, "name").unwrap_or(""), "arguments": arguments.to_string()},
             });
             self.calls += 1;
-            self.send(json!({"tool_calls": [call]}), out);
+            self.chunks.send(json!({"tool_calls": [call]}), out);
             return;
         }
         let Some(text) = str_of(part, "text").filter(|t| !t.is_empty()) else {
             return;
         };
         match part.get("thought").and_then(Value::as_bool) {
-            Some(true) => self.send(json!({"reasoning_content": text}), out),
-            _ => self.send(json!({"content": text}), out),
+            Some(true) => self.chunks.send(json!({"reasoning_content": text}), out),
+            _ => self.chunks.send(json!({"content": text}), out),
         }
-    }
-
-    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
-        json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        })
-    }
-
-    /// The first chunk, with the role.
-    fn start(&mut self, out: &mut BytesMut) {
-        if self.started {
-            return;
-        }
-        if self.id.is_empty() {
-            self.id = completion_id(None);
-        }
-        self.started = true;
-        let chunk = self.chunk(json!({"role": "assistant", "content": ""}), None);
-        push_event(out, None, &chunk);
-    }
-
-    fn send(&mut self, delta: Value, out: &mut BytesMut) {
-        push_event(out, None, &self.chunk(delta, None));
-    }
-
-    fn send_finish(&mut self, reason: &str, out: &mut BytesMut) {
-        if self.finish_sent {
-            return;
-        }
-        self.finish_sent = true;
-        push_event(out, None, &self.chunk(json!({}), Some(reason)));
     }
 
     /// The finish chunk if not yet sent, the usage chunk if asked for,
     /// then `[DONE]`.
     fn end(&mut self, out: &mut BytesMut) {
-        self.start(out);
         let reason = if self.calls > 0 { "tool_calls" } else { "stop" };
-        self.send_finish(reason, out);
-        if self.include_usage {
-            let chunk = json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": self.usage.to_chat(),
-            });
-            push_event(out, None, &chunk);
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
-        self.done = true;
-    }
-
-    /// A chat-style error payload; the stream ends there.
-    fn fail(&mut self, kind: &str, message: &str, out: &mut BytesMut) {
-        let payload =
-            json!({"error": {"message": message, "type": kind, "param": null, "code": null}});
-        push_event(out, None, &payload);
-        self.done = true;
+        self.chunks.end(reason, self.usage.to_chat(), out);
     }
 }
 
@@ -298,7 +233,7 @@ impl ChatToGeminiStream {
     }
 
     fn on_delta(&mut self, delta: &Value, out: &mut BytesMut) {
-        let reasoning = str_of(delta, "reasoning_content").or_else(|| str_of(delta, "reasoning"));
+        let reasoning = chat_reasoning(delta);
         if let Some(thought) = reasoning.filter(|t| !t.is_empty()) {
             self.emit(vec![json!({"text": thought, "thought": true})], None, out);
         }

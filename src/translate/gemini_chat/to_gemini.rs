@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use crate::translate::shared::{chat_system_text, refuse_chat_only_fields};
+use crate::translate::shared::{chat_stop_sequences, chat_text_content, refuse_chat_only_fields};
 use crate::translate::Untranslatable;
 
 use super::common::*;
@@ -48,7 +48,7 @@ impl Turns {
         for (i, message) in messages.iter().enumerate() {
             let (role, parts) = match str_of(message, "role") {
                 Some("system" | "developer") => {
-                    let text = chat_system_text(message, i)?;
+                    let text = chat_text_content(message, i, "system content must be text")?;
                     if !text.is_empty() {
                         system.push(text);
                     }
@@ -146,25 +146,7 @@ impl Turns {
                     "names no tool call of an earlier assistant message",
                 )
             })?;
-        let text = match message.get("content") {
-            Some(Value::String(text)) => text.clone(),
-            Some(Value::Array(parts)) => {
-                let mut texts = Vec::with_capacity(parts.len());
-                for (j, part) in parts.iter().enumerate() {
-                    match (str_of(part, "type"), str_of(part, "text")) {
-                        (Some("text"), Some(text)) => texts.push(text),
-                        _ => {
-                            return Err(Untranslatable::new(
-                                format!("messages[{i}].content[{j}].type"),
-                                "a Gemini function response carries text only",
-                            ))
-                        }
-                    }
-                }
-                texts.join("\n")
-            }
-            _ => String::new(),
-        };
+        let text = chat_text_content(message, i, "a Gemini function response carries text only")?;
         Ok(json!({"functionResponse": {"name": name, "response": response_object(&text)}}))
     }
 }
@@ -289,14 +271,8 @@ fn generation_config(request: &Object) -> Result<Object, Untranslatable> {
             config.insert(gemini.into(), value.clone());
         }
     }
-    match request.get("stop") {
-        Some(Value::String(stop)) => {
-            config.insert("stopSequences".into(), json!([stop]));
-        }
-        Some(Value::Array(stops)) if !stops.is_empty() => {
-            config.insert("stopSequences".into(), Value::Array(stops.clone()));
-        }
-        _ => {}
+    if let Some(stops) = chat_stop_sequences(request) {
+        config.insert("stopSequences".into(), stops);
     }
     let format = request.get("response_format").filter(|f| !f.is_null());
     match format.map(|f| (str_of(f, "type"), f)) {

@@ -96,6 +96,8 @@ impl ChatToResponsesStream {
             self.end(out);
             return;
         }
+        // Unlike the Anthropic and Gemini translators (an error event), an
+        // unreadable chunk is passed over here: no shared chunk reader.
         let Ok(chunk) = serde_json::from_str::<Value>(data) else {
             return;
         };
@@ -278,6 +280,9 @@ impl ChatToResponsesStream {
         self.item_done(output_index, item, out);
     }
 
+    // Opens its item as `reasoning_delta` does, but every event name and
+    // field differs (content part, `content_index`, `logprobs`): one opener
+    // for both would take more parameters than it saves lines.
     fn text_delta(&mut self, delta: &str, out: &mut BytesMut) {
         self.close_reasoning(out);
         if self.text.is_none() {
