@@ -37,7 +37,9 @@ CHROMIUM = Path(os.environ.get("TOLLGATE_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("TOLLGATE_CHROMEDRIVER", "/usr/bin/chromedriver"))
 ARTIFACTS = REPO / "target" / "test-artifacts" / "console"
 SHOTS = os.environ.get("TOLLGATE_SCREENSHOTS")
-WAIT = 10
+# Generous: a cold chromium on a loaded CI machine has taken over 10 s to
+# render the first page; a passing run never waits this long.
+WAIT = 30
 
 CHANNEL_KEY = "sk-console-upstream"
 ADMIN_TOKEN = "console-admin-token"
