@@ -1016,3 +1016,52 @@ async fn an_uploads_file_is_not_reserved_against_a_budget_as_prompt_tokens() {
         "{usage}"
     );
 }
+
+#[tokio::test]
+async fn a_budget_reserves_the_media_a_request_asks_for() {
+    // The mock takes 800 ms to answer, so the two requests overlap.
+    let tg = Tollgate::start(&format!(
+        "{MODELS}\n[[models]]\nname = \"flat-img\"\nper_image = {{ \"auto\" = 0.04 }}\n\
+         [[channels]]\nname = \"mock\"\ntype = \"mock\"\ngroups = [\"full\"]\ndelay_ms = 800\n\
+         {}budget_usd = 0.1\n",
+        key("k", "sk-media-budget-1", &["full"])
+    ));
+    let images = |n: u64| {
+        let tg = &tg;
+        async move {
+            let body = json!({"model": "flat-img", "prompt": "p", "n": n});
+            let resp = post(
+                tg,
+                "sk-media-budget-1",
+                "/v1/images/generations",
+                "application/json",
+                body.to_string().into_bytes(),
+            )
+            .await;
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let first = images(3);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        images(3).await
+    };
+    let ((first, _), (status, v)) = tokio::join!(first, second);
+    // The first holds its 3 x 0.04 = 0.12 USD while it runs: the second
+    // waits for it instead of overdrawing the 0.1 USD budget twice.
+    assert_eq!(first, 200);
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (429, &json!("rate_limit_exceeded")),
+        "{v}"
+    );
+    // Spent 0.12 >= 0.1: used up.
+    let (status, v) = images(1).await;
+    assert_eq!(
+        (status, &v["error"]["code"]),
+        (429, &json!("insufficient_quota"))
+    );
+    let usage = usage_by_model(&tg, 1).await;
+    assert_eq!(row(&usage, "flat-img")["cost_nano_usd"], 120_000_000);
+}

@@ -57,7 +57,7 @@ pub fn media_cost_nanos(
 }
 
 /// The USD of the media units, unrounded; `None` on decimal overflow.
-fn media_usd(price: &Price, units: &Units, image_price: Decimal) -> Option<Decimal> {
+pub(super) fn media_usd(price: &Price, units: &Units, image_price: Decimal) -> Option<Decimal> {
     let m = &price.media;
     let terms = [
         (units.images, image_price, Decimal::ONE),

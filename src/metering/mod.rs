@@ -117,20 +117,30 @@ pub fn final_usage(reported: Option<Usage>, estimated_output: u64, body: &[u8]) 
 /// `max_tokens` / `max_completion_tokens` / `max_output_tokens`.
 pub const DEFAULT_RESERVED_OUTPUT_TOKENS: u64 = 4096;
 
-/// The most a request can cost before it runs, in nano-USD: every body byte
-/// counted as an input token (a token is at least one byte of text, so
-/// this bounds the prompt), at the dearest input-side price of the base
+/// What is known of a request's cost before it is sent: the bound its
+/// budget reservation is computed from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ask {
+    /// Bytes of prompt: the body, or an upload's text fields.
+    pub prompt_bytes: usize,
+    /// `max_tokens` / `max_completion_tokens` / `max_output_tokens`.
+    pub max_output: Option<u64>,
+    /// The media the request asks for: images (`n`), characters to speak,
+    /// the uploaded audio's duration (estimated for compressed formats).
+    pub media: Units,
+    /// The price of one image of the request's size and quality.
+    pub image_price: Decimal,
+}
+
+/// The most a request can cost before it runs, in nano-USD: every prompt
+/// byte counted as an input token (a token is at least one byte of text,
+/// so this bounds the prompt), at the dearest input-side price of the base
 /// and of every long-context tier the prompt could reach, plus
-/// `max_output` output tokens at the dearest output price among those, at
-/// the highest of the `ratios` (failover may end in any of the key's
-/// groups).
-pub fn reservation_nanos(
-    price: &Price,
-    ratios: impl Iterator<Item = Decimal>,
-    body_len: usize,
-    max_output: Option<u64>,
-) -> i64 {
-    let body_tokens = body_len as u64;
+/// `max_output` output tokens at the dearest output price among those,
+/// plus the media it asks for, at the highest of the `ratios` (failover
+/// may end in any of the key's groups).
+pub fn reservation_nanos(price: &Price, ratios: impl Iterator<Item = Decimal>, ask: &Ask) -> i64 {
+    let body_tokens = ask.prompt_bytes as u64;
     let reachable = std::iter::once(price.base()).chain(
         price
             .tiers
@@ -150,11 +160,16 @@ pub fn reservation_nanos(
     }
     let usage = Usage {
         input: body_tokens,
-        output: max_output.unwrap_or(DEFAULT_RESERVED_OUTPUT_TOKENS),
+        output: ask.max_output.unwrap_or(DEFAULT_RESERVED_OUTPUT_TOKENS),
         ..Usage::default()
     };
     let ratio = ratios.max().unwrap_or(Decimal::ONE);
-    cost_at(&bound, price.per_request, ratio, &usage)
+    match cost::media_usd(price, &ask.media, ask.image_price)
+        .and_then(|media| media.checked_add(price.per_request))
+    {
+        Some(fixed) => cost_at(&bound, fixed, ratio, &usage),
+        None => i64::MAX,
+    }
 }
 
 /// What a request came to: the group and channel that served it (none
@@ -339,10 +354,9 @@ impl Metering {
         snap: &Snapshot,
         key: &Key,
         model: &str,
-        max_output: Option<u64>,
-        body_len: usize,
+        ask: &Ask,
     ) -> Result<Admission, ApiError> {
-        let plan = self.plan(snap, key, model, max_output, body_len);
+        let plan = self.plan(snap, key, model, ask);
         // A key without budgets or limits has nothing to ask Redis: its
         // spend is published at settlement all the same.
         let limited = plan.key_budget.is_some()
@@ -364,14 +378,7 @@ impl Metering {
 
     /// What a request asks of the budgets: the accounts, budgets and the
     /// reservation.
-    fn plan(
-        &self,
-        snap: &Snapshot,
-        key: &Key,
-        model: &str,
-        max_output: Option<u64>,
-        body_len: usize,
-    ) -> Plan {
+    fn plan(&self, snap: &Snapshot, key: &Key, model: &str, ask: &Ask) -> Plan {
         let key_acc = self.key_account(&key.name);
         let user_acc = key.user.as_deref().map(|u| self.user_account(u));
         let key_budget = key.budget_usd.map(|b| Budget {
@@ -392,8 +399,7 @@ impl Metering {
                 key.groups
                     .iter()
                     .map(|&g| snap.groups[g].ratio_for(key.user_group.as_deref())),
-                body_len,
-                max_output,
+                ask,
             ),
         };
         let admitted_ms = self.clock.now_ms();
@@ -699,6 +705,14 @@ mod tests {
         assert_eq!((u.input, u.output), (6, 7));
     }
 
+    fn ask(prompt_bytes: usize, max_output: Option<u64>) -> Ask {
+        Ask {
+            prompt_bytes,
+            max_output,
+            ..Ask::default()
+        }
+    }
+
     #[test]
     fn reservation_bounds_the_request() {
         let d = |s| Decimal::from_str(s).unwrap();
@@ -714,10 +728,14 @@ mod tests {
         };
         // 1000 bytes at the dearest input price (3) + 50 output at 10,
         // per 1M: 3000 + 500 = 3500 -> 3.5e-3 USD, + 0.001 -> 4.5e-3; x1.5
-        let r = reservation_nanos(&price, [d("0.5"), d("1.5")].into_iter(), 1000, Some(50));
+        let r = reservation_nanos(
+            &price,
+            [d("0.5"), d("1.5")].into_iter(),
+            &ask(1000, Some(50)),
+        );
         assert_eq!(r, 6_750_000);
         // Without max_tokens: the documented default.
-        let r = reservation_nanos(&price, [d("1")].into_iter(), 0, None);
+        let r = reservation_nanos(&price, [d("1")].into_iter(), &ask(0, None));
         assert_eq!(r, 4096 * 10 * 1000 + 1_000_000);
     }
 
@@ -746,15 +764,48 @@ mod tests {
         };
         // 100 bytes cannot be above 100 tokens: base prices, 1-hour writes
         // dearest: 100 x 6 + 10 x 15 = 750 per 1M -> 750,000 nano, x 0.4.
-        let r = reservation_nanos(&price, [d("0.4")].into_iter(), 100, Some(10));
+        let r = reservation_nanos(&price, [d("0.4")].into_iter(), &ask(100, Some(10)));
         assert_eq!(r, 300_000);
         // 101 bytes may be: the first tier's 1-hour writes (12) and output
         // (22.5): 101 x 12 + 10 x 22.5 = 1437 -> 1,437,000 nano.
-        let r = reservation_nanos(&price, [d("1")].into_iter(), 101, Some(10));
+        let r = reservation_nanos(&price, [d("1")].into_iter(), &ask(101, Some(10)));
         assert_eq!(r, 1_437_000);
         // Past both: the dearest of each kind, 12 and 30:
         // 2000 x 12 + 10 x 30 = 24300 -> 24,300,000 nano.
-        let r = reservation_nanos(&price, [d("1")].into_iter(), 2000, Some(10));
+        let r = reservation_nanos(&price, [d("1")].into_iter(), &ask(2000, Some(10)));
         assert_eq!(r, 24_300_000);
+    }
+
+    #[test]
+    fn reservation_counts_the_media_a_request_asks_for() {
+        let d = |s| Decimal::from_str(s).unwrap();
+        let price = Price {
+            output: d("10"),
+            per_request: d("0.001"),
+            media: crate::config::MediaPrices {
+                per_second: Some(d("0.0001")),
+                per_1k_chars: Some(d("0.015")),
+                ..Default::default()
+            },
+            ..Price::default()
+        };
+        let media = |images, audio_ms, chars| Ask {
+            prompt_bytes: 10,
+            max_output: Some(0),
+            media: Units {
+                images,
+                audio_ms,
+                chars,
+                ..Units::default()
+            },
+            image_price: d("0.04"),
+        };
+        // 3 images at 0.04 + 0.001 per request = 0.121 USD, x 0.5.
+        let r = reservation_nanos(&price, [d("0.5")].into_iter(), &media(3, 0, 0));
+        assert_eq!(r, 60_500_000);
+        // 90.5 s of audio at 0.0001/s + 2,500 chars at 0.015/1k + 0.001
+        // = 0.00905 + 0.0375 + 0.001 = 0.04755 USD.
+        let r = reservation_nanos(&price, [d("1")].into_iter(), &media(0, 90_500, 2_500));
+        assert_eq!(r, 47_550_000);
     }
 }

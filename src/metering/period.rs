@@ -281,7 +281,11 @@ groups = ["g"]
 
         fn admit(m: &Metering, snap: &Snapshot) -> Result<Admission, ErrorKind> {
             // Without a cluster, admission never waits.
-            futures_util::FutureExt::now_or_never(m.admit(snap, &key(snap), "m", Some(0), 0))
+            let ask = crate::metering::Ask {
+                max_output: Some(0),
+                ..Default::default()
+            };
+            futures_util::FutureExt::now_or_never(m.admit(snap, &key(snap), "m", &ask))
                 .expect("a single node admits at once")
                 .map_err(|e| e.kind)
         }

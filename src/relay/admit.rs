@@ -14,10 +14,11 @@ use crate::body::{self, BodyProbe};
 use crate::config::{Key, Snapshot};
 use crate::errors::{ApiError, ErrorKind};
 use crate::media::{self, MediaAsk, MediaOp};
-use crate::metering::{cost, Admission, Metering};
+use crate::metering::{cost, Admission, Ask, Metering};
 use crate::multipart;
 use crate::providers::{Endpoint, GeminiMethod};
 use crate::routing::{self, RouteError};
+use crate::usage::Units;
 
 /// A request let through, with everything the attempts need.
 pub(super) struct Admitted {
@@ -92,9 +93,20 @@ pub(super) async fn admit(
     } else {
         body.len()
     };
-    let admission = metering
-        .admit(snap, key, &model, probe.max_output_tokens, prompt_bytes)
-        .await?;
+    let ask = Ask {
+        prompt_bytes,
+        max_output: probe.max_output_tokens,
+        // Media prices count in the reservation too, so that concurrent
+        // image or speech requests cannot overdraw a budget.
+        media: Units {
+            images: media.images,
+            audio_ms: media.upload_audio_ms,
+            chars: media.chars,
+            ..Units::default()
+        },
+        image_price,
+    };
+    let admission = metering.admit(snap, key, &model, &ask).await?;
     Ok(Admitted {
         body,
         probe,
