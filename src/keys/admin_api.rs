@@ -9,7 +9,7 @@ use pingora_http::RequestHeader;
 use serde_json::json;
 
 use super::key_api::Actor;
-use super::service::{token_field, Answer, KeyService, ADMIN_COOKIE};
+use super::service::{Answer, KeyService, ADMIN_COOKIE};
 use super::session::{self, clear_cookie, set_cookie};
 use super::user_api::keys_call;
 use crate::clock::now_ms;
@@ -151,15 +151,8 @@ fn admin_sign_in(
     body: &[u8],
     client_ip: Option<IpAddr>,
 ) -> Result<Answer, ApiError> {
-    if !session::is_json(req) {
-        return Err(ApiError::new(
-            ErrorKind::JsonRequired,
-            "sign in with `Content-Type: application/json` and {\"token\": \"<admin token>\"}",
-        ));
-    }
     let now = now_ms();
-    svc.sign_ins.check(client_ip, now)?;
-    let token = token_field(body)?;
+    let token = svc.sign_in_token(req, body, client_ip, now, "admin token")?;
     let expected = sha256(snap.server.admin_token.as_deref().unwrap_or_default());
     if sha256(&token) != expected {
         svc.sign_ins.fail(client_ip, now);

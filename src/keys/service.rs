@@ -125,6 +125,30 @@ impl KeyService {
         Ok(user)
     }
 
+    /// The token of a sign-in, `{"token": "<credential>"}` sent as JSON,
+    /// once the address may still try (`credential` names the token in the
+    /// error).
+    pub(super) fn sign_in_token(
+        &self,
+        req: &RequestHeader,
+        body: &[u8],
+        client_ip: Option<IpAddr>,
+        now: u64,
+        credential: &str,
+    ) -> Result<String, ApiError> {
+        if !session::is_json(req) {
+            return Err(ApiError::new(
+                ErrorKind::JsonRequired,
+                format!(
+                    "sign in with `Content-Type: application/json` and \
+                     {{\"token\": \"<{credential}>\"}}"
+                ),
+            ));
+        }
+        self.sign_ins.check(client_ip, now)?;
+        token_field(body)
+    }
+
     /// The user whose token this is; a wrong token counts as a failed
     /// sign-in of the address.
     pub(super) fn user_by_token(
@@ -187,7 +211,7 @@ fn raw_field(body: &[u8], name: &str) -> Option<String> {
 }
 
 /// The string field `token` of a sign-in body.
-pub(super) fn token_field(body: &[u8]) -> Result<String, ApiError> {
+fn token_field(body: &[u8]) -> Result<String, ApiError> {
     match json_object(body)?.remove("token") {
         Some(Value::String(t)) if !t.trim().is_empty() => Ok(t.trim().to_string()),
         _ => Err(ApiError::new(

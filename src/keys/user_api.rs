@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::fields::{self, NAME_RULE};
 use super::key_api::Actor;
-use super::service::{token_field, Answer, KeyService, USER_COOKIE};
+use super::service::{Answer, KeyService, USER_COOKIE};
 use super::session::{self, clear_cookie, set_cookie};
 use crate::auth::percent_decoded;
 use crate::clock::now_ms;
@@ -128,15 +128,8 @@ fn sign_in(
     body: &[u8],
     client_ip: Option<IpAddr>,
 ) -> Result<Answer, ApiError> {
-    if !session::is_json(req) {
-        return Err(ApiError::new(
-            ErrorKind::JsonRequired,
-            "sign in with `Content-Type: application/json` and {\"token\": \"<user token>\"}",
-        ));
-    }
     let now = now_ms();
-    svc.sign_ins.check(client_ip, now)?;
-    let token = token_field(body)?;
+    let token = svc.sign_in_token(req, body, client_ip, now, "user token")?;
     let user = svc.user_by_token(snap, &token, client_ip, now)?;
     let credential = crate::config::sha256(&token);
     let id = svc.user_sessions.open(&user, credential, now);
