@@ -374,16 +374,7 @@ mod tests {
                     .collect::<String>()
             ));
         }
-        crate::config::load_text(
-            "t.toml",
-            text,
-            &|_: &str| None,
-            &crate::health::HealthRegistry::default(),
-            generation,
-            &mut Default::default(),
-        )
-        .unwrap()
-        .snapshot
+        crate::config::test_snapshot(text, generation)
     }
 
     fn managed(secret: &str, name: &str) -> crate::keys::registry::KeyRecord {

@@ -415,16 +415,7 @@ name = "other-group"
 type = "mock"
 groups = ["second"]
 "#;
-        let snap = crate::config::load_text(
-            "t.toml",
-            text.to_string(),
-            &|_: &str| None,
-            &crate::health::HealthRegistry::default(),
-            1,
-            &mut Default::default(),
-        )
-        .unwrap()
-        .snapshot;
+        let snap = crate::config::test_snapshot(text.to_string(), 1);
         let name = |c: usize| snap.channels[c].name.to_string();
         let low = snap
             .channels

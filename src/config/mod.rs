@@ -45,6 +45,21 @@ pub fn load_text(
     Ok(loaded)
 }
 
+/// The snapshot of a config text that must load (unit tests): no
+/// environment, fresh channel health.
+#[cfg(test)]
+pub fn test_snapshot(text: impl Into<String>, generation: u64) -> Snapshot {
+    let loaded = load_text(
+        "t.toml",
+        text.into(),
+        &|_| None,
+        &crate::health::HealthRegistry::default(),
+        generation,
+        &mut Default::default(),
+    );
+    loaded.unwrap_or_else(|e| panic!("{e}")).snapshot
+}
+
 /// Reads and loads a config file.
 pub fn load_file(
     path: &Path,

@@ -563,16 +563,7 @@ mod tests {
             text.push_str(&format!("[[groups]]\nname = \"{g}\"\nratio = 1\n"));
         }
         text.push_str("[[users]]\nname = \"u\"\ngroup = \"a\"\n");
-        crate::config::load_text(
-            "t.toml",
-            text,
-            &|_: &str| None,
-            &crate::health::HealthRegistry::default(),
-            generation,
-            &mut Default::default(),
-        )
-        .unwrap()
-        .snapshot
+        crate::config::test_snapshot(text, generation)
     }
 
     #[test]
@@ -711,16 +702,7 @@ mod tests {
              [[groups]]\nname = \"cheap\"\nratio = 1\nselectable = {cheap_selectable}\n\
              [[users]]\nname = \"u\"\ngroup = \"a\"\ngroups = [{hers}]\n"
         );
-        crate::config::load_text(
-            "t.toml",
-            text,
-            &|_: &str| None,
-            &crate::health::HealthRegistry::default(),
-            generation,
-            &mut Default::default(),
-        )
-        .unwrap()
-        .snapshot
+        crate::config::test_snapshot(text, generation)
     }
 
     #[test]

@@ -257,17 +257,7 @@ groups = ["g"]
         }
 
         fn load(text: String) -> Snapshot {
-            crate::config::load_text(
-                "t.toml",
-                text,
-                &|_| None,
-                &crate::health::HealthRegistry::default(),
-                1,
-                &mut Default::default(),
-            )
-            .map_err(|e| e.to_string())
-            .unwrap()
-            .snapshot
+            crate::config::test_snapshot(text, 1)
         }
 
         fn key(snap: &Snapshot) -> Arc<Key> {
