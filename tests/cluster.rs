@@ -129,6 +129,16 @@ impl Redis {
     }
 
     /// The sum of a hash's values (a shared spend total).
+    /// Calls of one command since the server started (INFO commandstats).
+    fn calls(&self, command: &str) -> i64 {
+        let stats = self.cli(&["INFO", "commandstats"]);
+        let prefix = format!("cmdstat_{command}:calls=");
+        stats
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&prefix))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    }
+
     fn hsum(&self, key: &str) -> i64 {
         self.cli(&["HVALS", key])
             .lines()
@@ -245,6 +255,24 @@ budget_period = "day"
 name = "outage"
 key = "sk-cluster-outage-0001"
 budget_usd = 1.0
+
+[[users]]
+name = "carol"
+group = "default"
+budget_usd = 50.0
+
+[[keys]]
+name = "busy"
+key = "sk-cluster-busy-0001"
+user = "carol"
+budget_usd = 100.0
+rpm = 1000000
+max_concurrent = 100
+
+[[keys]]
+name = "tail"
+key = "sk-cluster-tail-0001"
+budget_usd = 0.05
 {tail}
 "#,
             server = server_section(port, admin, dir)
@@ -652,6 +680,9 @@ async fn redis_outage_and_slowness_degrade_per_on_redis_error() {
         n.wait_metric("tollgate_cluster_pending_deltas", &[], 1.0)
             .await;
     }
+    // A refuse node serves from its grant until it notices Redis gone
+    // (its next tick, within `timeout_ms`), then refuses.
+    wait_cluster_up(&refuse, false, Duration::from_secs(3)).await;
     let (status, body, retry) = post(&http, &refuse, key).await;
     assert_eq!((status, retry.as_deref()), (503, Some("1")), "{body}");
     assert_eq!(body["error"]["code"], "cluster_unavailable");
@@ -707,11 +738,15 @@ async fn redis_outage_and_slowness_degrade_per_on_redis_error() {
     let started = Instant::now();
     let (status, _, _) = post(&http, &local[0], key).await;
     assert_eq!(status, 200);
-    let (status, body, _) = post(&http, &refuse, key).await;
+    // A key near its limit has no grant: its admission asks Redis, which
+    // does not answer in time.
+    let (status, body, _) = post(&http, &refuse, "sk-cluster-daily-0001").await;
     assert_eq!(
         (status, &body["error"]["code"]),
         (503, &json!("cluster_unavailable"))
     );
+    let (status, body, _) = post(&http, &refuse, key).await;
+    assert_eq!(status, 503, "{body}");
     assert!(
         started.elapsed() < Duration::from_millis(900),
         "blocked {:?} by a slow Redis",
@@ -807,4 +842,117 @@ async fn rediss_with_a_private_ca_shares_spend_over_tls() {
         assert!(Instant::now() < deadline, "spend not shared over TLS");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Sends `per_node` requests of `key` through each node, `clients` at a
+/// time per node, until each client has its share or the budget is
+/// exhausted; answers other than 200 and 429 fail the test. Returns the
+/// requests served.
+async fn load(nodes: &[Tollgate], key: &'static str, clients: usize, per_client: usize) -> i64 {
+    let http = client();
+    let mut tasks = Vec::new();
+    for n in nodes {
+        for _ in 0..clients {
+            let (http, url) = (http.clone(), n.url("/v1/chat/completions"));
+            tasks.push(tokio::spawn(async move {
+                let mut served = 0i64;
+                for _ in 0..per_client {
+                    let resp = http
+                        .post(&url)
+                        .bearer_auth(key)
+                        .body(
+                            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+                                .to_string(),
+                        )
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = resp.status().as_u16();
+                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                    match status {
+                        200 => served += 1,
+                        429 if body["error"]["code"] == "insufficient_quota" => break,
+                        429 => tokio::time::sleep(Duration::from_millis(5)).await,
+                        s => panic!("unexpected {s}: {body}"),
+                    }
+                }
+                served
+            }));
+        }
+    }
+    let mut served = 0;
+    for t in tasks {
+        served += t.await.unwrap();
+    }
+    served
+}
+
+/// A busy key far from its limits is admitted on each node's grant: a
+/// few Redis calls per tick instead of one per request, with spend still
+/// exact to the nano-dollar everywhere, and the shares given back once
+/// the key is idle. Near its budget a key falls back to asking Redis per
+/// request, and the whole budget can still be spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn busy_keys_are_admitted_on_grants_and_budgets_still_hold() {
+    let Some(redis) = Redis::start() else { return };
+    let nodes = [
+        start_node(&redis, "g1", ""),
+        start_node(&redis, "g2", ""),
+        start_node(&redis, "g3", ""),
+    ];
+    for n in &nodes {
+        wait_cluster_up(n, true, Duration::from_secs(5)).await;
+    }
+    let scripts_before = redis.calls("evalsha");
+    let served = load(&nodes, "sk-cluster-busy-0001", 4, 100).await;
+    assert_eq!(served, 1200);
+    let scripts = redis.calls("evalsha") - scripts_before;
+    assert!(
+        scripts * 4 < served,
+        "{scripts} script calls for {served} requests: grants are not used; {:?} {:?} {}",
+        redis.cli(&["HGETALL", "tg:block:k:busy"]),
+        redis.cli(&["HGETALL", "tg:rate:k:busy"]),
+        nodes[0].log()
+    );
+    // Published within a tick, exact, key and user alike.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while redis.hsum("tg:spend:k:busy") != served * COST && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(redis.hsum("tg:spend:k:busy"), served * COST);
+    assert_eq!(redis.hsum("tg:spend:u:carol"), served * COST);
+    let mut ledgers = 0;
+    for n in &nodes {
+        ledgers += ledger_total(n).await.0;
+        let (_, usage) = get_json(&n.url("/api/usage"), Some("sk-cluster-busy-0001")).await;
+        assert_eq!(usage["spent_nano_usd"], json!(served * COST), "{usage}");
+    }
+    assert_eq!(ledgers, served * COST);
+    // Idle, the nodes give their shares back.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let held = [
+            redis.cli(&["HLEN", "tg:block:k:busy"]),
+            redis.cli(&["HLEN", "tg:block:u:carol"]),
+        ];
+        if held.iter().all(|h| h.trim() == "0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "shares still held: {held:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // $0.05 is 1,000 requests: grants at first, one by one near the end,
+    // and the budget spent to within one request per node.
+    let served = load(&nodes, "sk-cluster-tail-0001", 4, 400).await;
+    let budget = 50_000_000;
+    assert!(
+        served * COST >= budget && served * COST <= budget + 3 * COST,
+        "served {served} requests of a 1,000-request budget"
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while redis.hsum("tg:spend:k:tail") != served * COST && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(redis.hsum("tg:spend:k:tail"), served * COST);
 }

@@ -9,6 +9,7 @@
 //! hash field per node), so publishing again is harmless and a Redis that
 //! comes back empty is rebuilt from the nodes' sled ledgers.
 
+mod grants;
 mod journal;
 mod keys;
 pub mod scripts;
@@ -29,6 +30,7 @@ use crate::config::{ClusterSettings, OnRedisError};
 use crate::keys::registry::Registry;
 use crate::metrics::Metrics;
 use crate::store::Store;
+pub use grants::{GrantAsk, Granted, OwnTotals, Round};
 pub use scripts::Kind;
 pub use worker::ClusterWorker;
 
@@ -108,21 +110,18 @@ pub type SpendQuery<'a> = (Kind, &'a str, Option<(u32, u32)>);
 #[derive(Debug)]
 pub struct Unavailable;
 
-/// A node's own absolute spend of one account: lifetime and by day.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnTotals {
-    pub kind: Kind,
-    pub name: String,
-    pub total: i64,
-    pub days: Vec<(u32, i64)>,
-}
-
 /// Where the worker reads the node's own totals when it re-publishes them
 /// (metering, wired by the server).
 pub trait OwnSpend: Send + Sync {
     /// Every account this node has spend of.
     fn all_accounts(&self) -> Vec<(Kind, String)>;
     fn own_totals(&self, kind: Kind, name: &str) -> OwnTotals;
+    /// The publication and grant requests of these keys (and their
+    /// users), for Redis generation `generation` ([`Cluster::generation`]).
+    fn grant_round(&self, keys: &[String], generation: u64) -> Round;
+    /// Redis's answers to a round's asks, in order; `None` when the round
+    /// failed.
+    fn apply_grants(&self, round: &Round, granted: Option<&[Granted]>, generation: u64);
 }
 
 /// Work for the background worker, in the order it was queued.
@@ -135,6 +134,8 @@ enum Op {
         tokens: Option<(String, u64, u64)>,
     },
     Cooldown(String),
+    /// A key's grant ran low or is missing: renew it now.
+    Want(String),
 }
 
 /// Whose leases a running request holds.
@@ -156,6 +157,11 @@ pub struct Cluster {
     next_lease: AtomicU64,
     /// Running requests' leases: renewed by the worker.
     leases: Mutex<HashMap<u64, LeaseAccounts>>,
+    /// Keys with spend to publish or a grant to renew at the next tick.
+    touched: Mutex<foldhash::HashSet<String>>,
+    /// Bumped whenever Redis is lost: grants of an older generation are
+    /// void (their reservations may be gone).
+    generation: AtomicU64,
     ops: mpsc::UnboundedSender<Op>,
     ops_rx: Mutex<Option<mpsc::UnboundedReceiver<Op>>>,
     journal: journal::Journal,
@@ -220,6 +226,8 @@ impl Cluster {
             up: AtomicBool::new(false),
             next_lease: AtomicU64::new(1),
             leases: Mutex::new(HashMap::default()),
+            touched: Mutex::new(foldhash::HashSet::default()),
+            generation: AtomicU64::new(1),
             ops: tx,
             ops_rx: Mutex::new(Some(rx)),
             journal,
@@ -247,6 +255,11 @@ impl Cluster {
         let _ = self.keys.set(registry);
     }
 
+    /// How long Redis keeps a lease or a grant its node stops renewing.
+    pub fn lease(&self) -> std::time::Duration {
+        self.settings.lease
+    }
+
     pub fn node(&self) -> &str {
         &self.settings.node
     }
@@ -266,7 +279,29 @@ impl Cluster {
         }
     }
 
+    /// Grants are valid only in the generation they were made in.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Publishes this key's (and its user's) totals at the next tick, and
+    /// renews its grant.
+    pub fn touch(&self, key: &str) {
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        if !touched.contains(key) {
+            touched.insert(key.to_string());
+        }
+    }
+
+    /// Asks the worker for this key's grant now, not at the next tick.
+    pub fn want_grant(&self, key: &str) {
+        let _ = self.ops.send(Op::Want(key.to_string()));
+    }
+
     fn set_up(&self, up: bool) {
+        if !up {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
         if self.up.swap(up, Ordering::AcqRel) != up {
             if up {
                 tracing::info!(node = %self.settings.node, "cluster: Redis reachable, shared state in force");
@@ -301,7 +336,9 @@ impl Cluster {
             .key(scripts::rates_key(k))
             .key(scripts::spend_key(Kind::User, u))
             .key(scripts::leases_key(Kind::User, u))
-            .key(scripts::held_key(Kind::User, u));
+            .key(scripts::held_key(Kind::User, u))
+            .key(scripts::blocks_key(Kind::Key, k))
+            .key(scripts::blocks_key(Kind::User, u));
         let days = |d: Option<(u32, u32)>| d.map_or(-1, |(a, b)| i64::from(b.saturating_sub(a)));
         let key_days = req.key_budget.map_or(req.key_days, |b| b.days);
         let user_days = req.user_budget.map_or(req.user_days, |b| b.days);

@@ -9,34 +9,19 @@
 use redis::Script;
 use std::sync::LazyLock;
 
-/// Admission: budgets (settled + in-flight across nodes), the key's
-/// concurrency leases, tpm, then rpm. Checks everything first, changes
-/// nothing on a refusal. Returns `{code, key_spent, user_spent}`;
-/// code 0 = admitted, else a [`super::Refusal`] code with the seconds to
-/// wait in the second field.
-///
-/// KEYS: 1 key spend, 2 key leases, 3 key held, 4 key rates, 5 user
-/// spend, 6 user leases, 7 user held, then the key's day hashes and the
-/// user's (budgets per period).
-/// ARGV: 1 lease id, 2 lease ms, 3 reserved nanos, 4 key budget (-1 =
-/// none), 5 user budget (-1), 6 max concurrent (0 = none), 7 rpm (0),
-/// 8 tpm (0), 9 key day hashes (-1 = lifetime), 10 user day hashes (-1),
-/// 11 has a user (0/1).
-const ADMIT_LUA: &str = r#"
+/// What the admission and grant scripts share: Redis's clock, sums, and
+/// the accounts' live reservations. A node's grant (docs/cluster.md,
+/// "Grants") is one field of the account's block hash: node ->
+/// "expiry_ms budget slots".
+macro_rules! prelude {
+    () => {
+        r#"
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local lease, lease_ms, reserved = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local n_kd, n_ud, has_user = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11] == '1'
 local function hsum(k)
   local s = 0
   for _, v in ipairs(redis.call('HVALS', k)) do s = s + tonumber(v) end
-  return s
-end
-local function spent(total, first, n)
-  if n < 0 then return hsum(total) end
-  local s = 0
-  for i = first, first + n - 1 do s = s + hsum(KEYS[i]) end
   return s
 end
 local function held(leases, amounts)
@@ -47,23 +32,66 @@ local function held(leases, amounts)
   end
   return hsum(amounts)
 end
+local function blocks(k, skip)
+  local b, s = 0, 0
+  local all = redis.call('HGETALL', k)
+  for i = 1, #all, 2 do
+    local exp, nb, ns = string.match(all[i + 1], '^(%d+) (%d+) (%d+)$')
+    if exp and tonumber(exp) > now_ms then
+      if all[i] ~= skip then b = b + tonumber(nb); s = s + tonumber(ns) end
+    else
+      redis.call('HDEL', k, all[i])
+    end
+  end
+  return b, s
+end
+"#
+    };
+}
+
+/// Admission: budgets (settled + in-flight + the nodes' grants), the key's
+/// concurrency leases and granted slots, tpm, then rpm. Checks everything
+/// first, changes nothing on a refusal. Returns `{code, key_spent,
+/// user_spent}`; code 0 = admitted, else a [`super::Refusal`] code with
+/// the seconds to wait in the second field.
+///
+/// KEYS: 1 key spend, 2 key leases, 3 key held, 4 key rates, 5 user
+/// spend, 6 user leases, 7 user held, 8 key blocks, 9 user blocks, then
+/// the key's day hashes and the user's (budgets per period).
+/// ARGV: 1 lease id, 2 lease ms, 3 reserved nanos, 4 key budget (-1 =
+/// none), 5 user budget (-1), 6 max concurrent (0 = none), 7 rpm (0),
+/// 8 tpm (0), 9 key day hashes (-1 = lifetime), 10 user day hashes (-1),
+/// 11 has a user (0/1).
+const ADMIT_LUA: &str = concat!(
+    prelude!(),
+    r#"
+local lease, lease_ms, reserved = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local n_kd, n_ud, has_user = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11] == '1'
+local function spent(total, first, n)
+  if n < 0 then return hsum(total) end
+  local s = 0
+  for i = first, first + n - 1 do s = s + hsum(KEYS[i]) end
+  return s
+end
 local function check(budget, s, h, code)
   if budget < 0 then return 0 end
   if s >= budget then return code end
   if s + h >= budget then return code + 1 end
   return 0
 end
-local ks = spent(KEYS[1], 8, n_kd)
-local r = check(tonumber(ARGV[4]), ks, held(KEYS[2], KEYS[3]), 1)
+local kb, k_slots = blocks(KEYS[8])
+local ks = spent(KEYS[1], 10, n_kd)
+local r = check(tonumber(ARGV[4]), ks, held(KEYS[2], KEYS[3]) + kb, 1)
 if r > 0 then return {r, 1, 0} end
 local us = 0
 if has_user then
-  us = spent(KEYS[5], 8 + math.max(n_kd, 0), n_ud)
-  r = check(tonumber(ARGV[5]), us, held(KEYS[6], KEYS[7]), 3)
+  local ub = blocks(KEYS[9])
+  us = spent(KEYS[5], 10 + math.max(n_kd, 0), n_ud)
+  r = check(tonumber(ARGV[5]), us, held(KEYS[6], KEYS[7]) + ub, 3)
   if r > 0 then return {r, 1, 0} end
 end
 local max_conc, rpm, tpm = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-if max_conc > 0 and redis.call('ZCARD', KEYS[2]) >= max_conc then return {5, 1, 0} end
+if max_conc > 0 and redis.call('ZCARD', KEYS[2]) + k_slots >= max_conc then return {5, 1, 0} end
 if tpm > 0 then
   local debt = tonumber(redis.call('HGET', KEYS[4], 't') or '0') - now_us
   if debt >= 60000000 then return {6, math.floor((debt - 60000000) / 1000000) + 1, 0} end
@@ -97,7 +125,66 @@ if rpm_tat then
   redis.call('PEXPIRE', KEYS[4], 3600000)
 end
 return {0, ks, us}
-"#;
+"#
+);
+
+/// A node's grant for one account (docs/cluster.md, "Grants"): the share
+/// of the budget, of the concurrency slots and of the rpm window it may
+/// use without asking. The node keeps at least `min` of what it held (it
+/// may already have committed that), and gets more only out of a quarter
+/// of what is free, and only if that is worth it (`floor`): near a limit
+/// a grant stops growing and admissions ask Redis one by one.
+/// Returns `{budget, slots, rpm tokens, tpm debt us, spent in scope}`.
+///
+/// KEYS: 1 blocks, 2 leases, 3 held, 4 rates, 5.. the spend hashes of the
+/// budget's scope (lifetime, or the period's days).
+/// ARGV: 1 node, 2 lease ms, 3 budget (-1 = none), 4 min budget, 5 wanted
+/// budget, 6 floor, 7 max concurrent (0 = none), 8 min slots, 9 wanted
+/// slots, 10 rpm (0 = none), 11 wanted rpm tokens, 12 rpm tokens given
+/// back, 13 tpm (0/1).
+const GRANT_LUA: &str = concat!(
+    prelude!(),
+    r#"
+local node, lease_ms = ARGV[1], tonumber(ARGV[2])
+local budget, min_b, want_b, floor_b = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local max_conc, min_s, want_s = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local rpm, want_k, back_k = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local function share(free, min, want, floor)
+  local extra = math.min(want - min, math.floor(free / 4))
+  if extra < floor then extra = 0 end
+  return min + extra
+end
+local others_b, others_s = blocks(KEYS[1], node)
+local h = held(KEYS[2], KEYS[3])
+local spent = 0
+for i = 5, #KEYS do spent = spent + hsum(KEYS[i]) end
+local gb, gs, gk, debt = 0, 0, 0, 0
+if budget >= 0 then
+  gb = share(budget - spent - h - others_b - min_b, min_b, want_b, floor_b)
+end
+if max_conc > 0 then
+  gs = share(max_conc - redis.call('ZCARD', KEYS[2]) - others_s - min_s, min_s, want_s, 4)
+end
+if rpm > 0 then
+  local interval = math.floor(60000000 / rpm)
+  local tat = math.max(tonumber(redis.call('HGET', KEYS[4], 'r') or '0') - back_k * interval, now_us)
+  gk = math.min(want_k, math.floor((now_us + 60000000 - tat) / interval / 4))
+  if gk < 4 then gk = 0 end
+  redis.call('HSET', KEYS[4], 'r', string.format('%.0f', tat + gk * interval))
+  redis.call('PEXPIRE', KEYS[4], 3600000)
+end
+if ARGV[13] == '1' then
+  debt = math.max(0, tonumber(redis.call('HGET', KEYS[4], 't') or '0') - now_us)
+end
+if gb > 0 or gs > 0 then
+  redis.call('HSET', KEYS[1], node, string.format('%.0f %.0f %.0f', now_ms + lease_ms, gb, gs))
+  redis.call('PEXPIRE', KEYS[1], lease_ms + 1000)
+else
+  redis.call('HDEL', KEYS[1], node)
+end
+return {gb, gs, gk, debt, spent}
+"#
+);
 
 /// Publishes a node's own absolute totals of one account: its lifetime
 /// spend and its spend of some days. A field only ever grows, so an old
@@ -157,11 +244,13 @@ pub static RAISE: LazyLock<Script> = LazyLock::new(|| Script::new(RAISE_LUA));
 pub static SPEND_TOKENS: LazyLock<Script> = LazyLock::new(|| Script::new(SPEND_TOKENS_LUA));
 pub static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_LUA));
 pub static KEY_PUT: LazyLock<Script> = LazyLock::new(|| Script::new(KEY_PUT_LUA));
+pub static GRANT: LazyLock<Script> = LazyLock::new(|| Script::new(GRANT_LUA));
 
 /// Every script's code, for `SCRIPT LOAD` after Redis (re)starts: the
 /// settlement pipeline calls them by hash.
-pub const ALL: [&str; 5] = [
+pub const ALL: [&str; 6] = [
     ADMIT_LUA,
+    GRANT_LUA,
     RAISE_LUA,
     SPEND_TOKENS_LUA,
     RENEW_LUA,
@@ -207,6 +296,10 @@ pub fn held_key(kind: Kind, name: &str) -> String {
     format!("tg:held:{}:{name}", kind.tag())
 }
 
+pub fn blocks_key(kind: Kind, name: &str) -> String {
+    format!("tg:block:{}:{name}", kind.tag())
+}
+
 pub fn rates_key(key: &str) -> String {
     format!("tg:rate:k:{key}")
 }
@@ -230,6 +323,7 @@ mod tests {
         assert_eq!(leases_key(Kind::Key, "a"), "tg:lease:k:a");
         assert_eq!(held_key(Kind::User, "a"), "tg:held:u:a");
         assert_eq!(rates_key("a"), "tg:rate:k:a");
+        assert_eq!(blocks_key(Kind::User, "a"), "tg:block:u:a");
         assert_eq!(node_key("edge-1"), "tg:node:edge-1");
     }
 }

@@ -12,11 +12,12 @@ use futures_util::StreamExt;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use redis::aio::ConnectionManager;
-use redis::{Client, Pipeline};
+use redis::Client;
 use tokio::sync::broadcast;
 
+use super::grants::{self, evalsha, raise, Granted, OwnTotals};
 use super::scripts::{self, Kind};
-use super::{Cluster, Op, OwnTotals};
+use super::{Cluster, Op};
 
 /// How often the worker checks Redis and refreshes this node's entry.
 const TICK: Duration = Duration::from_millis(250);
@@ -84,9 +85,18 @@ impl BackgroundService for ClusterWorker {
                             Err(_) => break,
                         }
                     }
-                    self.publish(ops).await;
+                    let wanted = take_wanted(&mut ops);
+                    if !ops.is_empty() {
+                        self.publish(ops).await;
+                    }
+                    if !wanted.is_empty() {
+                        self.grant_round(wanted).await;
+                    }
                 }
-                _ = tick.tick() => self.heartbeat(&mut state).await,
+                _ = tick.tick() => {
+                    self.heartbeat(&mut state).await;
+                    self.grant_round(Vec::new()).await;
+                }
                 name = next_change(&mut changes) => match name {
                     Err(broadcast::error::RecvError::Closed) => changes = None,
                     name => self.key_changed(name).await,
@@ -97,7 +107,7 @@ impl BackgroundService for ClusterWorker {
 }
 
 impl ClusterWorker {
-    fn conn(&self) -> Option<ConnectionManager> {
+    pub(super) fn conn(&self) -> Option<ConnectionManager> {
         self.cluster
             .conn
             .load_full()
@@ -105,7 +115,7 @@ impl ClusterWorker {
     }
 
     /// Timeout of background calls: they may carry many requests' work.
-    fn batch_timeout(&self) -> Duration {
+    pub(super) fn batch_timeout(&self) -> Duration {
         (self.cluster.settings.timeout * 4).max(Duration::from_millis(500))
     }
 
@@ -316,6 +326,77 @@ impl ClusterWorker {
         }
     }
 
+    /// Publishes the totals of the keys touched since the last round (and
+    /// `wanted`), and renews their grants, in one pipeline. While Redis is
+    /// away the accounts are journaled instead.
+    pub(super) async fn grant_round(&self, wanted: Vec<String>) {
+        let c = &self.cluster;
+        let mut names = std::mem::take(&mut *c.touched.lock().unwrap_or_else(|e| e.into_inner()));
+        names.extend(wanted);
+        if names.is_empty() {
+            return;
+        }
+        let Some(source) = c.source.get() else { return };
+        let mut names: Vec<String> = names.into_iter().collect();
+        names.sort();
+        names.dedup();
+        let generation = c.generation();
+        let round = source.grant_round(&names, generation);
+        if round.is_empty() {
+            return;
+        }
+        let conn = self.conn().filter(|_| c.is_up());
+        let answer = match conn {
+            Some(mut conn) => {
+                let mut pipe = redis::pipe();
+                for t in &round.totals {
+                    raise(&mut pipe, &c.settings.node, t);
+                    pipe.ignore();
+                }
+                for (key, tpm, n) in &round.tokens {
+                    evalsha(
+                        &mut pipe,
+                        &scripts::SPEND_TOKENS,
+                        &[scripts::rates_key(key)],
+                    )
+                    .arg(*tpm)
+                    .arg(*n)
+                    .ignore();
+                }
+                for ask in &round.asks {
+                    grants::grant(&mut pipe, &c.settings.node, c.settings.lease, ask);
+                }
+                let started = Instant::now();
+                let q = pipe.query_async::<Vec<(i64, i64, i64, i64, i64)>>(&mut conn);
+                let answer = tokio::time::timeout(self.batch_timeout(), q).await;
+                c.metrics.roundtrip.observe(started.elapsed().as_secs_f64());
+                match answer {
+                    Ok(Ok(v)) if v.len() == round.asks.len() => Some(v),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
+        let granted: Option<Vec<Granted>> = answer.map(|v| {
+            v.into_iter()
+                .map(|(budget, slots, tokens, debt, spent)| Granted {
+                    budget,
+                    slots: slots.clamp(0, i64::from(u32::MAX)) as u32,
+                    tokens: tokens.clamp(0, i64::from(u32::MAX)) as u32,
+                    tpm_debt_us: debt.max(0) as u64,
+                    spent,
+                })
+                .collect()
+        });
+        if granted.is_none() {
+            c.set_up(false);
+            let accounts = round.totals.iter().map(|t| (t.kind, t.name.as_str()));
+            let pending = c.journal.add(accounts);
+            c.metrics.pending.set(pending as i64);
+        }
+        source.apply_grants(&round, granted.as_deref(), generation);
+    }
+
     /// Moves the running requests' leases on, in one script call.
     async fn renew(&self, conn: &mut ConnectionManager) {
         let c = &self.cluster;
@@ -391,6 +472,7 @@ impl Batch {
                     }
                 }
                 Op::Cooldown(event) => b.events.push(event),
+                Op::Want(_) => {}
             }
         }
         b
@@ -415,31 +497,17 @@ impl Batch {
     }
 }
 
-/// Appends `EVALSHA` of a script (loaded at every (re)connect) to a pipeline.
-fn evalsha<'p>(
-    pipe: &'p mut Pipeline,
-    script: &redis::Script,
-    keys: &[String],
-) -> &'p mut Pipeline {
-    let cmd = pipe.cmd("EVALSHA").arg(script.get_hash()).arg(keys.len());
-    for k in keys {
-        cmd.arg(k);
-    }
-    cmd
-}
-
-/// Publishes one account's own totals (lifetime and by day).
-fn raise(pipe: &mut Pipeline, node: &str, t: &OwnTotals) {
-    let mut keys = vec![scripts::spend_key(t.kind, &t.name)];
-    keys.extend(
-        t.days
-            .iter()
-            .map(|(d, _)| scripts::day_key(t.kind, &t.name, *d)),
-    );
-    let cmd = evalsha(pipe, &scripts::RAISE, &keys).arg(node).arg(t.total);
-    for (_, n) in &t.days {
-        cmd.arg(*n);
-    }
+/// Takes the keys whose grants are wanted at once out of a batch of ops.
+fn take_wanted(ops: &mut Vec<Op>) -> Vec<String> {
+    let mut wanted = Vec::new();
+    ops.retain_mut(|op| match op {
+        Op::Want(name) => {
+            wanted.push(std::mem::take(name));
+            false
+        }
+        _ => true,
+    });
+    wanted
 }
 
 /// The client of `redis_url`; with `ca_file`, trusting that CA (PEM)

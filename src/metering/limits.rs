@@ -30,6 +30,8 @@ pub struct Spend {
     pub others: i64,
     /// The same for the lifetime, for display.
     pub others_lifetime: i64,
+    /// Cluster mode: this node's share of the budget (`metering::grant`).
+    pub grant: Option<BudgetGrant>,
 }
 
 /// A budget in nano-USD, for the lifetime or per period.
@@ -99,6 +101,56 @@ impl Spend {
     }
 }
 
+/// This node's share of one account's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetGrant {
+    /// The node may commit spend in the budget's scope up to this total of
+    /// its own (spent + reserved).
+    pub ceiling: i64,
+    /// The scope's first day (0 = lifetime): a new period voids it.
+    pub scope: u32,
+    pub until_ns: u64,
+    pub generation: u64,
+}
+
+/// A key's limits as last seen, for the worker's asks between requests.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GrantLimits {
+    pub key_budget: Option<Budget>,
+    pub user: Option<String>,
+    pub user_budget: Option<Budget>,
+    pub max_concurrent: Option<u32>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+}
+
+/// This node's share of a key's slots and rpm window, and what the next
+/// ask is sized by.
+#[derive(Debug, Default)]
+pub struct KeyGrant {
+    pub(super) limits: Option<GrantLimits>,
+    pub(super) slots: u32,
+    pub(super) tokens: u32,
+    pub(super) tokens_granted: u32,
+    pub(super) tokens_until_ns: u64,
+    pub(super) until_ns: u64,
+    pub(super) generation: u64,
+    /// Asked, not answered yet.
+    pub(super) asked: bool,
+    /// Ask no more (per request) before this: Redis had nothing to give.
+    pub(super) quiet_until_ns: u64,
+    /// Want no budget growth before this: Redis refused growth.
+    pub(super) tight_until_ns: u64,
+    /// Since the last ask (at `last_ask_ns`): admissions and their
+    /// reservations, what the next ask is sized by.
+    pub(super) last_ask_ns: u64,
+    pub(super) admitted: u32,
+    pub(super) reserved: i64,
+    pub(super) last_reserved: i64,
+    /// Tokens of requests settled here and not yet in the shared window.
+    pub(super) unpublished_tokens: u64,
+}
+
 /// A key or user as metering sees it.
 #[derive(Default)]
 pub struct Account {
@@ -129,6 +181,8 @@ pub struct KeyAccount {
     pub account: Account,
     pub in_flight: AtomicU32,
     pub rates: Mutex<RateState>,
+    /// Cluster mode: this node's share of the key's limits.
+    pub grant: Mutex<KeyGrant>,
 }
 
 /// Generic cell rate algorithm state for rpm and tpm: each is the
@@ -170,6 +224,19 @@ impl RateState {
         Ok(())
     }
 
+    /// Whether the tokens of the last minute are below half of `tpm`:
+    /// what a node admits on its own view of a shared window, which may
+    /// miss the other nodes' last fraction of a second.
+    pub fn tokens_below_half(&self, now_ns: u64) -> bool {
+        self.tpm_tat_ns.saturating_sub(now_ns) < MINUTE_NS / 2
+    }
+
+    /// Takes in the shared window's debt as Redis reported it (it holds
+    /// this node's published tokens too, hence the max, not a sum).
+    pub fn merge_shared_debt(&mut self, now_ns: u64, debt_ns: u64) {
+        self.tpm_tat_ns = self.tpm_tat_ns.max(now_ns.saturating_add(debt_ns));
+    }
+
     pub fn spend_tokens(&mut self, tpm: u64, tokens: u64, now_ns: u64) {
         let per_token = MINUTE_NS as u128 / u128::from(tpm.max(1));
         let cost = (per_token * u128::from(tokens)).min(u128::from(u64::MAX / 2)) as u64;
@@ -181,7 +248,7 @@ fn seconds_ceil(ns: u64) -> u64 {
     ns.div_ceil(1_000_000_000).max(1)
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic elsewhere never leaves these plain counters half-updated.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

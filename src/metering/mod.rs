@@ -14,6 +14,7 @@
 
 mod charge;
 pub mod cost;
+mod grant;
 pub mod ledger;
 pub mod limits;
 pub mod period;
@@ -313,6 +314,7 @@ impl Metering {
             reserved: 0,
             others: 0,
             others_lifetime: 0,
+            grant: None,
             days: self
                 .ledger
                 .daily_spend(kind, name, DaySpend::window(self.today())),
@@ -366,6 +368,9 @@ impl Metering {
             || key.tpm.is_some();
         if let Some(cluster) = &self.cluster {
             if limited {
+                if let Some(admission) = self.admit_granted(cluster, key, &plan) {
+                    return Ok(admission);
+                }
                 if let Some(decided) = self.admit_shared(cluster, key, &plan).await {
                     return decided.map(|lease| self.take(plan, key, lease));
                 }
@@ -521,7 +526,22 @@ impl Metering {
             lock_rates(&admission.key).spend_tokens(tpm, served.usage.total(), self.now_ns());
         }
         if let Some(cluster) = &self.cluster {
-            self.publish(cluster, &mut admission, key, served.usage.total());
+            if admission.lease.is_some() {
+                self.publish(cluster, &mut admission, key, served.usage.total());
+            } else {
+                let user_budget = key
+                    .user
+                    .as_deref()
+                    .and_then(|u| snap.users.get(u))
+                    .and_then(|u| {
+                        u.budget_usd.map(|b| Budget {
+                            nanos: usd_to_nanos(b),
+                            period: u.budget_period,
+                        })
+                    });
+                let limits = Metering::limits_of(key, user_budget);
+                self.settled_unleased(cluster, &admission, key, limits, served.usage.total());
+            }
         }
         let looked_up;
         let series = match served.series {

@@ -8,7 +8,7 @@ use super::limits::{lock_spend, Account, Budget, BudgetRefusal, KeyAccount, Spen
 use super::period::bounds;
 use super::{budget_error, concurrency_error, rpm_error, tpm_error, Admission, Metering};
 use crate::cluster::{
-    AdmitRequest, Cluster, Kind, Lease, OwnSpend, OwnTotals, Refusal, SharedBudget,
+    AdmitRequest, Cluster, Granted, Kind, Lease, OwnSpend, OwnTotals, Refusal, Round, SharedBudget,
 };
 use crate::config::{BudgetPeriod, Key};
 use crate::errors::{ApiError, ErrorKind};
@@ -177,7 +177,7 @@ fn refusal_error(refusal: Refusal, key: &Key) -> ApiError {
     }
 }
 
-fn own_totals(kind: Kind, name: &str, s: &Spend) -> OwnTotals {
+pub(super) fn own_totals(kind: Kind, name: &str, s: &Spend) -> OwnTotals {
     OwnTotals {
         kind,
         name: name.to_string(),
@@ -205,5 +205,13 @@ impl OwnSpend for Metering {
             Kind::User => self.user_spend(name),
         };
         own_totals(kind, name, &spend)
+    }
+
+    fn grant_round(&self, keys: &[String], generation: u64) -> Round {
+        self.build_round(keys, generation)
+    }
+
+    fn apply_grants(&self, round: &Round, granted: Option<&[Granted]>, generation: u64) {
+        self.apply_round(round, granted, generation);
     }
 }

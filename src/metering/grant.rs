@@ -1,0 +1,683 @@
+//! Cluster grants on the node's side (docs/cluster.md, "Grants"): a busy
+//! key's share of its budget, its user's budget, its concurrency slots
+//! and its rpm window, reserved for this node in Redis, lets the node
+//! admit without a round trip. Near a limit the shares stop growing, the
+//! local checks fail, and admissions ask Redis one by one as before.
+//!
+//! The invariant: what this node may still commit beyond the spend it
+//! published is never more than what Redis holds for it. So a node lowers
+//! its own ceiling *before* asking for less, and Redis never grants less
+//! than the node says it may already have committed.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::limits::{
+    lock, lock_rates, lock_spend, Account, Budget, BudgetGrant, ConcurrencySlot, GrantLimits,
+    KeyAccount, KeyGrant,
+};
+use super::period::bounds;
+use super::shared::{own_totals, Plan};
+use super::{Admission, Metering, Spend};
+use crate::cluster::{Cluster, GrantAsk, Granted, Kind, Round};
+use crate::config::{BudgetPeriod, Key};
+
+/// How long rpm tokens may wait to be used: a token counts in the shared
+/// window from when it was granted, so using it later shifts at most this
+/// much of a minute's requests.
+const TOKEN_LIFE: Duration = Duration::from_secs(1);
+/// How long a node asks for no more after Redis refused it more.
+const QUIET: Duration = Duration::from_secs(1);
+/// A budget grant asks for this many of the key's last reservations at
+/// least, and grows only by this many at least ([`GrantAsk::floor`]).
+const BUDGET_WANT: i64 = 64;
+const BUDGET_FLOOR: i64 = 8;
+
+/// The node's clock and Redis generation, against which grants hold.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Now {
+    pub ns: u64,
+    pub generation: u64,
+}
+
+impl Now {
+    fn holds(self, generation: u64, until_ns: u64) -> bool {
+        generation == self.generation && self.ns < until_ns
+    }
+}
+
+impl GrantLimits {
+    fn of(key: &Key, key_budget: Option<Budget>, user_budget: Option<Budget>) -> GrantLimits {
+        GrantLimits {
+            key_budget,
+            user: key.user.clone(),
+            user_budget,
+            max_concurrent: key.max_concurrent,
+            rpm: key.rpm,
+            tpm: key.tpm,
+        }
+    }
+
+    /// Limits of the key itself (not its user's budget) to share.
+    fn key_side(&self) -> bool {
+        self.key_budget.is_some()
+            || self.max_concurrent.is_some()
+            || self.rpm.is_some()
+            || self.tpm.is_some()
+    }
+
+    /// The key's own checks that need a live grant besides its budget.
+    fn rates(&self) -> bool {
+        self.max_concurrent.is_some() || self.rpm.is_some() || self.tpm.is_some()
+    }
+}
+
+impl KeyGrant {
+    fn note(&mut self, limits: GrantLimits) {
+        if self.limits.as_ref() != Some(&limits) {
+            self.limits = Some(limits);
+        }
+    }
+
+    /// Whether the key's slots or tokens are running out: ask before they do.
+    fn running_low(&self, key: &Key, in_flight: u32) -> bool {
+        (key.rpm.is_some() && self.tokens.saturating_mul(4) < self.tokens_granted)
+            || (key.max_concurrent.is_some() && in_flight.saturating_mul(4) >= self.slots * 3)
+    }
+}
+
+/// `n` per `elapsed_ns`, as a rate per second (over at least 50 ms, so a
+/// burst right after an ask does not look like a flood).
+fn per_second(n: i64, elapsed_ns: u64) -> i64 {
+    let elapsed = elapsed_ns.max(50_000_000);
+    (i128::from(n) * 1_000_000_000 / i128::from(elapsed)).clamp(0, i128::from(i64::MAX)) as i64
+}
+
+fn scope_of(period: Option<BudgetPeriod>, today: u32) -> u32 {
+    period.map_or(0, |p| bounds(p, today).0)
+}
+
+/// What a node asks of one budget: keep `min`, like `want`, and the own
+/// spend both are counted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct BudgetAsk {
+    pub base: i64,
+    pub min: i64,
+    pub want: i64,
+}
+
+impl Spend {
+    fn live_grant(&self, budget: Budget, today: u32, now: Now) -> Option<BudgetGrant> {
+        self.grant
+            .filter(|g| now.holds(g.generation, g.until_ns))
+            .filter(|g| g.scope == scope_of(budget.period, today))
+    }
+
+    /// This node's own spend and reservations in the budget's scope.
+    fn own_against(&self, period: Option<BudgetPeriod>, today: u32) -> (i64, i64) {
+        let (spent, reserved) = self.against(period, today);
+        (spent.saturating_sub(self.others), reserved)
+    }
+
+    /// Reserves `amount` within this node's grant: admitted while its own
+    /// spend and reservations are below the ceiling, as a single node
+    /// admits below its budget (overdraw: at most the last request).
+    pub(super) fn try_reserve_granted(
+        &mut self,
+        budget: Budget,
+        today: u32,
+        now: Now,
+        amount: i64,
+    ) -> bool {
+        let Some(grant) = self.live_grant(budget, today, now) else {
+            return false;
+        };
+        let (spent, reserved) = self.own_against(budget.period, today);
+        if spent.saturating_add(reserved) >= grant.ceiling {
+            return false;
+        }
+        self.try_reserve(None, today, amount).is_ok()
+    }
+
+    /// The budget part of an ask, wanting `extra` beyond what is running.
+    /// Until Redis answers, the node commits no more than it keeps.
+    pub(super) fn budget_ask(
+        &mut self,
+        budget: Budget,
+        today: u32,
+        now: Now,
+        extra: i64,
+    ) -> BudgetAsk {
+        let (base, running) = self.own_against(budget.period, today);
+        let left = self
+            .live_grant(budget, today, now)
+            .map_or(0, |g| g.ceiling.saturating_sub(base));
+        let want = running.saturating_add(extra.max(0));
+        let min = running.max(left.min(want));
+        if let Some(g) = &mut self.grant {
+            g.ceiling = g.ceiling.min(base.saturating_add(min));
+        }
+        BudgetAsk { base, min, want }
+    }
+
+    pub(super) fn apply_budget_grant(&mut self, grant: BudgetGrant) {
+        self.grant = Some(grant);
+    }
+}
+
+impl Metering {
+    fn grant_ttl(&self) -> Duration {
+        // Redis keeps a grant for the lease from when it answers; the node
+        // trusts it for half of that from before it asked.
+        self.cluster
+            .as_ref()
+            .map_or(Duration::ZERO, |c| c.lease() / 2)
+    }
+
+    /// Admission within this node's grants, with no Redis call; `None`
+    /// when a grant is missing, void or too small (then Redis decides,
+    /// and the grant is asked for).
+    pub(super) fn admit_granted(
+        &self,
+        cluster: &Cluster,
+        key: &Key,
+        plan: &Plan,
+    ) -> Option<Admission> {
+        let now = Now {
+            ns: self.now_ns(),
+            generation: cluster.generation(),
+        };
+        let acc = &plan.key_acc;
+        let mut g = lock(&acc.grant);
+        g.note(GrantLimits::of(key, plan.key_budget, plan.user_budget));
+        g.admitted = g.admitted.saturating_add(1);
+        g.reserved = g.reserved.saturating_add(plan.reserved);
+        g.last_reserved = plan.reserved;
+        let admitted = cluster
+            .is_up()
+            .then(|| self.take_granted(&mut g, acc, key, plan, now))
+            .flatten();
+        let low = admitted.is_none() || g.running_low(key, acc.in_flight.load(Ordering::Acquire));
+        if low && !g.asked && now.ns >= g.quiet_until_ns {
+            g.asked = true;
+            cluster.want_grant(&key.name);
+        }
+        admitted
+    }
+
+    fn take_granted(
+        &self,
+        g: &mut KeyGrant,
+        acc: &Arc<KeyAccount>,
+        key: &Key,
+        plan: &Plan,
+        now: Now,
+    ) -> Option<Admission> {
+        let limits = g.limits.as_ref()?;
+        if limits.rates() && !now.holds(g.generation, g.until_ns) {
+            return None;
+        }
+        if key.rpm.is_some() && (g.tokens == 0 || now.ns >= g.tokens_until_ns) {
+            return None;
+        }
+        if key.tpm.is_some() && !lock_rates(acc).tokens_below_half(now.ns) {
+            return None;
+        }
+        let (today, reserved) = (plan.today, plan.reserved);
+        let reserve = |account: &Account, budget: Option<Budget>| {
+            let mut spend = lock_spend(account);
+            match budget {
+                Some(b) => spend.try_reserve_granted(b, today, now, reserved),
+                None => spend.try_reserve(None, today, reserved).is_ok(),
+            }
+        };
+        if !reserve(&acc.account, plan.key_budget) {
+            return None;
+        }
+        // From here on, dropping `admission` gives back what it holds.
+        let mut admission = Admission {
+            key: Arc::clone(acc),
+            user: None,
+            reserved,
+            admitted_ms: plan.admitted_ms,
+            _slot: None,
+            lease: None,
+        };
+        if let Some(user) = &plan.user_acc {
+            if !reserve(user, plan.user_budget) {
+                return None;
+            }
+            admission.user = Some(Arc::clone(user));
+        }
+        if key.max_concurrent.is_some() {
+            admission._slot = Some(ConcurrencySlot::try_take(acc, g.slots)?);
+        }
+        if key.rpm.is_some() {
+            g.tokens -= 1;
+        }
+        Some(admission)
+    }
+
+    /// A request admitted without a lease settled: its spend (and tokens)
+    /// are published with the next round.
+    pub(super) fn settled_unleased(
+        &self,
+        cluster: &Cluster,
+        admission: &Admission,
+        key: &Key,
+        limits: GrantLimits,
+        tokens: u64,
+    ) {
+        let mut g = lock(&admission.key.grant);
+        g.note(limits);
+        if key.tpm.is_some() {
+            g.unpublished_tokens = g.unpublished_tokens.saturating_add(tokens);
+        }
+        drop(g);
+        cluster.touch(&key.name);
+    }
+
+    /// The limits a settled request's key had, for [`Self::settled_unleased`].
+    pub(super) fn limits_of(key: &Key, user_budget: Option<Budget>) -> GrantLimits {
+        let key_budget = key.budget_usd.map(|b| Budget {
+            nanos: super::usd_to_nanos(b),
+            period: key.budget_period,
+        });
+        GrantLimits::of(key, key_budget, user_budget)
+    }
+
+    /// One round's publication and asks (see [`crate::cluster::OwnSpend`]).
+    pub(super) fn build_round(&self, names: &[String], generation: u64) -> Round {
+        let now = Now {
+            ns: self.now_ns(),
+            generation,
+        };
+        let today = self.today();
+        let mut round = Round::default();
+        // Users of the keys in this round: their budget, and the sizes
+        // their keys' traffic asks for.
+        let mut users: BTreeMap<String, (Option<Budget>, i64, i64)> = BTreeMap::new();
+        for name in names {
+            let Some(acc) = self.keys.existing(name) else {
+                continue;
+            };
+            round
+                .totals
+                .push(own_totals(Kind::Key, name, &acc.account.snapshot()));
+            let mut g = lock(&acc.grant);
+            let Some(limits) = g.limits.clone() else {
+                continue;
+            };
+            let elapsed = now.ns.saturating_sub(g.last_ask_ns);
+            g.last_ask_ns = now.ns;
+            let extra = if g.admitted == 0 || now.ns < g.tight_until_ns {
+                0
+            } else {
+                (BUDGET_WANT * g.last_reserved).max(per_second(g.reserved, elapsed))
+            };
+            let floor = (BUDGET_FLOOR * g.last_reserved).max(1);
+            if let Some(user) = &limits.user {
+                let entry = users
+                    .entry(user.clone())
+                    .or_insert((limits.user_budget, 0, 1));
+                entry.1 = entry.1.max(extra);
+                entry.2 = entry.2.max(floor);
+            }
+            if let Some(tpm) = limits.tpm {
+                let n = std::mem::take(&mut g.unpublished_tokens);
+                if n > 0 {
+                    round.tokens.push((name.clone(), tpm, n));
+                }
+            }
+            if limits.key_side() {
+                round.asks.push(self.key_ask(
+                    &acc,
+                    &mut g,
+                    &limits,
+                    name,
+                    (extra, floor, elapsed),
+                    now,
+                    today,
+                ));
+            }
+            g.admitted = 0;
+            g.reserved = 0;
+        }
+        for (user, (budget, extra, floor)) in users {
+            let acc = self.user_account(&user);
+            round
+                .totals
+                .push(own_totals(Kind::User, &user, &acc.snapshot()));
+            if let Some(budget) = budget {
+                let b = lock_spend(&acc).budget_ask(budget, today, now, extra);
+                round.asks.push(budget_only_ask(
+                    Kind::User,
+                    &user,
+                    budget,
+                    b,
+                    floor,
+                    now,
+                    today,
+                ));
+            }
+        }
+        round
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn key_ask(
+        &self,
+        acc: &KeyAccount,
+        g: &mut KeyGrant,
+        limits: &GrantLimits,
+        name: &str,
+        (extra, floor, elapsed): (i64, i64, u64),
+        now: Now,
+        today: u32,
+    ) -> GrantAsk {
+        let mut ask = match limits.key_budget {
+            Some(budget) => {
+                let b = lock_spend(&acc.account).budget_ask(budget, today, now, extra);
+                budget_only_ask(Kind::Key, name, budget, b, floor, now, today)
+            }
+            None => GrantAsk {
+                kind: Kind::Key,
+                name: name.to_string(),
+                budget: None,
+                days: None,
+                min_budget: 0,
+                want_budget: 0,
+                floor: 1,
+                max_concurrent: 0,
+                min_slots: 0,
+                want_slots: 0,
+                rpm: 0,
+                want_tokens: 0,
+                give_back: 0,
+                tpm: false,
+                base: 0,
+                asked_ns: now.ns,
+            },
+        };
+        let live = now.holds(g.generation, g.until_ns);
+        let busy = g.admitted > 0;
+        if let Some(max) = limits.max_concurrent {
+            let in_flight = acc.in_flight.load(Ordering::Acquire);
+            let want = if busy {
+                in_flight.saturating_mul(2).saturating_add(8)
+            } else {
+                in_flight
+            };
+            let left = if live { g.slots } else { 0 };
+            // Until Redis answers, no more slots than kept.
+            g.slots = in_flight.max(left.min(want));
+            ask.max_concurrent = max;
+            ask.min_slots = g.slots;
+            ask.want_slots = want.max(g.slots);
+        }
+        if let Some(rpm) = limits.rpm {
+            ask.rpm = rpm;
+            // Tokens younger than half their life stay in use while
+            // Redis answers; older ones go back to the window.
+            let half_life = TOKEN_LIFE.as_nanos() as u64 / 2;
+            let usable = live && now.ns < g.tokens_until_ns;
+            if !(usable && now.ns + half_life < g.tokens_until_ns) {
+                ask.give_back = if usable { g.tokens } else { 0 };
+                g.tokens = 0;
+            }
+            ask.want_tokens = if busy {
+                let rate = per_second(i64::from(g.admitted), elapsed);
+                rate.max(16).min(i64::from(rpm)) as u32
+            } else {
+                0
+            };
+        }
+        ask.tpm = limits.tpm.is_some();
+        ask
+    }
+
+    /// Redis's answers to a round: the new shares, and the keys holding
+    /// one are renewed at the next tick.
+    pub(super) fn apply_round(&self, round: &Round, granted: Option<&[Granted]>, generation: u64) {
+        let Some(cluster) = &self.cluster else { return };
+        let now_ns = self.now_ns();
+        let quiet = now_ns.saturating_add(QUIET.as_nanos() as u64);
+        let Some(granted) = granted else {
+            for ask in round.asks.iter().filter(|a| a.kind == Kind::Key) {
+                if let Some(acc) = self.keys.existing(&ask.name) {
+                    lock(&acc.grant).asked = false;
+                }
+            }
+            return;
+        };
+        for (ask, got) in round.asks.iter().zip(granted) {
+            let until_ns = ask
+                .asked_ns
+                .saturating_add(self.grant_ttl().as_nanos() as u64);
+            if ask.budget.is_some() {
+                let account = match ask.kind {
+                    Kind::Key => self
+                        .keys
+                        .existing(&ask.name)
+                        .map(|a| Arc::clone(&a))
+                        .map(Owner::Key),
+                    Kind::User => Some(Owner::User(self.user_account(&ask.name))),
+                };
+                if let Some(account) = &account {
+                    let mut spend = lock_spend(account.account());
+                    spend.apply_budget_grant(BudgetGrant {
+                        ceiling: ask.base.saturating_add(got.budget),
+                        scope: ask.days.map_or(0, |d| d.0),
+                        until_ns,
+                        generation,
+                    });
+                    spend.others = got.spent.saturating_sub(ask.base).max(0);
+                    if ask.days.is_none() {
+                        spend.others_lifetime = spend.others;
+                    }
+                }
+            }
+            if ask.kind == Kind::User {
+                if got.budget > 0 {
+                    // Renewed with the keys of hers that are in a round.
+                    for key in round.totals.iter().filter(|t| t.kind == Kind::Key) {
+                        if self.user_of(&key.name).as_deref() == Some(ask.name.as_str()) {
+                            cluster.touch(&key.name);
+                        }
+                    }
+                }
+                continue;
+            }
+            let Some(acc) = self.keys.existing(&ask.name) else {
+                continue;
+            };
+            let mut g = lock(&acc.grant);
+            g.asked = false;
+            g.generation = generation;
+            g.until_ns = until_ns;
+            g.slots = got.slots;
+            if g.tokens > 0 && now_ns < g.tokens_until_ns {
+                // Kept while asking: the new ones live no longer than they.
+                g.tokens = g.tokens.saturating_add(got.tokens);
+            } else {
+                g.tokens = got.tokens;
+                g.tokens_until_ns = ask.asked_ns.saturating_add(TOKEN_LIFE.as_nanos() as u64);
+            }
+            g.tokens_granted = g.tokens;
+            if ask.want_budget > ask.min_budget && got.budget <= ask.min_budget {
+                g.tight_until_ns = quiet;
+            }
+            let holds = got.budget > 0 || got.slots > 0 || got.tokens > 0;
+            if !holds && !ask.tpm {
+                g.quiet_until_ns = quiet;
+            }
+            drop(g);
+            if ask.tpm {
+                lock_rates(&acc).merge_shared_debt(now_ns, got.tpm_debt_us.saturating_mul(1000));
+            }
+            if holds {
+                cluster.touch(&ask.name);
+            }
+        }
+    }
+
+    fn user_of(&self, key: &str) -> Option<String> {
+        let acc = self.keys.existing(key)?;
+        let g = lock(&acc.grant);
+        g.limits.as_ref()?.user.clone()
+    }
+}
+
+/// A key's or a user's account, whichever a grant is for.
+enum Owner {
+    Key(Arc<KeyAccount>),
+    User(Arc<Account>),
+}
+
+impl Owner {
+    fn account(&self) -> &Account {
+        match self {
+            Owner::Key(k) => &k.account,
+            Owner::User(u) => u,
+        }
+    }
+}
+
+/// A grant ask with only a budget part.
+fn budget_only_ask(
+    kind: Kind,
+    name: &str,
+    budget: Budget,
+    b: BudgetAsk,
+    floor: i64,
+    now: Now,
+    today: u32,
+) -> GrantAsk {
+    GrantAsk {
+        kind,
+        name: name.to_string(),
+        budget: Some(budget.nanos),
+        days: budget.period.map(|p| bounds(p, today)),
+        min_budget: b.min,
+        want_budget: b.want,
+        floor,
+        max_concurrent: 0,
+        min_slots: 0,
+        want_slots: 0,
+        rpm: 0,
+        want_tokens: 0,
+        give_back: 0,
+        tpm: false,
+        base: b.base,
+        asked_ns: now.ns,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Now = Now {
+        ns: 1_000,
+        generation: 7,
+    };
+    const LIFETIME: Budget = Budget {
+        nanos: 1_000_000,
+        period: None,
+    };
+
+    fn grant(ceiling: i64) -> Option<BudgetGrant> {
+        Some(BudgetGrant {
+            ceiling,
+            scope: 0,
+            until_ns: 2_000,
+            generation: 7,
+        })
+    }
+
+    #[test]
+    fn a_grant_admits_while_own_spend_and_reservations_are_below_its_ceiling() {
+        let mut s = Spend::default();
+        assert!(!s.try_reserve_granted(LIFETIME, 9, NOW, 30), "no grant");
+        s.grant = grant(100);
+        s.totals.cost_nanos = 40;
+        // The other nodes' spend is in their own grants, not in this one.
+        s.others = 500_000;
+        assert!(s.try_reserve_granted(LIFETIME, 9, NOW, 30), "40 < 100");
+        assert!(s.try_reserve_granted(LIFETIME, 9, NOW, 30), "70 < 100");
+        assert!(!s.try_reserve_granted(LIFETIME, 9, NOW, 30), "100 is not");
+        assert_eq!(s.reserved, 60);
+        s.reserved = 0;
+        let later = Now { ns: 2_000, ..NOW };
+        let after_an_outage = Now {
+            generation: 8,
+            ..NOW
+        };
+        assert!(!s.try_reserve_granted(LIFETIME, 9, later, 1), "expired");
+        assert!(!s.try_reserve_granted(LIFETIME, 9, after_an_outage, 1));
+        let daily = Budget {
+            period: Some(BudgetPeriod::Day),
+            ..LIFETIME
+        };
+        assert!(
+            !s.try_reserve_granted(daily, 9, NOW, 1),
+            "a grant of another scope"
+        );
+        assert_eq!(s.reserved, 0);
+    }
+
+    #[test]
+    fn an_ask_keeps_what_is_committed_and_commits_no_more_until_answered() {
+        let mut s = Spend {
+            grant: grant(1_000),
+            reserved: 200,
+            ..Spend::default()
+        };
+        s.totals.cost_nanos = 100;
+        // Busy: keeps 700 of the 900 left (running 200 + 500 wanted).
+        let ask = s.budget_ask(LIFETIME, 9, NOW, 500);
+        assert_eq!(
+            ask,
+            BudgetAsk {
+                base: 100,
+                min: 700,
+                want: 700
+            }
+        );
+        assert_eq!(s.grant.unwrap().ceiling, 800);
+        // Idle: keeps only what is running.
+        let ask = s.budget_ask(LIFETIME, 9, NOW, 0);
+        assert_eq!(
+            ask,
+            BudgetAsk {
+                base: 100,
+                min: 200,
+                want: 200
+            }
+        );
+        assert_eq!(s.grant.unwrap().ceiling, 300);
+        // What is running is kept even beyond a void grant.
+        let void = Now {
+            generation: 8,
+            ..NOW
+        };
+        let ask = s.budget_ask(LIFETIME, 9, void, 50);
+        assert_eq!(
+            ask,
+            BudgetAsk {
+                base: 100,
+                min: 200,
+                want: 250
+            }
+        );
+    }
+
+    #[test]
+    fn asks_are_sized_by_the_rate_since_the_last_one() {
+        assert_eq!(per_second(100, 250_000_000), 400);
+        assert_eq!(per_second(5, 1_000_000), 100, "over 50 ms at least");
+        assert_eq!(per_second(0, 0), 0);
+    }
+}
