@@ -134,11 +134,18 @@ impl Spend {
         let Some(grant) = self.live_grant(budget, today, now) else {
             return false;
         };
-        let (spent, reserved) = self.own_against(budget.period, today);
-        if spent.saturating_add(reserved) >= grant.ceiling {
+        let (spent, _) = self.own_against(budget.period, today);
+        if spent.saturating_add(self.granted_reserved) >= grant.ceiling {
             return false;
         }
-        self.try_reserve(None, today, amount).is_ok()
+        self.reserve_on_grant(today, amount);
+        true
+    }
+
+    /// Reserves `amount` as a request running on this node's grants.
+    pub(super) fn reserve_on_grant(&mut self, today: u32, amount: i64) {
+        let _ = self.try_reserve(None, today, amount);
+        self.granted_reserved = self.granted_reserved.saturating_add(amount);
     }
 
     /// The budget part of an ask, wanting `extra` beyond what is running.
@@ -150,7 +157,10 @@ impl Spend {
         now: Now,
         extra: i64,
     ) -> BudgetAsk {
-        let (base, running) = self.own_against(budget.period, today);
+        let (base, _) = self.own_against(budget.period, today);
+        // Requests admitted by the admission script hold their own
+        // reservations in Redis: only those on the grant count here.
+        let running = self.granted_reserved;
         let left = self
             .live_grant(budget, today, now)
             .map_or(0, |g| g.ceiling.saturating_sub(base));
@@ -199,7 +209,10 @@ impl Metering {
             .is_up()
             .then(|| self.take_granted(&mut g, acc, key, plan, now))
             .flatten();
-        let low = admitted.is_none() || g.running_low(key, acc.in_flight.load(Ordering::Acquire));
+        let in_flight = acc.in_flight.load(Ordering::Acquire);
+        g.peak_in_flight = g.peak_in_flight.max(in_flight);
+        let low =
+            admitted.is_none() || g.running_low(key, acc.granted_in_flight.load(Ordering::Acquire));
         if low && !g.asked && now.ns >= g.quiet_until_ns {
             g.asked = true;
             cluster.want_grant(&key.name);
@@ -230,7 +243,10 @@ impl Metering {
             let mut spend = lock_spend(account);
             match budget {
                 Some(b) => spend.try_reserve_granted(b, today, now, reserved),
-                None => spend.try_reserve(None, today, reserved).is_ok(),
+                None => {
+                    spend.reserve_on_grant(today, reserved);
+                    true
+                }
             }
         };
         if !reserve(&acc.account, plan.key_budget) {
@@ -244,6 +260,7 @@ impl Metering {
             admitted_ms: plan.admitted_ms,
             _slot: None,
             lease: None,
+            on_grant: true,
         };
         if let Some(user) = &plan.user_acc {
             if !reserve(user, plan.user_budget) {
@@ -252,7 +269,7 @@ impl Metering {
             admission.user = Some(Arc::clone(user));
         }
         if key.max_concurrent.is_some() {
-            admission._slot = Some(ConcurrencySlot::try_take(acc, g.slots)?);
+            admission._slot = Some(ConcurrencySlot::try_take_granted(acc, g.slots)?);
         }
         if key.rpm.is_some() {
             g.tokens -= 1;
@@ -404,9 +421,11 @@ impl Metering {
         let live = now.holds(g.generation, g.until_ns);
         let busy = g.admitted > 0;
         if let Some(max) = limits.max_concurrent {
-            let in_flight = acc.in_flight.load(Ordering::Acquire);
+            // Requests admitted by the script hold their own leases.
+            let in_flight = acc.granted_in_flight.load(Ordering::Acquire);
+            let peak = std::mem::take(&mut g.peak_in_flight);
             let want = if busy {
-                in_flight.saturating_mul(2).saturating_add(8)
+                peak.saturating_mul(2).saturating_add(8)
             } else {
                 in_flight
             };
@@ -419,14 +438,7 @@ impl Metering {
         }
         if let Some(rpm) = limits.rpm {
             ask.rpm = rpm;
-            // Tokens younger than half their life stay in use while
-            // Redis answers; older ones go back to the window.
-            let half_life = TOKEN_LIFE.as_nanos() as u64 / 2;
-            let usable = live && now.ns < g.tokens_until_ns;
-            if !(usable && now.ns + half_life < g.tokens_until_ns) {
-                ask.give_back = if usable { g.tokens } else { 0 };
-                g.tokens = 0;
-            }
+            ask.give_back = std::mem::take(&mut g.give_back);
             ask.want_tokens = if busy {
                 let rate = per_second(i64::from(g.admitted), elapsed);
                 rate.max(16).min(i64::from(rpm)) as u32
@@ -498,18 +510,18 @@ impl Metering {
             g.generation = generation;
             g.until_ns = until_ns;
             g.slots = got.slots;
-            if g.tokens > 0 && now_ns < g.tokens_until_ns {
-                // Kept while asking: the new ones live no longer than they.
-                g.tokens = g.tokens.saturating_add(got.tokens);
-            } else {
-                g.tokens = got.tokens;
-                g.tokens_until_ns = ask.asked_ns.saturating_add(TOKEN_LIFE.as_nanos() as u64);
+            // The last grant's tokens served until now; what is left of
+            // them goes back with the next ask.
+            if now_ns < g.tokens_until_ns {
+                g.give_back = g.give_back.saturating_add(g.tokens);
             }
-            g.tokens_granted = g.tokens;
+            g.tokens = got.tokens;
+            g.tokens_granted = got.tokens;
+            g.tokens_until_ns = ask.asked_ns.saturating_add(TOKEN_LIFE.as_nanos() as u64);
             if ask.want_budget > ask.min_budget && got.budget <= ask.min_budget {
                 g.tight_until_ns = quiet;
             }
-            let holds = got.budget > 0 || got.slots > 0 || got.tokens > 0;
+            let holds = got.budget > 0 || got.slots > 0 || got.tokens > 0 || g.give_back > 0;
             if !holds && !ask.tpm {
                 g.quiet_until_ns = quiet;
             }
@@ -608,8 +620,15 @@ mod tests {
         assert!(s.try_reserve_granted(LIFETIME, 9, NOW, 30), "40 < 100");
         assert!(s.try_reserve_granted(LIFETIME, 9, NOW, 30), "70 < 100");
         assert!(!s.try_reserve_granted(LIFETIME, 9, NOW, 30), "100 is not");
-        assert_eq!(s.reserved, 60);
+        assert_eq!((s.reserved, s.granted_reserved), (60, 60));
+        // A request the admission script let in is reserved in Redis, not
+        // on the grant.
+        s.reserved += 500;
+        assert!(!s.try_reserve_granted(LIFETIME, 9, NOW, 30), "still 100");
+        s.granted_reserved = 0;
+        assert!(s.try_reserve_granted(LIFETIME, 9, NOW, 30), "40 < 100");
         s.reserved = 0;
+        s.granted_reserved = 0;
         let later = Now { ns: 2_000, ..NOW };
         let after_an_outage = Now {
             generation: 8,
@@ -632,7 +651,8 @@ mod tests {
     fn an_ask_keeps_what_is_committed_and_commits_no_more_until_answered() {
         let mut s = Spend {
             grant: grant(1_000),
-            reserved: 200,
+            reserved: 250,
+            granted_reserved: 200,
             ..Spend::default()
         };
         s.totals.cost_nanos = 100;

@@ -30,8 +30,11 @@ pub struct Spend {
     pub others: i64,
     /// The same for the lifetime, for display.
     pub others_lifetime: i64,
-    /// Cluster mode: this node's share of the budget (`metering::grant`).
+    /// Cluster mode: this node's share of the budget (`metering::grant`),
+    /// and the reservations of the requests running on it (the rest are
+    /// each reserved in Redis).
     pub grant: Option<BudgetGrant>,
+    pub granted_reserved: i64,
 }
 
 /// A budget in nano-USD, for the lifetime or per period.
@@ -132,6 +135,8 @@ pub struct KeyGrant {
     pub(super) slots: u32,
     pub(super) tokens: u32,
     pub(super) tokens_granted: u32,
+    /// Unused tokens of a replaced grant, returned with the next ask.
+    pub(super) give_back: u32,
     pub(super) tokens_until_ns: u64,
     pub(super) until_ns: u64,
     pub(super) generation: u64,
@@ -147,6 +152,8 @@ pub struct KeyGrant {
     pub(super) admitted: u32,
     pub(super) reserved: i64,
     pub(super) last_reserved: i64,
+    /// The most requests of the key running here at once since then.
+    pub(super) peak_in_flight: u32,
     /// Tokens of requests settled here and not yet in the shared window.
     pub(super) unpublished_tokens: u64,
 }
@@ -180,6 +187,8 @@ impl<A> Accounts<A> {
 pub struct KeyAccount {
     pub account: Account,
     pub in_flight: AtomicU32,
+    /// Of these, the ones running on this node's granted slots.
+    pub granted_in_flight: AtomicU32,
     pub rates: Mutex<RateState>,
     /// Cluster mode: this node's share of the key's limits.
     pub grant: Mutex<KeyGrant>,
@@ -307,23 +316,49 @@ impl<A: Default> Default for Accounts<A> {
 }
 
 /// Holds one concurrency slot of a key until dropped.
-pub struct ConcurrencySlot(Arc<KeyAccount>);
+pub struct ConcurrencySlot {
+    key: Arc<KeyAccount>,
+    /// Taken out of this node's granted slots (cluster mode).
+    granted: bool,
+}
 
 impl ConcurrencySlot {
     /// Takes a slot if fewer than `max` requests of this key are running.
     pub fn try_take(key: &Arc<KeyAccount>, max: u32) -> Option<ConcurrencySlot> {
-        let before = key.in_flight.fetch_add(1, Ordering::AcqRel);
-        if before >= max {
-            key.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(ConcurrencySlot(Arc::clone(key)))
+        take_below(&key.in_flight, max)?;
+        Some(ConcurrencySlot {
+            key: Arc::clone(key),
+            granted: false,
+        })
     }
+
+    /// Takes one of the `slots` the cluster granted this node, if fewer
+    /// than that many of this key's requests here run on them.
+    pub fn try_take_granted(key: &Arc<KeyAccount>, slots: u32) -> Option<ConcurrencySlot> {
+        take_below(&key.granted_in_flight, slots)?;
+        key.in_flight.fetch_add(1, Ordering::AcqRel);
+        Some(ConcurrencySlot {
+            key: Arc::clone(key),
+            granted: true,
+        })
+    }
+}
+
+fn take_below(count: &AtomicU32, max: u32) -> Option<()> {
+    let before = count.fetch_add(1, Ordering::AcqRel);
+    if before >= max {
+        count.fetch_sub(1, Ordering::AcqRel);
+        return None;
+    }
+    Some(())
 }
 
 impl Drop for ConcurrencySlot {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.key.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.granted {
+            self.key.granted_in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 

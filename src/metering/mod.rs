@@ -227,6 +227,8 @@ pub struct Admission {
     /// Cluster mode: the request's lease in Redis, when the cluster
     /// admitted it (not while Redis is down).
     lease: Option<(Arc<Cluster>, Lease)>,
+    /// Cluster mode: admitted within this node's grants.
+    on_grant: bool,
 }
 
 impl Admission {
@@ -235,7 +237,11 @@ impl Admission {
         let reserved = std::mem::take(&mut self.reserved);
         let day = day_of(self.admitted_ms);
         for account in std::iter::once(&self.key.account).chain(self.user.as_deref()) {
-            lock_spend(account).settle(day, reserved, counts);
+            let mut spend = lock_spend(account);
+            spend.settle(day, reserved, counts);
+            if self.on_grant {
+                spend.granted_reserved -= reserved;
+            }
         }
     }
 }
@@ -315,6 +321,7 @@ impl Metering {
             others: 0,
             others_lifetime: 0,
             grant: None,
+            granted_reserved: 0,
             days: self
                 .ledger
                 .daily_spend(kind, name, DaySpend::window(self.today())),
@@ -435,6 +442,7 @@ impl Metering {
             admitted_ms: plan.admitted_ms,
             _slot: None,
             lease: None,
+            on_grant: false,
         };
         // From here on, dropping `admission` gives back what it holds.
         admission.reserved = reserved;
@@ -484,6 +492,7 @@ impl Metering {
             reserved,
             admitted_ms: plan.admitted_ms,
             lease: Some(lease),
+            on_grant: false,
         }
     }
 
