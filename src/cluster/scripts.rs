@@ -132,8 +132,9 @@ return {0, ks, us}
 /// of the budget, of the concurrency slots and of the rpm window it may
 /// use without asking. The node keeps at least `min` of what it held (it
 /// may already have committed that), and gets more only out of a quarter
-/// of what is free, and only if that is worth it (`floor`): near a limit
-/// a grant stops growing and admissions ask Redis one by one.
+/// of what is free, and only while that quarter is worth sharing
+/// (`floor`): near a limit a grant stops growing and admissions ask Redis
+/// one by one.
 /// Returns `{budget, slots, rpm tokens, tpm debt us, spent in scope}`.
 ///
 /// KEYS: 1 blocks, 2 leases, 3 held, 4 rates, 5.. the spend hashes of the
@@ -150,9 +151,9 @@ local budget, min_b, want_b, floor_b = tonumber(ARGV[3]), tonumber(ARGV[4]), ton
 local max_conc, min_s, want_s = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local rpm, want_k, back_k = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
 local function share(free, min, want, floor)
-  local extra = math.min(want - min, math.floor(free / 4))
-  if extra < floor then extra = 0 end
-  return min + extra
+  local quarter = math.floor(free / 4)
+  if quarter < floor then return min end
+  return min + math.max(0, math.min(want - min, quarter))
 end
 local others_b, others_s = blocks(KEYS[1], node)
 local h = held(KEYS[2], KEYS[3])
@@ -168,8 +169,8 @@ end
 if rpm > 0 then
   local interval = math.floor(60000000 / rpm)
   local tat = math.max(tonumber(redis.call('HGET', KEYS[4], 'r') or '0') - back_k * interval, now_us)
-  gk = math.min(want_k, math.floor((now_us + 60000000 - tat) / interval / 4))
-  if gk < 4 then gk = 0 end
+  local quarter = math.floor((now_us + 60000000 - tat) / interval / 4)
+  if quarter >= 4 then gk = math.min(want_k, quarter) end
   redis.call('HSET', KEYS[4], 'r', string.format('%.0f', tat + gk * interval))
   redis.call('PEXPIRE', KEYS[4], 3600000)
 end
