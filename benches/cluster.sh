@@ -2,15 +2,15 @@
 # Cluster mode's cost: one node on its own (A) against the same node in
 # cluster mode with a loopback redis-server (B), interleaved as in ab.sh.
 #
-#   benches/cluster.sh [--pairs N] [--seconds S] [--near-limit]
+#   benches/cluster.sh [--pairs N] [--seconds S]
 #
 # Both run target/release/tollgate (build it first) with one worker thread
 # on CPU 0; the mock upstream, redis-server and wrk share CPU 1. The key has
 # a budget, an rpm and a max_concurrent (1000) far from their limits, so B
-# admits on its grants (docs/cluster.md, "Grants"). With --near-limit the
-# key's max_concurrent is 40: at c=32 the free slots are too few to share,
-# and every request of B at c=32 runs the admission script and a
-# settlement, as a key near a limit does. Each pair runs `wrk -c32` for S seconds
+# admits on its grants (docs/cluster.md, "Grants"): a busy key. A key near
+# a limit asks Redis at each admission instead; that path's cost was
+# measured before grants existed (benches/RESULTS.md, "Cluster mode on a
+# quiet machine"). Each pair runs `wrk -c32` for S seconds
 # on A and on B (order alternating), reading tollgate's on-CPU time from
 # schedstat (and redis-server's for B), then `wrk -c1` and `wrk -c32` for
 # the p99. Prints per-pair figures and medians, and the Redis commands per
@@ -22,13 +22,11 @@ BIN=$ROOT/target/release/tollgate
 BODY='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}'
 PAIRS=6
 SECONDS_PER_RUN=3
-MAX_CONCURRENT=1000
 while [ $# -gt 0 ]; do
   case "$1" in
     --pairs) PAIRS=$2; shift ;;
     --seconds) SECONDS_PER_RUN=$2; shift ;;
-    --near-limit) MAX_CONCURRENT=40 ;;
-    *) echo "usage: $0 [--pairs N] [--seconds S] [--near-limit]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--pairs N] [--seconds S]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -55,7 +53,7 @@ wait_port $REDIS_PORT
 
 LIMITS="budget_usd = 1000000
 rpm = 100000000
-max_concurrent = $MAX_CONCURRENT"
+max_concurrent = 1000"
 # start NAME PORT EXTRA -> the process id in $W/NAME.pid
 start() {
   mkdir -p "$W/$1"

@@ -379,7 +379,16 @@ impl Metering {
                     return Ok(admission);
                 }
                 if let Some(decided) = self.admit_shared(cluster, key, &plan).await {
-                    return decided.map(|lease| self.take(plan, key, lease));
+                    return match decided {
+                        Ok(lease) => Ok(self.take(plan, key, lease)),
+                        // The script counts this node's whole share as
+                        // taken; a share that grew while it ran may have
+                        // room for the request.
+                        Err(e) if e.kind == ErrorKind::RateLimited => {
+                            self.admit_granted(cluster, key, &plan).ok_or(e)
+                        }
+                        Err(e) => Err(e),
+                    };
                 }
             } else if !cluster.is_up() && cluster.refuses_when_down() {
                 return Err(shared::cluster_unavailable());
