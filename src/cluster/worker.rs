@@ -46,8 +46,10 @@ struct State {
 #[async_trait]
 impl BackgroundService for ClusterWorker {
     /// Runs until the process exits: settlements queued during the
-    /// shutdown grace period are still published as they come.
-    async fn start(&self, _shutdown: ShutdownWatch) {
+    /// shutdown grace period are still published as they come, and the
+    /// spend of requests settled on grants is published as soon as the
+    /// shutdown begins, then at every tick.
+    async fn start(&self, mut shutdown: ShutdownWatch) {
         let c = &self.cluster;
         let Some(mut rx) = c.ops_rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
@@ -74,6 +76,7 @@ impl BackgroundService for ClusterWorker {
         let mut changes = c.keys.get().map(|r| r.subscribe());
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stopping = false;
         loop {
             tokio::select! {
                 op = rx.recv() => {
@@ -95,6 +98,10 @@ impl BackgroundService for ClusterWorker {
                 }
                 _ = tick.tick() => {
                     self.heartbeat(&mut state).await;
+                    self.grant_round(Vec::new()).await;
+                }
+                _ = shutdown.changed(), if !stopping => {
+                    stopping = true;
                     self.grant_round(Vec::new()).await;
                 }
                 name = next_change(&mut changes) => match name {
