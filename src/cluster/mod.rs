@@ -2,12 +2,15 @@
 //! budgets, reservations, rate windows, concurrency leases and channel
 //! cooldowns through Redis or Valkey.
 //!
-//! The request path touches Redis at most twice: one script call at
-//! admission ([`Cluster::admit`], awaited, with a bounded timeout) and one
-//! pipelined batch at settlement, sent by the background [`worker`] after
-//! the answer is out. Every node publishes its *own absolute* totals (one
-//! hash field per node), so publishing again is harmless and a Redis that
-//! comes back empty is rebuilt from the nodes' sled ledgers.
+//! A busy key far from its limits is admitted on this node's grants (its
+//! share of the key's limits, reserved in Redis and renewed by the
+//! background [`worker`] once per tick), with no round trip. Otherwise the
+//! request path touches Redis at most twice: one script call at admission
+//! ([`Cluster::admit`], awaited, with a bounded timeout) and one pipelined
+//! batch at settlement, sent by the worker after the answer is out. Every
+//! node publishes its *own absolute* totals (one hash field per node), so
+//! publishing again is harmless and a Redis that comes back empty is
+//! rebuilt from the nodes' sled ledgers.
 
 mod grants;
 mod journal;
