@@ -485,11 +485,7 @@ impl Metering {
         let now_ns = self.now_ns();
         let quiet = now_ns.saturating_add(QUIET.as_nanos() as u64);
         let Some(granted) = granted else {
-            for ask in round.asks.iter().filter(|a| a.kind == Kind::Key) {
-                if let Some(acc) = self.keys.existing(&ask.name) {
-                    lock(&acc.grant).asked = false;
-                }
-            }
+            self.answered(round);
             return;
         };
         for (ask, got) in round.asks.iter().zip(granted) {
@@ -559,6 +555,18 @@ impl Metering {
             }
             if holds {
                 cluster.touch(&ask.name);
+            }
+        }
+        self.answered(round);
+    }
+
+    /// Every key of a round may ask again, also one with no ask of its own
+    /// (a key limited only by its user's budget): left `asked`, it would
+    /// never ask again and run on the admission script for good.
+    fn answered(&self, round: &Round) {
+        for t in round.totals.iter().filter(|t| t.kind == Kind::Key) {
+            if let Some(acc) = self.keys.existing(&t.name) {
+                lock(&acc.grant).asked = false;
             }
         }
     }
@@ -803,6 +811,45 @@ mod tests {
         let ask = s.budget_ask(lowered, 9, NOW, 1_000_000);
         assert_eq!(ask.min, 10_000);
         assert_eq!(s.grant.unwrap().ceiling, 50_000);
+    }
+
+    #[test]
+    fn a_key_limited_only_by_its_users_budget_may_ask_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let settings = crate::config::ClusterSettings {
+            redis_url: "redis://127.0.0.1:1".into(),
+            node: "a".into(),
+            on_redis_error: crate::config::OnRedisError::Local,
+            timeout: Duration::from_millis(50),
+            lease: Duration::from_secs(10),
+            admin_url: String::new(),
+            ca_file: None,
+        };
+        let cluster = Cluster::new(settings, &store, &metrics).unwrap();
+        let m = Metering::open(&store, metrics)
+            .unwrap()
+            .with_cluster(Some(cluster));
+        let acc = m.key_account("k");
+        {
+            let mut g = lock(&acc.grant);
+            g.limits = Some(GrantLimits {
+                user: Some("u".into()),
+                user_budget: Some(LIFETIME),
+                ..GrantLimits::default()
+            });
+            // admit_granted found no grant and asked for one.
+            g.asked = true;
+        }
+        let round = m.build_round(&["k".to_string()], 1);
+        assert_eq!(round.asks.len(), 1, "the user's budget only");
+        m.apply_round(&round, Some(&[Granted::default()]), 1);
+        assert!(!lock(&acc.grant).asked, "answered");
+        lock(&acc.grant).asked = true;
+        let round = m.build_round(&["k".to_string()], 1);
+        m.apply_round(&round, None, 1);
+        assert!(!lock(&acc.grant).asked, "failed: may ask again");
     }
 
     #[test]
