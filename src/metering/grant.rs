@@ -230,11 +230,14 @@ impl Metering {
     /// Admission within this node's grants, with no Redis call; `None`
     /// when a grant is missing, void or too small (then Redis decides,
     /// and the grant is asked for).
+    /// `retry`: the same request again after the admission script refused
+    /// it, already counted in what the next ask is sized by.
     pub(super) fn admit_granted(
         &self,
         cluster: &Cluster,
         key: &Key,
         plan: &Plan,
+        retry: bool,
     ) -> Option<Admission> {
         let now = Now {
             ns: self.now_ns(),
@@ -243,9 +246,11 @@ impl Metering {
         let acc = &plan.key_acc;
         let mut g = lock(&acc.grant);
         g.note(GrantLimits::of(key, plan.key_budget, plan.user_budget));
-        g.admitted = g.admitted.saturating_add(1);
-        g.reserved = g.reserved.saturating_add(plan.reserved);
-        g.last_reserved = plan.reserved;
+        if !retry {
+            g.admitted = g.admitted.saturating_add(1);
+            g.reserved = g.reserved.saturating_add(plan.reserved);
+            g.last_reserved = plan.reserved;
+        }
         let admitted = cluster
             .is_up()
             .then(|| self.take_granted(&mut g, acc, key, plan, now))
@@ -813,10 +818,9 @@ mod tests {
         assert_eq!(s.grant.unwrap().ceiling, 50_000);
     }
 
-    #[test]
-    fn a_key_limited_only_by_its_users_budget_may_ask_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
+    /// A node of a cluster whose Redis is not reached (no round trips).
+    fn clustered(dir: &std::path::Path) -> Metering {
+        let store = crate::store::Store::open(dir).unwrap();
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let settings = crate::config::ClusterSettings {
             redis_url: "redis://127.0.0.1:1".into(),
@@ -828,9 +832,52 @@ mod tests {
             ca_file: None,
         };
         let cluster = Cluster::new(settings, &store, &metrics).unwrap();
-        let m = Metering::open(&store, metrics)
+        Metering::open(&store, metrics)
             .unwrap()
-            .with_cluster(Some(cluster));
+            .with_cluster(Some(cluster))
+    }
+
+    #[test]
+    fn a_retry_on_the_grant_counts_the_request_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = clustered(dir.path());
+        let snap = crate::config::test_snapshot(
+            r#"[server]
+data_dir = "/nonexistent"
+[[groups]]
+name = "g"
+ratio = 1
+[[models]]
+name = "m"
+per_request = 1
+[[channels]]
+name = "c"
+type = "mock"
+groups = ["g"]
+[[keys]]
+name = "k"
+key = "sk-k"
+groups = ["g"]
+budget_usd = 100
+rpm = 1000
+"#,
+            1,
+        );
+        let key = Arc::clone(snap.keys_by_hash.values().next().unwrap());
+        let plan = m.plan(&snap, &key, "m", &crate::metering::Ask::default());
+        let cluster = Arc::clone(m.cluster.as_ref().unwrap());
+        assert!(m.admit_granted(&cluster, &key, &plan, false).is_none());
+        // The admission script refused it; metering tries the grant again.
+        assert!(m.admit_granted(&cluster, &key, &plan, true).is_none());
+        let g = lock(&plan.key_acc.grant);
+        assert_eq!((g.admitted, g.reserved), (1, plan.reserved));
+        assert!(plan.reserved > 0);
+    }
+
+    #[test]
+    fn a_key_limited_only_by_its_users_budget_may_ask_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = clustered(dir.path());
         let acc = m.key_account("k");
         {
             let mut g = lock(&acc.grant);

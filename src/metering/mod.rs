@@ -375,7 +375,7 @@ impl Metering {
             || key.tpm.is_some();
         if let Some(cluster) = &self.cluster {
             if limited {
-                if let Some(admission) = self.admit_granted(cluster, key, &plan) {
+                if let Some(admission) = self.admit_granted(cluster, key, &plan, false) {
                     return Ok(admission);
                 }
                 if let Some(decided) = self.admit_shared(cluster, key, &plan).await {
@@ -385,7 +385,7 @@ impl Metering {
                         // taken; a share that grew while it ran may have
                         // room for the request.
                         Err(e) if e.kind == ErrorKind::RateLimited => {
-                            self.admit_granted(cluster, key, &plan).ok_or(e)
+                            self.admit_granted(cluster, key, &plan, true).ok_or(e)
                         }
                         Err(e) => Err(e),
                     };
