@@ -521,12 +521,21 @@ impl Metering {
                 }
             }
             if ask.kind == Kind::User {
-                if got.budget > 0 {
-                    // Renewed with the keys of hers that are in a round.
-                    for key in round.totals.iter().filter(|t| t.kind == Kind::Key) {
-                        if self.user_of(&key.name).as_deref() == Some(ask.name.as_str()) {
-                            cluster.touch(&key.name);
-                        }
+                // Renewed with the keys of hers that are in a round; with
+                // nothing to give, they ask no more (per request) for a while.
+                for key in round.totals.iter().filter(|t| t.kind == Kind::Key) {
+                    let Some(acc) = self.keys.existing(&key.name) else {
+                        continue;
+                    };
+                    let mut g = lock(&acc.grant);
+                    let user = g.limits.as_ref().and_then(|l| l.user.as_deref());
+                    if user != Some(ask.name.as_str()) {
+                        continue;
+                    }
+                    if got.budget > 0 {
+                        cluster.touch(&key.name);
+                    } else {
+                        g.quiet_until_ns = g.quiet_until_ns.max(quiet);
                     }
                 }
                 continue;
@@ -574,12 +583,6 @@ impl Metering {
                 lock(&acc.grant).asked = false;
             }
         }
-    }
-
-    fn user_of(&self, key: &str) -> Option<String> {
-        let acc = self.keys.existing(key)?;
-        let g = lock(&acc.grant);
-        g.limits.as_ref()?.user.clone()
     }
 }
 
@@ -893,6 +896,8 @@ rpm = 1000
         assert_eq!(round.asks.len(), 1, "the user's budget only");
         m.apply_round(&round, Some(&[Granted::default()]), 1);
         assert!(!lock(&acc.grant).asked, "answered");
+        // Nothing was given: no ask per request for a while.
+        assert!(lock(&acc.grant).quiet_until_ns > m.now_ns());
         lock(&acc.grant).asked = true;
         let round = m.build_round(&["k".to_string()], 1);
         m.apply_round(&round, None, 1);
