@@ -81,6 +81,40 @@ impl KeyGrant {
         }
     }
 
+    /// What the next budget asks want beyond what is running (`extra`),
+    /// and the least growth worth having (`floor`). Saturating: a request
+    /// may reserve up to `i64::MAX`, and an overflow would end the worker.
+    fn budget_sizes(&self, now_ns: u64, elapsed: u64) -> (i64, i64) {
+        let extra = if self.admitted == 0 || now_ns < self.tight_until_ns {
+            0
+        } else {
+            BUDGET_WANT
+                .saturating_mul(self.last_reserved)
+                .max(per_second(self.reserved, elapsed))
+        };
+        (
+            extra,
+            BUDGET_FLOOR.saturating_mul(self.last_reserved).max(1),
+        )
+    }
+
+    /// This node's slots until Redis answers, and the ask's (min, want):
+    /// never more than `max` of them, whatever an older grant (made under
+    /// a higher `max_concurrent`, before a reload) held, but always the
+    /// requests running on them.
+    fn slot_ask(&mut self, max: u32, in_flight: u32, live: bool) -> (u32, u32) {
+        let peak = std::mem::take(&mut self.peak_in_flight);
+        let want = if self.admitted > 0 {
+            peak.saturating_mul(2).saturating_add(8)
+        } else {
+            in_flight
+        };
+        let left = if live { self.slots.min(max) } else { 0 };
+        // Until Redis answers, no more slots than kept.
+        self.slots = in_flight.max(left.min(want));
+        (self.slots, want.max(self.slots))
+    }
+
     /// Whether the key's slots or tokens are running out: ask before they do.
     fn running_low(&self, key: &Key, in_flight: u32) -> bool {
         (key.rpm.is_some() && self.tokens.saturating_mul(4) < self.tokens_granted)
@@ -135,11 +169,18 @@ impl Spend {
             return false;
         };
         let (spent, _) = self.own_against(budget.period, today);
-        if spent.saturating_add(self.granted_reserved) >= grant.ceiling {
+        if spent.saturating_add(self.granted_reserved) >= self.ceiling_within(budget, grant) {
             return false;
         }
         self.reserve_on_grant(today, amount);
         true
+    }
+
+    /// The grant's ceiling, but no more than the budget leaves beside the
+    /// other nodes' spend: a grant made under a higher budget (before a
+    /// reload lowered it) does not outlive it.
+    fn ceiling_within(&self, budget: Budget, grant: BudgetGrant) -> i64 {
+        grant.ceiling.min(budget.nanos.saturating_sub(self.others))
     }
 
     /// Reserves `amount` as a request running on this node's grants.
@@ -163,7 +204,7 @@ impl Spend {
         let running = self.granted_reserved;
         let left = self
             .live_grant(budget, today, now)
-            .map_or(0, |g| g.ceiling.saturating_sub(base));
+            .map_or(0, |g| self.ceiling_within(budget, g).saturating_sub(base));
         let want = running.saturating_add(extra.max(0));
         let min = running.max(left.min(want));
         if let Some(g) = &mut self.grant {
@@ -189,11 +230,14 @@ impl Metering {
     /// Admission within this node's grants, with no Redis call; `None`
     /// when a grant is missing, void or too small (then Redis decides,
     /// and the grant is asked for).
+    /// `retry`: the same request again after the admission script refused
+    /// it, already counted in what the next ask is sized by.
     pub(super) fn admit_granted(
         &self,
         cluster: &Cluster,
         key: &Key,
         plan: &Plan,
+        retry: bool,
     ) -> Option<Admission> {
         let now = Now {
             ns: self.now_ns(),
@@ -202,9 +246,11 @@ impl Metering {
         let acc = &plan.key_acc;
         let mut g = lock(&acc.grant);
         g.note(GrantLimits::of(key, plan.key_budget, plan.user_budget));
-        g.admitted = g.admitted.saturating_add(1);
-        g.reserved = g.reserved.saturating_add(plan.reserved);
-        g.last_reserved = plan.reserved;
+        if !retry {
+            g.admitted = g.admitted.saturating_add(1);
+            g.reserved = g.reserved.saturating_add(plan.reserved);
+            g.last_reserved = plan.reserved;
+        }
         let admitted = cluster
             .is_up()
             .then(|| self.take_granted(&mut g, acc, key, plan, now))
@@ -268,8 +314,10 @@ impl Metering {
             }
             admission.user = Some(Arc::clone(user));
         }
-        if key.max_concurrent.is_some() {
-            admission._slot = Some(ConcurrencySlot::try_take_granted(acc, g.slots)?);
+        if let Some(max) = key.max_concurrent {
+            // Slots granted under a higher limit (before a reload) count
+            // up to the key's limit only.
+            admission._slot = Some(ConcurrencySlot::try_take_granted(acc, g.slots.min(max))?);
         }
         if key.rpm.is_some() {
             g.tokens -= 1;
@@ -329,12 +377,7 @@ impl Metering {
             };
             let elapsed = now.ns.saturating_sub(g.last_ask_ns);
             g.last_ask_ns = now.ns;
-            let extra = if g.admitted == 0 || now.ns < g.tight_until_ns {
-                0
-            } else {
-                (BUDGET_WANT * g.last_reserved).max(per_second(g.reserved, elapsed))
-            };
-            let floor = (BUDGET_FLOOR * g.last_reserved).max(1);
+            let (extra, floor) = g.budget_sizes(now.ns, elapsed);
             if let Some(user) = &limits.user {
                 let entry = users
                     .entry(user.clone())
@@ -423,18 +466,8 @@ impl Metering {
         if let Some(max) = limits.max_concurrent {
             // Requests admitted by the script hold their own leases.
             let in_flight = acc.granted_in_flight.load(Ordering::Acquire);
-            let peak = std::mem::take(&mut g.peak_in_flight);
-            let want = if busy {
-                peak.saturating_mul(2).saturating_add(8)
-            } else {
-                in_flight
-            };
-            let left = if live { g.slots } else { 0 };
-            // Until Redis answers, no more slots than kept.
-            g.slots = in_flight.max(left.min(want));
+            (ask.min_slots, ask.want_slots) = g.slot_ask(max, in_flight, live);
             ask.max_concurrent = max;
-            ask.min_slots = g.slots;
-            ask.want_slots = want.max(g.slots);
         }
         if let Some(rpm) = limits.rpm {
             ask.rpm = rpm;
@@ -457,11 +490,7 @@ impl Metering {
         let now_ns = self.now_ns();
         let quiet = now_ns.saturating_add(QUIET.as_nanos() as u64);
         let Some(granted) = granted else {
-            for ask in round.asks.iter().filter(|a| a.kind == Kind::Key) {
-                if let Some(acc) = self.keys.existing(&ask.name) {
-                    lock(&acc.grant).asked = false;
-                }
-            }
+            self.answered(round);
             return;
         };
         for (ask, got) in round.asks.iter().zip(granted) {
@@ -492,12 +521,21 @@ impl Metering {
                 }
             }
             if ask.kind == Kind::User {
-                if got.budget > 0 {
-                    // Renewed with the keys of hers that are in a round.
-                    for key in round.totals.iter().filter(|t| t.kind == Kind::Key) {
-                        if self.user_of(&key.name).as_deref() == Some(ask.name.as_str()) {
-                            cluster.touch(&key.name);
-                        }
+                // Renewed with the keys of hers that are in a round; with
+                // nothing to give, they ask no more (per request) for a while.
+                for key in round.totals.iter().filter(|t| t.kind == Kind::Key) {
+                    let Some(acc) = self.keys.existing(&key.name) else {
+                        continue;
+                    };
+                    let mut g = lock(&acc.grant);
+                    let user = g.limits.as_ref().and_then(|l| l.user.as_deref());
+                    if user != Some(ask.name.as_str()) {
+                        continue;
+                    }
+                    if got.budget > 0 {
+                        cluster.touch(&key.name);
+                    } else {
+                        g.quiet_until_ns = g.quiet_until_ns.max(quiet);
                     }
                 }
                 continue;
@@ -533,12 +571,18 @@ impl Metering {
                 cluster.touch(&ask.name);
             }
         }
+        self.answered(round);
     }
 
-    fn user_of(&self, key: &str) -> Option<String> {
-        let acc = self.keys.existing(key)?;
-        let g = lock(&acc.grant);
-        g.limits.as_ref()?.user.clone()
+    /// Every key of a round may ask again, also one with no ask of its own
+    /// (a key limited only by its user's budget): left `asked`, it would
+    /// never ask again and run on the admission script for good.
+    fn answered(&self, round: &Round) {
+        for t in round.totals.iter().filter(|t| t.kind == Kind::Key) {
+            if let Some(acc) = self.keys.existing(&t.name) {
+                lock(&acc.grant).asked = false;
+            }
+        }
     }
 }
 
@@ -692,6 +736,172 @@ mod tests {
                 want: 250
             }
         );
+    }
+
+    fn metering(dir: &std::path::Path) -> Metering {
+        let store = crate::store::Store::open(dir).unwrap();
+        Metering::open(&store, Arc::new(crate::metrics::Metrics::new())).unwrap()
+    }
+
+    #[test]
+    fn a_huge_reservation_sizes_the_next_ask_without_overflow() {
+        // A request may reserve up to i64::MAX (a media price overflow,
+        // an enormous max_tokens): the worker's round must not panic.
+        let dir = tempfile::tempdir().unwrap();
+        let m = metering(dir.path());
+        let acc = m.key_account("k");
+        {
+            let mut g = lock(&acc.grant);
+            g.limits = Some(GrantLimits {
+                key_budget: Some(LIFETIME),
+                ..GrantLimits::default()
+            });
+            g.admitted = 1;
+            g.reserved = i64::MAX;
+            g.last_reserved = i64::MAX;
+        }
+        let round = m.build_round(&["k".to_string()], 1);
+        assert_eq!(round.asks.len(), 1);
+        assert_eq!(round.asks[0].floor, i64::MAX);
+        assert_eq!(round.asks[0].want_budget, i64::MAX);
+    }
+
+    #[test]
+    fn slots_granted_under_a_higher_limit_are_not_kept_after_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = metering(dir.path());
+        let acc = m.key_account("k");
+        {
+            let mut g = lock(&acc.grant);
+            // Granted 40 slots while max_concurrent was 100; a reload
+            // lowered it to 10. The key is busy.
+            g.limits = Some(GrantLimits {
+                max_concurrent: Some(10),
+                ..GrantLimits::default()
+            });
+            g.slots = 40;
+            g.generation = 1;
+            g.until_ns = u64::MAX;
+            g.admitted = 5;
+            g.peak_in_flight = 30;
+        }
+        acc.granted_in_flight.store(3, Ordering::Release);
+        let round = m.build_round(&["k".to_string()], 1);
+        let ask = &round.asks[0];
+        assert_eq!(ask.max_concurrent, 10);
+        assert_eq!(ask.min_slots, 10, "keeps no more than the limit");
+        assert_eq!(lock(&acc.grant).slots, 10);
+        // The requests running on the grant are kept even above a limit.
+        acc.granted_in_flight.store(12, Ordering::Release);
+        lock(&acc.grant).admitted = 1;
+        let round = m.build_round(&["k".to_string()], 1);
+        assert_eq!(round.asks[0].min_slots, 12);
+    }
+
+    #[test]
+    fn a_grant_made_under_a_higher_budget_does_not_outlive_a_lower_one() {
+        let mut s = Spend {
+            grant: grant(900_000),
+            others: 100_000,
+            ..Spend::default()
+        };
+        s.totals.cost_nanos = 40_000;
+        // A reload lowered the budget from 1,000,000 to 150,000: with the
+        // others' 100,000 this node has 10,000 left, not 860,000.
+        let lowered = Budget {
+            nanos: 150_000,
+            period: None,
+        };
+        assert!(s.try_reserve_granted(lowered, 9, NOW, 5_000), "40k < 50k");
+        assert!(s.try_reserve_granted(lowered, 9, NOW, 5_000), "45k < 50k");
+        assert!(!s.try_reserve_granted(lowered, 9, NOW, 5_000), "50k is not");
+        // The next ask keeps what is running, not the old ceiling.
+        let ask = s.budget_ask(lowered, 9, NOW, 1_000_000);
+        assert_eq!(ask.min, 10_000);
+        assert_eq!(s.grant.unwrap().ceiling, 50_000);
+    }
+
+    /// A node of a cluster whose Redis is not reached (no round trips).
+    fn clustered(dir: &std::path::Path) -> Metering {
+        let store = crate::store::Store::open(dir).unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let settings = crate::config::ClusterSettings {
+            redis_url: "redis://127.0.0.1:1".into(),
+            node: "a".into(),
+            on_redis_error: crate::config::OnRedisError::Local,
+            timeout: Duration::from_millis(50),
+            lease: Duration::from_secs(10),
+            admin_url: String::new(),
+            ca_file: None,
+        };
+        let cluster = Cluster::new(settings, &store, &metrics).unwrap();
+        Metering::open(&store, metrics)
+            .unwrap()
+            .with_cluster(Some(cluster))
+    }
+
+    #[test]
+    fn a_retry_on_the_grant_counts_the_request_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = clustered(dir.path());
+        let snap = crate::config::test_snapshot(
+            r#"[server]
+data_dir = "/nonexistent"
+[[groups]]
+name = "g"
+ratio = 1
+[[models]]
+name = "m"
+per_request = 1
+[[channels]]
+name = "c"
+type = "mock"
+groups = ["g"]
+[[keys]]
+name = "k"
+key = "sk-k"
+groups = ["g"]
+budget_usd = 100
+rpm = 1000
+"#,
+            1,
+        );
+        let key = Arc::clone(snap.keys_by_hash.values().next().unwrap());
+        let plan = m.plan(&snap, &key, "m", &crate::metering::Ask::default());
+        let cluster = Arc::clone(m.cluster.as_ref().unwrap());
+        assert!(m.admit_granted(&cluster, &key, &plan, false).is_none());
+        // The admission script refused it; metering tries the grant again.
+        assert!(m.admit_granted(&cluster, &key, &plan, true).is_none());
+        let g = lock(&plan.key_acc.grant);
+        assert_eq!((g.admitted, g.reserved), (1, plan.reserved));
+        assert!(plan.reserved > 0);
+    }
+
+    #[test]
+    fn a_key_limited_only_by_its_users_budget_may_ask_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = clustered(dir.path());
+        let acc = m.key_account("k");
+        {
+            let mut g = lock(&acc.grant);
+            g.limits = Some(GrantLimits {
+                user: Some("u".into()),
+                user_budget: Some(LIFETIME),
+                ..GrantLimits::default()
+            });
+            // admit_granted found no grant and asked for one.
+            g.asked = true;
+        }
+        let round = m.build_round(&["k".to_string()], 1);
+        assert_eq!(round.asks.len(), 1, "the user's budget only");
+        m.apply_round(&round, Some(&[Granted::default()]), 1);
+        assert!(!lock(&acc.grant).asked, "answered");
+        // Nothing was given: no ask per request for a while.
+        assert!(lock(&acc.grant).quiet_until_ns > m.now_ns());
+        lock(&acc.grant).asked = true;
+        let round = m.build_round(&["k".to_string()], 1);
+        m.apply_round(&round, None, 1);
+        assert!(!lock(&acc.grant).asked, "failed: may ask again");
     }
 
     #[test]

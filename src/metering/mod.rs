@@ -21,20 +21,17 @@ pub mod period;
 pub mod report;
 mod request_log;
 mod shared;
+pub mod writer;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
-use async_trait::async_trait;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
 use rust_decimal::Decimal;
-use tracing::info;
 
-use crate::clock::{now_ms, Clock};
+use crate::clock::Clock;
 use crate::cluster::{Cluster, Lease};
-use crate::config::{Group, Key, Price, Snapshot, StoreSection, TokenPrices};
+use crate::config::{Group, Key, Price, Snapshot, TokenPrices};
 use crate::errors::{ApiError, ErrorKind};
 use crate::metrics::{Metrics, ModelSeries, TokenKind};
 use crate::store::Store;
@@ -375,7 +372,7 @@ impl Metering {
             || key.tpm.is_some();
         if let Some(cluster) = &self.cluster {
             if limited {
-                if let Some(admission) = self.admit_granted(cluster, key, &plan) {
+                if let Some(admission) = self.admit_granted(cluster, key, &plan, false) {
                     return Ok(admission);
                 }
                 if let Some(decided) = self.admit_shared(cluster, key, &plan).await {
@@ -385,7 +382,7 @@ impl Metering {
                         // taken; a share that grew while it ran may have
                         // room for the request.
                         Err(e) if e.kind == ErrorKind::RateLimited => {
-                            self.admit_granted(cluster, key, &plan).ok_or(e)
+                            self.admit_granted(cluster, key, &plan, true).ok_or(e)
                         }
                         Err(e) => Err(e),
                     };
@@ -657,55 +654,6 @@ fn budget_error(refusal: BudgetRefusal, whose: &str) -> ApiError {
             format!("the rest of the budget of {whose} is held by requests still running"),
         )
         .with_retry_after(1),
-    }
-}
-
-/// Writes queued charges to sled every `[store] flush_ms` (and at once when
-/// shutdown starts), and prunes the request log hourly. The last charges
-/// are written after the server has stopped (see `server::run`).
-pub struct LedgerWriter {
-    pub metering: Arc<Metering>,
-    /// The `[store]` settings in force, read again before every batch so
-    /// that a reload changes them (the writer knows nothing of reloads).
-    pub settings: Box<dyn Fn() -> StoreSection + Send + Sync>,
-}
-
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
-#[async_trait]
-impl BackgroundService for LedgerWriter {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut last_prune: Option<Instant> = None;
-        loop {
-            let store = (self.settings)();
-            let wait = Duration::from_millis(store.flush_ms.max(1));
-            if *shutdown.borrow() {
-                // Keep writing through the grace period; the runtime ends
-                // this task, and the final drain after the server stops
-                // writes whatever is left.
-                tokio::time::sleep(wait).await;
-            } else {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.changed() => {}
-                }
-            }
-            let metering = Arc::clone(&self.metering);
-            let prune = last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY);
-            let _ = tokio::task::spawn_blocking(move || {
-                metering.ledger.write_pending(store.request_log_days);
-                if prune {
-                    let removed = metering.ledger.prune(store.request_log_days, now_ms());
-                    if removed > 0 {
-                        info!(removed, "request log pruned");
-                    }
-                }
-            })
-            .await;
-            if prune {
-                last_prune = Some(Instant::now());
-            }
-        }
     }
 }
 
