@@ -301,9 +301,14 @@ impl Cluster {
         let _ = self.ops.send(Op::Want(key.to_string()));
     }
 
+    /// Makes every grant made so far void (see [`Cluster::generation`]).
+    fn void_grants(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     fn set_up(&self, up: bool) {
         if !up {
-            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.void_grants();
         }
         if self.up.swap(up, Ordering::AcqRel) != up {
             if up {

@@ -165,6 +165,12 @@ impl ClusterWorker {
                 return;
             }
         };
+        if !known {
+            // Redis lost this node's entry, so perhaps everything (a
+            // FLUSHALL, a failover to an empty replica) with the
+            // connection kept: the grants it held may be gone.
+            c.void_grants();
+        }
         if !known || !state.published_all || !c.is_up() {
             if !self
                 .recover(&mut conn, !known || !state.published_all)

@@ -368,11 +368,12 @@ impl Metering {
             let Some(acc) = self.keys.existing(name) else {
                 continue;
             };
-            round
-                .totals
-                .push(own_totals(Kind::Key, name, &acc.account.snapshot()));
+            // Totals are read after the ask: spend only grows, so what is
+            // published is at least the base the grant is counted from.
+            let totals = |acc: &KeyAccount| own_totals(Kind::Key, name, &acc.account.snapshot());
             let mut g = lock(&acc.grant);
             let Some(limits) = g.limits.clone() else {
+                round.totals.push(totals(&acc));
                 continue;
             };
             let elapsed = now.ns.saturating_sub(g.last_ask_ns);
@@ -404,12 +405,11 @@ impl Metering {
             }
             g.admitted = 0;
             g.reserved = 0;
+            drop(g);
+            round.totals.push(totals(&acc));
         }
         for (user, (budget, extra, floor)) in users {
             let acc = self.user_account(&user);
-            round
-                .totals
-                .push(own_totals(Kind::User, &user, &acc.snapshot()));
             if let Some(budget) = budget {
                 let b = lock_spend(&acc).budget_ask(budget, today, now, extra);
                 round.asks.push(budget_only_ask(
@@ -422,6 +422,9 @@ impl Metering {
                     today,
                 ));
             }
+            round
+                .totals
+                .push(own_totals(Kind::User, &user, &acc.snapshot()));
         }
         round
     }
