@@ -351,41 +351,7 @@ async fn three_nodes_hold_budget_rpm_and_concurrency_cluster_wide() {
 
     // Budget: $0.001 = 20 requests of 50,000 nano-USD. Four clients per
     // node spend it concurrently.
-    let mut tasks = Vec::new();
-    for (i, n) in nodes.iter().enumerate() {
-        for _ in 0..4 {
-            let http = http.clone();
-            let url = n.url("/v1/chat/completions");
-            tasks.push(tokio::spawn(async move {
-                let mut served = 0i64;
-                for _ in 0..40 {
-                    let resp = http
-                        .post(&url)
-                        .bearer_auth("sk-cluster-budget-0001")
-                        .body(
-                            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
-                                .to_string(),
-                        )
-                        .send()
-                        .await
-                        .unwrap();
-                    let status = resp.status().as_u16();
-                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                    match status {
-                        200 => served += 1,
-                        429 if body["error"]["code"] == "insufficient_quota" => break,
-                        429 => tokio::time::sleep(Duration::from_millis(5)).await,
-                        s => panic!("node {i}: unexpected {s}: {body}"),
-                    }
-                }
-                served
-            }));
-        }
-    }
-    let mut served = 0;
-    for t in tasks {
-        served += t.await.unwrap();
-    }
+    let served = load(&nodes, "sk-cluster-budget-0001", 4, 40).await;
     let budget = 1_000_000;
     assert!(
         served * COST >= budget && served * COST <= budget + 3 * COST,
