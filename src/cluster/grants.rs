@@ -51,6 +51,30 @@ pub struct GrantAsk {
     pub asked_ns: u64,
 }
 
+impl GrantAsk {
+    /// An ask for nothing yet: the caller sets the parts it shares.
+    pub fn new(kind: Kind, name: &str, asked_ns: u64) -> GrantAsk {
+        GrantAsk {
+            kind,
+            name: name.to_string(),
+            budget: None,
+            days: None,
+            min_budget: 0,
+            want_budget: 0,
+            floor: 1,
+            max_concurrent: 0,
+            min_slots: 0,
+            want_slots: 0,
+            rpm: 0,
+            want_tokens: 0,
+            give_back: 0,
+            tpm: false,
+            base: 0,
+            asked_ns,
+        }
+    }
+}
+
 /// Redis's answer to a [`GrantAsk`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Granted {

@@ -62,10 +62,7 @@ impl GrantLimits {
 
     /// Limits of the key itself (not its user's budget) to share.
     fn key_side(&self) -> bool {
-        self.key_budget.is_some()
-            || self.max_concurrent.is_some()
-            || self.rpm.is_some()
-            || self.tpm.is_some()
+        self.key_budget.is_some() || self.rates()
     }
 
     /// The key's own checks that need a live grant besides its budget.
@@ -75,9 +72,17 @@ impl GrantLimits {
 }
 
 impl KeyGrant {
-    fn note(&mut self, limits: GrantLimits) {
-        if self.limits.as_ref() != Some(&limits) {
-            self.limits = Some(limits);
+    /// Keeps the key's limits for the worker's asks; compared first, so
+    /// the request path allocates only when they changed.
+    fn note(&mut self, key: &Key, key_budget: Option<Budget>, user_budget: Option<Budget>) {
+        let same = self.limits.as_ref().is_some_and(|l| {
+            l.key_budget == key_budget
+                && l.user_budget == user_budget
+                && l.user.as_deref() == key.user.as_deref()
+                && (l.max_concurrent, l.rpm, l.tpm) == (key.max_concurrent, key.rpm, key.tpm)
+        });
+        if !same {
+            self.limits = Some(GrantLimits::of(key, key_budget, user_budget));
         }
     }
 
@@ -212,10 +217,6 @@ impl Spend {
         }
         BudgetAsk { base, min, want }
     }
-
-    pub(super) fn apply_budget_grant(&mut self, grant: BudgetGrant) {
-        self.grant = Some(grant);
-    }
 }
 
 impl Metering {
@@ -245,7 +246,7 @@ impl Metering {
         };
         let acc = &plan.key_acc;
         let mut g = lock(&acc.grant);
-        g.note(GrantLimits::of(key, plan.key_budget, plan.user_budget));
+        g.note(key, plan.key_budget, plan.user_budget);
         if !retry {
             g.admitted = g.admitted.saturating_add(1);
             g.reserved = g.reserved.saturating_add(plan.reserved);
@@ -332,25 +333,16 @@ impl Metering {
         cluster: &Cluster,
         admission: &Admission,
         key: &Key,
-        limits: GrantLimits,
+        (key_budget, user_budget): (Option<Budget>, Option<Budget>),
         tokens: u64,
     ) {
         let mut g = lock(&admission.key.grant);
-        g.note(limits);
+        g.note(key, key_budget, user_budget);
         if key.tpm.is_some() {
             g.unpublished_tokens = g.unpublished_tokens.saturating_add(tokens);
         }
         drop(g);
         cluster.touch(&key.name);
-    }
-
-    /// The limits a settled request's key had, for [`Self::settled_unleased`].
-    pub(super) fn limits_of(key: &Key, user_budget: Option<Budget>) -> GrantLimits {
-        let key_budget = key.budget_usd.map(|b| Budget {
-            nanos: super::usd_to_nanos(b),
-            period: key.budget_period,
-        });
-        GrantLimits::of(key, key_budget, user_budget)
     }
 
     /// One round's publication and asks (see [`crate::cluster::OwnSpend`]).
@@ -412,7 +404,7 @@ impl Metering {
             let acc = self.user_account(&user);
             if let Some(budget) = budget {
                 let b = lock_spend(&acc).budget_ask(budget, today, now, extra);
-                round.asks.push(budget_only_ask(
+                round.asks.push(budget_ask_of(
                     Kind::User,
                     &user,
                     budget,
@@ -443,26 +435,9 @@ impl Metering {
         let mut ask = match limits.key_budget {
             Some(budget) => {
                 let b = lock_spend(&acc.account).budget_ask(budget, today, now, extra);
-                budget_only_ask(Kind::Key, name, budget, b, floor, now, today)
+                budget_ask_of(Kind::Key, name, budget, b, floor, now, today)
             }
-            None => GrantAsk {
-                kind: Kind::Key,
-                name: name.to_string(),
-                budget: None,
-                days: None,
-                min_budget: 0,
-                want_budget: 0,
-                floor: 1,
-                max_concurrent: 0,
-                min_slots: 0,
-                want_slots: 0,
-                rpm: 0,
-                want_tokens: 0,
-                give_back: 0,
-                tpm: false,
-                base: 0,
-                asked_ns: now.ns,
-            },
+            None => GrantAsk::new(Kind::Key, name, now.ns),
         };
         let live = now.holds(g.generation, g.until_ns);
         let busy = g.admitted > 0;
@@ -501,17 +476,9 @@ impl Metering {
                 .asked_ns
                 .saturating_add(self.grant_ttl().as_nanos() as u64);
             if ask.budget.is_some() {
-                let account = match ask.kind {
-                    Kind::Key => self
-                        .keys
-                        .existing(&ask.name)
-                        .map(|a| Arc::clone(&a))
-                        .map(Owner::Key),
-                    Kind::User => Some(Owner::User(self.user_account(&ask.name))),
-                };
-                if let Some(account) = &account {
-                    let mut spend = lock_spend(account.account());
-                    spend.apply_budget_grant(BudgetGrant {
+                let apply = |account: &Account| {
+                    let mut spend = lock_spend(account);
+                    spend.grant = Some(BudgetGrant {
                         ceiling: ask.base.saturating_add(got.budget),
                         scope: ask.days.map_or(0, |d| d.0),
                         until_ns,
@@ -521,6 +488,14 @@ impl Metering {
                     if ask.days.is_none() {
                         spend.others_lifetime = spend.others;
                     }
+                };
+                match ask.kind {
+                    Kind::Key => {
+                        if let Some(acc) = self.keys.existing(&ask.name) {
+                            apply(&acc.account);
+                        }
+                    }
+                    Kind::User => apply(&self.user_account(&ask.name)),
                 }
             }
             if ask.kind == Kind::User {
@@ -589,23 +564,8 @@ impl Metering {
     }
 }
 
-/// A key's or a user's account, whichever a grant is for.
-enum Owner {
-    Key(Arc<KeyAccount>),
-    User(Arc<Account>),
-}
-
-impl Owner {
-    fn account(&self) -> &Account {
-        match self {
-            Owner::Key(k) => &k.account,
-            Owner::User(u) => u,
-        }
-    }
-}
-
 /// A grant ask with only a budget part.
-fn budget_only_ask(
+fn budget_ask_of(
     kind: Kind,
     name: &str,
     budget: Budget,
@@ -615,22 +575,13 @@ fn budget_only_ask(
     today: u32,
 ) -> GrantAsk {
     GrantAsk {
-        kind,
-        name: name.to_string(),
         budget: Some(budget.nanos),
         days: budget.period.map(|p| bounds(p, today)),
         min_budget: b.min,
         want_budget: b.want,
         floor,
-        max_concurrent: 0,
-        min_slots: 0,
-        want_slots: 0,
-        rpm: 0,
-        want_tokens: 0,
-        give_back: 0,
-        tpm: false,
         base: b.base,
-        asked_ns: now.ns,
+        ..GrantAsk::new(kind, name, now.ns)
     }
 }
 

@@ -399,17 +399,8 @@ impl Metering {
     fn plan(&self, snap: &Snapshot, key: &Key, model: &str, ask: &Ask) -> Plan {
         let key_acc = self.key_account(&key.name);
         let user_acc = key.user.as_deref().map(|u| self.user_account(u));
-        let key_budget = key.budget_usd.map(|b| Budget {
-            nanos: usd_to_nanos(b),
-            period: key.budget_period,
-        });
+        let (key_budget, user_budget) = budgets(snap, key);
         let user = key.user.as_deref().and_then(|u| snap.users.get(u));
-        let user_budget = user.and_then(|u| {
-            u.budget_usd.map(|b| Budget {
-                nanos: usd_to_nanos(b),
-                period: u.budget_period,
-            })
-        });
         let reserved = match (key_budget, user_budget, snap.prices.get(model)) {
             (None, None, _) | (_, _, None) => 0,
             (_, _, Some(price)) => reservation_nanos(
@@ -544,18 +535,8 @@ impl Metering {
             if admission.lease.is_some() {
                 self.publish(cluster, &mut admission, key, served.usage.total());
             } else {
-                let user_budget = key
-                    .user
-                    .as_deref()
-                    .and_then(|u| snap.users.get(u))
-                    .and_then(|u| {
-                        u.budget_usd.map(|b| Budget {
-                            nanos: usd_to_nanos(b),
-                            period: u.budget_period,
-                        })
-                    });
-                let limits = Metering::limits_of(key, user_budget);
-                self.settled_unleased(cluster, &admission, key, limits, served.usage.total());
+                let tokens = served.usage.total();
+                self.settled_unleased(cluster, &admission, key, budgets(snap, key), tokens);
             }
         }
         let looked_up;
@@ -616,6 +597,21 @@ impl Metering {
             }
         }
     }
+}
+
+/// The key's budget and its user's, in nano-USD.
+fn budgets(snap: &Snapshot, key: &Key) -> (Option<Budget>, Option<Budget>) {
+    let budget = |usd: Option<Decimal>, period| {
+        usd.map(|b| Budget {
+            nanos: usd_to_nanos(b),
+            period,
+        })
+    };
+    let user = key.user.as_deref().and_then(|u| snap.users.get(u));
+    (
+        budget(key.budget_usd, key.budget_period),
+        user.and_then(|u| budget(u.budget_usd, u.budget_period)),
+    )
 }
 
 fn concurrency_error(max: u32) -> ApiError {
