@@ -195,10 +195,8 @@ impl AdminApp {
             }
         }
         let snap = self.config.load();
-        if path == "/admin/session" || path == "/admin/keys" || path.starts_with("/admin/keys/") {
-            if let Some(answer) = keys::admin_api(&self.keys, &snap, req, body, client_ip) {
-                return keys_response(answer);
-            }
+        if let Some(answer) = keys::admin_api(&self.keys, &snap, req, body, client_ip) {
+            return keys_response(answer);
         }
         let open_path = path == "/healthz" || path == "/readyz";
         // The admin token (exactly one Authorization header: with two,
@@ -214,11 +212,7 @@ impl AdminApp {
                 return json_response(401, json!({"error": "admin token required"}))
             }
             AdminAccess::NotJson => {
-                return json_response(
-                    403,
-                    json!({"error": "a request signed in by cookie that changes something \
-                                     must be sent with `Content-Type: application/json`"}),
-                )
+                return json_response(403, json!({"error": keys::json_required().message}))
             }
             AdminAccess::CrossSite => {
                 return json_response(403, json!({"error": keys::cross_site().message}))

@@ -68,7 +68,8 @@ pub fn presented_secret(req: &RequestHeader) -> Result<Option<&str>, ApiError> {
     })
 }
 
-fn bearer_token(value: Option<&str>) -> Option<&str> {
+/// The token of an `Authorization: Bearer <token>` value.
+pub fn bearer_token(value: Option<&str>) -> Option<&str> {
     let (scheme, token) = value?.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rand::RngCore;
 
 use crate::config::{self, sha256};
 use crate::health::HealthRegistry;
+use crate::keys::fresh_secret;
 
 #[derive(Parser)]
 #[command(
@@ -88,13 +88,6 @@ enum UserAction {
     },
 }
 
-/// A fresh secret: `prefix` and 48 random hex digits (192 bits).
-fn fresh_secret(prefix: &str) -> String {
-    let mut bytes = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!("{prefix}{}", hex::encode(bytes))
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
@@ -161,16 +154,7 @@ pub fn main() -> ExitCode {
             action: KeyAction::Revoke { name },
         } => {
             // Encoded: a name with a space or `/` must not break the request line.
-            let encoded: String = name
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            let path = format!("/admin/keys/{encoded}");
+            let path = format!("/admin/keys/{}", crate::providers::encode_segment(&name));
             admin_command("key revoke", &cli.config, "DELETE", &path, None, |_| {
                 println!("revoked key {name:?}");
             })

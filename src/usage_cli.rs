@@ -37,12 +37,12 @@ fn usage_doc(body: &[u8]) -> Result<Value> {
 /// this node), each node's `/admin/usage` (same admin token), merged. A
 /// node that does not answer is an error: a partial sum would mislead.
 fn run_cluster(config_path: &Path, by: &str, path: &str) -> Result<String> {
-    let (status, body) = admin_call(config_path, "GET", "/admin/cluster", None)?;
+    let (addr, token) = admin_target(config_path)?;
+    let (status, body) = admin_http(addr, "GET", "/admin/cluster", token.as_deref(), None)?;
     let doc: Value = serde_json::from_slice(&body).context("the admin API answered non-JSON")?;
     if status != 200 {
         bail!("no node list: {}", doc["error"].as_str().unwrap_or("?"));
     }
-    let token = admin_token(config_path)?;
     let mut docs = Vec::new();
     for node in doc["nodes"].as_array().into_iter().flatten() {
         let name = node["node"].as_str().unwrap_or("?");
@@ -56,17 +56,6 @@ fn run_cluster(config_path: &Path, by: &str, path: &str) -> Result<String> {
         docs.push(usage_doc(&body).with_context(|| format!("node {name}"))?);
     }
     Ok(table(by, &merge(by, &docs)))
-}
-
-fn admin_token(config_path: &Path) -> Result<Option<String>> {
-    let loaded = config::load_file(
-        config_path,
-        &HealthRegistry::default(),
-        1,
-        &mut Default::default(),
-    )
-    .map_err(|e| anyhow!("{e}"))?;
-    Ok(loaded.snapshot.server.admin_token.clone())
 }
 
 /// Sums the rows (by their `by` value) and totals of several nodes' usage.
@@ -112,6 +101,24 @@ pub fn admin_call(
     path: &str,
     json: Option<&Value>,
 ) -> Result<(u16, Vec<u8>)> {
+    let (addr, token) = admin_target(config_path)?;
+    admin_http(addr, method, path, token.as_deref(), json)
+}
+
+fn admin_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&Value>,
+) -> Result<(u16, Vec<u8>)> {
+    http_call(addr, method, path, token, json)
+        .with_context(|| format!("cannot query the admin API at {addr} (is tollgate running?)"))
+}
+
+/// The admin listener's address (loopback for an unspecified one) and the
+/// admin token, from the config file.
+fn admin_target(config_path: &Path) -> Result<(SocketAddr, Option<String>)> {
     let loaded = config::load_file(
         config_path,
         &HealthRegistry::default(),
@@ -128,8 +135,7 @@ pub fn admin_call(
             std::net::Ipv6Addr::LOCALHOST.into()
         });
     }
-    http_call(addr, method, path, server.admin_token.as_deref(), json)
-        .with_context(|| format!("cannot query the admin API at {addr} (is tollgate running?)"))
+    Ok((addr, server.admin_token.clone()))
 }
 
 /// A minimal HTTP/1.1 request: the admin listener is plain HTTP on a

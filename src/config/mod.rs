@@ -12,7 +12,7 @@ mod source;
 
 use std::path::Path;
 
-pub use compile::{compile_managed_key, FieldError};
+pub use compile::{compile_managed_key, sha256_from_hex, FieldError};
 pub use parse::ParseCache;
 pub use schema::*;
 pub use snapshot::*;

@@ -3,7 +3,6 @@
 //! anyone's keys, any group). The secret of a new key is in the creation
 //! answer only; the store keeps its SHA-256 and last 4 characters.
 
-use rand::RngCore;
 use serde_json::{json, Map, Value};
 
 use super::fields::{self, MUTABLE};
@@ -12,7 +11,8 @@ use super::service::{json_object, Answer, KeyService};
 use crate::clock::now_ms;
 use crate::config::{compile_managed_key, sha256, Key, Snapshot, AUTO_GROUP};
 use crate::errors::{ApiError, ErrorKind};
-use crate::metering::cost::{nanos_to_usd, usd_to_nanos};
+use crate::metering::cost::usd_to_nanos;
+use crate::metering::report;
 
 /// Who acts: a signed-in user on her own keys, or the admin on anyone's.
 #[derive(Clone, Copy)]
@@ -101,9 +101,7 @@ impl KeyService {
         if snap.keys_by_hash.values().any(|k| k.name == name) {
             return Err(name_taken(&name));
         }
-        let mut raw = [0u8; 24];
-        rand::thread_rng().fill_bytes(&mut raw);
-        let secret = format!("sk-tg-{}", hex::encode(raw));
+        let secret = super::session::fresh_secret("sk-tg-");
         let record = KeyRecord {
             name: name.clone(),
             user,
@@ -313,16 +311,12 @@ impl KeyService {
         let spend = self.metering.key_spend(name);
         let (in_period, _) = spend.against(period, self.metering.today());
         let left = budget.map(|b| (usd_to_nanos(b) - in_period).max(0));
-        let usd = |nanos: i64| nanos_to_usd(nanos).to_string().parse::<f64>().ok();
         let fields: Map<String, Value> = [
-            (
-                "budget_usd",
-                json!(budget.map(|b| b.to_string().parse::<f64>().ok())),
-            ),
+            ("budget_usd", budget.map_or(Value::Null, report::number)),
             ("budget_period", json!(period.map(|p| p.as_str()))),
-            ("spent_usd", json!(usd(spend.totals.cost_nanos))),
+            ("spent_usd", report::usd(spend.totals.cost_nanos)),
             ("spent_nano_usd", json!(spend.totals.cost_nanos)),
-            ("budget_left_usd", json!(left.map(usd))),
+            ("budget_left_usd", left.map_or(Value::Null, report::usd)),
             ("budget_left_nano_usd", json!(left)),
         ]
         .into_iter()

@@ -17,5 +17,5 @@ mod user_api;
 
 pub use admin_api::{admin_api, AdminAccess};
 pub use service::{Answer, KeyService, ADMIN_COOKIE, USER_COOKIE};
-pub use session::{cross_site, SESSION_IDLE_MS};
+pub use session::{cross_site, fresh_secret, json_required};
 pub use user_api::{is_user_api, user_api};

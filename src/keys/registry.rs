@@ -471,7 +471,7 @@ fn compile_record(
             ));
         }
     }
-    let hash = hex_hash(&r.sha256)?;
+    let hash = crate::config::sha256_from_hex(&r.sha256)?;
     match compile_managed_key(&def, snap) {
         Ok(key) => Some((hash, key)),
         Err((field, message)) => {
@@ -479,12 +479,6 @@ fn compile_record(
             None
         }
     }
-}
-
-fn hex_hash(text: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).ok()?;
-    Some(out)
 }
 
 #[cfg(test)]

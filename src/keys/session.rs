@@ -200,9 +200,7 @@ pub fn bearer(req: &RequestHeader) -> Option<&str> {
     let (value, None) = (all.next()?, all.next()) else {
         return None;
     };
-    let (scheme, token) = value.to_str().ok()?.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    crate::auth::bearer_token(value.to_str().ok())
 }
 
 /// The value of cookie `name`, from any `Cookie` header.
@@ -284,6 +282,13 @@ pub fn cross_site() -> ApiError {
         "the admin listener has no admin_token, so it answers programs on this machine only: \
          not web pages of other sites, nor host names other than localhost or an address",
     )
+}
+
+/// A fresh secret: `prefix` and 48 random hex digits (192 bits).
+pub fn fresh_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
 }
 
 pub fn json_required() -> ApiError {

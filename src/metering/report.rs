@@ -19,7 +19,7 @@ const UNLIMITED_USD: i64 = 100_000_000;
 
 /// An exact decimal as the nearest JSON number (via its text, so the
 /// number shown is the one closest to the exact amount).
-fn number(d: rust_decimal::Decimal) -> Value {
+pub fn number(d: rust_decimal::Decimal) -> Value {
     d.to_string()
         .parse::<f64>()
         .ok()
@@ -27,7 +27,8 @@ fn number(d: rust_decimal::Decimal) -> Value {
         .map_or(Value::Null, Value::Number)
 }
 
-fn usd(nanos: i64) -> Value {
+/// Nano-USD as the nearest JSON number of USD.
+pub fn usd(nanos: i64) -> Value {
     number(nanos_to_usd(nanos))
 }
 

@@ -230,7 +230,7 @@ pub(super) fn check_budget(budget: Option<Decimal>) -> Result<(), String> {
 /// from a table of digit values and without a branch per digit:
 /// `hex::decode_to_slice` took ~1,000 instructions a key, 8% of a reload
 /// of 10,000 keys.
-pub(super) fn sha256_from_hex(text: &str) -> Option<[u8; 32]> {
+pub fn sha256_from_hex(text: &str) -> Option<[u8; 32]> {
     /// Each byte's value as a hex digit; 0xff where it is none.
     const DIGIT: [u8; 256] = {
         let mut table = [0xff; 256];

@@ -12,7 +12,7 @@ mod routes;
 mod server;
 mod users;
 
-pub use keys::{compile_managed_key, FieldError};
+pub use keys::{compile_managed_key, sha256_from_hex, FieldError};
 
 use crate::config::{ConfigError, Loaded, RawConfig, Snapshot, Source};
 use crate::health::HealthRegistry;
