@@ -164,40 +164,41 @@ fn wav_ms(file: &[u8]) -> Option<u64> {
     None
 }
 
+/// A silent PCM WAV of `samples` 16-bit mono samples at `rate` Hz: what
+/// the mock channel speaks (and tests upload).
+pub fn pcm_wav(rate: u32, samples: u32) -> Vec<u8> {
+    let data = samples * 2;
+    let mut out = Vec::with_capacity(44 + data as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    out.resize(44 + data as usize, 0);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A PCM WAV of `samples` 16-bit mono samples at `rate` Hz.
-    pub(crate) fn wav(rate: u32, samples: u32) -> Vec<u8> {
-        let data = samples * 2;
-        let mut out = Vec::new();
-        out.extend_from_slice(b"RIFF");
-        out.extend_from_slice(&(36 + data).to_le_bytes());
-        out.extend_from_slice(b"WAVEfmt ");
-        out.extend_from_slice(&16u32.to_le_bytes());
-        out.extend_from_slice(&1u16.to_le_bytes());
-        out.extend_from_slice(&1u16.to_le_bytes());
-        out.extend_from_slice(&rate.to_le_bytes());
-        out.extend_from_slice(&(rate * 2).to_le_bytes());
-        out.extend_from_slice(&2u16.to_le_bytes());
-        out.extend_from_slice(&16u16.to_le_bytes());
-        out.extend_from_slice(b"data");
-        out.extend_from_slice(&data.to_le_bytes());
-        out.resize(out.len() + data as usize, 0);
-        out
-    }
-
     #[test]
     fn audio_duration_from_a_wav_header_or_the_size() {
         // 24,000 samples at 16 kHz: 1.5 s.
-        assert_eq!(audio_ms_of(&wav(16_000, 24_000)), 1500);
+        assert_eq!(audio_ms_of(&pcm_wav(16_000, 24_000)), 1500);
         // 8 kHz, 100 samples: 12.5 ms -> 12 (whole milliseconds, down).
-        assert_eq!(audio_ms_of(&wav(8000, 100)), 12);
+        assert_eq!(audio_ms_of(&pcm_wav(8000, 100)), 12);
         // Not a WAV: 48,000 bytes at 16,000 bytes/s = 3 s.
         assert_eq!(audio_ms_of(&[7u8; 48_000]), 3000);
         // A WAV without a byte rate is estimated by size.
-        let mut broken = wav(16_000, 8000);
+        let mut broken = pcm_wav(16_000, 8000);
         broken[28..32].copy_from_slice(&0u32.to_le_bytes());
         assert_eq!(audio_ms_of(&broken), broken.len() as u64 * 1000 / 16_000);
     }
@@ -233,7 +234,7 @@ mod tests {
     #[test]
     fn multipart_model_and_fields() {
         let b = "XyZ";
-        let audio = wav(16_000, 32_000);
+        let audio = pcm_wav(16_000, 32_000);
         let mut body = format!(
             "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n"
         )

@@ -41,18 +41,18 @@ pub fn boundary(content_type: &str) -> Option<&str> {
         return None;
     }
     params.find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        if !k.trim().eq_ignore_ascii_case("boundary") {
-            return None;
-        }
-        let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(v);
+        let (k, v) = param(p)?;
         // RFC 2046: 1 to 70 characters.
-        (!v.is_empty() && v.len() <= 70).then_some(v)
+        (k.eq_ignore_ascii_case("boundary") && !v.is_empty() && v.len() <= 70).then_some(v)
     })
+}
+
+/// `k=v` of a header parameter, trimmed, `v` without its quotes.
+fn param(p: &str) -> Option<(&str, &str)> {
+    let (k, v) = p.split_once('=')?;
+    let v = v.trim();
+    let unquoted = v.strip_prefix('"').and_then(|v| v.strip_suffix('"'));
+    Some((k.trim(), unquoted.unwrap_or(v)))
 }
 
 /// The parts of `body`. The error text is safe to show to the client (it
@@ -131,19 +131,11 @@ fn part(head: &str, span: (usize, usize)) -> Result<Part<'_>, String> {
     }
     let mut name = None;
     let mut filename = None;
-    for p in params {
-        let Some((k, v)) = p.split_once('=') else {
-            continue;
-        };
-        let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(v);
-        match k.trim().to_ascii_lowercase().as_str() {
-            "name" => name = Some(v),
-            "filename" => filename = Some(v),
-            _ => {}
+    for (k, v) in params.filter_map(param) {
+        if k.eq_ignore_ascii_case("name") {
+            name = Some(v);
+        } else if k.eq_ignore_ascii_case("filename") {
+            filename = Some(v);
         }
     }
     Ok(Part {

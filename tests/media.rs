@@ -75,23 +75,6 @@ fn binary_file(len: usize) -> Vec<u8> {
     pattern.bytes().cycle().take(len).collect()
 }
 
-/// A PCM WAV of `samples` 16-bit mono samples at 16 kHz.
-fn wav(samples: u32) -> Vec<u8> {
-    let data = samples * 2;
-    let mut out = b"RIFF".to_vec();
-    out.extend_from_slice(&(36 + data).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&[1, 0, 1, 0]);
-    out.extend_from_slice(&16_000u32.to_le_bytes());
-    out.extend_from_slice(&32_000u32.to_le_bytes());
-    out.extend_from_slice(&[2, 0, 16, 0]);
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data.to_le_bytes());
-    out.resize(44 + data as usize, 0);
-    out
-}
-
 fn openai_channel(name: &str, url: &str, groups: &[&str], models: &[&str], extra: &str) -> String {
     format!(
         "\n[[channels]]\nname = \"{name}\"\ntype = \"openai\"\nbase_url = \"{url}\"\n\
@@ -415,7 +398,7 @@ async fn transcriptions_bill_the_reported_duration_or_the_uploads() {
         openai_channel("audio", &up.base_url(), &["half"], &["whisper-1"], ""),
         key("k", "sk-media-client-4", &["half"])
     ));
-    let audio = wav(24_000); // 1.5 s
+    let audio = tollgate::media::pcm_wav(16_000, 24_000); // 1.5 s
     for (path, format) in [
         ("/v1/audio/transcriptions", "json"),
         ("/v1/audio/translations", "verbose_json"),
@@ -563,7 +546,7 @@ async fn the_mock_channel_answers_media_endpoints_offline() {
         .starts_with("iVBORw0KGgo"));
     let body = multipart(
         &[("model", "whisper-1")],
-        Some(("file", "a.wav", &wav(32_000))),
+        Some(("file", "a.wav", &tollgate::media::pcm_wav(16_000, 32_000))),
     );
     let resp = post(&tg, secret, "/v1/audio/transcriptions", &form_type(), body).await;
     let v: Value = resp.json().await.unwrap();

@@ -107,7 +107,7 @@ pub struct Price {
 /// Prices of the media endpoints. `None` is "not priced", which the
 /// gateway tells from a deliberate 0: a media request to a model with no
 /// price for it is refused, never served for free by accident
-/// (`metering::cost::media_price_check`).
+/// (`metering::cost::media_price`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MediaPrices {
     /// USD per image by `"WxH/quality"` or `"WxH"` (or `"auto"`).

@@ -54,6 +54,12 @@ pub enum BudgetRefusal {
 }
 
 impl Spend {
+    /// Lifetime spend: this node's settled spend plus the other nodes'
+    /// (cluster-wide in cluster mode; 0 from others on a single node).
+    pub fn lifetime_nanos(&self) -> i64 {
+        self.totals.cost_nanos + self.others_lifetime
+    }
+
     /// (spent, reserved) that count against a budget of `period` on day
     /// `today`: lifetime sums, or the days of the current period (with the
     /// other nodes' spend in cluster mode).

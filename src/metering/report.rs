@@ -119,13 +119,12 @@ pub fn key_usage(m: &Metering, snap: &Snapshot, key: &Key) -> Value {
     let today = m.today();
     let key_spend = m.key_spend(&key.name);
     let spent = key_spend.totals;
-    // Cluster-wide in cluster mode (0 from other nodes on a single node).
-    let spent_nanos = spent.cost_nanos + key_spend.others_lifetime;
+    let spent_nanos = key_spend.lifetime_nanos();
     let (mine, user_budget, left) = budgets(m, snap, key, today);
     let user = key.user.as_deref().map(|name| {
         let user_spend = m.user_spend(name);
         let s = user_spend.totals;
-        let user_nanos = s.cost_nanos + user_spend.others_lifetime;
+        let user_nanos = user_spend.lifetime_nanos();
         let budget = snap.users.get(name).and_then(|u| u.budget_usd);
         let mut user = json!({
             "name": name,
@@ -165,7 +164,7 @@ pub fn billing_subscription(m: &Metering, snap: &Snapshot, key: &Key) -> Value {
     let spend = m.key_spend(&key.name);
     let (_, _, left) = budgets(m, snap, key, m.today());
     let limit = match left {
-        Some(l) => usd(spend.totals.cost_nanos + spend.others_lifetime + l),
+        Some(l) => usd(spend.lifetime_nanos() + l),
         None => json!(UNLIMITED_USD),
     };
     json!({
@@ -183,7 +182,7 @@ pub fn billing_subscription(m: &Metering, snap: &Snapshot, key: &Key) -> Value {
 /// spend in cents (budgets are lifetime, so the date range is not used).
 pub fn billing_usage(m: &Metering, key: &Key) -> Value {
     let spend = m.key_spend(&key.name);
-    let spent = spend.totals.cost_nanos + spend.others_lifetime;
+    let spent = spend.lifetime_nanos();
     // 1 cent = 1e7 nano-USD.
     let cents = number(rust_decimal::Decimal::new(spent, 7).normalize());
     json!({"object": "list", "total_usage": cents})

@@ -120,7 +120,7 @@ fn write_entry(c: &Charge, out: &mut Vec<u8>) {
     }
     // Zigzag: a refund's negative cost stays short.
     put_varint(out, ((c.cost_nanos << 1) ^ (c.cost_nanos >> 63)) as u64);
-    let media = c.units != Units::default();
+    let media = !c.units.is_empty();
     out.push(u8::from(c.estimated) * ESTIMATED + u8::from(media) * MEDIA);
     if media {
         let m = &c.units;

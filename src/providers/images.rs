@@ -235,7 +235,9 @@ pub async fn prepare(
         None => ImageRequest::from_json(req.body)?,
     };
     let body = Bytes::from(request(backend, fields)?.to_string());
-    let probe = body::probe(&body).map_err(|why| Untranslatable::new("body", why))?;
+    // Our own Gemini/Imagen body has none of the top-level fields a probe
+    // reads: no second pass over base64 images that may be megabytes.
+    let probe = body::BodyProbe::default();
     let (method, path) = match backend {
         Backend::GeminiImage => (GeminiMethod::Generate, "/v1beta/models/m:generateContent"),
         Backend::Imagen => (GeminiMethod::Predict, "/v1beta/models/m:predict"),

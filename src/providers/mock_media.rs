@@ -127,19 +127,7 @@ fn transcription(ask: &MediaAsk) -> (MockAnswer, Units) {
 }
 
 fn speech(ask: &MediaAsk) -> (MockAnswer, Units) {
-    let data = SPEECH_SAMPLES * 2;
-    let mut wav = Vec::with_capacity(44 + data as usize);
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + data).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    for field in [16u32.to_le_bytes(), [1, 0, 1, 0], 16_000u32.to_le_bytes()] {
-        wav.extend_from_slice(&field);
-    }
-    wav.extend_from_slice(&32_000u32.to_le_bytes());
-    wav.extend_from_slice(&[2, 0, 16, 0]);
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&data.to_le_bytes());
-    wav.resize(44 + data as usize, 0);
+    let wav = crate::media::pcm_wav(16_000, SPEECH_SAMPLES);
     let units = Units {
         chars: ask.chars,
         ..Units::default()

@@ -146,6 +146,14 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// How a media endpoint is priced; `None` for every other endpoint.
+    pub fn media(self) -> Option<MediaOp> {
+        match self {
+            Endpoint::OpenAi(op) => op.media(),
+            _ => None,
+        }
+    }
+
     /// The relayed endpoint for a POST to `path`, and for Gemini paths the
     /// model named in the path.
     pub fn classify(path: &str) -> Option<(Endpoint, Option<&str>)> {

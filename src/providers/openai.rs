@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::head::{self, UpstreamHead};
 use super::{BaseUrl, Upstream};
-use super::{ClientRequest, Endpoint, OpenAiOp, Prepared, ResponseAdapter};
+use super::{ClientRequest, Prepared, ResponseAdapter};
 use crate::body::{self, BodyProbe};
 use crate::sse::{SseEvent, SseParser};
 use crate::tokenizer::OutputEstimate;
@@ -49,7 +49,7 @@ pub fn prepare(channel: &Upstream, upstream: &BaseUrl, req: ClientRequest<'_>) -
 pub fn shape(channel: &Upstream, req: ClientRequest<'_>) -> (Bytes, Box<dyn ResponseAdapter>) {
     let probe = req.probe;
     let mut out_body = req.body_for_model(channel.upstream_model(req.model));
-    if let Some(op) = openai_op(req.endpoint).and_then(OpenAiOp::media) {
+    if let Some(op) = req.endpoint.media() {
         let adapter = super::media::MediaAdapter::new(op, probe.stream);
         return (out_body, Box::new(adapter));
     }
@@ -62,13 +62,6 @@ pub fn shape(channel: &Upstream, req: ClientRequest<'_>) -> (Bytes, Box<dyn Resp
         out_body,
         Box::new(OpenAiAdapter::new(probe.stream, inject_usage)),
     )
-}
-
-fn openai_op(endpoint: Endpoint) -> Option<OpenAiOp> {
-    match endpoint {
-        Endpoint::OpenAi(op) => Some(op),
-        _ => None,
-    }
 }
 
 /// The body with `stream_options.include_usage = true`.

@@ -78,13 +78,14 @@ pub(super) async fn admit(
     let (model, long_context) = snap.resolve_model(requested);
     let model = model.to_string();
     check_model(snap, key, &model, endpoint)?;
-    let image_price = match (endpoint, snap.prices.get(&model)) {
-        (Endpoint::OpenAi(op), Some(price)) => match op.media() {
-            Some(kind) => cost::media_price(&model, price, kind, &media)
-                .map_err(|msg| ApiError::new(ErrorKind::UnsupportedField, msg))?,
-            None => Decimal::ZERO,
-        },
-        _ => Decimal::ZERO,
+    // Only media requests have a media price to look up.
+    let priced = endpoint
+        .media()
+        .and_then(|kind| Some((kind, snap.prices.get(&model)?)));
+    let image_price = match priced {
+        Some((kind, price)) => cost::media_price(&model, price, kind, &media)
+            .map_err(|msg| ApiError::new(ErrorKind::UnsupportedField, msg))?,
+        None => Decimal::ZERO,
     };
     // An upload's files are not prompt text: its reservation counts the
     // bytes of its text fields (docs/api.md, "Media prices").
@@ -190,10 +191,8 @@ fn check_model(
     }
     if !routing::format_served(snap, &key.groups, model, endpoint) {
         // The common mistake on the images endpoints: a text model.
-        let hint = match endpoint {
-            Endpoint::OpenAi(op) if op.media() == Some(MediaOp::Image) => {
-                " (is it a model with image output?)"
-            }
+        let hint = match endpoint.media() {
+            Some(MediaOp::Image) => " (is it a model with image output?)",
             _ => "",
         };
         return Err(ApiError::new(

@@ -346,9 +346,9 @@ impl Failover<'_> {
             ..Units::default()
         };
         let mut units = answered.or(asked);
-        let per_second =
-            (self.snap.prices.get(&req.model)).is_some_and(|p| p.media.per_second.is_some());
-        let estimate = op.media() == Some(MediaOp::Transcribe) && units.audio_ms == 0 && per_second;
+        let estimate = op.media() == Some(MediaOp::Transcribe)
+            && units.audio_ms == 0
+            && (self.snap.prices.get(&req.model)).is_some_and(|p| p.media.per_second.is_some());
         if estimate {
             units.audio_ms = req.media.upload_audio_ms;
         }
