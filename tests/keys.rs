@@ -436,13 +436,21 @@ async fn chat_with(tg: &Tollgate, key: &str) -> Reply {
     .await
 }
 
-/// Creates a key for a user through the user API; returns its secret.
+/// Creates a key for a user through the user API; returns the reply.
 async fn create(tg: &Tollgate, token: &str, body: Value) -> Reply {
     let r = call("POST", &tg.url("/api/keys"), As::Bearer(token), Some(body)).await;
     if let Some(secret) = r.body["key"].as_str() {
         remember_secret(secret);
     }
     r
+}
+
+/// Creates a key for a user through the user API; returns its secret.
+async fn create_secret(tg: &Tollgate, token: &str, body: Value) -> String {
+    create(tg, token, body).await.body["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// The exact cost of an answer of the mock channel at `ratio_halves` / 2
@@ -994,22 +1002,19 @@ async fn managed_keys_survive_a_restart_and_their_secret_is_stored_nowhere() {
 #[tokio::test]
 async fn a_reload_that_removes_a_group_or_user_stops_what_the_keys_lost() {
     let tg = start(false);
-    let both = create(
+    let both = create_secret(
         &tg,
         ALICE_TOKEN,
         json!({"name": "both", "groups": ["vip", "claude"]}),
     )
     .await;
-    let both = both.body["key"].as_str().unwrap().to_string();
-    let only = create(
+    let only = create_secret(
         &tg,
         ALICE_TOKEN,
         json!({"name": "only-vip", "groups": ["vip"]}),
     )
     .await;
-    let only = only.body["key"].as_str().unwrap().to_string();
-    let bobs = create(&tg, BOB_TOKEN, json!({"name": "bobs"})).await;
-    let bobs = bobs.body["key"].as_str().unwrap().to_string();
+    let bobs = create_secret(&tg, BOB_TOKEN, json!({"name": "bobs"})).await;
     let before = std::fs::read_to_string(&tg.config_path).unwrap();
     let bob_block = before.find("[[users]]\nname = \"bob\"").unwrap();
     let bob_end = bob_block + before[bob_block..].find("\n[[users]]").unwrap();
@@ -1524,20 +1529,18 @@ async fn billed_groups(tg: &Tollgate, key: &str, requests: u64) -> Vec<(String, 
 #[tokio::test]
 async fn a_key_stops_routing_a_group_its_user_may_no_longer_pick() {
     let tg = start(false);
-    let two = create(
+    let two = create_secret(
         &tg,
         ALICE_TOKEN,
         json!({"name": "two", "groups": ["claude", "default"]}),
     )
     .await;
-    let two = two.body["key"].as_str().unwrap().to_string();
-    let only = create(
+    let only = create_secret(
         &tg,
         ALICE_TOKEN,
         json!({"name": "only", "groups": ["claude"]}),
     )
     .await;
-    let only = only.body["key"].as_str().unwrap().to_string();
     let by_admin = json!({"user": "alice", "name": "by-admin", "groups": ["claude"]});
     let r = call(
         "POST",
